@@ -1,0 +1,63 @@
+# Make-style entry points. Everything real happens in the `harness` CLI; these targets install
+# what is missing first, so that a fresh Debian 12 machine needs nothing done by hand.
+#   KSRC=/path/to/linux (or debian:6.1) picks the kernel tree; MACHINE=NAME a configs/machines profile.
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+HARNESS := $(VENV)/bin/harness
+KSRC    ?=
+MACHINE ?= default
+export KSRC MACHINE
+
+DEB_PACKAGES := $(shell grep -v '^\#' configs/debian-packages.txt) $(if $(KSRC),,linux-source-6.12)
+
+.PHONY: help deps venv kernel run test unit shell bench lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+deps: ## install missing Debian packages (as root) and the Python virtualenv
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" != 0 ]; then \
+	        echo "Missing Debian packages:" $$missing; \
+	        echo "Install them as root:  apt-get install --no-install-recommends" $$missing; exit 1; \
+	    fi; \
+	    echo "installing:" $$missing; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing \
+	        >/dev/null || exit 1; \
+	fi
+	@$(MAKE) --no-print-directory venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+kernel: deps ## build (or find cached) the kernel and image
+	$(HARNESS) kernel
+
+run: deps ## build, boot, run the default suites, print a summary
+	$(HARNESS) run --machine=$(MACHINE)
+
+test: deps ## the project's own tests: unit tests and the end-to-end suites on real QEMU boots
+	$(PY) -m pytest tests suites
+
+unit: venv ## unit tests only (no kernel build, no QEMU)
+	$(PY) -m pytest tests
+
+shell: deps ## a shell in the guest
+	$(HARNESS) shell --machine=$(MACHINE)
+
+bench: deps ## build/boot/SSH figures into results/<run>/bench.json
+	$(HARNESS) bench --machine=$(MACHINE)
+
+lint: venv
+	$(VENV)/bin/ruff check harness tests suites
+
+clean: ## remove results and the virtualenv (the artifact cache stays: HARNESS_CACHE or ~/.cache)
+	rm -rf results $(VENV)

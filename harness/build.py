@@ -1,0 +1,216 @@
+"""Kernel builds: compose the .config, prove it stuck, build out of tree with ccache, cache by content.
+
+One build directory per (tree identity, final .config): a second run finds it finished and does
+nothing; a later change to a user's tree rebuilds it incrementally. The stamp that marks a build
+finished is written last, so an interrupted build is never taken for a good one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import atomic, kconfig, paths
+from .source import KernelTree
+
+STAMP = ".harness-built.json"
+
+
+class BuildError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ConfigSpec:
+    """What a kernel is asked to be: a base plus fragments (paths) plus single settings."""
+
+    base: str = "tinyconfig"
+    fragments: tuple[Path, ...] = ()
+    settings: tuple[str, ...] = ()  # SYM=value, as given with --set
+
+    def requests(self) -> list[kconfig.Request]:
+        reqs = [r for frag in self.fragments for r in kconfig.parse_fragment(frag)]
+        return reqs + [kconfig.parse_setting(s) for s in self.settings]
+
+
+@dataclass(frozen=True)
+class KernelBuild:
+    tree: KernelTree
+    dir: Path
+    key: str
+    release: str
+
+    @property
+    def config(self) -> Path:
+        return self.dir / ".config"
+
+    @property
+    def bzimage(self) -> Path:
+        return self.dir / "arch/x86/boot/bzImage"
+
+    def config_values(self) -> dict[str, str]:
+        return kconfig.read_config_values(self.config)
+
+    def has(self, symbol: str) -> bool:
+        return self.config_values().get(symbol, "n") in ("y", "m")
+
+
+def ccache_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("CCACHE_DIR", str(paths.cache_root() / "ccache"))
+    env.setdefault("CCACHE_MAXSIZE", "10G")
+    return env
+
+
+def ccache_counts() -> dict[str, int]:
+    """Compilations ccache answered from its cache (hits) and had to run (misses), so far."""
+    out = subprocess.run(["ccache", "--print-stats"], env=ccache_env(), capture_output=True, text=True).stdout
+    stats = dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+    hits = int(stats.get("direct_cache_hit", 0)) + int(stats.get("preprocessed_cache_hit", 0))
+    return {"hits": hits, "misses": int(stats.get("cache_miss", 0))}
+
+
+def make_cmd(tree: KernelTree, outdir: Path, *targets: str, jobs: int | None = None) -> list[str]:
+    cmd = ["make", "-C", str(tree.path), f"O={outdir}", "ARCH=x86_64", "CC=ccache gcc", "HOSTCC=ccache gcc"]
+    if jobs:
+        cmd.append(f"-j{jobs}")
+    return [*cmd, *targets]
+
+
+def compose_config(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path, str]:
+    """Write the final .config (after the kernel's own olddefconfig) and return it with its content key."""
+    requests = spec.requests()
+    kconf = kconfig.load_tree(tree.path, tree.version)
+    kconfig.apply_base(kconf, spec.base)
+    kconfig.apply_requests(kconf, requests)
+    # A per-tree directory where scripts/kconfig/conf is built once and olddefconfig runs.
+    scratch = paths.cache_root() / "configure" / content_key(tree.identity, str(tree.path))
+    scratch.mkdir(parents=True, exist_ok=True)
+    kconfig.write_config(kconf, scratch / ".config")
+    run_logged(make_cmd(tree, scratch, "olddefconfig"), log, "olddefconfig")
+    kconfig.verify(kconf, scratch / ".config", requests)
+    text = (scratch / ".config").read_text()
+    return scratch / ".config", content_key(tree.identity, text)
+
+
+def build_kernel(tree: KernelTree, spec: ConfigSpec, jobs: int | None = None) -> KernelBuild:
+    builds = paths.cache_root() / "builds"
+    builds.mkdir(parents=True, exist_ok=True)
+    compose_log = builds / "configure.log"
+    final_config, key = compose_config(tree, spec, compose_log)
+    outdir = builds / f"{tree.version}-{key}"
+    stamp = outdir / STAMP
+    if stamp.exists() and tree.immutable:
+        return KernelBuild(tree, outdir, key, json.loads(stamp.read_text())["release"])
+
+    outdir.mkdir(exist_ok=True)
+    shutil.copyfile(final_config, outdir / ".config")
+    log = outdir / "build.log"
+    jobs = jobs or os.cpu_count() or 1
+    print(f"building kernel {tree.version} ({tree.identity}) in {outdir}\n  log: {log}", flush=True)
+    started, ccache_before = time.monotonic(), ccache_counts()
+    run_logged(make_cmd(tree, outdir, "olddefconfig"), log, "olddefconfig")
+    run_logged(make_cmd(tree, outdir, "bzImage", "modules", jobs=jobs), log, "kernel build", progress=True)
+    release = subprocess.run(make_cmd(tree, outdir, "-s", "kernelrelease"), capture_output=True, text=True,
+                             check=True).stdout.strip()
+    atomic.write_text(stamp, json.dumps({
+        "release": release, "tree": str(tree.path), "identity": tree.identity, "key": key,
+        "build_s": round(time.monotonic() - started, 1),
+        "ccache": {k: v - ccache_before.get(k, 0) for k, v in ccache_counts().items()},
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }, indent=2))
+    return KernelBuild(tree, outdir, key, release)
+
+
+def build_probe_module(build: KernelBuild) -> Path:
+    """guest/probe built against this kernel build, with the event names of this tree's enum."""
+    if not build.has("MMU_NOTIFIER"):
+        raise BuildError(f"CONFIG_MMU_NOTIFIER is not set in {build.config}: the probe module cannot exist there")
+    src = paths.GUEST / "probe"
+    header = event_names_header(build.tree.path)
+    inputs = [p.read_bytes() for p in sorted(src.iterdir()) if p.is_file()] + [header.encode()]
+    outdir = build.dir / "harness-probe" / content_key(*inputs)
+    ko = outdir / "mmu_probe.ko"
+    if ko.exists():
+        return ko
+    with atomic.staged_dir(outdir) as tmp:
+        for p in src.iterdir():
+            if p.is_file():
+                shutil.copy(p, tmp / p.name)
+        (tmp / "mmu_probe_events.h").write_text(header)
+        run_logged(["make", "-C", str(build.dir), f"M={tmp}", "CC=ccache gcc", "modules"],
+                   build.dir / "probe-build.log", "probe module")
+        # Kbuild records absolute paths (.cmd files); the module itself moves fine.
+    return ko
+
+
+def install_modules(build: KernelBuild) -> Path:
+    """`make modules_install` into a staging tree (lib/modules/<release>/...) for the image."""
+    dest = build.dir / "harness-modules"
+    if (dest / "lib/modules" / build.release / "modules.dep").exists():
+        return dest
+    with atomic.staged_dir(dest) as tmp:
+        run_logged(make_cmd(build.tree, build.dir, f"INSTALL_MOD_PATH={tmp}", "INSTALL_MOD_STRIP=1",
+                            "DEPMOD=/sbin/depmod", "modules_install"), build.dir / "build.log", "modules_install")
+    return dest
+
+
+_ENUM_RE = re.compile(r"enum\s+mmu_notifier_event\s*\{(.*?)\}", re.DOTALL)
+
+
+def parse_event_enum(header_text: str) -> list[str]:
+    """Names of `enum mmu_notifier_event`, in order, as this kernel spells them (MMU_NOTIFY_ prefix kept)."""
+    m = _ENUM_RE.search(header_text)
+    if not m:
+        raise BuildError("no enum mmu_notifier_event in include/linux/mmu_notifier.h")
+    body = re.sub(r"/\*.*?\*/", "", m[1], flags=re.DOTALL)
+    return re.findall(r"\b(MMU_NOTIFY_[A-Z_]+)\b\s*(?:=\s*\w+\s*)?,?", body)
+
+
+def event_names_header(srctree: Path) -> str:
+    names = parse_event_enum((srctree / "include/linux/mmu_notifier.h").read_text())
+    rows = "\n".join(f'\t[{n}] = "{n.removeprefix("MMU_NOTIFY_")}",' for n in names)
+    return ("/* Generated by the harness from this tree's include/linux/mmu_notifier.h. */\n"
+            f"static const char *const mmu_probe_event_names[] = {{\n{rows}\n}};\n")
+
+
+def run_logged(cmd: Sequence[str], log: Path, what: str, progress: bool = False) -> None:
+    """Run a build step with its output appended to `log`; on failure show the tail and the log's path."""
+    started = time.monotonic()
+    compiled = 0
+    last_report = started
+    with open(log, "a") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n")
+        out.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ccache_env())
+        assert proc.stdout
+        for line in proc.stdout:
+            out.write(line)
+            compiled += line.startswith("  CC")
+            if progress and time.monotonic() - last_report > 30:
+                last_report = time.monotonic()
+                print(f"  {what}: {compiled} files compiled, {last_report - started:.0f} s", flush=True)
+        rc = proc.wait()
+    if rc != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
+        raise BuildError(f"{what} failed (exit {rc}); last lines of {log}:\n{tail}")
+    if progress:
+        print(f"  {what}: done in {time.monotonic() - started:.0f} s", file=sys.stdout, flush=True)
+
+
+def content_key(*parts: str | bytes) -> str:
+    """A short stable hash of the parts (each delimited, so that (ab, c) and (a, bc) differ)."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else p.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]

@@ -1,0 +1,149 @@
+"""`harness`: a thin CLI over the pipeline (kernel, image, run, shell, bench, config)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from . import paths, pipeline
+from .build import BuildError
+from .kconfig import ConfigError
+from .machine import VM, BootError, MachineError, load_profile, probe_accel
+from .source import SourceError
+from .ssh import SSHError
+
+# Errors that are the user's input or the machine's state, not a harness bug: one paragraph, exit 2.
+USER_ERRORS = (ConfigError, SourceError, BuildError, MachineError, BootError, SSHError)
+
+
+def _kernel_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel-src", default=os.environ.get("KSRC") or None,
+                   help="kernel tree: a path, debian:6.1, or empty for Debian's linux-source-6.12 (env KSRC)")
+    p.add_argument("--notifier", default="on", choices=["on", "off"], help="the CONFIG_MMU_NOTIFIER axis")
+
+
+def cmd_kernel(args: argparse.Namespace) -> int:
+    prepared = pipeline.prepare(args.kernel_src, args.notifier)
+    print(json.dumps({"bzImage": str(prepared.build.bzimage), "config": str(prepared.build.config),
+                      "release": prepared.build.release, "initramfs": str(prepared.image.initramfs),
+                      "tree": prepared.tree.identity, "timings": prepared.timings}, indent=2))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Prepare the kernel, then run the suites under pytest with results in one directory."""
+    from .plugin import new_run_dir
+
+    run_dir = new_run_dir(args.results_dir)
+    pipeline.prepare(args.kernel_src, args.notifier)  # build errors surface here, before pytest
+    junit = run_dir / "junit.xml"
+    pytest_args = [*(args.suites or [str(paths.REPO / "suites")]), f"--results-dir={run_dir}",
+                   f"--junitxml={junit}", f"--machine={args.machine}", f"--notifier={args.notifier}",
+                   "-o", "junit_family=xunit2"]
+    if args.kernel_src:
+        pytest_args.append(f"--kernel-src={args.kernel_src}")
+    if args.k:
+        pytest_args += ["-k", args.k]
+    rc = subprocess.run([sys.executable, "-m", "pytest", *pytest_args], cwd=paths.REPO).returncode
+    print(summary(junit, run_dir))
+    return rc
+
+
+def summary(junit: Path, run_dir: Path) -> str:
+    if not junit.exists():
+        return f"no results were written; see {run_dir}"
+    suite = ET.parse(junit).getroot()
+    suite = suite if suite.tag == "testsuite" else suite[0]
+    counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    passed = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
+    return (f"summary: {passed} passed, {counts['failures']} failed, {counts['errors']} errors, "
+            f"{counts['skipped']} skipped\nresults: {run_dir}")
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    """Boot a guest and open an interactive SSH shell in it (host key pinned, never accepted blindly)."""
+    prepared = pipeline.prepare(args.kernel_src, args.notifier)
+    accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
+    workdir = Path(tempfile.mkdtemp(prefix="harness-shell-"))
+    modules = ("harness.modules=mmu_probe",) if prepared.build.has("MMU_NOTIFIER") else ()
+    vm = VM(load_profile(args.machine), prepared.build.bzimage, prepared.image, workdir, accel=accel,
+            extra_append=modules)
+    try:
+        vm.start(boot_timeout=120)
+        known_hosts = workdir / "known_hosts"
+        known_hosts.write_text(f"[127.0.0.1]:{vm.ssh_port} {prepared.image.host_key_pub.read_text()}")
+        from .image import client_key
+
+        print(f"guest {vm.release} booted in {vm.boot_s:.1f} s; console log: {vm.console_log}", flush=True)
+        return subprocess.run(["ssh", "-p", str(vm.ssh_port), "-i", str(client_key()),
+                               "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
+                               "-o", "IdentitiesOnly=yes", "root@127.0.0.1"]).returncode
+    finally:
+        vm.stop()
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+    from .plugin import new_run_dir
+
+    out = new_run_dir(args.results_dir)
+    figures = run_bench(out, args.kernel_src, args.machine, boots=args.boots)
+    print(json.dumps(figures, indent=2))
+    print(f"bench.json: {out / 'bench.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("kernel", help="build (or find cached) the kernel and image; print their paths")
+    _kernel_args(p)
+    p.set_defaults(func=cmd_kernel)
+
+    p = sub.add_parser("run", help="build, boot and run the suites; print a summary")
+    _kernel_args(p)
+    p.add_argument("--machine", default=os.environ.get("MACHINE", "default"))
+    p.add_argument("--results-dir", default=None)
+    p.add_argument("-k", default=None, help="pytest -k expression")
+    p.add_argument("suites", nargs="*", help="suite files or directories (default: suites/)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("shell", help="boot a guest and open a shell in it over SSH")
+    _kernel_args(p)
+    p.add_argument("--machine", default=os.environ.get("MACHINE", "default"))
+    p.set_defaults(func=cmd_shell)
+
+    p = sub.add_parser("bench", help="measure build, boot and SSH figures into bench.json")
+    p.add_argument("--kernel-src", default=os.environ.get("KSRC") or None)
+    p.add_argument("--machine", default="default")
+    p.add_argument("--results-dir", default=None)
+    p.add_argument("--boots", type=int, default=3)
+    p.set_defaults(func=cmd_bench)
+
+    try:
+        from . import config_cli
+    except ImportError:
+        config_cli = None
+    if config_cli:
+        config_cli.add_parser(sub)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as e:
+        print(f"harness: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""QEMU machines: profiles from configs/machines/*.yaml, the command line as a list, and a VM's life.
+
+A VM boots a kernel build with an image, watches its console from the first byte, and ends in one
+of a few classified ways: ready, crashed (a fatal splat), exited (QEMU died), or timed out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import paths
+from .console import Console, WaitResult
+from .image import Image, client_key
+from .ssh import SSH
+
+READY_RE = r"^HARNESS-READY (\S+)"
+
+
+class MachineError(Exception):
+    """Bad input about a machine: an unknown profile, a malformed one, QEMU missing."""
+
+
+class BootError(Exception):
+    """A boot that did not reach the ready marker; `outcome` classifies it, the console log is kept."""
+
+    def __init__(self, outcome: str, reason: str, console_log: Path):
+        super().__init__(f"{outcome}: {reason}\n  console log: {console_log}")
+        self.outcome = outcome  # CRASH | TIMEOUT | INFRA
+        self.reason = reason
+        self.console_log = console_log
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    machine: str = "pc"
+    cpu: str = "max"
+    cpus: int = 2
+    memory_mib: int = 1024
+    devices: tuple[str, ...] = ()
+    append: tuple[str, ...] = ()
+
+
+_PROFILE_KEYS = {"description", "machine", "cpu", "cpus", "memory_mib", "devices", "append"}
+
+
+def load_profile(name: str) -> Profile:
+    path = paths.CONFIGS / "machines" / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in (paths.CONFIGS / "machines").glob("*.yaml"))
+        raise MachineError(f"unknown machine profile {name!r}; known: {', '.join(known)}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise MachineError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise MachineError(f"{path}: expected a mapping of {sorted(_PROFILE_KEYS)}")
+    if unknown := set(data) - _PROFILE_KEYS:
+        raise MachineError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_PROFILE_KEYS)}")
+    try:
+        return Profile(name=name, description=str(data.get("description", "")), machine=str(data.get("machine", "pc")),
+                       cpu=str(data.get("cpu", "max")), cpus=int(data.get("cpus", 2)),
+                       memory_mib=int(data.get("memory_mib", 1024)),
+                       devices=tuple(str(d) for d in data.get("devices") or ()),
+                       append=tuple(str(a) for a in data.get("append") or ()))
+    except (TypeError, ValueError) as e:
+        raise MachineError(f"{path}: {e}") from None
+
+
+def qemu_binary() -> str:
+    qemu = shutil.which("qemu-system-x86_64")
+    if not qemu:
+        raise MachineError("qemu-system-x86_64 not found: apt-get install qemu-system-x86")
+    return qemu
+
+
+def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel: str,
+              extra_append: tuple[str, ...] = ()) -> list[str]:
+    """The whole QEMU command line. Guest ports are forwarded on 127.0.0.1 only."""
+    argv = [
+        qemu_binary(),
+        "-machine", f"{profile.machine},accel={accel}",
+        "-cpu", "host" if accel == "kvm" and profile.cpu == "host" else profile.cpu,
+        "-smp", str(profile.cpus),
+        "-m", str(profile.memory_mib),
+        "-kernel", str(kernel),
+        "-initrd", str(initrd),
+        "-append", " ".join((*profile.append, *extra_append)),
+        "-display", "none",
+        "-vga", "none",
+        "-monitor", "none",
+        "-serial", "stdio",
+        "-no-reboot",  # a guest that reboots (panic=-1, triple fault) ends QEMU instead of looping
+        "-nodefaults",
+        "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+        "-device", "virtio-net-pci,netdev=net0",
+    ]
+    for dev in profile.devices:
+        argv += ["-device", dev]
+    return argv
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now; QEMU may still lose a race for it, so boots retry."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def probe_accel(kernel: Path, image: Image, timeout: float = 30) -> str:
+    """KVM only when a real boot under it reaches the ready marker; TCG otherwise. Cached per host."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg"
+    qemu_version = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    cache = paths.cache_root() / "kvm-probe.json"
+    key = f"{os.uname().release} {qemu_version}"
+    if cache.exists() and (known := json.loads(cache.read_text())).get("key") == key:
+        return known["accel"]
+    workdir = paths.cache_root() / "kvm-probe"
+    workdir.mkdir(parents=True, exist_ok=True)
+    vm = VM(load_profile("default"), kernel, image, workdir, accel="kvm")
+    try:
+        vm.start(boot_timeout=timeout, connect_ssh=False)
+        accel = "kvm"
+    except BootError as e:
+        accel = "tcg"
+        print(f"KVM probe boot failed ({e.reason}); using TCG. Probe console: {e.console_log}", flush=True)
+    finally:
+        vm.stop()
+    cache.write_text(json.dumps({"key": key, "accel": accel}))
+    return accel
+
+
+@dataclass
+class VM:
+    profile: Profile
+    kernel: Path
+    image: Image
+    workdir: Path  # console.log and friends go here
+    accel: str = "tcg"
+    extra_append: tuple[str, ...] = ()
+    console: Console | None = None
+    ssh: SSH | None = None
+    ssh_port: int = 0
+    release: str = ""
+    boot_s: float = 0.0
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def console_log(self) -> Path:
+        return self.workdir / "console.log"
+
+    def start(self, boot_timeout: float, connect_ssh: bool = True, ssh_timeout: float = 60) -> None:
+        """Boot to the ready marker (and an SSH session); BootError otherwise, with QEMU stopped."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        for attempt in range(3):
+            self.ssh_port = free_port()
+            self.argv = qemu_argv(self.profile, self.kernel, self.image.initramfs, self.ssh_port, self.accel,
+                                  self.extra_append)
+            (self.workdir / "qemu-argv.json").write_text(json.dumps(self.argv, indent=1))
+            self.console = Console(self.argv, self.console_log)
+            result = self.console.wait_for(READY_RE, boot_timeout)
+            if result.status == "exited" and "Could not set up host forwarding" in self.console.text and attempt < 2:
+                continue  # lost the race for the port to another process: take another
+            break
+        self._check_boot(result, boot_timeout)
+        assert result.match
+        self.release = result.match[1]
+        self.boot_s = time.monotonic() - started
+        if connect_ssh:
+            self.ssh = SSH.connect(self.ssh_port, self.image.host_key_pub, client_key(), timeout=ssh_timeout,
+                                   log=self.workdir / "commands.log")
+
+    def _check_boot(self, result: WaitResult, timeout: float) -> None:
+        if result.status == "matched":
+            return
+        assert self.console
+        self.stop()
+        if result.status == "crashed" and result.splat:
+            raise BootError("CRASH", f"kernel crashed during boot: {result.splat.title}", self.console_log)
+        if result.status == "exited":
+            splat = self.console.fatal_splat()
+            if splat:
+                raise BootError("CRASH", f"kernel crashed during boot: {splat.title}", self.console_log)
+            tail = self.console.text.strip().splitlines()[-3:]
+            raise BootError("INFRA", f"QEMU exited with status {result.exit_status} before the guest was ready: "
+                            + " | ".join(tail), self.console_log)
+        raise BootError("TIMEOUT", f"guest not ready within {timeout:.0f} s", self.console_log)
+
+    def alive(self) -> bool:
+        return bool(self.console and self.console.child.isalive() and not self.console.fatal_splat())
+
+    def stop(self) -> None:
+        """Power off: close SSH, stop QEMU. Idempotent; never leaves QEMU behind."""
+        if self.ssh:
+            self.ssh.close()
+            self.ssh = None
+        if self.console:
+            self.console.kill()

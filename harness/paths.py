@@ -1,0 +1,24 @@
+"""Where the harness keeps things: the repo's data, the artifact cache, and the results of runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "configs"
+GUEST = REPO / "guest"
+IMAGES = REPO / "images"
+
+
+def cache_root() -> Path:
+    """Kernel trees, builds, images and ccache: content-keyed, shared by every run and checkout.
+
+    Outside the checkout on purpose: a fresh clone (as CI makes) still finds the warm ccache.
+    """
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmu-notifier-harness"
+    return Path(os.environ.get("HARNESS_CACHE", default))
+
+
+def results_root() -> Path:
+    return Path(os.environ.get("HARNESS_RESULTS", REPO / "results"))

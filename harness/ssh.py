@@ -1,0 +1,140 @@
+"""The command channel: paramiko to the guest's dropbear, with its host key pinned.
+
+Commands are argument lists, quoted here with shlex.join: no shell string is ever built from input.
+Files are copied by streaming them into `cat` (dropbear has no SFTP server in the image).
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+
+class SSHError(Exception):
+    pass
+
+
+class CommandTimeout(SSHError):
+    pass
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    exit_status: int
+    stdout: str
+    stderr: str
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def describe(self) -> str:
+        return (f"$ {shlex.join(self.argv)}\nexit status {self.exit_status} after {self.duration_s:.2f} s\n"
+                f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}")
+
+
+def pinned_client(port: int, host_key_pub: Path) -> paramiko.SSHClient:
+    """A client that knows exactly one host key for [127.0.0.1]:port and rejects every other."""
+    kind, b64 = host_key_pub.read_text().split()[:2]
+    if kind != "ssh-ed25519":
+        raise SSHError(f"{host_key_pub}: expected an ssh-ed25519 key, found {kind}")
+    client = paramiko.SSHClient()
+    client.get_host_keys().add(f"[127.0.0.1]:{port}", kind, paramiko.Ed25519Key(data=base64.b64decode(b64)))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return client
+
+
+class SSH:
+    def __init__(self, client: paramiko.SSHClient, log: Path | None):
+        self.client = client
+        self.log = log
+
+    @classmethod
+    def connect(cls, port: int, host_key_pub: Path, key: Path, timeout: float, log: Path | None = None) -> SSH:
+        """Retry with backoff while the guest's network and dropbear come up; a wrong host key is final."""
+        deadline = time.monotonic() + timeout
+        delay = 0.2
+        while True:
+            client = pinned_client(port, host_key_pub)
+            try:
+                client.connect("127.0.0.1", port, username="root", key_filename=str(key), look_for_keys=False,
+                               allow_agent=False, timeout=10, banner_timeout=20, auth_timeout=20)
+                transport = client.get_transport()
+                assert transport
+                transport.set_keepalive(5)
+                return cls(client, log)
+            except paramiko.BadHostKeyException as e:
+                client.close()
+                raise SSHError(f"guest on 127.0.0.1:{port} presented a host key that is not the one pinned in "
+                               f"{host_key_pub}: refusing to connect ({e})") from None
+            except paramiko.SSHException as e:
+                if "not found in known_hosts" in str(e):
+                    client.close()
+                    raise SSHError(f"guest on 127.0.0.1:{port} presented an unknown host key type: refusing "
+                                   f"({e})") from None
+                last = e
+            except (OSError, EOFError) as e:
+                last = e
+            client.close()
+            if time.monotonic() + delay > deadline:
+                raise SSHError(f"no SSH session with 127.0.0.1:{port} within {timeout:.0f} s: {last!r}")
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def run(self, argv: Sequence[str], timeout: float = 60, stdin: bytes | None = None, check: bool = False
+            ) -> CommandResult:
+        command = shlex.join(argv)
+        started = time.monotonic()
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise SSHError(f"SSH session is gone; cannot run: {command}")
+        chan = transport.open_session(timeout=10)
+        chan.settimeout(timeout)
+        try:
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            out, err = bytearray(), bytearray()
+            deadline = started + timeout
+            while not (chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready()):
+                if time.monotonic() > deadline:
+                    raise CommandTimeout(f"command did not finish within {timeout:.0f} s: {command}")
+                if chan.recv_ready():
+                    out += chan.recv(65536)
+                elif chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                else:
+                    time.sleep(0.005)
+            status = chan.recv_exit_status()
+        except socket.timeout:
+            raise CommandTimeout(f"command did not finish within {timeout:.0f} s: {command}") from None
+        finally:
+            chan.close()
+        result = CommandResult(tuple(argv), status, out.decode(errors="replace"), err.decode(errors="replace"),
+                               time.monotonic() - started)
+        self._log(result)
+        if check and not result.ok:
+            raise SSHError(f"guest command failed:\n{result.describe()}")
+        return result
+
+    def put(self, local: Path, remote: str, mode: int = 0o755) -> None:
+        self.run(["sh", "-c", 'cat > "$1" && chmod "$2" "$1"', "put", remote, f"{mode:o}"],
+                 stdin=local.read_bytes(), check=True)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _log(self, result: CommandResult) -> None:
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(f"[{time.strftime('%H:%M:%S')}] {result.describe()}\n")
