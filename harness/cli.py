@@ -50,6 +50,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         pytest_args.append(f"--kernel-src={args.kernel_src}")
     if args.k:
         pytest_args += ["-k", args.k]
+    if args.boot_timeout:
+        pytest_args.append(f"--boot-timeout={args.boot_timeout}")
+    if args.guest_modules:
+        pytest_args.append(f"--guest-modules={args.guest_modules}")
     rc = subprocess.run([sys.executable, "-m", "pytest", *pytest_args], cwd=paths.REPO).returncode
     print(summary(junit, run_dir))
     return rc
@@ -62,8 +66,14 @@ def summary(junit: Path, run_dir: Path) -> str:
     suite = suite if suite.tag == "testsuite" else suite[0]
     counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
     passed = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
-    return (f"summary: {passed} passed, {counts['failures']} failed, {counts['errors']} errors, "
-            f"{counts['skipped']} skipped\nresults: {run_dir}")
+    lines = [f"summary: {passed} passed, {counts['failures']} failed, {counts['errors']} errors, "
+             f"{counts['skipped']} skipped"]
+    for case in suite.iter("testcase"):
+        for bad in (*case.findall("failure"), *case.findall("error")):
+            first = (bad.get("message") or "").strip().splitlines()[:1]
+            lines.append(f"  {bad.tag.upper()} {case.get('classname')}::{case.get('name')}: {' '.join(first)}")
+    lines.append(f"results: {run_dir}")
+    return "\n".join(lines)
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
@@ -112,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--machine", default=os.environ.get("MACHINE", "default"))
     p.add_argument("--results-dir", default=None)
     p.add_argument("-k", default=None, help="pytest -k expression")
+    p.add_argument("--boot-timeout", type=float, default=None, help="seconds from QEMU start to the ready marker")
+    p.add_argument("--guest-modules", default="", help="extra guest modules to load at boot (fault_panic, ...)")
     p.add_argument("suites", nargs="*", help="suite files or directories (default: suites/)")
     p.set_defaults(func=cmd_run)
 

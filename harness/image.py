@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import atomic, paths
-from .build import BuildError, KernelBuild, build_probe_module, content_key, install_modules, run_logged
+from .build import (
+    BuildError,
+    KernelBuild,
+    build_guest_modules,
+    build_probe_module,
+    content_key,
+    install_modules,
+    run_logged,
+)
 
 BUSYBOX = Path("/bin/busybox")
 DROPBEAR = Path("/usr/sbin/dropbear")
@@ -57,14 +65,14 @@ def build_guest_programs() -> Path:
     return out
 
 
-def build_image(build: KernelBuild, extra_modules: list[Path] | None = None) -> Image:
+def build_image(build: KernelBuild) -> Image:
     """Everything the guest needs for this kernel build; cached by all of its inputs."""
     for tool in (BUSYBOX, DROPBEAR):
         if not tool.exists():
             raise BuildError(f"{tool} is missing: apt-get install busybox-static dropbear-bin")
     programs = build_guest_programs()
     modules = [build_probe_module(build)] if build.has("MMU_NOTIFIER") else []
-    modules += extra_modules or []
+    modules += build_guest_modules(build, "faults")  # loaded only when a test asks (harness.modules=)
     mod_tree = install_modules(build) if build.has("MODULES") else None
     pub = client_key().with_name("id_ed25519.pub")
     inputs = [build.key.encode(), programs.name.encode(), pub.read_bytes(), (paths.IMAGES / "init").read_bytes(),
@@ -114,7 +122,9 @@ def _populate(root: Path, programs: Path, modules: list[Path], mod_tree: Path | 
     for ko in modules:
         shutil.copy(ko, root / "guest/modules" / ko.name)
     if mod_tree:
-        shutil.copytree(mod_tree / "lib/modules", root / "lib/modules")
+        # `build` and `source` link back to the build and source trees: gigabytes the guest never reads.
+        shutil.copytree(mod_tree / "lib/modules", root / "lib/modules", symlinks=True,
+                        ignore=shutil.ignore_patterns("build", "source"))
 
 
 def _shared_libs(binary: Path) -> list[Path]:

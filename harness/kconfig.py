@@ -6,10 +6,11 @@ teaches it that one keyword. Everything else is kconfiglib's own evaluation of t
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ class ConfigError(Exception):
 class KernelKconfig(kconfiglib.Kconfig):
     """kconfiglib.Kconfig that also parses Linux >= 5.13 (`modules` as a bare attribute)."""
 
-    def _tokenize(self, s):  # noqa: ANN001, ANN202 - kconfiglib's private hook
+    def _tokenize(self, s):  # kconfiglib's private hook
         tokens = super()._tokenize(s)
         if tokens and tokens[0] is kconfiglib._T_MODULES:
             # `modules` alone on a line means what `option modules` meant.
@@ -129,8 +130,41 @@ def _in_tree(srctree: Path, env: Mapping[str, str]):
         os.environ.update(old_env)
 
 
-def load_tree(srctree: Path, kernelversion: str) -> kconfiglib.Kconfig:
-    """Parse the tree's x86 Kconfig (about 2 s for 6.12)."""
+def tree_version(srctree: Path) -> str:
+    """`make kernelversion` without make: VERSION.PATCHLEVEL.SUBLEVEL plus EXTRAVERSION from the Makefile."""
+    check_tree(srctree)
+    text = (srctree / "Makefile").read_text(errors="replace")
+    fields = {}
+    for key in ("VERSION", "PATCHLEVEL", "SUBLEVEL", "EXTRAVERSION"):
+        m = re.search(rf"^{key}\s*=[ \t]*(\S*)", text, re.MULTILINE)
+        fields[key] = m[1] if m else ""
+    if not fields["VERSION"].isdigit() or not fields["PATCHLEVEL"].isdigit():
+        raise ConfigError(f"{srctree} is not a Linux kernel source tree: its Makefile has no numeric VERSION and "
+                          "PATCHLEVEL lines. Point --kernel-src at the top directory of an unpacked kernel source.")
+    sublevel = fields["SUBLEVEL"] or "0"
+    return f"{fields['VERSION']}.{fields['PATCHLEVEL']}.{sublevel}{fields['EXTRAVERSION']}"
+
+
+def check_tree(srctree: Path) -> None:
+    """A ConfigError unless srctree looks like the top of a kernel source tree (Kconfig and a versioned Makefile)."""
+    if not srctree.exists():
+        raise ConfigError(f"kernel source tree {srctree} does not exist. Unpack one there (for example "
+                          "`tar xf /usr/src/linux-source-6.12.tar.xz`) or point --kernel-src at an existing tree.")
+    if not srctree.is_dir():
+        raise ConfigError(f"kernel source tree {srctree} is not a directory.")
+    missing = [name for name in ("Kconfig", "Makefile", "arch/x86/Kconfig") if not (srctree / name).is_file()]
+    if missing:
+        raise ConfigError(f"{srctree} is not a Linux kernel source tree: it has no {', '.join(missing)}. "
+                          "Point --kernel-src at the top directory of an unpacked kernel source.")
+
+
+def load_tree(srctree: Path, kernelversion: str | None = None) -> kconfiglib.Kconfig:
+    """Parse the tree's x86 Kconfig (about 2 s for 6.12); the version defaults to the Makefile's."""
+    srctree = Path(srctree).resolve()
+    if kernelversion is None:
+        kernelversion = tree_version(srctree)
+    else:
+        check_tree(srctree)
     with _in_tree(srctree, kconfig_env(srctree, kernelversion)):
         try:
             return KernelKconfig("Kconfig", warn=False)
@@ -149,6 +183,7 @@ def apply_base(kconf: kconfiglib.Kconfig, base: str) -> None:
     """Start from `tinyconfig`, `allnoconfig`, `defconfig`, or a path to a .config."""
     srctree = Path(kconf.srctree)
     kconf.warn = False
+    kconf.unset_values()  # the same Kconfig object may be reused for another composition
     if base in ("allnoconfig", "tinyconfig"):
         for sym in kconf.unique_defined_syms:
             sym.set_value(2 if sym.is_allnoconfig_y else 0)
@@ -166,17 +201,37 @@ def apply_base(kconf: kconfiglib.Kconfig, base: str) -> None:
         kconf.load_config(str(path.resolve()))
 
 
-def apply_requests(kconf: kconfiglib.Kconfig, requests: Iterable[Request]) -> None:
+def apply_requests(kconf: kconfiglib.Kconfig, requests: Iterable[Request]) -> list[Request]:
+    """Set each request's user value; returns the "not set" requests for symbols this tree lacks.
+
+    Those are skipped rather than refused: a fragment shared by several kernel versions may turn off
+    a symbol that an older tree never had (CONFIG_SLUB_TINY is new in 6.2), and absent means n.
+    """
+    skipped = []
     for req in requests:
         sym = kconf.syms.get(req.symbol)
-        if sym is None or not sym.nodes:
-            raise ConfigError(
-                f"{req.origin}: unknown Kconfig symbol CONFIG_{req.symbol} "
-                f"(not defined anywhere in {kconf.srctree} for x86)"
-            )
+        if (sym is None or not sym.nodes) and req.value == "n":
+            skipped.append(req)
+            continue
+        sym = lookup(kconf, req.symbol, req.origin)
         if not sym.set_value(req.value):
             raise ConfigError(f"{req.origin}: {req.value!r} is not a valid value for CONFIG_{req.symbol} "
                               f"({kconfiglib.TYPE_TO_STR[sym.orig_type]})")
+    return skipped
+
+
+def lookup(kconf: kconfiglib.Kconfig, name: str, origin: str = "") -> kconfiglib.Symbol:
+    """The symbol called `name` (CONFIG_ prefix optional), or a ConfigError that suggests near names."""
+    name = name.removeprefix("CONFIG_")
+    sym = kconf.syms.get(name)
+    if sym is not None and sym.nodes:
+        return sym
+    defined = [s.name for s in kconf.unique_defined_syms]
+    close = difflib.get_close_matches(name, defined, n=3)
+    hint = f" Did you mean {', '.join('CONFIG_' + c for c in close)}?" if close else ""
+    where = f"{origin}: " if origin else ""
+    raise ConfigError(f"{where}unknown Kconfig symbol CONFIG_{name}: it is not defined anywhere in "
+                      f"{kconf.srctree} for x86.{hint}")
 
 
 def explain_unmet(kconf: kconfiglib.Kconfig, sym: kconfiglib.Symbol) -> str:
@@ -228,3 +283,490 @@ def write_config(kconf: kconfiglib.Kconfig, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     kconf.write_config(str(tmp), save_old=False)
     tmp.replace(path)
+
+
+def write_verified(kconf: kconfiglib.Kconfig, path: Path, requests: Iterable[Request]) -> None:
+    """Write the .config only if every request holds in what kconfiglib writes; never leave a failed one behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    kconf.write_config(str(tmp), save_old=False)
+    try:
+        verify(kconf, tmp, requests)
+    except ConfigError:
+        tmp.unlink()
+        raise
+    tmp.replace(path)
+
+
+# The engine behind --off and --on. It reaches a value by changing only what a user can set (prompted
+# symbols), searches selectors, defaults and dependencies for the way that changes the fewest symbols,
+# and records for every change why it was needed.
+
+_BOOL_TRI = (kconfiglib.BOOL, kconfiglib.TRISTATE)
+_AND, _OR, _NOT = kconfiglib.AND, kconfiglib.OR, kconfiglib.NOT
+
+
+@dataclass(frozen=True)
+class Change:
+    """A symbol the engine moved: `direct` when it set the user value, otherwise the value followed."""
+
+    symbol: str
+    old: str
+    new: str
+    reason: str
+    direct: bool = True
+
+    def __str__(self) -> str:
+        how = "set" if self.direct else "follows"
+        return f"CONFIG_{self.symbol}: {self.old} -> {self.new} ({how}; {self.reason})"
+
+
+def value_snapshot(kconf: kconfiglib.Kconfig) -> dict[str, str]:
+    """Every defined symbol's current value, to count or list what a change moved."""
+    return {sym.name: sym.str_value for sym in kconf.unique_defined_syms}
+
+
+class _SearchExhausted(ConfigError):
+    """Raised through every trial: the search is too large to finish, so no alternative is trustworthy."""
+
+
+Way = tuple[str, Callable[[], None]]
+
+
+class _Resolver:
+    """Depth-first search over settable symbols; each trial is undone through a journal of user values."""
+
+    max_depth = 16
+    max_steps = 20_000
+
+    def __init__(self, kconf: kconfiglib.Kconfig, goal: kconfiglib.Symbol) -> None:
+        self.kconf = kconf
+        self.goal = goal
+        self.journal: list[tuple[kconfiglib.Symbol, int | str | None]] = []
+        self.changes: list[Change] = []
+        self.stack: list[str] = []
+        self.steps = 0
+        self.chosen = ""  # how the goal was reached, when there was a choice
+
+    # -- bookkeeping --------------------------------------------------------------------------------
+
+    def set(self, sym: kconfiglib.Symbol, value: int) -> None:
+        self.journal.append((sym, sym.user_value))
+        sym.set_value(value)
+
+    def mark(self) -> tuple[int, int]:
+        return len(self.journal), len(self.changes)
+
+    def rollback(self, mark: tuple[int, int]) -> None:
+        journal_len, changes_len = mark
+        while len(self.journal) > journal_len:
+            sym, old = self.journal.pop()
+            if old is None:
+                sym.unset_value()
+            else:
+                sym.set_value(old)
+        del self.changes[changes_len:]
+
+    def because(self, relation: str, sym: kconfiglib.Symbol, why: str) -> str:
+        """'selects KVM_GENERIC_MMU_NOTIFIER which selects MMU_NOTIFIER': the chain up to the goal."""
+        head = relation.format(sym.name)
+        return head if sym is self.goal else f"{head} which {why}"
+
+    def enter(self, sym: kconfiglib.Symbol) -> None:
+        self.steps += 1
+        if self.steps > self.max_steps:
+            raise _SearchExhausted(f"gave up after {self.max_steps} steps: the dependencies of "
+                                   f"CONFIG_{self.goal.name} are too tangled to search")
+        if sym.name in self.stack:
+            raise ConfigError(f"dependency loop through CONFIG_{sym.name}")
+        if len(self.stack) >= self.max_depth:
+            raise ConfigError(f"dependency chain deeper than {self.max_depth} at CONFIG_{sym.name}")
+        if sym.choice:
+            raise ConfigError(f"CONFIG_{sym.name} is a member of a choice; pick it with --set")
+        self.stack.append(sym.name)
+
+    def record(self, sym: kconfiglib.Symbol, old: str, why: str, mark: tuple[int, int]) -> None:
+        direct = any(s is sym for s, _ in self.journal[mark[0]:])
+        self.changes.append(Change(sym.name, old, tri_value(sym), why, direct))
+
+    # -- off ----------------------------------------------------------------------------------------
+
+    def off(self, sym: kconfiglib.Symbol, why: str) -> None:
+        if sym.tri_value == 0:
+            return
+        self.enter(sym)
+        old, mark = tri_value(sym), self.mark()
+        try:
+            # Each round removes the causes in effect; removing one may uncover another (a later default).
+            for _ in range(8):
+                before = len(self.journal)
+                self.remove_causes(sym, why)
+                if sym.tri_value == 0 or len(self.journal) == before:
+                    break
+        finally:
+            self.stack.pop()
+        if sym.tri_value:
+            raise ConfigError(f"CONFIG_{sym.name} stays {tri_value(sym)}: {explain_unmet(self.kconf, sym)}")
+        self.record(sym, old, why, mark)
+
+    def remove_causes(self, sym: kconfiglib.Symbol, why: str) -> None:
+        if sym.visibility and sym.user_value != 0:
+            self.set(sym, 0)
+        if kconfiglib.expr_value(sym.rev_dep):
+            # A select beats everything: every active selector has to go.
+            for term in kconfiglib.split_expr(sym.rev_dep, _OR):
+                if kconfiglib.expr_value(term):
+                    self.off(_selector(term), self.because("selects {}", sym, why))
+            return
+        if not sym.tri_value or (sym.visibility and sym.user_value is not None):
+            return
+        # No prompt in effect: the value comes from an imply or a default.
+        if kconfiglib.expr_value(sym.weak_rev_dep) and kconfiglib.expr_value(sym.direct_dep):
+            for term in kconfiglib.split_expr(sym.weak_rev_dep, _OR):
+                if kconfiglib.expr_value(term):
+                    self.off(_selector(term), self.because("implies {}", sym, why))
+        for default, cond in sym.defaults:
+            if kconfiglib.expr_value(cond):
+                self.make((_AND, default, cond), 0, self.because("is in the default of {}", sym, why))
+                break
+
+    # -- on -----------------------------------------------------------------------------------------
+
+    def on(self, sym: kconfiglib.Symbol, need: int, why: str) -> None:
+        """Bring sym to at least `need` (1 = m, 2 = y)."""
+        if sym.tri_value >= need:
+            return
+        self.enter(sym)
+        old, mark = tri_value(sym), self.mark()
+        try:
+            label = self.cheapest(self.ways_on(sym, need, why), lambda: sym.tri_value >= need,
+                                  f"turn on CONFIG_{sym.name}")
+        finally:
+            self.stack.pop()
+        if sym is self.goal:
+            self.chosen = label
+        self.record(sym, old, why, mark)
+
+    def ways_on(self, sym: kconfiglib.Symbol, need: int, why: str) -> list[Way]:
+        ways: list[Way] = []
+        conds = [node.prompt[1] for node in sym.nodes if node.prompt]
+        if conds:
+            ways.append(("through its prompt", lambda: self.show_and_set(sym, need, conds, why)))
+        if sym.rev_dep is not self.kconf.n:
+            for term in kconfiglib.split_expr(sym.rev_dep, _OR):
+                ways.append((f"selected by {_selector(term).name}",
+                             lambda term=term: self.select(sym, term, need, why)))
+        for default, cond in sym.defaults:
+            if default is not self.kconf.n:
+                ways.append((f"through its default {kconfiglib.expr_str(default)}",
+                             lambda d=(_AND, default, cond): self.make(
+                                 d, need, self.because("is in the default of {}", sym, why))))
+        if sym.weak_rev_dep is not self.kconf.n:
+            for term in kconfiglib.split_expr(sym.weak_rev_dep, _OR):
+                ways.append((f"implied by {_selector(term).name}",
+                             lambda t=(_AND, term, sym.direct_dep): self.make(
+                                 t, need, self.because("implies {}", sym, why))))
+        return ways
+
+    def show_and_set(self, sym: kconfiglib.Symbol, need: int, conds: list, why: str) -> None:
+        # A bool that depends on an m symbol is still visible as y (kconfiglib promotes it).
+        visible = _or_all(conds)
+        self.make(visible, 1 if sym.orig_type is kconfiglib.BOOL else need,
+                  self.because("is needed by {}", sym, why))
+        wanted = 1 if need == 1 and 1 in sym.assignable else 2
+        self.set(sym, wanted)
+
+    def select(self, sym: kconfiglib.Symbol, term: object, need: int, why: str) -> None:
+        selector, *deps = kconfiglib.split_expr(term, _AND)
+        selector_why = self.because("selects {}", sym, why)
+        for dep in deps:  # the selector's own dependencies (and the select's `if`) first
+            self.make(dep, need, self.because("is needed by {}", selector, selector_why))
+        self.make(selector, need, selector_why)
+
+    # -- expressions --------------------------------------------------------------------------------
+
+    def make(self, expr: object, want: int, why: str) -> None:
+        """Make expr evaluate to n (want 0) or to at least want."""
+        if _holds(expr, want):
+            return
+        if expr.__class__ is not tuple:
+            if not _settable(expr):
+                raise ConfigError(f"{_sc_str(expr)} cannot change")
+            if want == 0:
+                self.off(expr, why)
+            else:
+                self.on(expr, want, why)
+        elif expr[0] in (_AND, _OR):
+            parts = kconfiglib.split_expr(expr, expr[0])
+            if (expr[0] is _AND) == (want > 0):
+                for part in parts:
+                    self.make(part, want, why)
+            else:  # any one part will do: the cheapest
+                ways = [(kconfiglib.expr_str(p), lambda p=p: self.make(p, want, why)) for p in parts]
+                self.cheapest(ways, lambda: _holds(expr, want), f"make {kconfiglib.expr_str(expr)} "
+                              f"{'n' if want == 0 else 'true'}")
+        elif expr[0] is _NOT:
+            self.make(expr[1], 0 if want else 2, why)
+        elif expr[0] in (kconfiglib.EQUAL, kconfiglib.UNEQUAL):
+            self.compare(expr, want, why)
+        else:
+            raise ConfigError(f"{kconfiglib.expr_str(expr, _with_values)} cannot be changed automatically")
+        if not _holds(expr, want):
+            raise ConfigError(f"{kconfiglib.expr_str(expr, _with_values)} did not become "
+                              f"{'n' if want == 0 else 'true'}")
+
+    def compare(self, expr: tuple, want: int, why: str) -> None:
+        """`SYM = y`, `SYM != n` and the like, with one settable symbol and one constant."""
+        left, right = expr[1], expr[2]
+        sym, const = (right, left) if _settable(right) else (left, right)
+        if not _settable(sym) or not (const.is_constant and const.name in ("n", "m", "y")):
+            raise ConfigError(f"{kconfiglib.expr_str(expr, _with_values)} cannot be changed automatically")
+        target = kconfiglib.STR_TO_TRI[const.name]
+        if (expr[0] is kconfiglib.EQUAL) == (want > 0):  # sym must equal the constant
+            self.make(sym, target, why) if target else self.off(sym, why)
+        else:
+            self.on(sym, 1, why) if target == 0 else self.off(sym, why)
+
+    def cheapest(self, ways: list[Way], done: Callable[[], bool], what: str) -> str:
+        """Try every way, undo each, then take the one that moves the fewest symbols; returns its label."""
+        base = value_snapshot(self.kconf) if len(ways) > 1 else {}
+        results, errors = [], []
+        for i, (label, way) in enumerate(ways):
+            mark = self.mark()
+            try:
+                way()
+                if not done():
+                    raise ConfigError("it did not take effect")
+                moved = sum(1 for name, value in value_snapshot(self.kconf).items() if base.get(name) != value)
+                results.append(((moved, len(self.journal) - mark[0]), i))
+            except _SearchExhausted:
+                raise
+            except ConfigError as e:
+                errors.append(f"{label}: {e}")
+            if len(ways) == 1 and results:
+                return label  # nothing to compare: keep it
+            self.rollback(mark)
+        if not results:
+            raise ConfigError(f"cannot {what}; " + "; ".join(errors))
+        best = min(results)[1]
+        label, way = ways[best]
+        way()
+        return label
+
+
+def _selector(term: object) -> kconfiglib.Symbol:
+    """The selecting symbol of one reverse-dependency term `(SELECTOR && its conditions)`."""
+    return kconfiglib.split_expr(term, _AND)[0]
+
+
+def _holds(expr: object, want: int) -> bool:
+    value = kconfiglib.expr_value(expr)
+    return value == 0 if want == 0 else value >= want
+
+
+def _settable(sc: object) -> bool:
+    return (isinstance(sc, kconfiglib.Symbol) and not sc.is_constant and bool(sc.nodes)
+            and sc.orig_type in _BOOL_TRI)
+
+
+def _sc_str(sc: object) -> str:
+    if isinstance(sc, kconfiglib.Symbol) and not sc.is_constant and not sc.nodes:
+        return f"{sc.name} (not defined for x86)"
+    return kconfiglib.expr_str(sc, _with_values)
+
+
+def _or_all(exprs: list) -> object:
+    result = exprs[0]
+    for expr in exprs[1:]:
+        result = (_OR, result, expr)
+    return result
+
+
+def _require_bool(sym: kconfiglib.Symbol, what: str) -> None:
+    if sym.orig_type not in _BOOL_TRI:
+        raise ConfigError(f"{what} CONFIG_{sym.name}: it is a {kconfiglib.TYPE_TO_STR[sym.orig_type]} symbol, "
+                          "not bool or tristate; give it a value with --set or a fragment instead")
+
+
+def turn_off(kconf: kconfiglib.Kconfig, name: str) -> list[Change]:
+    """Make a bool/tristate symbol n, also when it has no prompt and is only selected.
+
+    Active selectors are turned off in turn (recursively through promptless ones and defaults). The
+    changes come back in the order they were made, each with the chain of reasons up to `name`. On
+    failure nothing is changed.
+    """
+    sym = lookup(kconf, name)
+    _require_bool(sym, "cannot turn off")
+    resolver = _Resolver(kconf, sym)
+    try:
+        resolver.off(sym, "requested off")
+    except ConfigError as e:
+        resolver.rollback((0, 0))
+        raise ConfigError(f"cannot turn off CONFIG_{sym.name}: {e}") from None
+    return resolver.changes
+
+
+def turn_on(kconf: kconfiglib.Kconfig, name: str) -> list[Change]:
+    """Make a bool/tristate symbol y.
+
+    A prompted symbol is set when its dependencies allow it (otherwise the error names the unmet
+    ones); a promptless one is reached through the selector (or default) whose dependencies can be
+    met with the fewest symbols changed. On failure nothing is changed.
+    """
+    sym = lookup(kconf, name)
+    _require_bool(sym, "cannot turn on")
+    if sym.tri_value == 2:
+        return []
+    if any(node.prompt for node in sym.nodes):
+        if sym.visibility < (1 if sym.orig_type is kconfiglib.BOOL else 2):
+            raise ConfigError(f"cannot turn on CONFIG_{sym.name}: {_unmet_text(kconf, sym)}")
+        old = tri_value(sym)
+        if sym.choice:
+            sym.set_value(2)  # choosing a choice member is plain set_value
+        else:
+            resolver = _Resolver(kconf, sym)
+            resolver.set(sym, 2)
+        if sym.tri_value != 2:
+            raise ConfigError(f"cannot turn on CONFIG_{sym.name}: it stays {tri_value(sym)}; "
+                              f"{explain_unmet(kconf, sym)}")
+        return [Change(sym.name, old, "y", "requested on")]
+    resolver = _Resolver(kconf, sym)
+    try:
+        resolver.on(sym, 2, "requested on")
+    except ConfigError as e:
+        resolver.rollback((0, 0))
+        raise ConfigError(f"cannot turn on CONFIG_{sym.name}, which has no prompt: {e}") from None
+    changes = resolver.changes
+    last = changes[-1]
+    changes[-1] = Change(last.symbol, last.old, last.new, f"requested on, {resolver.chosen}", last.direct)
+    return changes
+
+
+def _unmet_text(kconf: kconfiglib.Kconfig, sym: kconfiglib.Symbol) -> str:
+    unmet = [kconfiglib.expr_str(part, _with_values) for part in kconfiglib.split_expr(sym.direct_dep, _AND)
+             if not kconfiglib.expr_value(part)]
+    text = f"it depends on {kconfiglib.expr_str(sym.direct_dep, _with_values)}"
+    if unmet:
+        text += f", and {' and '.join(unmet)} {'is' if len(unmet) == 1 else 'are'} not met"
+    else:
+        text += ", or its prompt is hidden by a condition"
+    return text + ". Turn those on first (--on, --set or a fragment line)."
+
+
+@dataclass
+class Composition:
+    """What compose() did: the engine's changes and the requests the final .config must show."""
+
+    changes: list[Change]
+    requests: list[Request]  # fragment/--set requests still in force, then one per --on/--off
+    overridden: list[Request]  # fragment/--set requests on symbols that an --on/--off had to move
+    skipped: list[Request]  # "not set" requests for symbols this tree does not define
+
+
+def compose(kconf: kconfiglib.Kconfig, base: str, requests: Iterable[Request],
+            off: Iterable[str] = (), on: Iterable[str] = ()) -> Composition:
+    """Base, then fragments and --set (a later line wins), then --on, then --off (so an off always wins)."""
+    requests = list(requests)
+    apply_base(kconf, base)
+    skipped = apply_requests(kconf, requests)
+    changes: list[Change] = []
+    engine_requests = []
+    for name in on:
+        changes += turn_on(kconf, name)
+        engine_requests.append(Request(lookup(kconf, name).name, "y", "--on"))
+    for name in off:
+        changes += turn_off(kconf, name)
+        engine_requests.append(Request(lookup(kconf, name).name, "n", "--off"))
+    moved = {change.symbol for change in changes}
+    latest = {req.symbol: req for req in requests if req not in skipped}
+    kept = [req for req in latest.values() if req.symbol not in moved]
+    overridden = [req for req in latest.values() if req.symbol in moved]
+    return Composition(changes, kept + engine_requests, overridden, skipped)
+
+
+def explain(kconf: kconfiglib.Kconfig, name: str) -> str:
+    """Why a symbol has its value: prompt, dependencies, selectors, implies and defaults, with values."""
+    sym = lookup(kconf, name)
+    n = kconf.n
+    value = tri_value(sym) if sym.orig_type in _BOOL_TRI else repr(sym.str_value)
+    where = ", ".join(f"{node.filename}:{node.linenr}" for node in sym.nodes)
+    lines = [f"CONFIG_{sym.name} ({kconfiglib.TYPE_TO_STR[sym.orig_type]}) = {value}    [{where}]"]
+    prompts = [node.prompt[0] for node in sym.nodes if node.prompt]
+    if prompts:
+        shown = "shown" if sym.visibility else "hidden: its dependencies are not met"
+        lines.append(f'  prompt: "{prompts[0]}" ({shown})')
+    else:
+        lines.append("  prompt: none, so only a select or a default can give it a value")
+    deps = "nothing" if sym.direct_dep is kconf.y else kconfiglib.expr_str(sym.direct_dep, _with_values)
+    lines.append(f"  depends on: {deps}")
+    for label, expr in (("selected by", sym.rev_dep), ("implied by", sym.weak_rev_dep)):
+        terms = kconfiglib.split_expr(expr, _OR) if expr is not n else []
+        active = [_term_str(t) for t in terms if kconfiglib.expr_value(t)]
+        inactive = [_term_str(t) for t in terms if not kconfiglib.expr_value(t)]
+        if not terms:
+            lines.append(f"  {label}: nothing")
+        if active:
+            lines.append(f"  {label} (active): {', '.join(active)}")
+        if inactive:
+            lines.append(f"  {label} (inactive): {', '.join(inactive)}")
+    in_effect = [(d, c) for d, c in sym.defaults if kconfiglib.expr_value(c)][:1]
+    if in_effect:
+        default, cond = in_effect[0]
+        text = kconfiglib.expr_str(default, _with_values)
+        if cond is not kconf.y:
+            text += f" if {kconfiglib.expr_str(cond, _with_values)}"
+        lines.append(f"  default in effect: {text}")
+    else:
+        lines.append(f"  default in effect: none ({len(sym.defaults)} defined)")
+    lines.append(f"  value comes from: {_value_source(kconf, sym, bool(in_effect))}")
+    return "\n".join(lines)
+
+
+def _term_str(term: object) -> str:
+    """`SELECTOR[=y]`, plus its conditions when the selector is on but the select is not in effect."""
+    selector, *conds = kconfiglib.split_expr(term, _AND)
+    text = _with_values(selector)
+    unmet = [kconfiglib.expr_str(c, _with_values) for c in conds if not kconfiglib.expr_value(c)]
+    if kconfiglib.expr_value(selector) and unmet:
+        text += f" (but {' && '.join(unmet)})"
+    return text
+
+
+def _value_source(kconf: kconfiglib.Kconfig, sym: kconfiglib.Symbol, has_default: bool) -> str:
+    if sym.orig_type in _BOOL_TRI and kconfiglib.expr_value(sym.rev_dep):
+        return "a select (a select overrides the prompt and the defaults)"
+    if sym.visibility and sym.user_value is not None:
+        return "the configuration's own setting (the prompt is shown)"
+    if not sym.visibility and any(node.prompt for node in sym.nodes) and not has_default:
+        return "nothing: the prompt is hidden and no default applies, so it is off"
+    if has_default:
+        return "the default in effect"
+    return "nothing sets it, so it is off" if sym.orig_type in _BOOL_TRI else "nothing sets it"
+
+
+def diff_configs(a: Path, b: Path) -> list[tuple[str, str | None, str | None]]:
+    """Symbols whose values differ between two .config files, as (symbol, value in a, value in b).
+
+    None means absent; an absent symbol and "is not set" count as the same (both n).
+    """
+    values_a, values_b = read_config_values(a), read_config_values(b)
+    rows = []
+    for name in sorted(values_a.keys() | values_b.keys()):
+        va, vb = values_a.get(name), values_b.get(name)
+        if (va or "n") != (vb or "n"):
+            rows.append((name, va, vb))
+    return rows
+
+
+def render_diff(rows: list[tuple[str, str | None, str | None]], a: str, b: str) -> str:
+    if not rows:
+        return f"{a} and {b} set the same values"
+    width = max(len(name) for name, _, _ in rows) + len("CONFIG_")
+    lines = [f"--- {a}", f"+++ {b}"]
+    for name, va, vb in rows:
+        lines.append(f"{'CONFIG_' + name:<{width}}  {_shown(va)} -> {_shown(vb)}")
+    lines.append(f"{len(rows)} symbol(s) differ")
+    return "\n".join(lines)
+
+
+def _shown(value: str | None) -> str:
+    return "(absent)" if value is None else value

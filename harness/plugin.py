@@ -33,6 +33,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--machine", default=os.environ.get("MACHINE", "default"), help="configs/machines/NAME.yaml")
     group.addoption("--results-dir", default=None, help="where this run's results go (default: results/<time>)")
     group.addoption("--boot-timeout", type=float, default=DEFAULT_BOOT_TIMEOUT, help="seconds to the ready marker")
+    group.addoption("--guest-modules", default="",
+                    help="comma-separated guest/ modules to load at boot, e.g. fault_panic (fault injection)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -96,24 +98,34 @@ def kernel(pytestconfig: pytest.Config, run_dir: RunDir) -> pipeline.Prepared:
 class VMs:
     """Boots a VM on first need and replaces it when a test left it dead or crashed."""
 
-    def __init__(self, prepared: pipeline.Prepared, machine: str, run_dir: RunDir, boot_timeout: float):
+    def __init__(self, prepared: pipeline.Prepared, machine: str, run_dir: RunDir, boot_timeout: float,
+                 extra_modules: str = ""):
         self.prepared = prepared
+        self.modules = [m for m in ["mmu_probe" if prepared.build.has("MMU_NOTIFIER") else "",
+                                    *extra_modules.split(",")] if m]
         self.profile = load_profile(machine)
         self.run_dir = run_dir
         self.boot_timeout = boot_timeout
         self.accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
         self.vm: VM | None = None
         self.boots = 0
+        self.boot_error: BootError | None = None
 
     def get(self) -> VM:
+        if self.boot_error:
+            raise self.boot_error  # a kernel that cannot boot will not boot for the next test either
         if self.vm and not self.vm.alive():
             self.discard()
         if self.vm is None:
             self.boots += 1
-            modules = ("harness.modules=mmu_probe",) if self.prepared.build.has("MMU_NOTIFIER") else ()
+            append = (f"harness.modules={','.join(self.modules)}",) if self.modules else ()
             vm = VM(self.profile, self.prepared.build.bzimage, self.prepared.image,
-                    self.run_dir.root / f"vm-{self.boots}", accel=self.accel, extra_append=modules)
-            vm.start(self.boot_timeout)
+                    self.run_dir.root / f"vm-{self.boots}", accel=self.accel, extra_append=append)
+            try:
+                vm.start(self.boot_timeout)
+            except BootError as e:
+                self.boot_error = e
+                raise
             self.run_dir.timings.setdefault("boots", []).append({"vm": self.boots, "boot_to_ssh_s": round(vm.boot_s, 2),
                                                                   "accel": self.accel})
             self.vm = vm
@@ -130,7 +142,8 @@ class VMs:
 
 @pytest.fixture(scope="session")
 def vms(kernel: pipeline.Prepared, pytestconfig: pytest.Config, run_dir: RunDir) -> Iterator[VMs]:
-    pool = VMs(kernel, pytestconfig.getoption("machine"), run_dir, pytestconfig.getoption("boot_timeout"))
+    pool = VMs(kernel, pytestconfig.getoption("machine"), run_dir, pytestconfig.getoption("boot_timeout"),
+               pytestconfig.getoption("guest_modules"))
     try:
         yield pool
     finally:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import shlex
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,7 +115,7 @@ class SSH:
                 else:
                     time.sleep(0.005)
             status = chan.recv_exit_status()
-        except socket.timeout:
+        except TimeoutError:
             raise CommandTimeout(f"command did not finish within {timeout:.0f} s: {command}") from None
         finally:
             chan.close()

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.needs_notifier
 def test_munmap_sends_one_unmap_covering_the_range(guest):
     # munmap -> mm/vma.c:vms_clear_ptes() (6.12; mm/mmap.c:unmap_region() in 6.1) -> mm/memory.c:
     # unmap_vmas(), which brackets the whole unmapped range with one MMU_NOTIFY_UNMAP start/end.
-    result, info = guest.program("munmap")
+    _, info = guest.program("munmap")
     events = guest.probe.events(pid=info["pid"])
     guest.save("events.json", observe.dump_events(events))
     starts = [e for e in events if e.kind == "start"]

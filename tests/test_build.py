@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.build import BuildError, content_key, event_names_header, parse_event_enum, make_cmd
+from harness.build import BuildError, content_key, event_names_header, make_cmd, parse_event_enum
 from harness.source import KernelTree
 
 ENUM_6_12 = """

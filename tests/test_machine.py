@@ -13,7 +13,7 @@ def test_default_profile_loads():
 
 
 def test_unknown_profile_names_the_known_ones():
-    with pytest.raises(MachineError, match="unknown machine profile 'nope'.*default"):
+    with pytest.raises(MachineError, match=r"unknown machine profile 'nope'.*default"):
         load_profile("nope")
 
 
@@ -35,5 +35,5 @@ def test_argv_forwards_ssh_on_loopback_only_and_never_reboots():
     assert "hostfwd=tcp:127.0.0.1:40022-:22" in netdev
     assert "-no-reboot" in argv
     assert argv[argv.index("-append") + 1] == "console=ttyS0 harness.modules=mmu_probe"
-    assert ["-device", "virtio-gpu-pci"] == argv[-2:]
+    assert argv[-2:] == ["-device", "virtio-gpu-pci"]
     assert argv[argv.index("-machine") + 1] == "pc,accel=tcg"

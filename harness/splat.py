@@ -1,0 +1,484 @@
+"""Find and name kernel splats (panic, oops, WARNING, KASAN, lockdep...) in console or dmesg text.
+
+A small cousin of syzkaller's pkg/report: a catalogue of header lines, each giving a kind and a rule for
+a one-line title that is stable across runs ("WARNING in foo", "KASAN: use-after-free Read in bar"): no
+addresses, PIDs or durations. The formats are those of Linux 6.12 on x86_64 (`<TASK>` markers around call
+traces, "Oops: Oops: 0002 [#1]").
+
+Where a splat starts and ends:
+- It starts at its header, or at the `[ cut here ]`, `=====` or `sysrq: Trigger a crash` line printed
+  just before it.
+- Its body runs to `</TASK>` (the end of the call trace), `---[ end trace ...]---`, KASAN's or KFENCE's
+  closing `=====` line, or, for kmemleak, the last indented line. After that, the lines the kernel
+  prints in the wake of a splat (`Modules linked in`, the end marker, the register summary of an oops,
+  `Kernel Offset`) are still taken as its tail; the first other line ends it.
+- A `Kernel panic - not syncing` printed during a splat or in its tail is that splat's consequence (an
+  oops with panic_on_oops, a WARNING with panic_on_warn, a hung task with hung_task_panic): it marks the
+  splat fatal and extends it instead of being a second splat. `---[ end Kernel panic` closes it.
+- A new header closes the current splat; so does the cap of MAX_LINES lines.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+MAX_LINES = 200
+
+KINDS = (
+    "panic",
+    "oops",
+    "BUG",
+    "WARNING",
+    "KASAN",
+    "UBSAN",
+    "lockdep",
+    "hung_task",
+    "rcu_stall",
+    "soft_lockup",
+    "hard_lockup",
+    "kfence",
+    "kmemleak",
+)
+
+
+@dataclass(frozen=True)
+class Splat:
+    """One kernel report found in a log."""
+
+    kind: str  # one of KINDS
+    title: str  # short and stable across runs, e.g. "WARNING in mmu_probe_init"
+    fatal: bool  # the kernel panicked (or is about to): nothing after it can be trusted
+    text: str  # the splat's original lines, timestamps included, at most MAX_LINES
+    line: int  # 1-based line number of its first line in the input
+
+
+# /dev/kmsg record header, <level>, [timestamp], then the caller id of CONFIG_PRINTK_CALLER.
+_PREFIX = re.compile(r"^(?:\d+,\d+,\d+,[^;]*;)?(?:<\d+>)?(?:\[\s*\d+\.\d+\])?(?:\[\s*[CT]\d+\])?")
+
+
+def strip_prefix(line: str) -> str:
+    """The message of a console or dmesg line: without level, timestamp and caller id.
+
+    Leading spaces of the message are kept: they are what tells a call trace frame apart.
+    """
+    line = line.rstrip("\r\n")
+    m = _PREFIX.match(line)
+    end = m.end() if m else 0
+    if not end:
+        return line
+    rest = line[end:]
+    return rest[1:] if rest.startswith(" ") else rest
+
+
+@dataclass(frozen=True)
+class _Header:
+    kind: str
+    rule: str  # which title rule applies
+    rx: re.Pattern[str]
+
+
+def _h(kind: str, rule: str, pattern: str) -> _Header:
+    return _Header(kind, rule, re.compile(pattern))
+
+
+# Order matters: lockdep's "WARNING: possible ..." before WARNING, "BUG: KASAN:" before "BUG:".
+_HEADERS = (
+    _h("lockdep", "deadlock", r"^WARNING: (possible circular locking dependency|possible recursive locking) detected"),
+    _h(
+        "lockdep",
+        "lockdep",
+        r"^WARNING: (inconsistent lock state|possible irq lock inversion dependency detected"
+        r"|\S+-safe -> \S+-unsafe lock order detected|bad unlock balance detected!|held lock freed!"
+        r"|suspicious RCU usage|lock held when returning to user space!|Nested lock was not taken"
+        r"|bad contention detected!|chain_key collision|\S+ still has locks held!)",
+    ),
+    _h("lockdep", "lockdep", r"^\[ BUG: (Invalid wait context) \]"),
+    _h("soft_lockup", "soft_lockup", r"^(?:watchdog: )?BUG: soft lockup - CPU#\d+ stuck for \d+s!"),
+    _h("hard_lockup", "hard_lockup", r"^(?:watchdog: )?(?:CPU\d+: )?Watchdog detected hard LOCKUP on cpu \d+"),
+    _h("rcu_stall", "rcu_stall", r"^(?:rcu: )?INFO: \w+ (?:self-)?detected (?:expedited )?stalls?\b"),
+    _h("hung_task", "hung_task", r"^INFO: task .+:\d+ blocked for more than \d+ seconds"),
+    _h("KASAN", "kasan", r"^BUG: KASAN: ([\w-]+)(?: in (\S+))?"),
+    _h("kfence", "kfence", r"^BUG: KFENCE: ([\w -]+?)(?: in (\S+).*)?$"),
+    _h("UBSAN", "ubsan", r"^UBSAN: (.+?) (?:in|at) (\S+)"),
+    _h("WARNING", "warning", r"^WARNING: CPU: \d+ PID: \d+ at (?:\S+:\d+ )?(\S+)"),
+    _h("BUG", "kernel_bug", r"^kernel BUG at (\S+?):\d+!"),
+    _h("BUG", "kernel_bug", r"^Kernel BUG at (\S+)"),
+    _h("oops", "bug", r"^BUG: (kernel NULL pointer dereference|unable to handle page fault)"),
+    # die(): "Oops: general protection fault, probably for ...: 0000 [#1] PREEMPT SMP NOPTI".
+    _h("oops", "oops", r"^(?:Oops: )?([^:,]+?)(?:,[^:]*)?: [0-9a-f]{4} \[#\d+\]"),
+    _h("panic", "panic", r"^Kernel panic - not syncing: ?(.*)"),
+    _h("panic", "panic_in", r"^PANIC: (double fault)"),
+    _h("kmemleak", "kmemleak", r"^(?:kmemleak: )?unreferenced object 0x[0-9a-f]+ \(size \d+\):"),
+    _h("kmemleak", "kmemleak_summary", r"^kmemleak: \d+ new suspected memory leaks"),
+    _h("BUG", "bug", r"^BUG: (.+)"),
+)
+
+
+# Every header holds one of these: a cheap test that spares most lines the regexes.
+_KEYWORDS = ("WARNING", "BUG", "INFO", "UBSAN", "LOCKUP", "[#", "panic", "PANIC", "kmemleak", "unreferenced object")
+
+
+def _match_header(msg: str) -> tuple[_Header, re.Match[str]] | None:
+    if not any(w in msg for w in _KEYWORDS):
+        return None
+    for h in _HEADERS:
+        m = h.rx.match(msg)
+        if m:
+            return h, m
+    return None
+
+
+_PRELUDE = re.compile(r"^(?:-+\[ cut here \]-+|={20,}|sysrq: Trigger a crash)\s*$")
+_SEPARATOR = re.compile(r"^={20,}\s*$")
+# What the kernel prints after a splat's call trace that still belongs to it.
+_TAIL = re.compile(
+    r"^(?:\s*$|Modules linked in:|---\[ end trace|RIP: |Code: |RSP: |RAX: |RDX: |RBP: |R10: |R13: |FS: |CS: "
+    r"|CR2: |DR[0-7]: |PKRU: |Kernel Offset: |note: \S+\[\d+\] exited with|Fixing recursive fault"
+    r"|Disabling lock debugging due to kernel taint|irq event stamp: |(?:hard|soft)irqs last +(?:en|dis)abled at"
+    r"|Shutting down cpus with NMI)"
+)
+# Lines that start another stack dump of the same splat (other CPUs of an RCU stall or lockup).
+_REOPEN = re.compile(r"^(?:NMI backtrace for cpu \d+|Sending NMI from CPU \d+ to CPUs)")
+_KIND_TAIL = {"rcu_stall": re.compile(r"^rcu: ")}
+# After these the kernel prints nothing more.
+_FINAL = re.compile(r"^(?:---\[ end Kernel panic|Rebooting in -?\d+ seconds)")
+
+
+@dataclass
+class _Open:
+    """A splat being read."""
+
+    header: _Header
+    match: re.Match[str]
+    line: int
+    raw: list[str] = field(default_factory=list)
+    msgs: list[str] = field(default_factory=list)
+    fatal: bool = False
+    in_tail: bool = False
+    seen_oops: bool = False
+
+    def add(self, raw: str, msg: str) -> None:
+        self.raw.append(raw)
+        self.msgs.append(msg)
+
+    def snapshot(self) -> Splat:
+        return Splat(
+            kind=self.header.kind,
+            title=_title(self.header, self.match, self.msgs),
+            fatal=self.fatal,
+            text="\n".join(self.raw),
+            line=self.line,
+        )
+
+
+class SplatScanner:
+    """Incremental splat finder for a console read line by line.
+
+    `feed()` returns a Splat when one starts (at its header line, so that a watcher can stop the VM
+    while a panic still prints) and again when a running splat turns fatal (a panic follows an oops).
+    Those are snapshots: their text holds only the lines read so far, and a title may still lack its
+    function (an oops names it from the RIP line printed a few lines later). `finish()` closes the
+    last splat and returns every splat with its full text and final title; call it at end of input.
+    `find_splats(text)` is the same run over a whole log.
+    """
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._cur: _Open | None = None
+        self._done: list[Splat] = []
+        # Recent lines outside any splat, for the `[ cut here ]` printed before a header.
+        self._recent: deque[tuple[int, str, str]] = deque(maxlen=3)
+
+    def feed(self, line: str) -> Splat | None:
+        """Read one line (a trailing newline is allowed)."""
+        self._n += 1
+        raw = line.rstrip("\r\n")
+        msg = strip_prefix(raw)
+        hit = _match_header(msg)
+        if self._cur is not None:
+            taken, event = self._continue(self._cur, raw, msg, hit)
+            if taken:
+                return event
+        if hit is not None:
+            return self._start(raw, msg, *hit)
+        self._recent.append((self._n, raw, msg))
+        return None
+
+    def finish(self) -> list[Splat]:
+        """Close the splat being read, if any, and return all splats found so far, in input order."""
+        if self._cur is not None:
+            self._close()
+        return list(self._done)
+
+    def _continue(
+        self, cur: _Open, raw: str, msg: str, hit: tuple[_Header, re.Match[str]] | None
+    ) -> tuple[bool, Splat | None]:
+        """Offer the line to the current splat: (whether it took it, the event to report)."""
+        if hit is not None:
+            header = hit[0]
+            if header.rule == "panic":
+                cur.add(raw, msg)
+                cur.in_tail = False  # the panic prints its own stack dump next
+                if not cur.fatal:
+                    cur.fatal = True
+                    return True, cur.snapshot()
+                return True, None
+            if header.rule == "oops" and cur.header.kind in ("oops", "BUG", "panic") and not cur.seen_oops:
+                cur.seen_oops = True  # "BUG: kernel NULL pointer dereference" is followed by "Oops: ..."
+                cur.add(raw, msg)
+                return True, None
+            if header.rule == "kmemleak_summary" and cur.header.kind == "kmemleak":
+                cur.add(raw, msg)
+                cur.in_tail = True
+                return True, None
+            self._close()
+            return False, None
+        if _FINAL.match(msg):
+            cur.add(raw, msg)
+            self._close()
+            return True, None
+        if not cur.in_tail:
+            if cur.header.kind == "kmemleak" and not _kmemleak_body(msg):
+                cur.in_tail = True
+                return self._continue(cur, raw, msg, hit)
+            cur.add(raw, msg)
+            if _body_ends(cur.header.kind, msg):
+                cur.in_tail = True
+        elif _TAIL.match(msg) or (cur.header.kind in _KIND_TAIL and _KIND_TAIL[cur.header.kind].match(msg)):
+            cur.add(raw, msg)
+        elif _REOPEN.match(msg):
+            cur.add(raw, msg)
+            cur.in_tail = False
+        else:
+            self._close()
+            return False, None
+        if len(cur.raw) >= MAX_LINES:
+            self._close()
+        return True, None
+
+    def _start(self, raw: str, msg: str, header: _Header, m: re.Match[str]) -> Splat:
+        cur = _Open(header, m, self._n)
+        # Take the prelude (and what lies between it and the header, e.g. the message of WARN()).
+        recent = list(self._recent)
+        for i in range(len(recent) - 1, -1, -1):
+            if recent[i][0] != self._n - (len(recent) - i):
+                break  # not contiguous with the header
+            if _PRELUDE.match(recent[i][2]):
+                cur.line = recent[i][0]
+                for _, r, mm in recent[i:]:
+                    cur.add(r, mm)
+                break
+        self._recent.clear()
+        cur.add(raw, msg)
+        cur.fatal = header.kind == "panic"
+        self._cur = cur
+        return cur.snapshot()
+
+    def _close(self) -> None:
+        assert self._cur is not None
+        self._done.append(self._cur.snapshot())
+        self._cur = None
+
+
+def find_splats(text: str) -> list[Splat]:
+    """All splats of a whole console log or dmesg, in order."""
+    scanner = SplatScanner()
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for line in lines:
+        scanner.feed(line)
+    return scanner.finish()
+
+
+def is_allowed(splat: Splat, allow: Iterable[str]) -> bool:
+    """Whether an allow-list entry (a regex, searched in the title) covers this splat."""
+    return any(re.search(pattern, splat.title) for pattern in allow)
+
+
+def _body_ends(kind: str, msg: str) -> bool:
+    if kind in ("KASAN", "kfence"):
+        return bool(_SEPARATOR.match(msg))  # their call traces come before the end of the report
+    return msg.strip() == "</TASK>" or msg.startswith("---[ end trace")
+
+
+def _kmemleak_body(msg: str) -> bool:
+    msg = msg.removeprefix("kmemleak: ")
+    return msg.startswith((" ", "\t"))
+
+
+# ---- titles ----
+
+_FRAME = re.compile(r"^\s*(\? )?([A-Za-z_.$][\w.$]*)\+0x[0-9a-f]+/0x[0-9a-f]+")
+_RIP = re.compile(r"^RIP: 0010:([A-Za-z_.$][\w.$]*)\+0x[0-9a-f]+/0x[0-9a-f]+")
+_SYMBOL = re.compile(r"^([A-Za-z_.$][\w.$]*)\+0x[0-9a-f]+/0x[0-9a-f]+")
+# Compiler clones: the same function under another name from one build to the next.
+_CLONE = re.compile(r"\.(?:cold|constprop|isra|part|llvm|lto_priv|localalias)(?:\.\w+)?")
+
+# Frames of the reporting and exception machinery: never the culprit.
+_SKIP_BASE = (
+    r"__dump_stack|dump_stack|dump_stack_lvl|show_stack|show_trace_log_lvl|show_regs|__show_regs|print_report"
+    r"|print_address_description|report_bug|handle_bug|__warn|warn_slowpath_fmt|__warn_printk|exc_\w+|asm_exc_\w+"
+    r"|__die\w*|die|die_addr|do_trap|do_error_trap|oops_\w+|page_fault_oops|kernelmode_fixup_or_oops|\w*bad_area\w*"
+    r"|do_user_addr_fault|handle_page_fault|do_kern_addr_fault|panic|vpanic|nmi_\w+|__nmi_\w+|default_do_nmi"
+    r"|arch_trigger_cpumask_backtrace|trigger_\w+_backtrace|__might_\w+|might_\w+|__cant_\w+"
+)
+# Waiting, locking, timers and interrupts: where hung, stalled or deadlocked code sits, not what is wrong.
+_SKIP_WAIT = (
+    r"|__schedule|__schedule_bug|schedule\w*|preempt_schedule\w*|io_schedule\w*|__mutex_\w+|mutex_\w+"
+    r"|rwsem_\w+|__rwsem\w*"
+    r"|down|down_\w+|__down\w*|up_\w+|_raw_\w+|do_raw_\w+|queued_\w+|native_queued_\w+|__pv_queued_\w+"
+    r"|wait_for_completion\w*|__wait_for_common|wait_for_common\w*|\w*wait_event\w*|schedule_timeout\w*"
+    r"|msleep\w*|usleep_range\w*|rt_mutex\w*|__rt_mutex\w*|folio_wait\w*|__folio_lock\w*|lock_acquire\w*"
+    r"|__lock_acquire|lock_release|lock_acquired|lock_contended|validate_chain|check_noncircular|check_prev_add"
+    r"|check_prevs_add|check_deadlock|print_circular_bug|print_deadlock_bug|print_usage_bug|mark_lock\w*"
+    r"|lockdep_\w+|lock_is_held\w*|rcu_\w+|__rcu_\w+|cpu_relax|delay_tsc|delay_halt\w*|__const_udelay|__udelay"
+    r"|udelay|mdelay|\w*hrtimer\w*|tick_\w+|update_process_times|sched_tick|irq_exit\w*|__irq_exit\w*"
+    r"|__do_softirq|handle_softirqs|sysvec_\w+|__sysvec_\w+|asm_sysvec_\w+|common_interrupt|asm_common_interrupt"
+    r"|watchdog_\w+|softlockup_fn|lockdep_\w+"
+)
+_SKIP_ALLOC = (
+    r"|__?kmalloc\w*|kmem_cache_alloc\w*|__kmem_cache_alloc\w*|slab_alloc\w*|slab_post_alloc_hook|kmemleak_\w+"
+    r"|__?kzalloc\w*|__?kcalloc\w*|__?krealloc\w*|__?kvmalloc\w*|kvzalloc\w*|__?vmalloc\w*|__?vzalloc\w*"
+    r"|alloc_pages\w*|__alloc_pages\w*|kmalloc_trace\w*|kmalloc_node\w*|__kmalloc_cache\w*|kstrdup\w*|kmemdup\w*"
+)
+_SKIP = {
+    "base": re.compile(rf"^(?:{_SKIP_BASE})$"),
+    "wait": re.compile(rf"^(?:{_SKIP_BASE}{_SKIP_WAIT})$"),
+    "ubsan": re.compile(rf"^(?:{_SKIP_BASE}|__?ubsan_\w+|ubsan_\w+)$"),
+    "kasan": re.compile(rf"^(?:{_SKIP_BASE}|__?kasan_\w+|kasan_\w+|__asan_\w+|check_region_inline)$"),
+    "alloc": re.compile(rf"^(?:{_SKIP_BASE}{_SKIP_ALLOC})$"),
+}
+
+
+def _clean(symbol: str) -> str:
+    return _CLONE.sub("", symbol)
+
+
+def _symbol(text: str | None) -> str | None:
+    """`foo+0x12/0x34` -> `foo`."""
+    m = _SYMBOL.match(text or "")
+    return _clean(m.group(1)) if m else None
+
+
+def _rip(msgs: list[str]) -> str | None:
+    """The function of the first kernel-mode RIP line (CS 0010; 0033 is user space)."""
+    for msg in msgs:
+        m = _RIP.match(msg)
+        if m:
+            return _clean(m.group(1))
+    return None
+
+
+def _trace(msgs: list[str], skip: re.Pattern[str], task_only: bool = False, start: str = "call trace:") -> str | None:
+    """The first meaningful frame of the first stack trace: reliable (no `?`) and not in `skip`.
+
+    task_only: ignore frames in <IRQ>/<NMI> sections (the watchdog or NMI that caught a stuck CPU).
+    """
+    in_trace = False
+    in_irq = False
+    for msg in msgs:
+        s = msg.strip()
+        if not in_trace:
+            in_trace = s.lower().removeprefix("kmemleak: ").strip().startswith(start)
+            continue
+        if s in ("<IRQ>", "<NMI>", "<#DF>", "<SOFTIRQ>"):
+            in_irq = True
+        elif s in ("</IRQ>", "</NMI>", "</#DF>", "</SOFTIRQ>", "<TASK>"):
+            in_irq = False
+        elif s == "</TASK>":
+            break
+        m = _FRAME.match(msg.removeprefix("kmemleak: "))
+        if not m or m.group(1) or (task_only and in_irq):
+            continue
+        name = _clean(m.group(2))
+        if not skip.match(name):
+            return name
+    return None
+
+
+def _culprit(msgs: list[str], skip: str, rip_first: bool, task_only: bool = False) -> str | None:
+    pattern = _SKIP[skip]
+    rip = _rip(msgs)
+    if rip_first and rip and not pattern.match(rip):
+        return rip
+    return _trace(msgs, pattern, task_only) or rip
+
+
+def _lockdep_acquire(msgs: list[str]) -> str | None:
+    """The function taking the lock that closes the cycle: `... at: foo+0x1c/0x60` after "is trying to acquire"."""
+    seen = False
+    for msg in msgs:
+        if "is trying to acquire lock" in msg:
+            seen = True
+        elif seen and ", at: " in msg:
+            return _symbol(msg.split(", at: ", 1)[1].strip())
+    return None
+
+
+def _scrub(text: str) -> str:
+    """Drop what varies from run to run: addresses, `key=value` numbers, `[comm:pid]`."""
+    text = re.sub(r"([\w.$]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[\w+\])?", r"\1", text)
+    text = re.sub(r"\s*\b[\w-]+=(?:0x)?[0-9a-fA-F]+\b", "", text)
+    text = re.sub(r"\b0x[0-9a-fA-F]+\b|\b[0-9a-f]{8,}\b", "", text)
+    text = re.sub(r"\s*\[[^\]\s]+:\d+\]", "", text)
+    return re.sub(r"\s+", " ", text).strip(" ,:;")
+
+
+def _phrase(text: str) -> str:
+    """The head of a message, before its variable part: "scheduling while atomic: insmod/1/0x2" -> ..."""
+    return _scrub(re.split(r": |, | at | in process | - |!| \(", text, maxsplit=1)[0])
+
+
+def _in(prefix: str, func: str | None) -> str:
+    return f"{prefix} in {func}" if func else prefix
+
+
+def _title(h: _Header, m: re.Match[str], msgs: list[str]) -> str:
+    rule = h.rule
+    if rule == "panic":
+        return f"kernel panic: {_scrub(m.group(1))}".rstrip(": ")
+    if rule == "panic_in":
+        return _in(f"PANIC: {m.group(1)}", _culprit(msgs, "base", rip_first=True))
+    if rule == "warning":
+        return _in("WARNING", _symbol(m.group(1)) or _culprit(msgs, "base", rip_first=True))
+    if rule == "kernel_bug":
+        func = _culprit(msgs, "base", rip_first=True)
+        return f"kernel BUG in {func}" if func else f"kernel BUG at {_scrub(m.group(1))}"
+    if rule == "oops":
+        return _in(_phrase(m.group(1)), _culprit(msgs, "base", rip_first=True))
+    if rule == "bug":
+        if h.kind == "oops":
+            return _in(f"BUG: {m.group(1)}", _culprit(msgs, "base", rip_first=True))
+        return _in(f"BUG: {_phrase(m.group(1))}", _culprit(msgs, "wait", rip_first=False))
+    if rule == "kasan":
+        access = next((w for msg in msgs[1:4] for w in ("Read", "Write") if msg.startswith(f"{w} of size ")), None)
+        what = f"KASAN: {m.group(1)} {access}" if access else f"KASAN: {m.group(1)}"
+        return _in(what, _symbol(m.group(2)) or _culprit(msgs, "kasan", rip_first=False))
+    if rule == "kfence":
+        return _in(f"KFENCE: {m.group(1).strip()}", _symbol(m.group(2)) or _culprit(msgs, "base", rip_first=False))
+    if rule == "ubsan":
+        where = _trace(msgs, _SKIP["ubsan"]) or _symbol(m.group(2)) or re.sub(r"(?::\d+)+$", "", m.group(2))
+        return _in(f"UBSAN: {m.group(1)}", where)
+    if rule == "deadlock":
+        return _in("possible deadlock", _lockdep_acquire(msgs) or _culprit(msgs, "wait", rip_first=False))
+    if rule == "lockdep":
+        what = re.sub(r"(?: detected)?!$", "", m.group(1)).removesuffix(" detected")
+        what = re.sub(r"^\S+ (still has locks held)", r"\1", what)
+        return _in(what, _culprit(msgs, "wait", rip_first=False))
+    if rule == "hung_task":
+        return _in("INFO: task hung", _culprit(msgs, "wait", rip_first=False))
+    if rule == "rcu_stall":
+        return _in("INFO: rcu detected stall", _culprit(msgs, "wait", rip_first=True, task_only=True))
+    if rule == "soft_lockup":
+        return _in("BUG: soft lockup", _culprit(msgs, "wait", rip_first=True, task_only=True))
+    if rule == "hard_lockup":
+        return _in("BUG: hard lockup", _culprit(msgs, "wait", rip_first=True, task_only=True))
+    if rule == "kmemleak":
+        return _in("memory leak", _trace(msgs, _SKIP["alloc"], start="backtrace"))
+    if rule == "kmemleak_summary":
+        return "kmemleak: suspected memory leaks"
+    raise AssertionError(f"no title rule {rule}")

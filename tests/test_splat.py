@@ -1,0 +1,471 @@
+"""harness.splat against golden console logs (Linux 6.12, x86_64) and small hand-made cases."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.splat import MAX_LINES, Splat, SplatScanner, find_splats, is_allowed, strip_prefix
+
+DATA = Path(__file__).parent / "data" / "splats"
+
+# log -> splats: (kind, title, fatal, text of its first line, text of its last line)
+GOLDEN: dict[str, list[tuple[str, str, bool, str, str]]] = {
+    "clean_boot": [],
+    "panic_module_init": [
+        (
+            "panic",
+            "kernel panic: mmu_probe: notifier registration failed (-22)",
+            True,
+            "Kernel panic - not syncing: mmu_probe",
+            "---[ end Kernel panic - not syncing: mmu_probe",
+        )
+    ],
+    "panic_init_exit": [
+        (
+            "panic",
+            "kernel panic: Attempted to kill init!",
+            True,
+            "Kernel panic - not syncing: Attempted to kill init!",
+            "---[ end Kernel panic",
+        )
+    ],
+    "sysrq_crash": [
+        # panic=-1 reboots at once: no end marker, the splat ends with the log.
+        ("panic", "kernel panic: sysrq triggered crash", True, "sysrq: Trigger a crash", "Kernel Offset: disabled")
+    ],
+    "oops_null_deref": [
+        (
+            "oops",
+            "BUG: kernel NULL pointer dereference in probe_invalidate_range_start",
+            True,
+            "BUG: kernel NULL pointer dereference, address:",
+            "---[ end Kernel panic - not syncing: Fatal exception ]---",
+        )
+    ],
+    "oops_gpf_nonfatal": [
+        (
+            "oops",
+            "general protection fault in probe_release",
+            False,
+            "Oops: general protection fault",
+            "note: fork_exit[152] exited with irqs disabled",
+        )
+    ],
+    "kernel_bug_mm": [
+        ("BUG", "kernel BUG in folio_unlock", False, "[ cut here ]", "note: hmm-tests[161] exited with preempt_count 1")
+    ],
+    "warning": [
+        ("WARNING", "WARNING in mmu_probe_init", False, "[ cut here ]", "---[ end trace 0000000000000000 ]---"),
+        (
+            "WARNING",
+            "WARNING in probe_invalidate_range_start",  # the `.cold` clone is named as its function
+            False,
+            "[ cut here ]",
+            "---[ end trace 0000000000000000 ]---",
+        ),
+    ],
+    "kasan": [
+        (
+            "KASAN",
+            "KASAN: slab-out-of-bounds Write in probe_record_event",
+            False,
+            "=" * 66,
+            "Disabling lock debugging due to kernel taint",
+        )
+    ],
+    "ubsan": [
+        (
+            "UBSAN",
+            "UBSAN: array-index-out-of-bounds in probe_record_event",
+            False,
+            "[ cut here ]",
+            "---[ end trace ]---",
+        )
+    ],
+    "lockdep_circular": [("lockdep", "possible deadlock in probe_invalidate_range_start", False, "=" * 54, "</TASK>")],
+    "hung_task": [("hung_task", "INFO: task hung in probe_read", False, "INFO: task hmm_wait:133 blocked", "</TASK>")],
+    "rcu_stall": [
+        (
+            "rcu_stall",
+            "INFO: rcu detected stall in probe_spin",
+            False,
+            "rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",
+            "</TASK>",
+        )
+    ],
+    "soft_lockup": [
+        ("soft_lockup", "BUG: soft lockup in probe_spin", False, "watchdog: BUG: soft lockup - CPU#1", "</TASK>")
+    ],
+    "kfence": [("kfence", "KFENCE: use-after-free read in probe_release", False, "=" * 66, "=" * 66)],
+    "kmemleak": [
+        (
+            "kmemleak",
+            "memory leak in probe_subscribe",
+            False,
+            "kmemleak: unreferenced object",
+            "kmemleak: 1 new suspected memory leaks",
+        )
+    ],
+}
+
+
+def _log(name: str) -> str:
+    return (DATA / f"{name}.log").read_text()
+
+
+def _lines(text: str) -> list[str]:
+    return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+
+
+def test_every_golden_log_has_expectations() -> None:
+    assert sorted(p.stem for p in DATA.glob("*.log")) == sorted(GOLDEN)
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden(name: str) -> None:
+    text = _log(name)
+    got = find_splats(text)
+    assert [(s.kind, s.title, s.fatal) for s in got] == [(k, t, f) for k, t, f, _, _ in GOLDEN[name]]
+    lines = _lines(text)
+    for splat, (_, _, _, first, last) in zip(got, GOLDEN[name], strict=True):
+        body = splat.text.split("\n")
+        assert first in body[0]
+        assert strip_prefix(body[-1]).strip().startswith(last.strip())
+        # The text is the input's own lines, timestamps and all, from `line` on.
+        assert body == lines[splat.line - 1 : splat.line - 1 + len(body)]
+        assert len(body) <= MAX_LINES
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_titles_are_stable(name: str) -> None:
+    for splat in find_splats(_log(name)):
+        assert not re.search(r"0x|\+0x|\b[0-9a-f]{8,}\b|\[\w+\]|:\d+\]|pid|PID|CPU#\d", splat.title), splat.title
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_scanner_matches_find_splats(name: str) -> None:
+    """Fed line by line, the scanner reports each splat at its header and ends with find_splats' result."""
+    text = _log(name)
+    scanner = SplatScanner()
+    events: list[tuple[int, Splat]] = []
+    for n, line in enumerate(_lines(text), start=1):
+        event = scanner.feed(line + "\n")
+        if event is not None:
+            events.append((n, event))
+    final = scanner.finish()
+    assert final == find_splats(text)
+    assert {e.line for _, e in events} == {s.line for s in final}
+    for splat in final:
+        n, event = next((n, e) for n, e in events if e.line == splat.line)
+        # At its header: after at most its prelude (`[ cut here ]` and a WARN() message).
+        assert splat.line <= n <= splat.line + 2
+        assert event.kind == splat.kind
+        assert splat.text.startswith(event.text)
+
+
+def test_scanner_reports_a_panic_while_it_prints() -> None:
+    lines = _lines(_log("panic_module_init"))
+    scanner = SplatScanner()
+    fed = ((n, scanner.feed(line)) for n, line in enumerate(lines, start=1))
+    n, event = next((n, e) for n, e in fed if e is not None)
+    assert n < len(lines) - 20  # the call trace is still to come
+    assert "Kernel panic - not syncing" in lines[n - 1]
+    assert event.fatal and event.kind == "panic"
+    assert event.title == "kernel panic: mmu_probe: notifier registration failed (-22)"
+
+
+def test_scanner_reports_an_oops_then_its_panic() -> None:
+    lines = _lines(_log("oops_null_deref"))
+    scanner = SplatScanner()
+    events = [(n, e) for n, line in enumerate(lines, start=1) if (e := scanner.feed(line)) is not None]
+    assert [(e.kind, e.fatal) for _, e in events] == [("oops", False), ("oops", True)]
+    assert "BUG: kernel NULL pointer dereference" in lines[events[0][0] - 1]
+    assert "Kernel panic - not syncing: Fatal exception" in lines[events[1][0] - 1]
+    # At the panic line the RIP has been read: the title is final.
+    assert events[1][1].title == "BUG: kernel NULL pointer dereference in probe_invalidate_range_start"
+    assert events[0][1].title == "BUG: kernel NULL pointer dereference"  # provisional: no RIP yet
+
+
+def test_finish_closes_a_splat_cut_short() -> None:
+    """A VM killed mid-panic still yields the panic, with what was printed."""
+    lines = _lines(_log("sysrq_crash"))
+    scanner = SplatScanner()
+    for line in lines[: lines.index(next(raw for raw in lines if "Call Trace:" in raw)) + 3]:
+        scanner.feed(line)
+    (splat,) = scanner.finish()
+    assert (splat.kind, splat.title, splat.fatal) == ("panic", "kernel panic: sysrq triggered crash", True)
+    assert splat.text.split("\n")[-1].endswith("dump_stack_lvl+0x5d/0x80")
+
+
+# ---- not splats ----
+
+NOT_SPLATS = [
+    "Kernel command line: console=ttyS0 panic=-1 oops=panic panic_on_warn=1 softlockup_panic=1",
+    "Command line: console=ttyS0 panic=1 hung_task_panic=1",
+    "ACPI BIOS Warning (bug): Incorrect checksum in table [BGRT] - 0x3A, should be 0x39 (20240827/utcksum-58)",
+    "ACPI Warning: SystemIO range 0x0000000000000B00-0x0000000000000B08 conflicts with OpRegion",
+    "[Firmware Bug]: TSC doesn't count with P0 frequency!",
+    "hpet: warning: lost 2 timer interrupts during early boot, ignoring",
+    "mmu_probe: warning: no subscriber yet, events will be dropped",
+    "Spectre V2 : WARNING: Unprivileged eBPF is enabled with eIBRS on, data leaks possible via Spectre v2 BHB attacks!",
+    "WARNING: /dev/kvm not usable, skipping the kvm suite",
+    "rcu: Preemptible hierarchical RCU implementation.",
+    "watchdog: Delayed init of the lockup detector failed: -19",
+    "kmemleak: Kernel memory leak detector initialized (mem pool available: 15820)",
+    "INFO: lockdep is turned off.",
+    "init: sysctl kernel.panic_on_oops=1 kernel.panic_on_warn=0",
+    "mmu_probe: selftest: BUG_ON() not hit, panic avoided",
+    "sysrq: Show Blocked State",
+    "Run /init as init process",
+]
+
+
+@pytest.mark.parametrize("line", NOT_SPLATS)
+@pytest.mark.parametrize("prefix", ["", "[    1.234567] ", "<4>[    1.234567] "])
+def test_not_a_splat(line: str, prefix: str) -> None:
+    assert find_splats(prefix + line + "\n") == []
+
+
+# ---- prefixes ----
+
+_STAMP = re.compile(r"^\[\s*\d+\.\d+\] ?")
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "",  # printk.time=0
+        "[  123.456789] ",
+        "<0>[  123.456789] ",  # dmesg -r
+        "[  123.456789][    T1] ",  # CONFIG_PRINTK_CALLER
+        "4,1234,123456789,-;",  # /dev/kmsg
+    ],
+)
+@pytest.mark.parametrize("name", ["oops_null_deref", "warning", "kasan", "hung_task"])
+def test_prefixes_are_tolerated(prefix: str, name: str) -> None:
+    text = _log(name)
+    restamped = "".join(prefix + _STAMP.sub("", line) + "\n" for line in _lines(text))
+    assert [(s.kind, s.title, s.fatal, s.line) for s in find_splats(restamped)] == [
+        (s.kind, s.title, s.fatal, s.line) for s in find_splats(text)
+    ]
+
+
+def test_crlf_console() -> None:
+    text = _log("warning")
+    assert find_splats(text.replace("\n", "\r\n")) == find_splats(text)
+
+
+# ---- hand-made cases ----
+
+
+def _splats(body: str) -> list[Splat]:
+    return find_splats("\n".join(f"[   10.{i:06d}] {line}" for i, line in enumerate(body.strip("\n").split("\n"))))
+
+
+TRACE_TAIL = """\
+ do_syscall_64+0x82/0x160
+ entry_SYSCALL_64_after_hwframe+0x76/0x7e
+ </TASK>"""
+
+
+def test_panic_on_warn_makes_the_warning_fatal() -> None:
+    (splat,) = _splats(f"""
+------------[ cut here ]------------
+WARNING: CPU: 0 PID: 140 at mm/mmu_notifier.c:312 __mmu_notifier_release+0x1c1/0x1e0
+Modules linked in: mmu_probe(O)
+CPU: 0 UID: 0 PID: 140 Comm: fork_exit Tainted: G           O       6.12.0 #1
+Call Trace:
+ <TASK>
+ exit_mmap+0x3a5/0x3e0
+{TRACE_TAIL}
+Kernel panic - not syncing: kernel: panic_on_warn set ...
+CPU: 0 UID: 0 PID: 140 Comm: fork_exit Tainted: G           O       6.12.0 #1
+Call Trace:
+ <TASK>
+ dump_stack_lvl+0x5d/0x80
+ panic+0x118/0x2f0
+ check_panic_on_warn+0x4a/0x60
+ __warn+0xa1/0x130
+{TRACE_TAIL}
+Kernel Offset: disabled
+---[ end Kernel panic - not syncing: kernel: panic_on_warn set ... ]---
+""")
+    assert (splat.kind, splat.title, splat.fatal) == ("WARNING", "WARNING in __mmu_notifier_release", True)
+    assert splat.text.endswith("---[ end Kernel panic - not syncing: kernel: panic_on_warn set ... ]---")
+
+
+def test_hung_task_panic_makes_the_hung_task_fatal() -> None:
+    (splat,) = _splats("""
+INFO: task kworker/0:1:12 blocked for more than 120 seconds.
+      Not tainted 6.12.0 #1
+"echo 0 > /proc/sys/kernel/hung_task_timeout_secs" disables this message.
+task:kworker/0:1     state:D stack:0     pid:12    tgid:12    ppid:2      flags:0x00004000
+Workqueue: events dmirror_work [test_hmm]
+Call Trace:
+ <TASK>
+ __schedule+0x3e6/0xb60
+ schedule+0x27/0xf0
+ io_schedule+0x46/0x70
+ folio_wait_bit_common+0x13d/0x350
+ migrate_device_finalize+0x1c3/0x3a0
+ dmirror_work+0x44/0x90 [test_hmm]
+ process_one_work+0x17b/0x330
+ worker_thread+0x2ce/0x3f0
+ kthread+0xcf/0x100
+ ret_from_fork+0x31/0x50
+ ret_from_fork_asm+0x1a/0x30
+ </TASK>
+Kernel panic - not syncing: hung_task: blocked tasks
+Kernel Offset: disabled
+""")
+    assert (splat.kind, splat.title, splat.fatal) == ("hung_task", "INFO: task hung in migrate_device_finalize", True)
+
+
+def test_unrelated_lines_separate_a_splat_from_a_later_panic() -> None:
+    got = _splats(f"""
+------------[ cut here ]------------
+WARNING: CPU: 1 PID: 97 at drivers/misc/mmu_probe/probe.c:214 mmu_probe_init+0x1d2/0xff0 [mmu_probe]
+Call Trace:
+ <TASK>
+ do_one_initcall+0x5b/0x310
+{TRACE_TAIL}
+---[ end trace 0000000000000000 ]---
+mmu_probe: loaded, 0 subscribers
+Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)
+""")
+    assert [(s.kind, s.title, s.fatal) for s in got] == [
+        ("WARNING", "WARNING in mmu_probe_init", False),
+        ("panic", "kernel panic: VFS: Unable to mount root fs on unknown-block(0,0)", True),
+    ]
+    assert got[0].text.endswith("---[ end trace 0000000000000000 ]---")
+
+
+def test_page_fault_oops_without_rip_is_named_by_its_trace() -> None:
+    (splat,) = _splats("""
+BUG: unable to handle page fault for address: ffffc90000a1b000
+#PF: supervisor read access in kernel mode
+#PF: error_code(0x0000) - not-present page
+Oops: Oops: 0000 [#1] PREEMPT SMP NOPTI
+CPU: 1 UID: 0 PID: 131 Comm: hmm-tests Not tainted 6.12.0 #1
+Call Trace:
+ <TASK>
+ ? __die_body.cold+0x19/0x27
+ ? page_fault_oops+0x15a/0x2d0
+ dmirror_do_read+0x5e/0x110 [test_hmm]
+ </TASK>
+""")
+    assert (splat.kind, splat.title, splat.fatal) == (
+        "oops",
+        "BUG: unable to handle page fault in dmirror_do_read",
+        False,
+    )
+
+
+def test_sleeping_in_atomic_is_a_nonfatal_bug() -> None:
+    (splat,) = _splats("""
+BUG: sleeping function called from invalid context at kernel/locking/mutex.c:585
+in_atomic(): 1, irqs_disabled(): 0, non_block: 0, pid: 0, name: swapper/1
+preempt_count: 101, expected: 0
+RCU nest depth: 0, expected: 0
+CPU: 1 UID: 0 PID: 0 Comm: swapper/1 Tainted: G           O       6.12.0 #1
+Call Trace:
+ <IRQ>
+ dump_stack_lvl+0x5d/0x80
+ __might_resched+0x151/0x1d0
+ __mutex_lock+0x4e/0x9c0
+ probe_timer_fn+0x23/0x70 [mmu_probe]
+ call_timer_fn+0x27/0x130
+ </IRQ>
+ <TASK>
+ pv_native_safe_halt+0xf/0x20
+ </TASK>
+""")
+    assert (splat.kind, splat.title, splat.fatal) == (
+        "BUG",
+        "BUG: sleeping function called from invalid context in probe_timer_fn",
+        False,
+    )
+
+
+def test_hard_lockup() -> None:
+    (splat,) = _splats("""
+watchdog: Watchdog detected hard LOCKUP on cpu 1
+Modules linked in: mmu_probe(O)
+CPU: 1 UID: 0 PID: 140 Comm: spin_irqoff Tainted: G           O       6.12.0 #1
+RIP: 0010:probe_spin_irqoff+0x21/0x40 [mmu_probe]
+Call Trace:
+ <NMI>
+ ? watchdog_hardlockup_check+0x1a4/0x210
+ </NMI>
+ <TASK>
+ probe_write+0x5c/0x90 [mmu_probe]
+ </TASK>
+""")
+    assert (splat.kind, splat.title) == ("hard_lockup", "BUG: hard lockup in probe_spin_irqoff")
+
+
+def test_kmemleak_debugfs_report() -> None:
+    """/sys/kernel/debug/kmemleak: the same records as the console's, without the `kmemleak: ` prefix."""
+    got = find_splats("""\
+unreferenced object 0xffff888003c1a200 (size 64):
+  comm "subscribe_close", pid 97, jiffies 4294669436
+  hex dump (first 32 bytes):
+    00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00  ................
+  backtrace (crc 5d2b8a1f):
+    __kmalloc_cache_noprof+0x2a1/0x330
+    probe_subscribe+0x4e/0x120 [mmu_probe]
+    probe_open+0x2b/0x60 [mmu_probe]
+unreferenced object 0xffff888003c1a280 (size 32):
+  comm "subscribe_close", pid 97, jiffies 4294669437
+  backtrace (crc 1e2f3a4b):
+    __kmalloc_noprof+0x1f1/0x3c0
+    kstrdup+0x34/0x60
+    probe_set_name+0x1c/0x50 [mmu_probe]
+""")
+    assert [(s.kind, s.title, s.line) for s in got] == [
+        ("kmemleak", "memory leak in probe_subscribe", 1),
+        ("kmemleak", "memory leak in probe_set_name", 9),
+    ]
+
+
+def test_text_is_capped() -> None:
+    frames = "\n".join(f" probe_recurse+0x{i:x}/0x400 [mmu_probe]" for i in range(MAX_LINES * 2))
+    got = _splats(f"""
+------------[ cut here ]------------
+WARNING: CPU: 0 PID: 1 at drivers/misc/mmu_probe/probe.c:9 probe_recurse+0x1d/0x400 [mmu_probe]
+Call Trace:
+ <TASK>
+{frames}
+ </TASK>
+""")
+    assert len(got) == 1
+    assert len(got[0].text.split("\n")) == MAX_LINES
+
+
+def test_strip_prefix() -> None:
+    assert strip_prefix("<4>[   12.345678]  dump_stack_lvl+0x5d/0x80\r\n") == " dump_stack_lvl+0x5d/0x80"
+    assert strip_prefix("[   12.345678][  T140] WARNING: CPU: 0") == "WARNING: CPU: 0"
+    assert strip_prefix("6,339,5140900,-;Run /init as init process") == "Run /init as init process"
+    assert strip_prefix("init: no prefix") == "init: no prefix"
+
+
+def test_is_allowed() -> None:
+    (splat,) = find_splats(_log("kasan"))
+    assert is_allowed(splat, [r"^KASAN: slab-out-of-bounds \w+ in probe_record_event$"])
+    assert is_allowed(splat, ["WARNING in foo", "in probe_record_event"])
+    assert not is_allowed(splat, [])
+    assert not is_allowed(splat, ["^WARNING", "probe_subscribe"])
+
+
+def test_logs_back_to_back() -> None:
+    """One console over several boots: each splat is found as in its own log, none swallows the next boot."""
+    text, expected, offset = "", [], 0
+    for name in sorted(GOLDEN):
+        log = _log(name)
+        expected += [(s.kind, s.title, s.fatal, s.line + offset, s.text) for s in find_splats(log)]
+        text += log
+        offset += len(_lines(log))
+    assert [(s.kind, s.title, s.fatal, s.line, s.text) for s in find_splats(text)] == expected
