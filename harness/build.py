@@ -102,15 +102,31 @@ def compose_config(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path,
     return scratch / ".config", content_key(tree.identity, text)
 
 
+def spec_key(tree: KernelTree, spec: ConfigSpec) -> str:
+    """Everything that decides the final .config of an immutable tree, including the engine's own code."""
+    base = Path(spec.base)
+    return content_key(tree.identity, str(tree.path), spec.base, base.read_bytes() if base.is_file() else b"",
+                       *(f.read_bytes() for f in spec.fragments), *spec.settings,
+                       Path(kconfig.__file__).read_bytes())
+
+
 def build_kernel(tree: KernelTree, spec: ConfigSpec, jobs: int | None = None) -> KernelBuild:
     builds = paths.cache_root() / "builds"
     builds.mkdir(parents=True, exist_ok=True)
+    # A Debian tree never changes: remember which build a spec led to and skip kconfig (~5 s) next time.
+    memo = builds / "by-spec" / f"{spec_key(tree, spec)}.json"
+    if tree.immutable and memo.exists():
+        known = json.loads(memo.read_text())
+        if (Path(known["dir"]) / STAMP).exists():
+            return KernelBuild(tree, Path(known["dir"]), known["key"], known["release"])
     compose_log = builds / "configure.log"
     final_config, key = compose_config(tree, spec, compose_log)
     outdir = builds / f"{tree.version}-{key}"
     stamp = outdir / STAMP
     if stamp.exists() and tree.immutable:
-        return KernelBuild(tree, outdir, key, json.loads(stamp.read_text())["release"])
+        release = json.loads(stamp.read_text())["release"]
+        atomic.write_text(memo, json.dumps({"dir": str(outdir), "key": key, "release": release}))
+        return KernelBuild(tree, outdir, key, release)
 
     outdir.mkdir(exist_ok=True)
     shutil.copyfile(final_config, outdir / ".config")
@@ -128,6 +144,8 @@ def build_kernel(tree: KernelTree, spec: ConfigSpec, jobs: int | None = None) ->
         "ccache": {k: v - ccache_before.get(k, 0) for k, v in ccache_counts().items()},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }, indent=2))
+    if tree.immutable:
+        atomic.write_text(memo, json.dumps({"dir": str(outdir), "key": key, "release": release}))
     return KernelBuild(tree, outdir, key, release)
 
 

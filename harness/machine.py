@@ -196,7 +196,7 @@ class VM:
             tail = self.console.text.strip().splitlines()[-3:]
             raise BootError("INFRA", f"QEMU exited with status {result.exit_status} before the guest was ready: "
                             + " | ".join(tail), self.console_log)
-        raise BootError("TIMEOUT", f"guest not ready within {timeout:.0f} s", self.console_log)
+        raise BootError("TIMEOUT", f"guest not ready within {timeout:g} s", self.console_log)
 
     def alive(self) -> bool:
         return bool(self.console and self.console.child.isalive() and not self.console.fatal_splat())

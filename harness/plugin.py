@@ -186,7 +186,11 @@ def guest(vms: VMs, run_dir: RunDir, request: pytest.FixtureRequest) -> Iterator
     try:
         vm = vms.get()
     except BootError as e:
-        pytest.fail(f"guest did not boot: {e}", pytrace=False)
+        boot_error = e
+    else:
+        boot_error = None
+    if boot_error:  # outside the except block, so that the report is the boot error alone
+        pytest.fail(f"guest did not boot: {boot_error}", pytrace=False)
     test_dir = run_dir.test_dir(request.node.nodeid)
     g = Guest(vm, test_dir, request.node.nodeid)
     yield g

@@ -1,0 +1,67 @@
+"""A kernel broken on purpose ends `harness run` promptly, with a clear message, the console log kept,
+and no QEMU left behind. Real kernels, real QEMU: each case boots the default kernel."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import paths
+
+pytestmark = pytest.mark.e2e
+
+
+def qemu_pids() -> set[int]:
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if b"qemu-system" in (proc / "cmdline").read_bytes().split(b"\0")[0]:
+                    pids.add(int(proc.name))
+            except OSError:
+                pass
+    return pids
+
+
+def harness_run(tmp_path: Path, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess, float]:
+    before = qemu_pids()
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", f"--results-dir={tmp_path / 'run'}", *args],
+                          cwd=paths.REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    elapsed = time.monotonic() - started
+    leftovers = qemu_pids() - before
+    assert not leftovers, f"QEMU processes left behind: {sorted(leftovers)}"
+    return proc, elapsed
+
+
+def console_logs(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "run").glob("vm-*/console.log"))
+
+
+def test_module_that_panics_at_load_fails_the_run_with_the_panic(tmp_path: Path):
+    proc, elapsed = harness_run(tmp_path, "--guest-modules=fault_panic", timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "kernel crashed during boot: kernel panic: fault_panic: panicking on purpose at module load" in out, out
+    (log,) = console_logs(tmp_path)  # one boot: a kernel that panics is not booted again for every test
+    assert "Kernel panic - not syncing: fault_panic: panicking on purpose" in log.read_text()
+    assert re.search(r"console log: \S+console\.log", out), out
+    assert elapsed < 120, f"a panic at boot took {elapsed:.0f} s to report"
+
+
+def test_boot_timeout_fails_the_run_within_the_timeout(tmp_path: Path):
+    # TCG boots this kernel to the ready marker in about 2 s: 0.5 s cannot be met.
+    proc, elapsed = harness_run(tmp_path, "--boot-timeout=0.5", timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "TIMEOUT: guest not ready within 0.5 s" in out, out
+    (log,) = console_logs(tmp_path)
+    assert "Linux version" in log.read_text(), "the console log must hold what the guest printed before the timeout"
+    assert elapsed < 120
