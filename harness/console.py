@@ -6,7 +6,10 @@ kernel splats while they print, and lets the caller wait for a pattern, a crash,
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import re
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -17,15 +20,39 @@ import pexpect
 
 from .splat import Splat, SplatScanner
 
+_LIVE: set[Console] = set()  # every QEMU not yet killed, for the exit handlers below
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the QEMU child: the kernel SIGKILLs it when the harness dies, even by SIGKILL."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def kill_all() -> None:
+    for console in list(_LIVE):
+        console.kill()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    kill_all()
+    raise SystemExit(128 + signum)
+
+
+atexit.register(kill_all)
+if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
 
 @dataclass(frozen=True)
 class WaitResult:
     """What ended a wait: the pattern matched, a fatal splat, QEMU exited, or the deadline passed."""
 
-    status: str  # "matched" | "crashed" | "exited" | "timeout"
+    status: str  # "matched" | "crashed" | "exited" | "timeout" | "silent"
     match: re.Match[str] | None = None
     splat: Splat | None = None
     exit_status: int | None = None
+    silent_s: float = 0.0
 
 
 class Console:
@@ -41,7 +68,8 @@ class Console:
         self.exit_status: int | None = None
         self._closed = False
         self.child = pexpect.spawn(argv[0], list(argv[1:]), env=env, encoding="utf-8", codec_errors="replace",
-                                   timeout=None, echo=False, maxread=65536)
+                                   timeout=None, echo=False, maxread=65536, preexec_fn=_die_with_parent)
+        _LIVE.add(self)
         self._thread = threading.Thread(target=self._read, name=f"console:{log_path.name}", daemon=True)
         self._thread.start()
 
@@ -95,8 +123,12 @@ class Console:
         with self._cond:
             return self._scanner.finish()
 
-    def wait_for(self, pattern: str, timeout: float, since: int = 0, stop_on_crash: bool = True) -> WaitResult:
-        """Wait until `pattern` appears in the console after offset `since`."""
+    def wait_for(self, pattern: str, timeout: float, since: int = 0, stop_on_crash: bool = True,
+                 silence_timeout: float | None = None) -> WaitResult:
+        """Wait until `pattern` appears in the console after offset `since`.
+
+        silence_timeout: give up early when the console has printed nothing for that long (a hung boot).
+        """
         regex = re.compile(pattern, re.MULTILINE)
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -107,7 +139,10 @@ class Console:
                     return WaitResult("crashed", splat=splat)
                 if self._closed:
                     return WaitResult("exited", exit_status=self.exit_status)
-                remaining = deadline - time.monotonic()
+                now = time.monotonic()
+                if silence_timeout is not None and now - self.last_output > silence_timeout:
+                    return WaitResult("silent", silent_s=silence_timeout)
+                remaining = deadline - now
                 if remaining <= 0:
                     return WaitResult("timeout")
                 self._cond.wait(min(remaining, 1.0))
@@ -119,11 +154,12 @@ class Console:
     def kill(self) -> None:
         """Stop QEMU for good; idempotent. The reader thread closes the log when the pty ends."""
         if self.child.isalive():
-            self.child.kill(15)
+            self.child.kill(signal.SIGTERM)
             if not self.wait_exit(5):
-                self.child.kill(9)
+                self.child.kill(signal.SIGKILL)
         self.wait_exit(10)
         self._thread.join(timeout=5)
+        _LIVE.discard(self)
 
     def offset(self) -> int:
         with self._cond:

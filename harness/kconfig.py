@@ -336,7 +336,7 @@ class _Resolver:
     """Depth-first search over settable symbols; each trial is undone through a journal of user values."""
 
     max_depth = 16
-    max_steps = 20_000
+    max_steps = 5_000
 
     def __init__(self, kconf: kconfiglib.Kconfig, goal: kconfiglib.Symbol) -> None:
         self.kconf = kconf
@@ -346,12 +346,14 @@ class _Resolver:
         self.stack: list[str] = []
         self.steps = 0
         self.chosen = ""  # how the goal was reached, when there was a choice
+        self.memo: dict[tuple[str, int], float] = {}  # estimates for the current values only
 
     # -- bookkeeping --------------------------------------------------------------------------------
 
     def set(self, sym: kconfiglib.Symbol, value: int) -> None:
         self.journal.append((sym, sym.user_value))
         sym.set_value(value)
+        self.memo.clear()
 
     def mark(self) -> tuple[int, int]:
         return len(self.journal), len(self.changes)
@@ -365,6 +367,7 @@ class _Resolver:
             else:
                 sym.set_value(old)
         del self.changes[changes_len:]
+        self.memo.clear()
 
     def because(self, relation: str, sym: kconfiglib.Symbol, why: str) -> str:
         """'selects KVM_GENERIC_MMU_NOTIFIER which selects MMU_NOTIFIER': the chain up to the goal."""
@@ -438,42 +441,54 @@ class _Resolver:
         self.enter(sym)
         old, mark = tri_value(sym), self.mark()
         try:
-            label = self.cheapest(self.ways_on(sym, need, why), lambda: sym.tri_value >= need,
-                                  f"turn on CONFIG_{sym.name}")
+            ways = self.ways_on(sym, need, why)
+            costs = [self.estimate(expr, want) + extra for _, _, expr, want, extra in ways]
+            plain = [(label, way) for label, way, *_ in ways]
+            done, what = lambda: sym.tri_value >= need, f"turn on CONFIG_{sym.name}"
+            if sym is self.goal:
+                # Compare the candidates for real, by all they drag in: DRM_XE is one setting that
+                # selects MMU_NOTIFIER, but it brings a whole GPU driver along.
+                feasible = [way for way, cost in zip(plain, costs, strict=True) if cost < _IMPOSSIBLE]
+                label = self.least_moving(feasible, done, what) if feasible else \
+                    self.first_that_works(plain, costs, done, what)
+            else:
+                label = self.first_that_works(plain, costs, done, what)
         finally:
             self.stack.pop()
         if sym is self.goal:
             self.chosen = label
         self.record(sym, old, why, mark)
 
-    def ways_on(self, sym: kconfiglib.Symbol, need: int, why: str) -> list[Way]:
-        ways: list[Way] = []
+    def ways_on(self, sym: kconfiglib.Symbol, need: int, why: str) -> list[tuple]:
+        """(label, way, expression the way makes true, the value it needs, symbols set besides)."""
+        ways = []
         conds = [node.prompt[1] for node in sym.nodes if node.prompt]
         if conds:
-            ways.append(("through its prompt", lambda: self.show_and_set(sym, need, conds, why)))
+            # A bool that depends on an m symbol is still shown as y (kconfiglib promotes it).
+            shown, shown_need = _or_all(conds), 1 if sym.orig_type is kconfiglib.BOOL else need
+            ways.append(("through its prompt", lambda: self.show_and_set(sym, need, shown, shown_need, why),
+                         shown, shown_need, 1))
+        select_need = 1 if sym.orig_type is kconfiglib.BOOL else need  # a select by an m symbol gives a bool y
         if sym.rev_dep is not self.kconf.n:
             for term in kconfiglib.split_expr(sym.rev_dep, _OR):
                 ways.append((f"selected by {_selector(term).name}",
-                             lambda term=term: self.select(sym, term, need, why)))
+                             lambda term=term: self.select(sym, term, select_need, why), term, select_need, 0))
         for default, cond in sym.defaults:
             if default is not self.kconf.n:
+                d = (_AND, default, cond)
                 ways.append((f"through its default {kconfiglib.expr_str(default)}",
-                             lambda d=(_AND, default, cond): self.make(
-                                 d, need, self.because("is in the default of {}", sym, why))))
+                             lambda d=d: self.make(d, need, self.because("is in the default of {}", sym, why)),
+                             d, need, 0))
         if sym.weak_rev_dep is not self.kconf.n:
             for term in kconfiglib.split_expr(sym.weak_rev_dep, _OR):
+                t = (_AND, term, sym.direct_dep)
                 ways.append((f"implied by {_selector(term).name}",
-                             lambda t=(_AND, term, sym.direct_dep): self.make(
-                                 t, need, self.because("implies {}", sym, why))))
+                             lambda t=t: self.make(t, need, self.because("implies {}", sym, why)), t, need, 0))
         return ways
 
-    def show_and_set(self, sym: kconfiglib.Symbol, need: int, conds: list, why: str) -> None:
-        # A bool that depends on an m symbol is still visible as y (kconfiglib promotes it).
-        visible = _or_all(conds)
-        self.make(visible, 1 if sym.orig_type is kconfiglib.BOOL else need,
-                  self.because("is needed by {}", sym, why))
-        wanted = 1 if need == 1 and 1 in sym.assignable else 2
-        self.set(sym, wanted)
+    def show_and_set(self, sym: kconfiglib.Symbol, need: int, shown: object, shown_need: int, why: str) -> None:
+        self.make(shown, shown_need, self.because("is needed by {}", sym, why))
+        self.set(sym, 1 if need == 1 and 1 in sym.assignable else 2)
 
     def select(self, sym: kconfiglib.Symbol, term: object, need: int, why: str) -> None:
         selector, *deps = kconfiglib.split_expr(term, _AND)
@@ -500,35 +515,33 @@ class _Resolver:
             if (expr[0] is _AND) == (want > 0):
                 for part in parts:
                     self.make(part, want, why)
-            else:  # any one part will do: the cheapest
+            else:  # any one part will do
                 ways = [(kconfiglib.expr_str(p), lambda p=p: self.make(p, want, why)) for p in parts]
-                self.cheapest(ways, lambda: _holds(expr, want), f"make {kconfiglib.expr_str(expr)} "
-                              f"{'n' if want == 0 else 'true'}")
+                done = lambda: _holds(expr, want)  # noqa: E731
+                what = f"make {kconfiglib.expr_str(expr)} {'n' if want == 0 else 'true'}"
+                if want == 0:
+                    self.least_moving(ways, done, what)
+                else:
+                    self.first_that_works(ways, [self.estimate(p, want) for p in parts], done, what)
         elif expr[0] is _NOT:
             self.make(expr[1], 0 if want else 2, why)
-        elif expr[0] in (kconfiglib.EQUAL, kconfiglib.UNEQUAL):
-            self.compare(expr, want, why)
+        elif (target := _compare_target(expr, want)) is not None:
+            self.make(*target, why)
         else:
             raise ConfigError(f"{kconfiglib.expr_str(expr, _with_values)} cannot be changed automatically")
         if not _holds(expr, want):
             raise ConfigError(f"{kconfiglib.expr_str(expr, _with_values)} did not become "
                               f"{'n' if want == 0 else 'true'}")
 
-    def compare(self, expr: tuple, want: int, why: str) -> None:
-        """`SYM = y`, `SYM != n` and the like, with one settable symbol and one constant."""
-        left, right = expr[1], expr[2]
-        sym, const = (right, left) if _settable(right) else (left, right)
-        if not _settable(sym) or not (const.is_constant and const.name in ("n", "m", "y")):
-            raise ConfigError(f"{kconfiglib.expr_str(expr, _with_values)} cannot be changed automatically")
-        target = kconfiglib.STR_TO_TRI[const.name]
-        if (expr[0] is kconfiglib.EQUAL) == (want > 0):  # sym must equal the constant
-            self.make(sym, target, why) if target else self.off(sym, why)
-        else:
-            self.on(sym, 1, why) if target == 0 else self.off(sym, why)
+    def least_moving(self, ways: list[Way], done: Callable[[], bool], what: str) -> str:
+        """Try every way, undo each, then take the one that moves the fewest symbols in the whole config.
 
-    def cheapest(self, ways: list[Way], done: Callable[[], bool], what: str) -> str:
-        """Try every way, undo each, then take the one that moves the fewest symbols; returns its label."""
-        base = value_snapshot(self.kconf) if len(ways) > 1 else {}
+        Used to turn things off, where the few alternatives differ mostly in what else goes with them
+        (turning off VIRTUALIZATION and turning off KVM are one setting each; one takes more along).
+        """
+        if len(ways) == 1:
+            return self.first_that_works(ways, [0], done, what)
+        base = value_snapshot(self.kconf)
         results, errors = [], []
         for i, (label, way) in enumerate(ways):
             mark = self.mark()
@@ -542,15 +555,93 @@ class _Resolver:
                 raise
             except ConfigError as e:
                 errors.append(f"{label}: {e}")
-            if len(ways) == 1 and results:
-                return label  # nothing to compare: keep it
             self.rollback(mark)
         if not results:
             raise ConfigError(f"cannot {what}; " + "; ".join(errors))
-        best = min(results)[1]
-        label, way = ways[best]
+        label, way = ways[min(results)[1]]
         way()
         return label
+
+    def first_that_works(self, ways: list[Way], costs: list[float], done: Callable[[], bool], what: str) -> str:
+        """Take the ways in order of estimated cost, keeping the first that works; returns its label.
+
+        Used to turn things on, where chains are deep: comparing by trial at every level is exponential
+        (MMU_NOTIFIER from tinyconfig did not finish in 15 minutes), an estimate is not.
+        """
+        errors = []
+        for cost, i in sorted((cost, i) for i, cost in enumerate(costs)):
+            label, way = ways[i]
+            if cost == _IMPOSSIBLE:
+                errors.append(f"{label}: needs something that cannot change")
+                continue
+            mark = self.mark()
+            try:
+                way()
+                if done():
+                    return label
+                raise ConfigError("it did not take effect")
+            except _SearchExhausted:
+                raise
+            except ConfigError as e:
+                errors.append(f"{label}: {e}")
+                self.rollback(mark)
+        raise ConfigError(f"cannot {what}; " + "; ".join(errors))
+
+    # -- estimates ----------------------------------------------------------------------------------
+
+    def estimate(self, expr: object, want: int) -> float:
+        """About how many symbols must be set for expr to reach want (0 = n) from the current values.
+
+        Shared dependencies are counted once per use, so it overestimates; it only has to rank ways.
+        """
+        if _holds(expr, want):
+            return 0
+        if expr.__class__ is not tuple:
+            return self.estimate_sym(expr, want) if _settable(expr) else _IMPOSSIBLE
+        if expr[0] in (_AND, _OR):
+            costs = [self.estimate(part, want) for part in kconfiglib.split_expr(expr, expr[0])]
+            return sum(costs) if (expr[0] is _AND) == (want > 0) else min(costs)
+        if expr[0] is _NOT:
+            return self.estimate(expr[1], 0 if want else 2)
+        target = _compare_target(expr, want)
+        return _IMPOSSIBLE if target is None else self.estimate(*target)
+
+    def estimate_sym(self, sym: kconfiglib.Symbol, want: int) -> float:
+        key = (sym.name, want)
+        if key in self.memo:
+            return self.memo[key]
+        self.memo[key] = _IMPOSSIBLE  # a way that loops back here is no way
+        if sym.choice:
+            cost = _IMPOSSIBLE
+        elif want:
+            cost = min((self.estimate(expr, w) + extra for _, _, expr, w, extra in self.ways_on(sym, want, "")),
+                       default=_IMPOSSIBLE)
+        else:
+            cost = 1 if sym.visibility else 0
+            active = [t for t in kconfiglib.split_expr(sym.rev_dep, _OR) if kconfiglib.expr_value(t)]
+            cost += sum(self.estimate(_selector(t), 0) for t in active)
+            if not sym.visibility and not active:
+                defaults = [(_AND, d, c) for d, c in sym.defaults if kconfiglib.expr_value(c)][:1]
+                cost += self.estimate(defaults[0], 0) if defaults else _IMPOSSIBLE
+        self.memo[key] = min(cost, _IMPOSSIBLE)
+        return self.memo[key]
+
+
+_IMPOSSIBLE = 10_000  # an estimate at or past this means "cannot be done"
+
+
+def _compare_target(expr: tuple, want: int) -> tuple[kconfiglib.Symbol, int] | None:
+    """`SYM = y`, `SYM != n` and the like as (SYM, value it must reach, 0 meaning n); None if not that shape."""
+    if expr[0] not in (kconfiglib.EQUAL, kconfiglib.UNEQUAL):
+        return None
+    left, right = expr[1], expr[2]
+    sym, const = (right, left) if _settable(right) else (left, right)
+    if not _settable(sym) or not (const.is_constant and const.name in ("n", "m", "y")):
+        return None
+    target = kconfiglib.STR_TO_TRI[const.name]
+    if (expr[0] is kconfiglib.EQUAL) == (want > 0):  # sym must equal the constant
+        return sym, target
+    return (sym, 1) if target == 0 else (sym, 0)
 
 
 def _selector(term: object) -> kconfiglib.Symbol:

@@ -20,7 +20,8 @@ import yaml
 from . import paths
 from .console import Console, WaitResult
 from .image import Image, client_key
-from .ssh import SSH
+from .outcome import HarnessFault, Outcome
+from .ssh import SSH, SSHError
 
 READY_RE = r"^HARNESS-READY (\S+)"
 
@@ -29,14 +30,13 @@ class MachineError(Exception):
     """Bad input about a machine: an unknown profile, a malformed one, QEMU missing."""
 
 
-class BootError(Exception):
-    """A boot that did not reach the ready marker; `outcome` classifies it, the console log is kept."""
+class BootError(HarnessFault):
+    """A boot that did not reach the ready marker: CRASH, TIMEOUT or INFRA, with the console log kept."""
 
     def __init__(self, outcome: str, reason: str, console_log: Path):
-        super().__init__(f"{outcome}: {reason}\n  console log: {console_log}")
-        self.outcome = outcome  # CRASH | TIMEOUT | INFRA
+        super().__init__(f"{outcome}: {reason}", console_log)
+        self.outcome = Outcome(outcome)
         self.reason = reason
-        self.console_log = console_log
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,8 @@ class VM:
     def console_log(self) -> Path:
         return self.workdir / "console.log"
 
-    def start(self, boot_timeout: float, connect_ssh: bool = True, ssh_timeout: float = 60) -> None:
+    def start(self, boot_timeout: float, connect_ssh: bool = True, ssh_timeout: float = 60,
+              silence_timeout: float | None = 60) -> None:
         """Boot to the ready marker (and an SSH session); BootError otherwise, with QEMU stopped."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
@@ -170,7 +171,7 @@ class VM:
                                   self.extra_append)
             (self.workdir / "qemu-argv.json").write_text(json.dumps(self.argv, indent=1))
             self.console = Console(self.argv, self.console_log)
-            result = self.console.wait_for(READY_RE, boot_timeout)
+            result = self.console.wait_for(READY_RE, boot_timeout, silence_timeout=silence_timeout)
             if result.status == "exited" and "Could not set up host forwarding" in self.console.text and attempt < 2:
                 continue  # lost the race for the port to another process: take another
             break
@@ -179,8 +180,12 @@ class VM:
         self.release = result.match[1]
         self.boot_s = time.monotonic() - started
         if connect_ssh:
-            self.ssh = SSH.connect(self.ssh_port, self.image.host_key_pub, client_key(), timeout=ssh_timeout,
-                                   log=self.workdir / "commands.log")
+            try:
+                self.ssh = SSH.connect(self.ssh_port, self.image.host_key_pub, client_key(), timeout=ssh_timeout,
+                                       log=self.workdir / "commands.log")
+            except SSHError as e:
+                self.stop()
+                raise BootError("INFRA", f"guest booted but SSH is unreachable: {e}", self.console_log) from None
 
     def _check_boot(self, result: WaitResult, timeout: float) -> None:
         if result.status == "matched":
@@ -196,6 +201,8 @@ class VM:
             tail = self.console.text.strip().splitlines()[-3:]
             raise BootError("INFRA", f"QEMU exited with status {result.exit_status} before the guest was ready: "
                             + " | ".join(tail), self.console_log)
+        if result.status == "silent":
+            raise BootError("TIMEOUT", f"console silent for {result.silent_s:g} s during boot", self.console_log)
         raise BootError("TIMEOUT", f"guest not ready within {timeout:g} s", self.console_log)
 
     def alive(self) -> bool:

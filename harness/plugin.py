@@ -3,6 +3,10 @@
 One VM serves every test of a session (kernel, machine profile). Each test runs fresh guest
 processes and marks dmesg at its start, so the splats after the mark are its own. A test that
 crashes or wedges the guest gets the VM replaced before the next test runs.
+
+Every test ends as one outcome (harness/outcome.py) written to outcomes.json and to JUnit as the
+`outcome` property: a kernel splat fails the test that caused it (CRASH for oops/BUG/panic), a
+watchdog that fires stops QEMU and makes the test a TIMEOUT, an unreachable guest is INFRA.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,10 +24,18 @@ import pytest
 
 from . import observe, paths, pipeline
 from .machine import VM, BootError, load_profile, probe_accel
-from .splat import find_splats, is_allowed
-from .ssh import CommandResult, SSHError
+from .outcome import GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault, Outcome, Result, write_results
+from .splat import Splat, find_splats, is_allowed
+from .ssh import CommandResult, CommandTimeout, SSHError
 
-DEFAULT_BOOT_TIMEOUT = 120.0  # TCG on 2 cores boots in ~3 s; a debug kernel may take far longer
+# Defaults for TCG on 2 cores, where this kernel boots in ~2 s; scaled up for debug kernels.
+DEFAULT_BOOT_TIMEOUT = 120.0
+DEFAULT_TEST_TIMEOUT = 300.0
+DEBUG_OPTIONS = ("KASAN", "PROVE_LOCKING", "KCSAN", "DEBUG_KMEMLEAK", "KMSAN")
+CRASH_KINDS = {"panic", "oops", "BUG"}  # the rest (WARNING, KASAN, lockdep, ...) fail the test
+
+RESULTS = pytest.StashKey[list[Result]]()
+RUN_DIR = pytest.StashKey["RunDir"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -32,17 +45,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--notifier", default="on", choices=["on", "off"], help="the CONFIG_MMU_NOTIFIER axis")
     group.addoption("--machine", default=os.environ.get("MACHINE", "default"), help="configs/machines/NAME.yaml")
     group.addoption("--results-dir", default=None, help="where this run's results go (default: results/<time>)")
-    group.addoption("--boot-timeout", type=float, default=DEFAULT_BOOT_TIMEOUT, help="seconds to the ready marker")
+    group.addoption("--boot-timeout", type=float, default=None, help="seconds to the ready marker")
+    group.addoption("--test-timeout", type=float, default=None, help="seconds a test may take with its guest")
     group.addoption("--guest-modules", default="",
                     help="comma-separated guest/ modules to load at boot, e.g. fault_panic (fault injection)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "allow_splats(*regexes): kernel splat titles this test tolerates")
+    config.addinivalue_line("markers", "test_timeout(seconds): this test's watchdog, before scaling")
+    config.stash[RESULTS] = []
 
 
 class RunDir:
-    """results/<run>/: console logs per VM, per-test dmesg and events, the .config, timings."""
+    """results/<run>/: console logs per VM, per-test dmesg and events, the .config, timings, outcomes."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -73,8 +89,9 @@ def new_run_dir(given: str | None) -> Path:
 @pytest.fixture(scope="session")
 def run_dir(pytestconfig: pytest.Config) -> Iterator[RunDir]:
     rd = RunDir(new_run_dir(pytestconfig.getoption("results_dir")))
-    latest = paths.results_root() / "latest"
+    pytestconfig.stash[RUN_DIR] = rd
     if rd.root.parent == paths.results_root():
+        latest = paths.results_root() / "latest"
         latest.unlink(missing_ok=True)
         latest.symlink_to(rd.root.name)
     yield rd
@@ -95,18 +112,25 @@ def kernel(pytestconfig: pytest.Config, run_dir: RunDir) -> pipeline.Prepared:
     return prepared
 
 
-class VMs:
-    """Boots a VM on first need and replaces it when a test left it dead or crashed."""
+def timeout_scale(prepared: pipeline.Prepared, accel: str) -> float:
+    """Debug kernels (KASAN, lockdep, ...) run several times slower; KVM much faster than TCG."""
+    scale = 3.0 if any(prepared.build.has(opt) for opt in DEBUG_OPTIONS) else 1.0
+    return scale * (0.5 if accel == "kvm" else 1.0)
 
-    def __init__(self, prepared: pipeline.Prepared, machine: str, run_dir: RunDir, boot_timeout: float,
+
+class VMs:
+    """Boots a VM on first need and replaces it when a test left it dead, crashed or suspect."""
+
+    def __init__(self, prepared: pipeline.Prepared, machine: str, run_dir: RunDir, boot_timeout: float | None,
                  extra_modules: str = ""):
         self.prepared = prepared
-        self.modules = [m for m in ["mmu_probe" if prepared.build.has("MMU_NOTIFIER") else "",
-                                    *extra_modules.split(",")] if m]
         self.profile = load_profile(machine)
         self.run_dir = run_dir
-        self.boot_timeout = boot_timeout
+        self.modules = [m for m in ["mmu_probe" if prepared.build.has("MMU_NOTIFIER") else "",
+                                    *extra_modules.split(",")] if m]
         self.accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
+        self.scale = timeout_scale(prepared, self.accel)
+        self.boot_timeout = boot_timeout or DEFAULT_BOOT_TIMEOUT * self.scale
         self.vm: VM | None = None
         self.boots = 0
         self.boot_error: BootError | None = None
@@ -126,8 +150,8 @@ class VMs:
             except BootError as e:
                 self.boot_error = e
                 raise
-            self.run_dir.timings.setdefault("boots", []).append({"vm": self.boots, "boot_to_ssh_s": round(vm.boot_s, 2),
-                                                                  "accel": self.accel})
+            self.run_dir.timings.setdefault("boots", []).append(
+                {"vm": self.boots, "boot_to_ssh_s": round(vm.boot_s, 2), "accel": self.accel})
             self.vm = vm
         return self.vm
 
@@ -153,13 +177,15 @@ def vms(kernel: pipeline.Prepared, pytestconfig: pytest.Config, run_dir: RunDir)
 class Guest:
     """One test's view of the guest: commands, guest programs, the probe, its own dmesg and artifacts."""
 
-    def __init__(self, vm: VM, test_dir: Path, label: str):
+    def __init__(self, vms: VMs, vm: VM, test_dir: Path, label: str):
         assert vm.ssh
+        self.vms = vms
         self.vm = vm
         self.ssh = vm.ssh
         self.dir = test_dir
         self.dmesg = observe.Dmesg(vm.ssh, label)
         self.probe = observe.Probe(vm.ssh)
+        self.timed_out: float | None = None  # the watchdog's limit, once it fired
 
     def run(self, argv: Sequence[str], timeout: float = 60, check: bool = False) -> CommandResult:
         return self.ssh.run(argv, timeout=timeout, check=check)
@@ -180,6 +206,38 @@ class Guest:
         path.write_text(text)
         return path
 
+    def check_after_test(self, allow: list[str]) -> None:
+        """Raise the fault this test left behind: a dead or crashed guest, or splats in its dmesg."""
+        vm, console = self.vm, self.vm.console
+        assert console
+        if self.timed_out is not None:
+            raise GuestTimeout(f"test exceeded its {self.timed_out:g} s watchdog; QEMU was stopped",
+                               vm.console_log)
+        if not vm.alive():
+            fatal = console.fatal_splat()
+            self.vms.discard()
+            if fatal:
+                raise GuestCrash(f"kernel crashed: {fatal.title}", vm.console_log)
+            raise GuestCrash(f"QEMU died (exit status {console.exit_status})", vm.console_log)
+        try:
+            log = self.dmesg.since_mark()
+        except (SSHError, OSError) as e:
+            self.vms.discard()
+            raise GuestUnreachable(f"guest stopped answering: {e}", vm.console_log) from None
+        self.save("dmesg.txt", log)
+        splats = [s for s in find_splats(log) if not is_allowed(s, allow)]
+        if splats:
+            self.vms.discard()  # a WARN or worse leaves the kernel suspect for the tests after this one
+            raise _splat_fault(splats, self.dir / "dmesg.txt")
+
+
+def _splat_fault(splats: list[Splat], dmesg: Path) -> HarnessFault | AssertionError:
+    titles = "; ".join(s.title for s in splats)
+    text = f"kernel splat(s) during the test: {titles}\n  dmesg: {dmesg}\n\n{splats[0].text}"
+    if any(s.kind in CRASH_KINDS for s in splats):
+        return GuestCrash(text)
+    return AssertionError(text)
+
 
 @pytest.fixture
 def guest(vms: VMs, run_dir: RunDir, request: pytest.FixtureRequest) -> Iterator[Guest]:
@@ -189,35 +247,87 @@ def guest(vms: VMs, run_dir: RunDir, request: pytest.FixtureRequest) -> Iterator
         boot_error = e
     else:
         boot_error = None
-    if boot_error:  # outside the except block, so that the report is the boot error alone
-        pytest.fail(f"guest did not boot: {boot_error}", pytrace=False)
-    test_dir = run_dir.test_dir(request.node.nodeid)
-    g = Guest(vm, test_dir, request.node.nodeid)
-    yield g
-    _check_guest_after(vms, g, request)
-
-
-def _check_guest_after(vms: VMs, g: Guest, request: pytest.FixtureRequest) -> None:
-    """Fail the test on a splat it caused; replace a VM it crashed or wedged."""
-    vm = g.vm
-    console = vm.console
-    assert console
-    if not vm.alive():
-        fatal = console.fatal_splat()
-        vms.discard()
-        what = f"kernel crashed: {fatal.title}" if fatal else "QEMU exited"
-        pytest.fail(f"{what} during {request.node.nodeid}; console log: {vm.console_log}", pytrace=False)
+    if boot_error:  # raised outside the except block, so that the report is the boot error alone
+        raise boot_error
+    g = Guest(vms, vm, run_dir.test_dir(request.node.nodeid), request.node.nodeid)
+    marker = request.node.get_closest_marker("test_timeout")
+    limit = (marker.args[0] if marker else request.config.getoption("test_timeout") or DEFAULT_TEST_TIMEOUT)
+    limit *= vms.scale
+    watchdog = threading.Timer(limit, _expire, (g, limit))
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        log = g.dmesg.since_mark()
-    except (SSHError, OSError) as e:
-        vms.discard()
-        pytest.fail(f"guest stopped answering during the test ({e}); console log: {vm.console_log}", pytrace=False)
-    g.save("dmesg.txt", log)
-    marker = request.node.get_closest_marker("allow_splats")
-    allow = list(marker.args) if marker else []
-    splats = [s for s in find_splats(log) if not is_allowed(s, allow)]
-    if splats:
-        vms.discard()  # a WARN or worse leaves the kernel suspect for the tests after this one
-        titles = "; ".join(s.title for s in splats)
-        pytest.fail(f"kernel splat(s) during the test: {titles}\n  dmesg: {g.dir / 'dmesg.txt'}\n\n"
-                    + splats[0].text, pytrace=False)
+        yield g
+    finally:
+        watchdog.cancel()
+
+
+def _expire(g: Guest, limit: float) -> None:
+    """The test watchdog: stop QEMU, which ends whatever the test was waiting on."""
+    g.timed_out = limit
+    g.vms.discard()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """After the test body, its guest's health is part of its verdict (not a teardown error)."""
+    g = item.funcargs.get("guest") if hasattr(item, "funcargs") else None
+    try:
+        result = yield
+    except BaseException:
+        if isinstance(g, Guest) and (g.timed_out is not None or not g.vm.alive()):
+            g.check_after_test([])  # the watchdog or a crash explains the failure better than the symptom
+        raise
+    if isinstance(g, Guest):
+        marker = item.get_closest_marker("allow_splats")
+        g.check_after_test(list(marker.args) if marker else [])
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        outcome, reason = classify(report, call)
+        report.user_properties.append(("outcome", outcome.value))
+        g = item.funcargs.get("guest") if hasattr(item, "funcargs") else None
+        console = str(g.vm.console_log) if isinstance(g, Guest) else None
+        dmesg = str(g.dir / "dmesg.txt") if isinstance(g, Guest) and (g.dir / "dmesg.txt").exists() else None
+        item.config.stash[RESULTS].append(Result(item.nodeid, outcome, reason, round(report.duration, 3),
+                                                 console, dmesg))
+    return report
+
+
+def classify(report: pytest.TestReport, call: pytest.CallInfo[None]) -> tuple[Outcome, str]:
+    if report.passed:
+        return Outcome.PASS, ""
+    if report.skipped:
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        return Outcome.SKIP, reason.removeprefix("Skipped: ")
+    exc = call.excinfo.value if call.excinfo else None
+    first_line = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else ""
+    if isinstance(exc, HarnessFault):
+        return exc.outcome, first_line
+    if isinstance(exc, CommandTimeout):
+        return Outcome.TIMEOUT, first_line
+    if isinstance(exc, SSHError):
+        return Outcome.INFRA, first_line
+    if isinstance(exc, (AssertionError, pytest.fail.Exception)):
+        return (Outcome.FAIL if report.when == "call" else Outcome.ERROR), first_line
+    return Outcome.ERROR, f"{type(exc).__name__}: {first_line}" if exc is not None else "unknown error"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    rd = session.config.stash.get(RUN_DIR, None)
+    if rd is not None:
+        write_results(rd.root / "outcomes.json", session.config.stash[RESULTS])
+
+
+@pytest.fixture(autouse=True)
+def _kernel_requirements(request: pytest.FixtureRequest) -> None:
+    """`needs_notifier` tests are skipped, with the reason, on a kernel without CONFIG_MMU_NOTIFIER."""
+    if request.node.get_closest_marker("needs_notifier"):
+        prepared: pipeline.Prepared = request.getfixturevalue("kernel")
+        if not prepared.build.has("MMU_NOTIFIER"):
+            pytest.skip("CONFIG_MMU_NOTIFIER is not set in this kernel")

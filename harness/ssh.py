@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +53,10 @@ def pinned_client(port: int, host_key_pub: Path) -> paramiko.SSHClient:
 
 
 class SSH:
-    def __init__(self, client: paramiko.SSHClient, log: Path | None):
+    def __init__(self, client: paramiko.SSHClient, log: Path | None, reconnect: Callable[[], SSH] | None = None):
         self.client = client
         self.log = log
+        self._reconnect = reconnect  # used once, when the session is found dropped before a command
 
     @classmethod
     def connect(cls, port: int, host_key_pub: Path, key: Path, timeout: float, log: Path | None = None) -> SSH:
@@ -70,7 +71,7 @@ class SSH:
                 transport = client.get_transport()
                 assert transport
                 transport.set_keepalive(5)
-                return cls(client, log)
+                return cls(client, log, reconnect=lambda: cls.connect(port, host_key_pub, key, 15, log))
             except paramiko.BadHostKeyException as e:
                 client.close()
                 raise SSHError(f"guest on 127.0.0.1:{port} presented a host key that is not the one pinned in "
@@ -94,6 +95,13 @@ class SSH:
         command = shlex.join(argv)
         started = time.monotonic()
         transport = self.client.get_transport()
+        if (transport is None or not transport.is_active()) and self._reconnect:
+            # Reconnect once: the command was not sent yet, so running it now is not running it twice.
+            self._note(f"session dropped; reconnecting before: {command}")
+            fresh, self._reconnect = self._reconnect(), None
+            self.client.close()
+            self.client = fresh.client
+            transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise SSHError(f"SSH session is gone; cannot run: {command}")
         chan = transport.open_session(timeout=10)
@@ -112,6 +120,8 @@ class SSH:
                     out += chan.recv(65536)
                 elif chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
+                elif not transport.is_active():
+                    raise SSHError(f"SSH session dropped while running: {command}")
                 else:
                     time.sleep(0.005)
             status = chan.recv_exit_status()
@@ -134,6 +144,9 @@ class SSH:
         self.client.close()
 
     def _log(self, result: CommandResult) -> None:
+        self._note(result.describe())
+
+    def _note(self, text: str) -> None:
         if self.log:
             with open(self.log, "a") as f:
-                f.write(f"[{time.strftime('%H:%M:%S')}] {result.describe()}\n")
+                f.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")
