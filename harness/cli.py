@@ -54,7 +54,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         pytest_args.append(f"--boot-timeout={args.boot_timeout}")
     if args.guest_modules:
         pytest_args.append(f"--guest-modules={args.guest_modules}")
-    rc = subprocess.run([sys.executable, "-m", "pytest", *pytest_args], cwd=paths.REPO).returncode
+    # In-process, so that SIGTERM/Ctrl-C reach the code that owns the VMs (harness/console.py stops them).
+    import pytest
+
+    rc = int(pytest.main([*pytest_args, "-p", "harness.plugin", f"--rootdir={paths.REPO}"]))
     print(summary(junit, run_dir))
     return rc
 

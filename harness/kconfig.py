@@ -2,6 +2,11 @@
 
 kconfiglib 14.1.0 (its last release) predates Linux 5.13's bare `modules` attribute; `KernelKconfig`
 teaches it that one keyword. Everything else is kconfiglib's own evaluation of the real Kconfig tree.
+
+In order: the tree (load_tree, tree_version), fragments and requests (parse_fragment, apply_base,
+apply_requests), verification (verify, write_verified), the engine behind --off/--on (turn_off,
+turn_on: selectors, defaults and dependencies searched for the smallest change, each change with its
+reason), compose() tying them together, and explain() / diff_configs() for people.
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ def parse_fragment(path: Path) -> list[Request]:
     try:
         text = path.read_text()
     except OSError as e:
-        raise ConfigError(f"cannot read config fragment {path}: {e.strerror}") from None
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     return parse_fragment_text(text, str(path))
 
 
@@ -252,24 +257,26 @@ def _with_values(sc: kconfiglib.Symbol | kconfiglib.Choice) -> str:
     return f"{sc.name}[={tri_value(sc) if isinstance(sc, kconfiglib.Symbol) else sc.str_value}]"
 
 
-def verify(kconf: kconfiglib.Kconfig, final_config: Path, requests: Iterable[Request]) -> None:
+def verify(kconf: kconfiglib.Kconfig, final_config: Path, requests: Iterable[Request],
+           shown_as: Path | None = None) -> None:
     """Every request must hold in the final .config; the error names what blocked each one that did not."""
     final = read_config_values(final_config)
     problems = []
     for req in requests:
         got = final.get(req.symbol, "n")
-        if _same(req.value, got):
+        if same_value(req.value, got):
             continue
         sym = kconf.syms[req.symbol]
         problems.append(
             f"  CONFIG_{req.symbol}: asked {req.value!r} ({req.origin}), got {got!r}: {explain_unmet(kconf, sym)}"
         )
     if problems:
-        raise ConfigError(f"{len(problems)} requested option(s) did not stick in {final_config}:\n"
+        raise ConfigError(f"{len(problems)} requested option(s) did not stick in {shown_as or final_config}:\n"
                           + "\n".join(problems))
 
 
-def _same(asked: str, got: str) -> bool:
+def same_value(asked: str, got: str) -> bool:
+    """Whether a .config value satisfies a request (0x10 and 16 are the same number)."""
     if asked == got:
         return True
     try:  # hex and decimal spellings of the same number
@@ -290,7 +297,7 @@ def write_verified(kconf: kconfiglib.Kconfig, path: Path, requests: Iterable[Req
     tmp = path.with_name(path.name + ".tmp")
     kconf.write_config(str(tmp), save_old=False)
     try:
-        verify(kconf, tmp, requests)
+        verify(kconf, tmp, requests, shown_as=path)
     except ConfigError:
         tmp.unlink()
         raise
@@ -303,6 +310,7 @@ def write_verified(kconf: kconfiglib.Kconfig, path: Path, requests: Iterable[Req
 
 _BOOL_TRI = (kconfiglib.BOOL, kconfiglib.TRISTATE)
 _AND, _OR, _NOT = kconfiglib.AND, kconfiglib.OR, kconfiglib.NOT
+_IMPOSSIBLE = 10_000  # an estimate (of symbols to set) at or past this means "cannot be done"
 
 
 @dataclass(frozen=True)
@@ -427,10 +435,37 @@ class _Resolver:
             for term in kconfiglib.split_expr(sym.weak_rev_dep, _OR):
                 if kconfiglib.expr_value(term):
                     self.off(_selector(term), self.because("implies {}", sym, why))
+        if not sym.tri_value:
+            return
+        ways = []
+        default = self.default_in_effect(sym)
+        if default and self.estimate(default, 0) < _IMPOSSIBLE:
+            ways.append(("by undoing its default", lambda: self.make(
+                default, 0, self.because("is in the default of {}", sym, why))))
+        hidden = self.hidden_prompt(sym)
+        if hidden and self.estimate(hidden, 1) < _IMPOSSIBLE:
+            # A prompt such as `bool "Enable the block layer" if EXPERT`: show it, then answer n.
+            ways.append(("through its prompt", lambda: self.show_and_set(
+                sym, 0, hidden, 1, self.because("shows the prompt of {}", sym, why))))
+        if not ways:
+            shown = kconfiglib.expr_str(default, _with_values) if default else "none"
+            raise ConfigError(f"CONFIG_{sym.name} stays {tri_value(sym)}: it has no prompt a user can answer, and "
+                              f"nothing settable can make its default ({shown}) n")
+        self.least_moving(ways, lambda: True, f"turn off CONFIG_{sym.name}")
+
+    @staticmethod
+    def default_in_effect(sym: kconfiglib.Symbol) -> tuple | None:
+        """`(default && condition)` of the first default whose condition holds, as kconfiglib picks it."""
         for default, cond in sym.defaults:
             if kconfiglib.expr_value(cond):
-                self.make((_AND, default, cond), 0, self.because("is in the default of {}", sym, why))
-                break
+                return (_AND, default, cond)
+        return None
+
+    @staticmethod
+    def hidden_prompt(sym: kconfiglib.Symbol) -> object | None:
+        """The condition that would show sym's prompt, when it has one that is hidden now."""
+        conds = [node.prompt[1] for node in sym.nodes if node.prompt]
+        return _or_all(conds) if conds and not sym.visibility else None
 
     # -- on -----------------------------------------------------------------------------------------
 
@@ -466,8 +501,8 @@ class _Resolver:
         if conds:
             # A bool that depends on an m symbol is still shown as y (kconfiglib promotes it).
             shown, shown_need = _or_all(conds), 1 if sym.orig_type is kconfiglib.BOOL else need
-            ways.append(("through its prompt", lambda: self.show_and_set(sym, need, shown, shown_need, why),
-                         shown, shown_need, 1))
+            ways.append(("through its prompt", lambda: self.show_and_set(
+                sym, need, shown, shown_need, self.because("is needed by {}", sym, why)), shown, shown_need, 1))
         select_need = 1 if sym.orig_type is kconfiglib.BOOL else need  # a select by an m symbol gives a bool y
         if sym.rev_dep is not self.kconf.n:
             for term in kconfiglib.split_expr(sym.rev_dep, _OR):
@@ -486,9 +521,10 @@ class _Resolver:
                              lambda t=t: self.make(t, need, self.because("implies {}", sym, why)), t, need, 0))
         return ways
 
-    def show_and_set(self, sym: kconfiglib.Symbol, need: int, shown: object, shown_need: int, why: str) -> None:
-        self.make(shown, shown_need, self.because("is needed by {}", sym, why))
-        self.set(sym, 1 if need == 1 and 1 in sym.assignable else 2)
+    def show_and_set(self, sym: kconfiglib.Symbol, value: int, shown: object, shown_need: int, why: str) -> None:
+        """Make the prompt shown (`why` is the reason for that), then answer it: n, or m/y for `value`."""
+        self.make(shown, shown_need, why)
+        self.set(sym, 0 if value == 0 else 1 if value == 1 and 1 in sym.assignable else 2)
 
     def select(self, sym: kconfiglib.Symbol, term: object, need: int, why: str) -> None:
         selector, *deps = kconfiglib.split_expr(term, _AND)
@@ -517,12 +553,16 @@ class _Resolver:
                     self.make(part, want, why)
             else:  # any one part will do
                 ways = [(kconfiglib.expr_str(p), lambda p=p: self.make(p, want, why)) for p in parts]
-                done = lambda: _holds(expr, want)  # noqa: E731
                 what = f"make {kconfiglib.expr_str(expr)} {'n' if want == 0 else 'true'}"
                 if want == 0:
-                    self.least_moving(ways, done, what)
+                    ways = [way for way, p in zip(ways, parts, strict=True) if self.estimate(p, 0) < _IMPOSSIBLE]
+                    if not ways:
+                        raise ConfigError(f"{kconfiglib.expr_str(expr, _with_values)} cannot become n: "
+                                          "nothing in it can be changed")
+                    self.least_moving(ways, lambda: _holds(expr, want), what)
                 else:
-                    self.first_that_works(ways, [self.estimate(p, want) for p in parts], done, what)
+                    costs = [self.estimate(p, want) for p in parts]
+                    self.first_that_works(ways, costs, lambda: _holds(expr, want), what)
         elif expr[0] is _NOT:
             self.make(expr[1], 0 if want else 2, why)
         elif (target := _compare_target(expr, want)) is not None:
@@ -537,7 +577,8 @@ class _Resolver:
         """Try every way, undo each, then take the one that moves the fewest symbols in the whole config.
 
         Used to turn things off, where the few alternatives differ mostly in what else goes with them
-        (turning off VIRTUALIZATION and turning off KVM are one setting each; one takes more along).
+        (turning off VIRTUALIZATION and turning off KVM are one setting each; one takes more along), and
+        to pick the selector of an --on goal.
         """
         if len(ways) == 1:
             return self.first_that_works(ways, [0], done, what)
@@ -571,7 +612,7 @@ class _Resolver:
         errors = []
         for cost, i in sorted((cost, i) for i, cost in enumerate(costs)):
             label, way = ways[i]
-            if cost == _IMPOSSIBLE:
+            if cost >= _IMPOSSIBLE:
                 errors.append(f"{label}: needs something that cannot change")
                 continue
             mark = self.mark()
@@ -621,13 +662,11 @@ class _Resolver:
             active = [t for t in kconfiglib.split_expr(sym.rev_dep, _OR) if kconfiglib.expr_value(t)]
             cost += sum(self.estimate(_selector(t), 0) for t in active)
             if not sym.visibility and not active:
-                defaults = [(_AND, d, c) for d, c in sym.defaults if kconfiglib.expr_value(c)][:1]
-                cost += self.estimate(defaults[0], 0) if defaults else _IMPOSSIBLE
+                default, hidden = self.default_in_effect(sym), self.hidden_prompt(sym)
+                cost += min(self.estimate(default, 0) if default else _IMPOSSIBLE,
+                            self.estimate(hidden, 1) + 1 if hidden else _IMPOSSIBLE)
         self.memo[key] = min(cost, _IMPOSSIBLE)
         return self.memo[key]
-
-
-_IMPOSSIBLE = 10_000  # an estimate at or past this means "cannot be done"
 
 
 def _compare_target(expr: tuple, want: int) -> tuple[kconfiglib.Symbol, int] | None:
@@ -674,7 +713,7 @@ def _or_all(exprs: list) -> object:
 
 def _require_bool(sym: kconfiglib.Symbol, what: str) -> None:
     if sym.orig_type not in _BOOL_TRI:
-        raise ConfigError(f"{what} CONFIG_{sym.name}: it is a {kconfiglib.TYPE_TO_STR[sym.orig_type]} symbol, "
+        raise ConfigError(f"{what} CONFIG_{sym.name}: its type is {kconfiglib.TYPE_TO_STR[sym.orig_type]}, "
                           "not bool or tristate; give it a value with --set or a fragment instead")
 
 
@@ -708,17 +747,16 @@ def turn_on(kconf: kconfiglib.Kconfig, name: str) -> list[Change]:
     if sym.tri_value == 2:
         return []
     if any(node.prompt for node in sym.nodes):
-        if sym.visibility < (1 if sym.orig_type is kconfiglib.BOOL else 2):
+        if sym.visibility < 2:  # kconfiglib already shows a bool that depends on m as y
             raise ConfigError(f"cannot turn on CONFIG_{sym.name}: {_unmet_text(kconf, sym)}")
-        old = tri_value(sym)
-        if sym.choice:
-            sym.set_value(2)  # choosing a choice member is plain set_value
-        else:
-            resolver = _Resolver(kconf, sym)
-            resolver.set(sym, 2)
+        old, old_user = tri_value(sym), sym.user_value
+        sym.set_value(2)
         if sym.tri_value != 2:
-            raise ConfigError(f"cannot turn on CONFIG_{sym.name}: it stays {tri_value(sym)}; "
-                              f"{explain_unmet(kconf, sym)}")
+            if old_user is None:
+                sym.unset_value()
+            else:
+                sym.set_value(old_user)
+            raise ConfigError(f"cannot turn on CONFIG_{sym.name}: it stays {old}; {explain_unmet(kconf, sym)}")
         return [Change(sym.name, old, "y", "requested on")]
     resolver = _Resolver(kconf, sym)
     try:
@@ -733,51 +771,70 @@ def turn_on(kconf: kconfiglib.Kconfig, name: str) -> list[Change]:
 
 
 def _unmet_text(kconf: kconfiglib.Kconfig, sym: kconfiglib.Symbol) -> str:
-    unmet = [kconfiglib.expr_str(part, _with_values) for part in kconfiglib.split_expr(sym.direct_dep, _AND)
-             if not kconfiglib.expr_value(part)]
+    """'it depends on A[=y] && B[=n], and B[=n] is not met': what keeps a prompt from offering y."""
+    parts = kconfiglib.split_expr(sym.direct_dep, _AND)
+    unmet = [kconfiglib.expr_str(part, _with_values) for part in parts if kconfiglib.expr_value(part) < 2]
     text = f"it depends on {kconfiglib.expr_str(sym.direct_dep, _with_values)}"
     if unmet:
-        text += f", and {' and '.join(unmet)} {'is' if len(unmet) == 1 else 'are'} not met"
+        text += f", and {' and '.join(unmet)} {'is' if len(unmet) == 1 else 'are'} not met (not y)"
     else:
-        text += ", or its prompt is hidden by a condition"
+        text += ", and its prompt is hidden by a condition of its own"
     return text + ". Turn those on first (--on, --set or a fragment line)."
+
+
+@dataclass(frozen=True)
+class Step:
+    """One --on/--off: the changes the engine made, and the other symbols that moved with them."""
+
+    request: Request
+    changes: list[Change]
+    also_moved: list[str]
 
 
 @dataclass
 class Composition:
-    """What compose() did: the engine's changes and the requests the final .config must show."""
+    """What compose() did, and the requests the final .config must show."""
 
-    changes: list[Change]
+    steps: list[Step]
     requests: list[Request]  # fragment/--set requests still in force, then one per --on/--off
     overridden: list[Request]  # fragment/--set requests on symbols that an --on/--off had to move
     skipped: list[Request]  # "not set" requests for symbols this tree does not define
 
+    @property
+    def changes(self) -> list[Change]:
+        return [change for step in self.steps for change in step.changes]
+
 
 def compose(kconf: kconfiglib.Kconfig, base: str, requests: Iterable[Request],
             off: Iterable[str] = (), on: Iterable[str] = ()) -> Composition:
-    """Base, then fragments and --set (a later line wins), then --on, then --off (so an off always wins)."""
+    """Base, then fragments and --set (a later line wins), then --on, then --off (so an off always wins).
+
+    A fragment request on a symbol that an --on/--off had to move is overridden (and listed); one that
+    merely fell with it stays, so verification reports the conflict.
+    """
     requests = list(requests)
     apply_base(kconf, base)
     skipped = apply_requests(kconf, requests)
-    changes: list[Change] = []
-    engine_requests = []
-    for name in on:
-        changes += turn_on(kconf, name)
-        engine_requests.append(Request(lookup(kconf, name).name, "y", "--on"))
-    for name in off:
-        changes += turn_off(kconf, name)
-        engine_requests.append(Request(lookup(kconf, name).name, "n", "--off"))
-    moved = {change.symbol for change in changes}
+    steps = []
+    for names, value, action in ((on, "y", turn_on), (off, "n", turn_off)):
+        for name in names:
+            before = value_snapshot(kconf)
+            changes = action(kconf, name)
+            after = value_snapshot(kconf)
+            listed = {change.symbol for change in changes}
+            moved = sorted(sym for sym, v in after.items() if before.get(sym) != v and sym not in listed)
+            flag = "--on" if value == "y" else "--off"
+            steps.append(Step(Request(lookup(kconf, name).name, value, flag), changes, moved))
+    moved_by_engine = {change.symbol for step in steps for change in step.changes}
     latest = {req.symbol: req for req in requests if req not in skipped}
-    kept = [req for req in latest.values() if req.symbol not in moved]
-    overridden = [req for req in latest.values() if req.symbol in moved]
-    return Composition(changes, kept + engine_requests, overridden, skipped)
+    kept = [req for req in latest.values() if req.symbol not in moved_by_engine]
+    overridden = [req for req in latest.values() if req.symbol in moved_by_engine]
+    return Composition(steps, kept + [step.request for step in steps], overridden, skipped)
 
 
 def explain(kconf: kconfiglib.Kconfig, name: str) -> str:
     """Why a symbol has its value: prompt, dependencies, selectors, implies and defaults, with values."""
     sym = lookup(kconf, name)
-    n = kconf.n
     value = tri_value(sym) if sym.orig_type in _BOOL_TRI else repr(sym.str_value)
     where = ", ".join(f"{node.filename}:{node.linenr}" for node in sym.nodes)
     lines = [f"CONFIG_{sym.name} ({kconfiglib.TYPE_TO_STR[sym.orig_type]}) = {value}    [{where}]"]
@@ -790,7 +847,7 @@ def explain(kconf: kconfiglib.Kconfig, name: str) -> str:
     deps = "nothing" if sym.direct_dep is kconf.y else kconfiglib.expr_str(sym.direct_dep, _with_values)
     lines.append(f"  depends on: {deps}")
     for label, expr in (("selected by", sym.rev_dep), ("implied by", sym.weak_rev_dep)):
-        terms = kconfiglib.split_expr(expr, _OR) if expr is not n else []
+        terms = kconfiglib.split_expr(expr, _OR) if expr is not kconf.n else []
         active = [_term_str(t) for t in terms if kconfiglib.expr_value(t)]
         inactive = [_term_str(t) for t in terms if not kconfiglib.expr_value(t)]
         if not terms:
@@ -799,16 +856,16 @@ def explain(kconf: kconfiglib.Kconfig, name: str) -> str:
             lines.append(f"  {label} (active): {', '.join(active)}")
         if inactive:
             lines.append(f"  {label} (inactive): {', '.join(inactive)}")
-    in_effect = [(d, c) for d, c in sym.defaults if kconfiglib.expr_value(c)][:1]
-    if in_effect:
-        default, cond = in_effect[0]
-        text = kconfiglib.expr_str(default, _with_values)
+    default = _Resolver.default_in_effect(sym)
+    if default:
+        value_expr, cond = default[1], default[2]
+        text = kconfiglib.expr_str(value_expr, _with_values)
         if cond is not kconf.y:
             text += f" if {kconfiglib.expr_str(cond, _with_values)}"
         lines.append(f"  default in effect: {text}")
     else:
         lines.append(f"  default in effect: none ({len(sym.defaults)} defined)")
-    lines.append(f"  value comes from: {_value_source(kconf, sym, bool(in_effect))}")
+    lines.append(f"  value comes from: {_value_source(sym, default is not None)}")
     return "\n".join(lines)
 
 
@@ -822,15 +879,15 @@ def _term_str(term: object) -> str:
     return text
 
 
-def _value_source(kconf: kconfiglib.Kconfig, sym: kconfiglib.Symbol, has_default: bool) -> str:
+def _value_source(sym: kconfiglib.Symbol, has_default: bool) -> str:
     if sym.orig_type in _BOOL_TRI and kconfiglib.expr_value(sym.rev_dep):
         return "a select (a select overrides the prompt and the defaults)"
     if sym.visibility and sym.user_value is not None:
         return "the configuration's own setting (the prompt is shown)"
-    if not sym.visibility and any(node.prompt for node in sym.nodes) and not has_default:
-        return "nothing: the prompt is hidden and no default applies, so it is off"
     if has_default:
         return "the default in effect"
+    if any(node.prompt for node in sym.nodes):
+        return "nothing: the prompt is hidden and no default applies, so it is off"
     return "nothing sets it, so it is off" if sym.orig_type in _BOOL_TRI else "nothing sets it"
 
 
@@ -843,7 +900,7 @@ def diff_configs(a: Path, b: Path) -> list[tuple[str, str | None, str | None]]:
     rows = []
     for name in sorted(values_a.keys() | values_b.keys()):
         va, vb = values_a.get(name), values_b.get(name)
-        if (va or "n") != (vb or "n"):
+        if ("n" if va is None else va) != ("n" if vb is None else vb):
             rows.append((name, va, vb))
     return rows
 

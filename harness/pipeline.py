@@ -22,7 +22,7 @@ class Prepared:
 def fragments_for(notifier: str) -> tuple:
     frags = paths.CONFIGS / "fragments"
     if notifier == "on":
-        return (frags / "base.config", frags / "mmu-notifier-on.config")
+        return (frags / "base.config", frags / "drivers.config", frags / "mmu-notifier-on.config")
     raise ValueError(f"notifier must be 'on' (got {notifier!r})")
 
 

@@ -274,9 +274,11 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     g = item.funcargs.get("guest") if hasattr(item, "funcargs") else None
     try:
         result = yield
-    except BaseException:
+    except BaseException as e:
         if isinstance(g, Guest) and (g.timed_out is not None or not g.vm.alive()):
             g.check_after_test([])  # the watchdog or a crash explains the failure better than the symptom
+        if isinstance(g, Guest) and isinstance(e, SSHError):
+            g.vms.discard()  # a wedged command or a lost session: the next test gets a fresh guest
         raise
     if isinstance(g, Guest):
         marker = item.get_closest_marker("allow_splats")
