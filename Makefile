@@ -9,7 +9,7 @@ KSRC    ?=
 MACHINE ?= default
 export KSRC MACHINE
 
-DEB_PACKAGES := $(shell grep -v '^\#' configs/debian-packages.txt) $(if $(KSRC),,linux-source-6.12)
+DEB_PACKAGES := $(shell grep -v '^\#' configs/debian-packages.txt)
 
 .PHONY: help deps venv kernel run test unit shell bench lint clean
 
@@ -44,8 +44,9 @@ kernel: deps ## build (or find cached) the kernel and image
 run: deps ## build, boot, run the default suites, print a summary
 	$(HARNESS) run --machine=$(MACHINE)
 
-test: deps ## the project's own tests: unit tests and the end-to-end suites on real QEMU boots
-	$(PY) -m pytest tests suites
+test: deps ## the project's own tests: unit tests, fault injection, and the suites on the notifier on and off kernels
+	$(PY) -m pytest tests suites --notifier=on
+	$(PY) -m pytest suites --notifier=off
 
 unit: venv ## unit tests only (no kernel build, no QEMU)
 	$(PY) -m pytest tests

@@ -36,6 +36,8 @@ class ConfigSpec:
     base: str = "tinyconfig"
     fragments: tuple[Path, ...] = ()
     settings: tuple[str, ...] = ()  # SYM=value, as given with --set
+    off: tuple[str, ...] = ()  # symbols the engine turns off, selectors and all (--off)
+    on: tuple[str, ...] = ()  # symbols the engine turns on, through a selector if need be (--on)
 
     def requests(self) -> list[kconfig.Request]:
         reqs = [r for frag in self.fragments for r in kconfig.parse_fragment(frag)]
@@ -86,28 +88,40 @@ def make_cmd(tree: KernelTree, outdir: Path, *targets: str, jobs: int | None = N
     return [*cmd, *targets]
 
 
-def compose_config(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path, str]:
+def compose_config(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path, str, kconfig.Composition]:
     """Write the final .config (after the kernel's own olddefconfig) and return it with its content key."""
-    requests = spec.requests()
     kconf = kconfig.load_tree(tree.path, tree.version)
-    kconfig.apply_base(kconf, spec.base)
-    kconfig.apply_requests(kconf, requests)
+    composition = kconfig.compose(kconf, spec.base, spec.requests(), off=spec.off, on=spec.on)
     # A per-tree directory where scripts/kconfig/conf is built once and olddefconfig runs.
     scratch = paths.cache_root() / "configure" / content_key(tree.identity, str(tree.path))
     scratch.mkdir(parents=True, exist_ok=True)
     kconfig.write_config(kconf, scratch / ".config")
     run_logged(make_cmd(tree, scratch, "olddefconfig"), log, "olddefconfig")
-    kconfig.verify(kconf, scratch / ".config", requests)
+    kconfig.verify(kconf, scratch / ".config", composition.requests)
     text = (scratch / ".config").read_text()
-    return scratch / ".config", content_key(tree.identity, text)
+    return scratch / ".config", content_key(tree.identity, text), composition
+
+
+def describe_composition(spec: ConfigSpec, composition: kconfig.Composition) -> str:
+    """Why the .config is what it is: the inputs, and every change the engine made with its reason."""
+    lines = [f"base: {spec.base}", *(f"fragment: {f}" for f in spec.fragments),
+             *(f"--set {s}" for s in spec.settings), *(f"--on {s}" for s in spec.on),
+             *(f"--off {s}" for s in spec.off)]
+    for step in composition.steps:
+        lines.append(f"\n{step.request.origin} {step.request.symbol}:")
+        lines += [f"  {change}" for change in step.changes]
+        if step.also_moved:
+            lines.append(f"  and {len(step.also_moved)} symbols that followed: {' '.join(step.also_moved)}")
+    lines += [f"overridden: CONFIG_{r.symbol}={r.value} ({r.origin})" for r in composition.overridden]
+    return "\n".join(lines) + "\n"
 
 
 def spec_key(tree: KernelTree, spec: ConfigSpec) -> str:
     """Everything that decides the final .config of an immutable tree, including the engine's own code."""
     base = Path(spec.base)
     return content_key(tree.identity, str(tree.path), spec.base, base.read_bytes() if base.is_file() else b"",
-                       *(f.read_bytes() for f in spec.fragments), *spec.settings,
-                       Path(kconfig.__file__).read_bytes())
+                       *(f.read_bytes() for f in spec.fragments), *spec.settings, "off", *spec.off, "on",
+                       *spec.on, Path(kconfig.__file__).read_bytes())
 
 
 def build_kernel(tree: KernelTree, spec: ConfigSpec, jobs: int | None = None) -> KernelBuild:
@@ -120,15 +134,16 @@ def build_kernel(tree: KernelTree, spec: ConfigSpec, jobs: int | None = None) ->
         if (Path(known["dir"]) / STAMP).exists():
             return KernelBuild(tree, Path(known["dir"]), known["key"], known["release"])
     compose_log = builds / "configure.log"
-    final_config, key = compose_config(tree, spec, compose_log)
+    final_config, key, composition = compose_config(tree, spec, compose_log)
     outdir = builds / f"{tree.version}-{key}"
     stamp = outdir / STAMP
+    outdir.mkdir(exist_ok=True)
+    atomic.write_text(outdir / "harness-config-why.txt", describe_composition(spec, composition))
     if stamp.exists() and tree.immutable:
         release = json.loads(stamp.read_text())["release"]
         atomic.write_text(memo, json.dumps({"dir": str(outdir), "key": key, "release": release}))
         return KernelBuild(tree, outdir, key, release)
 
-    outdir.mkdir(exist_ok=True)
     shutil.copyfile(final_config, outdir / ".config")
     log = outdir / "build.log"
     jobs = jobs or os.cpu_count() or 1

@@ -29,7 +29,7 @@ def _kernel_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_kernel(args: argparse.Namespace) -> int:
-    prepared = pipeline.prepare(args.kernel_src, args.notifier)
+    prepared = pipeline.prepare(args.kernel_src, args.notifier, tuple(args.set))
     print(json.dumps({"bzImage": str(prepared.build.bzimage), "config": str(prepared.build.config),
                       "release": prepared.build.release, "initramfs": str(prepared.image.initramfs),
                       "tree": prepared.tree.identity, "timings": prepared.timings}, indent=2))
@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("kernel", help="build (or find cached) the kernel and image; print their paths")
     _kernel_args(p)
+    p.add_argument("--set", action="append", default=[], metavar="SYM=VALUE",
+                   help="one more config setting on top of the fragments (checked like them)")
     p.set_defaults(func=cmd_kernel)
 
     p = sub.add_parser("run", help="build, boot and run the suites; print a summary")

@@ -809,8 +809,8 @@ def compose(kconf: kconfiglib.Kconfig, base: str, requests: Iterable[Request],
             off: Iterable[str] = (), on: Iterable[str] = ()) -> Composition:
     """Base, then fragments and --set (a later line wins), then --on, then --off (so an off always wins).
 
-    A fragment request on a symbol that an --on/--off had to move is overridden (and listed); one that
-    merely fell with it stays, so verification reports the conflict.
+    A fragment request on a symbol that an --on/--off moved, directly or as a consequence, is
+    overridden (and listed); every other request is verified.
     """
     requests = list(requests)
     apply_base(kconf, base)
@@ -825,7 +825,10 @@ def compose(kconf: kconfiglib.Kconfig, base: str, requests: Iterable[Request],
             moved = sorted(sym for sym, v in after.items() if before.get(sym) != v and sym not in listed)
             flag = "--on" if value == "y" else "--off"
             steps.append(Step(Request(lookup(kconf, name).name, value, flag), changes, moved))
+    # What an --on/--off moved, directly or through dependencies, overrides the fragments: the axis
+    # ("these fragments, notifier off") is the point, and each override is listed with its cause.
     moved_by_engine = {change.symbol for step in steps for change in step.changes}
+    moved_by_engine |= {sym for step in steps for sym in step.also_moved}
     latest = {req.symbol: req for req in requests if req not in skipped}
     kept = [req for req in latest.values() if req.symbol not in moved_by_engine]
     overridden = [req for req in latest.values() if req.symbol in moved_by_engine]

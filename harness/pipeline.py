@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import build as kbuild
 from . import image as kimage
@@ -19,11 +20,28 @@ class Prepared:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def fragments_for(notifier: str) -> tuple:
+NOTIFIER_AXIS = ("on", "off")
+
+
+def config_spec(notifier: str, series: str = "", settings: tuple[str, ...] = ()) -> kbuild.ConfigSpec:
+    """The same tree and fragments either way; "off" asks the engine to turn off every selector.
+
+    configs/fragments/series/<X.Y>.config, where it exists, adds what that kernel series needs to
+    give the same guest (e.g. 6.1's KVM depends on HIGH_RES_TIMERS).
+    """
     frags = paths.CONFIGS / "fragments"
+    common = (frags / "base.config", frags / "drivers.config")
+    per_series = frags / "series" / f"{series}.config"
+    common += (per_series,) if per_series.exists() else ()
     if notifier == "on":
-        return (frags / "base.config", frags / "drivers.config", frags / "mmu-notifier-on.config")
-    raise ValueError(f"notifier must be 'on' (got {notifier!r})")
+        return kbuild.ConfigSpec("tinyconfig", (*common, frags / "mmu-notifier-on.config"), settings)
+    if notifier == "off":
+        return kbuild.ConfigSpec("tinyconfig", common, settings, off=("MMU_NOTIFIER",))
+    raise ValueError(f"notifier must be one of {NOTIFIER_AXIS}, got {notifier!r}")
+
+
+def fragments_for(notifier: str, series: str = "") -> tuple[Path, ...]:
+    return config_spec(notifier, series).fragments
 
 
 def prepare(ksrc: str | None = None, notifier: str = "on", settings: tuple[str, ...] = ()) -> Prepared:
@@ -32,8 +50,7 @@ def prepare(ksrc: str | None = None, notifier: str = "on", settings: tuple[str, 
     tree = source.resolve(ksrc)
     timings["source_s"] = time.monotonic() - t
     t = time.monotonic()
-    spec = kbuild.ConfigSpec("tinyconfig", fragments_for(notifier), settings)
-    kb = kbuild.build_kernel(tree, spec)
+    kb = kbuild.build_kernel(tree, config_spec(notifier, tree.series, settings))
     timings["kernel_s"] = time.monotonic() - t
     t = time.monotonic()
     img = kimage.build_image(kb)

@@ -6,13 +6,13 @@ A tree's identity (version, and git commit when it is a git tree) goes into cach
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import atomic, paths
+from .kconfig import tree_version
 
 DEFAULT_SERIES = "6.12"
 
@@ -31,20 +31,6 @@ class KernelTree:
     @property
     def series(self) -> str:
         return ".".join(self.version.split(".")[:2])
-
-
-def tree_version(path: Path) -> str:
-    makefile = path / "Makefile"
-    if not path.is_dir():
-        raise SourceError(f"kernel tree {path} does not exist")
-    if not (path / "Kconfig").is_file() or not makefile.is_file():
-        raise SourceError(f"{path} is not a Linux kernel tree: it has no top-level Kconfig and Makefile")
-    fields = dict(re.findall(r"^(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION) = ?(\S*)$", makefile.read_text(),
-                             re.MULTILINE))
-    if not fields.get("VERSION") or not fields.get("PATCHLEVEL"):
-        raise SourceError(f"{makefile} has no VERSION/PATCHLEVEL: {path} is not a Linux kernel tree")
-    version = f"{fields['VERSION']}.{fields['PATCHLEVEL']}.{fields.get('SUBLEVEL') or 0}"
-    return version + fields.get("EXTRAVERSION", "")
 
 
 def user_tree(path: Path) -> KernelTree:

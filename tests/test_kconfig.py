@@ -19,6 +19,7 @@ import pytest
 from harness import config_cli, kconfig, paths
 from harness.kconfig import ConfigError, Request
 from harness.pipeline import fragments_for
+from tests.trees import kernel_tree
 
 BASE = paths.CONFIGS / "fragments" / "base.config"
 NOTIFIER_ON = fragments_for("on")  # what the pipeline builds for the notifier-on axis
@@ -38,21 +39,6 @@ CONFIG_DEVICE_PRIVATE=y
 HMM = "CONFIG_RUNTIME_TESTING_MENU=y\nCONFIG_TEST_HMM=m\n"
 
 
-def _tree(series: str) -> Path:
-    env = os.environ.get(f"HARNESS_LINUX_{series.replace('.', '_')}")
-    if env:
-        return Path(env)
-    path = paths.cache_root() / "src" / f"linux-source-{series}"
-    if (path / "Kconfig").is_file():
-        return path
-    if Path(f"/usr/src/linux-source-{series}.tar.xz").exists():
-        from harness.source import debian_tree
-
-        return debian_tree(series).path  # unpacks the installed tarball once (about 15 s)
-    pytest.skip(f"no {series} kernel tree: apt-get install linux-source-{series} (or set "
-                f"HARNESS_LINUX_{series.replace('.', '_')})")
-
-
 def _cloud_config(series: str, tmp_dir: Path) -> Path:
     env = os.environ.get(f"HARNESS_CLOUD_CONFIG_{series.replace('.', '_')}")
     if env:
@@ -70,12 +56,12 @@ def _cloud_config(series: str, tmp_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def k612() -> kconfiglib.Kconfig:
-    return kconfig.load_tree(_tree("6.12"))
+    return kconfig.load_tree(kernel_tree("6.12"))
 
 
 @pytest.fixture(scope="module")
 def k61() -> kconfiglib.Kconfig:
-    return kconfig.load_tree(_tree("6.1"))
+    return kconfig.load_tree(kernel_tree("6.1"))
 
 
 @pytest.fixture(scope="module", params=["6.12", "6.1"])

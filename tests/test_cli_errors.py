@@ -1,0 +1,78 @@
+"""Bad input to the CLI: one paragraph on stderr, exit status 2, and nothing half-written in the cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import paths
+from tests.trees import kernel_tree as tree_or_skip
+
+
+def harness(*args: str, cache: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=paths.REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "HARNESS_CACHE": str(cache)})
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("harness: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def assert_no_build(cache: Path) -> None:
+    builds = cache / "builds"
+    leftovers = [p.name for p in builds.iterdir() if p.is_dir() and p.name != "by-spec"] if builds.exists() else []
+    assert not leftovers, f"build directories left behind: {leftovers}"
+
+
+def test_missing_tree(tmp_path: Path):
+    proc = harness("kernel", f"--kernel-src={tmp_path / 'nope'}", cache=tmp_path / "cache")
+    assert_clean_error(proc, "does not exist")
+    assert_no_build(tmp_path / "cache")
+
+
+def test_directory_that_is_not_a_kernel_tree(tmp_path: Path):
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree/Makefile").write_text("all:\n")
+    proc = harness("kernel", f"--kernel-src={tmp_path / 'tree'}", cache=tmp_path / "cache")
+    assert_clean_error(proc, "is not a Linux kernel source tree")
+    assert_no_build(tmp_path / "cache")
+
+
+def test_unknown_symbol(tmp_path: Path):
+    tree = tree_or_skip("6.12")
+    proc = harness("kernel", f"--kernel-src={tree}", "--set", "NOT_A_REAL_SYMBOL=y", cache=tmp_path / "cache")
+    assert_clean_error(proc, "CONFIG_NOT_A_REAL_SYMBOL")
+    assert_no_build(tmp_path / "cache")
+
+
+def test_request_that_cannot_stick_names_the_dependency(tmp_path: Path):
+    tree = tree_or_skip("6.12")
+    # DEVICE_PRIVATE depends on ZONE_DEVICE: asking n for ZONE_DEVICE and y for DEVICE_PRIVATE cannot hold.
+    proc = harness("kernel", f"--kernel-src={tree}", "--set", "ZONE_DEVICE=n", cache=tmp_path / "cache")
+    assert_clean_error(proc, "did not stick", "CONFIG_DEVICE_PRIVATE", "ZONE_DEVICE[=n]")
+    assert_no_build(tmp_path / "cache")
+
+
+def test_malformed_fragment_line(tmp_path: Path):
+    tree = tree_or_skip("6.12")
+    frag = tmp_path / "bad.config"
+    frag.write_text("CONFIG_SMP=y\nthis is not a config line\n")
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "config", "make", f"--kernel-src={tree}",
+                           f"--fragment={frag}", "-o", str(tmp_path / "out.config")],
+                          cwd=paths.REPO, capture_output=True, text=True, timeout=300)
+    assert_clean_error(proc, f"{frag}:2", "not a Kconfig fragment line")
+    assert not (tmp_path / "out.config").exists()
+
+
+@pytest.mark.parametrize("machine", ["no-such-machine"])
+def test_unknown_machine(tmp_path: Path, machine: str):
+    proc = harness("shell", f"--machine={machine}", cache=Path(paths.cache_root()))
+    assert_clean_error(proc, f"unknown machine profile {machine!r}")
