@@ -126,42 +126,42 @@ def spec_key(tree: KernelTree, spec: ConfigSpec) -> str:
 
 def build_kernel(tree: KernelTree, spec: ConfigSpec, jobs: int | None = None) -> KernelBuild:
     builds = paths.cache_root() / "builds"
-    builds.mkdir(parents=True, exist_ok=True)
     # A Debian tree never changes: remember which build a spec led to and skip kconfig (~5 s) next time.
     memo = builds / "by-spec" / f"{spec_key(tree, spec)}.json"
     if tree.immutable and memo.exists():
         known = json.loads(memo.read_text())
         if (Path(known["dir"]) / STAMP).exists():
             return KernelBuild(tree, Path(known["dir"]), known["key"], known["release"])
-    compose_log = builds / "configure.log"
-    final_config, key, composition = compose_config(tree, spec, compose_log)
+    final_config, key, composition = compose_config(tree, spec, builds / "configure.log")
     outdir = builds / f"{tree.version}-{key}"
     stamp = outdir / STAMP
     outdir.mkdir(exist_ok=True)
     atomic.write_text(outdir / "harness-config-why.txt", describe_composition(spec, composition))
-    if stamp.exists() and tree.immutable:
-        release = json.loads(stamp.read_text())["release"]
-        atomic.write_text(memo, json.dumps({"dir": str(outdir), "key": key, "release": release}))
-        return KernelBuild(tree, outdir, key, release)
+    if not (stamp.exists() and tree.immutable):
+        _make_kernel(tree, outdir, final_config, key, jobs)
+    build = KernelBuild(tree, outdir, key, json.loads(stamp.read_text())["release"])
+    if tree.immutable:
+        atomic.write_text(memo, json.dumps({"dir": str(outdir), "key": key, "release": build.release}))
+    return build
 
-    shutil.copyfile(final_config, outdir / ".config")
+
+def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: int | None) -> None:
+    """make bzImage modules in outdir (incremental when it was built before); the stamp is written last."""
+    shutil.copyfile(config, outdir / ".config")
     log = outdir / "build.log"
-    jobs = jobs or os.cpu_count() or 1
     print(f"building kernel {tree.version} ({tree.identity}) in {outdir}\n  log: {log}", flush=True)
     started, ccache_before = time.monotonic(), ccache_counts()
     run_logged(make_cmd(tree, outdir, "olddefconfig"), log, "olddefconfig")
-    run_logged(make_cmd(tree, outdir, "bzImage", "modules", jobs=jobs), log, "kernel build", progress=True)
+    run_logged(make_cmd(tree, outdir, "bzImage", "modules", jobs=jobs or os.cpu_count() or 1), log,
+               "kernel build", progress=True)
     release = subprocess.run(make_cmd(tree, outdir, "-s", "kernelrelease"), capture_output=True, text=True,
                              check=True).stdout.strip()
-    atomic.write_text(stamp, json.dumps({
+    atomic.write_text(outdir / STAMP, json.dumps({
         "release": release, "tree": str(tree.path), "identity": tree.identity, "key": key,
         "build_s": round(time.monotonic() - started, 1),
         "ccache": {k: v - ccache_before.get(k, 0) for k, v in ccache_counts().items()},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }, indent=2))
-    if tree.immutable:
-        atomic.write_text(memo, json.dumps({"dir": str(outdir), "key": key, "release": release}))
-    return KernelBuild(tree, outdir, key, release)
 
 
 def build_probe_module(build: KernelBuild) -> Path:

@@ -6,9 +6,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import atomic, paths, source
 from . import build as kbuild
 from . import image as kimage
-from . import paths, source
 
 
 @dataclass(frozen=True)
@@ -46,13 +46,16 @@ def fragments_for(notifier: str, series: str = "") -> tuple[Path, ...]:
 
 def prepare(ksrc: str | None = None, notifier: str = "on", settings: tuple[str, ...] = ()) -> Prepared:
     timings = {}
-    t = time.monotonic()
-    tree = source.resolve(ksrc)
-    timings["source_s"] = time.monotonic() - t
-    t = time.monotonic()
-    kb = kbuild.build_kernel(tree, config_spec(notifier, tree.series, settings))
-    timings["kernel_s"] = time.monotonic() - t
-    t = time.monotonic()
-    img = kimage.build_image(kb)
-    timings["image_s"] = time.monotonic() - t
+    # One process prepares at a time: builds use every core, and parallel runs (matrix cells, the
+    # fault tests) share the cache's trees, scratch and output directories.
+    with atomic.locked(paths.cache_root() / "prepare.lock"):
+        t = time.monotonic()
+        tree = source.resolve(ksrc)
+        timings["source_s"] = time.monotonic() - t
+        t = time.monotonic()
+        kb = kbuild.build_kernel(tree, config_spec(notifier, tree.series, settings))
+        timings["kernel_s"] = time.monotonic() - t
+        t = time.monotonic()
+        img = kimage.build_image(kb)
+        timings["image_s"] = time.monotonic() - t
     return Prepared(tree, kb, img, notifier, {k: round(v, 2) for k, v in timings.items()})

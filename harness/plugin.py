@@ -36,6 +36,7 @@ CRASH_KINDS = {"panic", "oops", "BUG"}  # the rest (WARNING, KASAN, lockdep, ...
 
 RESULTS = pytest.StashKey[list[Result]]()
 RUN_DIR = pytest.StashKey["RunDir"]()
+RUN_PATH = pytest.StashKey[Path]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,10 +52,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="comma-separated guest/ modules to load at boot, e.g. fault_panic (fault injection)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before junitxml's own configure reads xmlpath
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "allow_splats(*regexes): kernel splat titles this test tolerates")
     config.addinivalue_line("markers", "test_timeout(seconds): this test's watchdog, before scaling")
     config.stash[RESULTS] = []
+    # One results directory per run, chosen now so that JUnit XML lands in it too.
+    config.stash[RUN_PATH] = new_run_dir(config.getoption("results_dir"))
+    if not config.option.xmlpath:
+        config.option.xmlpath = str(config.stash[RUN_PATH] / "junit.xml")
 
 
 class RunDir:
@@ -88,7 +94,7 @@ def new_run_dir(given: str | None) -> Path:
 
 @pytest.fixture(scope="session")
 def run_dir(pytestconfig: pytest.Config) -> Iterator[RunDir]:
-    rd = RunDir(new_run_dir(pytestconfig.getoption("results_dir")))
+    rd = RunDir(pytestconfig.stash[RUN_PATH])
     pytestconfig.stash[RUN_DIR] = rd
     if rd.root.parent == paths.results_root():
         latest = paths.results_root() / "latest"
