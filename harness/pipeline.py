@@ -46,9 +46,10 @@ def fragments_for(notifier: str, series: str = "") -> tuple[Path, ...]:
 
 def prepare(ksrc: str | None = None, notifier: str = "on", settings: tuple[str, ...] = ()) -> Prepared:
     timings = {}
-    # One process prepares at a time: builds use every core, and parallel runs (matrix cells, the
-    # fault tests) share the cache's trees, scratch and output directories.
-    with atomic.locked(paths.cache_root() / "prepare.lock"):
+    # One process prepares a given tree at a time: parallel runs (matrix cells, the fault tests)
+    # share its unpacked source, scratch and build directories. Other trees go ahead meanwhile.
+    lock = paths.cache_root() / "locks" / f"{kbuild.content_key(ksrc or f"debian:{source.DEFAULT_SERIES}")}.lock"
+    with atomic.locked(lock):
         t = time.monotonic()
         tree = source.resolve(ksrc)
         timings["source_s"] = time.monotonic() - t
