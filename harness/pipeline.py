@@ -48,7 +48,8 @@ def prepare(ksrc: str | None = None, notifier: str = "on", settings: tuple[str, 
     timings = {}
     # One process prepares a given tree at a time: parallel runs (matrix cells, the fault tests)
     # share its unpacked source, scratch and build directories. Other trees go ahead meanwhile.
-    lock = paths.cache_root() / "locks" / f"{kbuild.content_key(ksrc or f"debian:{source.DEFAULT_SERIES}")}.lock"
+    tree_name = ksrc or f"debian:{source.DEFAULT_SERIES}"
+    lock = paths.cache_root() / "locks" / f"{kbuild.content_key(tree_name)}.lock"
     with atomic.locked(lock):
         t = time.monotonic()
         tree = source.resolve(ksrc)
