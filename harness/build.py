@@ -126,6 +126,7 @@ def spec_key(tree: KernelTree, spec: ConfigSpec) -> str:
 
 def build_kernel(tree: KernelTree, spec: ConfigSpec, jobs: int | None = None) -> KernelBuild:
     builds = paths.cache_root() / "builds"
+    builds.mkdir(parents=True, exist_ok=True)
     # A Debian tree never changes: remember which build a spec led to and skip kconfig (~5 s) next time.
     memo = builds / "by-spec" / f"{spec_key(tree, spec)}.json"
     if tree.immutable and memo.exists():

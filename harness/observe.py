@@ -13,7 +13,8 @@ PROBE_DIR = "/sys/kernel/debug/mmu_probe"
 
 @dataclass(frozen=True)
 class Event:
-    """One probe record: kind is start|end|release; event is the kernel's enum name sans MMU_NOTIFY_."""
+    """One probe record: kind is start|end|release (classic notifier, sub "mn") or invalidate (interval
+    notifier, sub "itv"); event is the kernel's enum name sans MMU_NOTIFY_."""
 
     seq: int
     pid: int
@@ -23,6 +24,7 @@ class Event:
     start: int = 0
     end: int = 0
     flags: int = 0
+    sub: str = "mn"
 
     def covers(self, start: int, end: int) -> bool:
         return self.start <= start and end <= self.end
@@ -71,6 +73,23 @@ def unpaired_starts(events: list[Event]) -> list[Event]:
     return open_starts
 
 
+def orphan_ends(events: list[Event]) -> list[Event]:
+    """Ends with no open start (same pid, event and range) before them: the other half of the contract."""
+    open_starts: list[Event] = []
+    orphans = []
+    for ev in events:
+        if ev.kind == "start":
+            open_starts.append(ev)
+        elif ev.kind == "end":
+            key = (ev.pid, ev.event, ev.start, ev.end)
+            match = next((i for i, st in enumerate(open_starts) if (st.pid, st.event, st.start, st.end) == key), None)
+            if match is None:
+                orphans.append(ev)
+            else:
+                del open_starts[match]
+    return orphans
+
+
 class Probe:
     """The mmu_probe module in a running guest."""
 
@@ -79,6 +98,15 @@ class Probe:
 
     def clear(self) -> None:
         self.ssh.run(["sh", "-c", f"echo 1 > {PROBE_DIR}/clear"], check=True)
+
+    def watch(self, pid: int) -> None:
+        """Subscribe a classic mmu_notifier to the mm of `pid`."""
+        self.ssh.run(["sh", "-c", f'echo "$1" > {PROBE_DIR}/watch', "watch", str(pid)], check=True)
+
+    def watch_range(self, pid: int, start: int, end: int) -> None:
+        """Subscribe an mmu_interval_notifier on [start, end) of the mm of `pid`."""
+        self.ssh.run(["sh", "-c", f'echo "$1 $2 $3" > {PROBE_DIR}/watch_range', "watch", str(pid), str(start),
+                      str(end)], check=True)
 
     def events(self, pid: int | None = None) -> list[Event]:
         text = self.ssh.run(["cat", f"{PROBE_DIR}/events"], check=True).stdout

@@ -56,6 +56,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "allow_splats(*regexes): kernel splat titles this test tolerates")
     config.addinivalue_line("markers", "test_timeout(seconds): this test's watchdog, before scaling")
+    config.addinivalue_line("markers", "machine(profile): boot this test's guest from configs/machines/PROFILE.yaml")
     config.stash[RESULTS] = []
     # One results directory per run, chosen now so that JUnit XML lands in it too.
     config.stash[RUN_PATH] = new_run_dir(config.getoption("results_dir"))
@@ -170,14 +171,35 @@ class VMs:
         self.discard()
 
 
+class Pools:
+    """One VMs pool per machine profile: the session's (--machine) and any a test names with
+    @pytest.mark.machine("numa2"); each other profile keeps its vm-N directories under <run>/<profile>/."""
+
+    def __init__(self, prepared: pipeline.Prepared, config: pytest.Config, run_dir: RunDir):
+        self.prepared, self.config, self.run_dir = prepared, config, run_dir
+        self.default = config.getoption("machine")
+        self.pools: dict[str, VMs] = {}
+
+    def pool(self, machine: str | None = None) -> VMs:
+        machine = machine or self.default
+        if machine not in self.pools:
+            root = self.run_dir if machine == self.default else RunDir(self.run_dir.root / machine)
+            self.pools[machine] = VMs(self.prepared, machine, root, self.config.getoption("boot_timeout"),
+                                      self.config.getoption("guest_modules"))
+        return self.pools[machine]
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+
+
 @pytest.fixture(scope="session")
-def vms(kernel: pipeline.Prepared, pytestconfig: pytest.Config, run_dir: RunDir) -> Iterator[VMs]:
-    pool = VMs(kernel, pytestconfig.getoption("machine"), run_dir, pytestconfig.getoption("boot_timeout"),
-               pytestconfig.getoption("guest_modules"))
+def vms(kernel: pipeline.Prepared, pytestconfig: pytest.Config, run_dir: RunDir) -> Iterator[Pools]:
+    pools = Pools(kernel, pytestconfig, run_dir)
     try:
-        yield pool
+        yield pools
     finally:
-        pool.close()
+        pools.close()
 
 
 class Guest:
@@ -246,19 +268,21 @@ def _splat_fault(splats: list[Splat], dmesg: Path) -> HarnessFault | AssertionEr
 
 
 @pytest.fixture
-def guest(vms: VMs, run_dir: RunDir, request: pytest.FixtureRequest) -> Iterator[Guest]:
+def guest(vms: Pools, run_dir: RunDir, request: pytest.FixtureRequest) -> Iterator[Guest]:
+    machine = request.node.get_closest_marker("machine")
+    pool = vms.pool(machine.args[0] if machine else None)
     try:
-        vm = vms.get()
+        vm = pool.get()
     except BootError as e:
         boot_error = e
     else:
         boot_error = None
     if boot_error:  # raised outside the except block, so that the report is the boot error alone
         raise boot_error
-    g = Guest(vms, vm, run_dir.test_dir(request.node.nodeid), request.node.nodeid)
+    g = Guest(pool, vm, run_dir.test_dir(request.node.nodeid), request.node.nodeid)
     marker = request.node.get_closest_marker("test_timeout")
     limit = (marker.args[0] if marker else request.config.getoption("test_timeout") or DEFAULT_TEST_TIMEOUT)
-    limit *= vms.scale
+    limit *= pool.scale
     watchdog = threading.Timer(limit, _expire, (g, limit))
     watchdog.daemon = True
     watchdog.start()

@@ -39,3 +39,22 @@ def test_covers():
 
 def test_parse_counters():
     assert parse_counters("UNMAP 3\nstarts 4\n") == {"UNMAP": 3, "starts": 4}
+
+
+def test_interval_records_and_sub_field():
+    events = parse_events("seq=7 pid=5 cpid=5 sub=itv kind=invalidate event=RELEASE start=0x0 "
+                          "end=0xffffffffffffffff flags=0x1\nseq=8 pid=5 cpid=5 sub=mn kind=release\n")
+    assert (events[0].sub, events[0].kind, events[0].end) == ("itv", "invalidate", (1 << 64) - 1)
+    assert events[1].sub == "mn"
+    assert parse_events(SAMPLE)[0].sub == "mn"  # records of an older module default to the classic notifier
+
+
+def test_orphan_ends_finds_the_end_without_start():
+    from harness.observe import orphan_ends
+
+    events = parse_events(SAMPLE)
+    assert orphan_ends(events) == []
+    stray = Event(9, 120, 120, "end", "CLEAR", 0x1000, 0x2000, 1)
+    assert orphan_ends([*events, stray]) == [stray]
+    # An end matches a start of the same range only: one for a different range is an orphan too.
+    assert orphan_ends([events[0], Event(1, 120, 120, "end", "UNMAP", 0x1000, 0x3000, 1)])[0].end == 0x3000

@@ -1,0 +1,124 @@
+"""mmu_notifier events of real workloads, checked against what the kernel's mm/ says they must be.
+
+Each case of configs/expectations/events.yaml runs one guest program (guest/programs/) with the probe
+module's classic notifier on its mm (and, for exit, an interval notifier on a range). The expected
+events, with the mm/ call site of each, are read from the source of the kernel under test, never
+from output; harness/expect.py compares. Every run is also held to the notifier contract: each
+start has its end, one release at exit, nothing after it.
+
+Workloads whose events are not deterministic say so and assert what is:
+  - KSM (madvise/mergeable): ksmd merges on its own schedule; every merged page must have been
+    invalidated, and every page whose frame changed covered (pagemap before/after).
+  - compaction: the kernel picks the pages; every page whose frame changed must have been covered by
+    an invalidation in the window around the compaction. Migration between NUMA nodes, the same
+    check on a two-node machine, is in test_migration.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import expect, pagemap
+from harness.workloads import GuestSetup, Run, Unavailable, run_case
+
+pytestmark = pytest.mark.needs_notifier
+
+ALL = expect.load("")  # the case names; their content depends on the kernel, loaded per test
+OWN_TEST = {"compaction/compact_memory"}
+GENERIC = sorted(n for n, c in ALL.items() if n not in OWN_TEST and "numa" not in c.needs)
+
+
+@pytest.fixture
+def cases(kernel) -> dict[str, expect.Case]:
+    return expect.load(kernel.tree.series)
+
+
+@pytest.fixture
+def setup(guest):
+    s = GuestSetup(guest.ssh)
+    yield s
+    s.restore()
+
+
+def provide(setup: GuestSetup, case: expect.Case) -> None:
+    for need in case.needs:
+        try:
+            setup.provide(need)
+        except Unavailable as e:
+            pytest.skip(f"{case.name}: {e}")
+
+
+def uncovered(run: Run, stride: int = 1) -> list[str]:
+    """Pages whose frame changed between the program's two pagemap snapshots with no invalidation of them
+    among the probe's records in between: the completeness check."""
+    info = run.info
+    start = info["ranges"]["target"][0]
+    moves = pagemap.moved_pages(start, info["page_size"], info["pagemap_before"], info["pagemap_after"], stride)
+    missed = pagemap.uncovered_moves(moves, run.events, info["page_size"], info["seq_before"], info["seq_after"])
+    return [f"page {m.addr:#x} moved from pfn {m.old_pfn:#x} to {m.new_pfn:#x} with no invalidation covering it "
+            f"among records {info['seq_before']}..{info['seq_after']}" for m in missed]
+
+
+def pageout_checks(run: Run) -> list[str]:
+    # The count expectation (one CLEAR per page) holds only if reclaim took every page.
+    pages = (run.info["ranges"]["target"][1] - run.info["ranges"]["target"][0]) // run.info["page_size"]
+    if run.info["swapped"] != pages:
+        return [f"MADV_PAGEOUT swapped {run.info['swapped']} of {pages} pages (pagemap): reclaim skipped some"]
+    return []
+
+
+def ksm_checks(run: Run) -> list[str]:
+    info = run.info
+    page_size = info["page_size"]
+    start, end = info["ranges"]["target"]
+    n = (end - start) // page_size
+    if info["merged"] != n:
+        return [f"KSM merged {info['merged']} of {n} identical pages within the program's wait"]
+    after = pagemap.parse(info["pagemap_after"])
+    frames = {e.pfn for e in after}
+    out = [] if len(frames) == 1 else [f"merged pages should share one frame, pagemap shows {len(frames)}"]
+    clears = [e for e in expect.invalidations(run.events) if e.event == "CLEAR"]
+    for i in range(n):
+        addr = start + i * page_size
+        if not any(e.start <= addr and addr + page_size <= e.end for e in clears):
+            out.append(f"merged page {addr:#x} was never invalidated (mm/ksm.c:write_protect_page)")
+    return out + uncovered(run)
+
+
+def softdirty_checks(run: Run) -> list[str]:
+    # clear_refs 4 clears the soft-dirty bits (and VM_SOFTDIRTY); the writes after it set them again.
+    info = run.info
+    rewritten = (info["ranges"]["rewritten"][1] - info["ranges"]["rewritten"][0]) // info["page_size"]
+    bits = [e.soft_dirty for e in pagemap.parse(info["pagemap"])]
+    want = [True] * rewritten + [False] * (len(bits) - rewritten)
+    return [] if bits == want else [f"soft-dirty bits after clear_refs and rewrite: {bits}, expected {want}"]
+
+
+EXTRA_CHECKS = {
+    "madvise/pageout": pageout_checks,
+    "madvise/mergeable": ksm_checks,
+    "softdirty/clear_refs": softdirty_checks,
+}
+
+
+@pytest.mark.parametrize("name", GENERIC)
+def test_events_match_the_kernel_source(guest, cases, setup, name):
+    case = cases[name]
+    provide(setup, case)
+    run = run_case(guest, case)
+    extra = EXTRA_CHECKS.get(name, lambda _: [])(run)
+    assert not run.problems() and not extra, run.report(extra)
+
+
+def test_compaction_invalidates_every_page_it_moves(guest, cases):
+    case = cases["compaction/compact_memory"]
+    for attempt in range(1, 4):  # which pages compaction moves is up to it; retry until some did
+        run = run_case(guest, case, save_as=f"try{attempt}")
+        missed = uncovered(run, stride=run.info["stride"])
+        assert not run.problems() and not missed, f"attempt {attempt}: {run.report(missed)}"
+        info = run.info
+        moved = pagemap.moved_pages(info["ranges"]["target"][0], info["page_size"], info["pagemap_before"],
+                                    info["pagemap_after"], info["stride"])
+        if moved:
+            return
+    pytest.fail("compaction moved none of the program's pages in 3 tries: there was nothing to check")
