@@ -23,7 +23,7 @@ from .image import Image, client_key
 from .outcome import HarnessFault, Outcome
 from .ssh import SSH, SSHError
 
-READY_RE = r"^HARNESS-READY (\S+)\r?\n"  # the whole line: a half-printed release is no release
+READY_RE = r"^HARNESS-READY (\S+)\r*\n"  # the whole line: a half-printed release is no release
 
 
 class MachineError(Exception):
