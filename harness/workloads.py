@@ -66,7 +66,8 @@ class GuestSetup:
                               "(with CONFIG_BLOCK and CONFIG_ZRAM, already in base.config)")
         dev = self.sh("cat /sys/class/zram-control/hot_add").strip()
         self.undo.append(f"echo {dev} > /sys/class/zram-control/hot_remove")
-        self.sh(f"echo 16M > /sys/block/zram{dev}/disksize && mke2fs -q /dev/zram{dev} && "
+        # zram's logical block size is PAGE_SIZE, so ext2 needs 4 KiB blocks ("EXT2-fs: bad blocksize 1024").
+        self.sh(f"echo 16M > /sys/block/zram{dev}/disksize && mke2fs -q -b 4096 /dev/zram{dev} && "
                 f"mkdir -p {WRITEBACK_MNT} && mount -t ext2 /dev/zram{dev} {WRITEBACK_MNT}")
         self.undo.append(f"umount {WRITEBACK_MNT}; echo 1 > /sys/block/zram{dev}/reset")
 

@@ -37,3 +37,11 @@ def test_argv_forwards_ssh_on_loopback_only_and_never_reboots():
     assert argv[argv.index("-append") + 1] == "console=ttyS0 harness.modules=mmu_probe"
     assert argv[-2:] == ["-device", "virtio-gpu-pci"]
     assert argv[argv.index("-machine") + 1] == "pc,accel=tcg"
+
+
+def test_ready_marker_needs_the_whole_line():
+    import re
+
+    # Through the pty, the guest's \r\n arrives as \r\r\n; a line still printing must not match.
+    assert re.search(machine.READY_RE, "boot\r\r\nHARNESS-READY 6.12.117\r\r\n", re.M)[1] == "6.12.117"
+    assert re.search(machine.READY_RE, "boot\r\r\nHARNESS-READY 6.1", re.M) is None
