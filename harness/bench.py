@@ -60,3 +60,47 @@ def run_bench(out_dir: Path, ksrc: str | None, machine: str = "default", boots: 
     }
     (out_dir / "bench.json").write_text(json.dumps(figures, indent=2) + "\n")
     return figures
+
+
+def run_soak(out_dir: Path, ksrc: str | None, runs: int = 50, machine: str = "default") -> dict:
+    """Boot and run the smoke workloads `runs` times; every run that is not clean is a flake, with its cause.
+
+    A run is clean when the guest boots, mm_smoke and munmap exit 0 over SSH, and dmesg has no splat.
+    """
+    from .machine import BootError
+    from .splat import find_splats
+    from .ssh import SSHError
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prepared = pipeline.prepare(ksrc)
+    accel = probe_accel(prepared.build.bzimage, prepared.image)
+    profile = load_profile(machine)
+    append = ("harness.modules=mmu_probe",) if prepared.build.has("MMU_NOTIFIER") else ()
+    flakes, boots = [], []
+    for i in range(runs):
+        vm = VM(profile, prepared.build.bzimage, prepared.image, out_dir / f"run-{i + 1}", accel=accel,
+                extra_append=append)
+        cause = ""
+        try:
+            vm.start(boot_timeout=120)
+            boots.append(vm.boot_s)
+            assert vm.ssh
+            for program in ("mm_smoke", "munmap"):
+                result = vm.ssh.run([f"/guest/bin/{program}"], timeout=60)
+                if not result.ok:
+                    cause = f"{program} exited {result.exit_status}: {result.stderr.strip()[:200]}"
+                    break
+            if not cause and (splats := find_splats(vm.ssh.run(["dmesg"], check=True).stdout)):
+                cause = f"splat: {splats[0].title}"
+        except (BootError, SSHError) as e:
+            cause = str(e).splitlines()[0]
+        finally:
+            vm.stop()
+        if cause:
+            flakes.append({"run": i + 1, "cause": cause, "console_log": str(vm.console_log)})
+        print(f"  soak {i + 1}/{runs}: {'FLAKE ' + cause if cause else 'ok'}", flush=True)
+    figures = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kernel": prepared.build.release, "accel": accel,
+               "runs": runs, "flakes": len(flakes), "causes": flakes,
+               "boot_to_ssh_s": spread(boots) if boots else None}
+    (out_dir / "soak.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return figures

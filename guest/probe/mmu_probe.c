@@ -17,6 +17,15 @@
  * drops all subscriptions and records. "counters" prints per-event totals of classic starts,
  * interval invalidations, starts still open (a start whose end never came), and drops.
  *
+ * A model device driver ("mirror", see docs/evidence.md): writing "PID START END ro|rw blind|context"
+ * to "mirror" makes a device-side mirror of [START, END) of PID's mm, kept valid by an
+ * mmu_interval_notifier. The mirrored process itself writes a mirror id to "access" (a device access:
+ * re-fault the mirror if it was torn down) and to "verify" (count mirrored pages whose frame is no
+ * longer the one the process maps: a stale mirror). Reading "mirror" prints one line per mirror with
+ * its counters. blind acts on every invalidation; context skips what cannot affect it (see
+ * mirror_skips()) and frees its per-range tracking only when the range goes away (UNMAP, RELEASE);
+ * unsafe skips everything but RELEASE (a negative control for verify, never a policy).
+ *
  * Builds on 6.1 (struct mmu_notifier_range has a vma there) and 6.12: only named fields are read.
  */
 #include <linux/debugfs.h>
@@ -282,11 +291,14 @@ static const struct file_operations watch_range_fops = {
 	.write = watch_range_write,
 };
 
+static void mirrors_remove_all(void);
+
 static ssize_t clear_write(struct file *file, const char __user *buf, size_t len, loff_t *ppos)
 {
 	unsigned long irqflags;
 
 	unsubscribe_all();
+	mirrors_remove_all();
 	spin_lock_irqsave(&ring_lock, irqflags);
 	next_seq = 0;
 	memset(counts, 0, sizeof(counts));
@@ -378,6 +390,344 @@ static int counters_show(struct seq_file *m, void *v)
 }
 DEFINE_SHOW_ATTRIBUTE(counters);
 
+/* ---- The model driver: a device-side mirror of a range (docs/evidence.md) ---------------------- */
+
+#define MIRROR_MAX_PAGES 4096	/* the tracking array stays a small kmalloc, freed from a callback */
+#define NEVENTS ARRAY_SIZE(mmu_probe_event_names)
+
+struct mirror {
+	struct mmu_interval_notifier ni;
+	struct list_head node;
+	spinlock_t lock;		/* callbacks may not sleep */
+	int id;
+	pid_t pid;
+	struct mm_struct *mm;		/* for access/verify only: compared with current->mm, never dereferenced */
+	unsigned long start, end;
+	bool rw, context, unsafe;
+	bool valid;			/* the device may use pfns[] */
+	unsigned long *pfns;		/* per-range tracking: the frames the device maps; NULL when freed */
+	u64 received, acted, skipped, accesses, faults, refaults, tracking_frees, tracking_allocs;
+	u64 verifies, stale;
+	u64 ev_received[NEVENTS], ev_skipped[NEVENTS];
+};
+
+static LIST_HEAD(mirrors);
+static int next_mirror_id;
+
+/*
+ * What context mode may skip. The protection events only take permission away: PROTECTION_VMA
+ * (mprotect, NUMA hinting), PROTECTION_PAGE (writeback's folio_mkclean, fork's COW write-protect),
+ * SOFT_DIRTY (clear_refs) leave every page at the frame it had; whatever later moves a page (COW
+ * copy, migration, reclaim) sends its own CLEAR/UNMAP/MIGRATE. A read-only mirror never had write
+ * permission, so it stays correct. A read-write mirror must drop its write access: never skipped.
+ */
+static bool mirror_skips(const struct mirror *m, int event)
+{
+	if (m->unsafe)	/* a negative control: proves that verify catches a policy that skips too much */
+		return event != MMU_NOTIFY_RELEASE;
+	if (!m->context || m->rw)
+		return false;
+	return event == MMU_NOTIFY_PROTECTION_VMA || event == MMU_NOTIFY_PROTECTION_PAGE ||
+	       event == MMU_NOTIFY_SOFT_DIRTY;
+}
+
+static bool mirror_invalidate(struct mmu_interval_notifier *ni, const struct mmu_notifier_range *range,
+			      unsigned long cur_seq)
+{
+	struct mirror *m = container_of(ni, struct mirror, ni);
+	int event = range->event;
+	unsigned long *tracking = NULL;
+	unsigned long irqflags;
+
+	spin_lock_irqsave(&m->lock, irqflags);
+	m->received++;
+	if (event >= 0 && event < NEVENTS)
+		m->ev_received[event]++;
+	if (mirror_skips(m, event)) {
+		/* No mmu_interval_set_seq() either: a fault in progress stays valid. */
+		m->skipped++;
+		if (event >= 0 && event < NEVENTS)
+			m->ev_skipped[event]++;
+		spin_unlock_irqrestore(&m->lock, irqflags);
+		return true;
+	}
+	m->acted++;
+	mmu_interval_set_seq(ni, cur_seq);
+	m->valid = false;
+	/* Without the event a driver cannot tell "the range is going away" from "a page moved". */
+	if (!m->context || event == MMU_NOTIFY_UNMAP || event == MMU_NOTIFY_RELEASE) {
+		tracking = m->pfns;
+		m->pfns = NULL;
+		if (tracking)
+			m->tracking_frees++;
+	}
+	spin_unlock_irqrestore(&m->lock, irqflags);
+	kfree(tracking);
+	return true;
+}
+
+static const struct mmu_interval_notifier_ops mirror_ops = {
+	.invalidate = mirror_invalidate,
+};
+
+static struct mirror *mirror_find(int id)
+{
+	struct mirror *m;
+
+	list_for_each_entry(m, &mirrors, node)
+		if (m->id == id)
+			return m;
+	return NULL;
+}
+
+/* The frames of the mirrored pages as the process maps them now (faulting them in, as a device would). */
+static int mirror_lookup(struct mirror *m, unsigned long *pfns, unsigned int gup_flags)
+{
+	unsigned long n = (m->end - m->start) >> PAGE_SHIFT, done = 0;
+	struct page *pages[64];
+
+	while (done < n) {
+		int chunk = min_t(unsigned long, n - done, ARRAY_SIZE(pages));
+		int got = get_user_pages_fast(m->start + (done << PAGE_SHIFT), chunk, gup_flags, pages);
+		int i;
+
+		if (got <= 0)
+			return got ? got : -EFAULT;
+		for (i = 0; i < got; i++) {
+			pfns[done + i] = page_to_pfn(pages[i]);
+			put_page(pages[i]);
+		}
+		done += got;
+	}
+	return 0;
+}
+
+/* A device access: a torn-down mirror re-faults (frames looked up again, under the notifier's seq). */
+static int mirror_access(struct mirror *m)
+{
+	unsigned long n = (m->end - m->start) >> PAGE_SHIFT, *buf, irqflags, seq;
+	int ret;
+
+	spin_lock_irqsave(&m->lock, irqflags);
+	m->accesses++;
+	if (m->valid) {
+		spin_unlock_irqrestore(&m->lock, irqflags);
+		return 0;
+	}
+	buf = m->pfns;	/* kept across a CLEAR in context mode: nothing to allocate */
+	m->pfns = NULL;
+	spin_unlock_irqrestore(&m->lock, irqflags);
+	if (!buf) {
+		buf = kcalloc(n, sizeof(*buf), GFP_KERNEL);
+		if (!buf)
+			return -ENOMEM;
+		m->tracking_allocs++;	/* only the mirrored process itself calls access */
+	}
+	for (;;) {
+		seq = mmu_interval_read_begin(&m->ni);
+		ret = mirror_lookup(m, buf, m->rw ? FOLL_WRITE : 0);
+		if (ret)
+			break;
+		spin_lock_irqsave(&m->lock, irqflags);
+		if (!mmu_interval_read_retry(&m->ni, seq)) {
+			m->pfns = buf;
+			m->valid = true;
+			if (m->faults++)
+				m->refaults++;
+			spin_unlock_irqrestore(&m->lock, irqflags);
+			return 0;
+		}
+		/* Invalidated while we looked: look again, as hmm_range_fault() users do. */
+		spin_unlock_irqrestore(&m->lock, irqflags);
+	}
+	spin_lock_irqsave(&m->lock, irqflags);
+	m->pfns = buf;
+	spin_unlock_irqrestore(&m->lock, irqflags);
+	return ret;
+}
+
+/* Stale: a valid mirror whose frame differs from the one the process maps now (or that is gone). */
+static int mirror_verify(struct mirror *m)
+{
+	unsigned long n = (m->end - m->start) >> PAGE_SHIFT, *now, irqflags, i, bad = 0;
+	int ret;
+
+	now = kcalloc(n, sizeof(*now), GFP_KERNEL);
+	if (!now)
+		return -ENOMEM;
+	ret = mirror_lookup(m, now, 0);
+	spin_lock_irqsave(&m->lock, irqflags);
+	m->verifies++;
+	if (m->valid) {
+		for (i = 0; i < n; i++)
+			if (ret || !m->pfns || m->pfns[i] != now[i])
+				bad++;
+		m->stale += bad;
+	}
+	spin_unlock_irqrestore(&m->lock, irqflags);
+	kfree(now);
+	return 0;
+}
+
+static int mirror_create(pid_t pid, unsigned long start, unsigned long end, bool rw, const char *mode)
+{
+	struct mm_struct *mm;
+	struct mirror *m;
+	int ret;
+
+	if (end <= start || (start | end) & ~PAGE_MASK || (end - start) >> PAGE_SHIFT > MIRROR_MAX_PAGES)
+		return -EINVAL;
+	mm = pid_mm(pid);
+	if (IS_ERR(mm))
+		return PTR_ERR(mm);
+	m = kzalloc(sizeof(*m), GFP_KERNEL);
+	if (!m) {
+		mmput(mm);
+		return -ENOMEM;
+	}
+	spin_lock_init(&m->lock);
+	m->pid = pid;
+	m->mm = mm;
+	m->start = start;
+	m->end = end;
+	m->rw = rw;
+	m->context = strcmp(mode, "blind");	/* context, or unsafe (which frees tracking like context) */
+	m->unsafe = !strcmp(mode, "unsafe");
+	ret = mmu_interval_notifier_insert(&m->ni, mm, start, end - start, &mirror_ops);
+	mmput(mm);
+	if (ret) {
+		kfree(m);
+		return ret;
+	}
+	mutex_lock(&subs_lock);
+	m->id = next_mirror_id++;
+	list_add_tail(&m->node, &mirrors);
+	mutex_unlock(&subs_lock);
+	return 0;
+}
+
+static void mirrors_remove_all(void)
+{
+	struct mirror *m, *tmp;
+
+	mutex_lock(&subs_lock);
+	list_for_each_entry_safe(m, tmp, &mirrors, node) {
+		mmu_interval_notifier_remove(&m->ni);
+		list_del(&m->node);
+		kfree(m->pfns);
+		kfree(m);
+	}
+	next_mirror_id = 0;
+	mutex_unlock(&subs_lock);
+}
+
+static ssize_t mirror_write(struct file *file, const char __user *buf, size_t len, loff_t *ppos)
+{
+	char text[96], perm[4], mode[8];
+	unsigned long start, end;
+	int pid, ret;
+
+	if (len >= sizeof(text))
+		return -EINVAL;
+	if (copy_from_user(text, buf, len))
+		return -EFAULT;
+	text[len] = '\0';
+	if (sscanf(text, "%d %li %li %3s %7s", &pid, &start, &end, perm, mode) != 5)
+		return -EINVAL;
+	if ((strcmp(perm, "ro") && strcmp(perm, "rw")) ||
+	    (strcmp(mode, "blind") && strcmp(mode, "context") && strcmp(mode, "unsafe")))
+		return -EINVAL;
+	ret = mirror_create(pid, start, end, !strcmp(perm, "rw"), mode);
+	return ret ? ret : len;
+}
+
+static int mirror_show(struct seq_file *s, void *v)
+{
+	unsigned long irqflags;
+	struct mirror *m;
+	int i;
+
+	mutex_lock(&subs_lock);
+	list_for_each_entry(m, &mirrors, node) {
+		struct mirror c;
+
+		spin_lock_irqsave(&m->lock, irqflags);
+		c = *m;
+		spin_unlock_irqrestore(&m->lock, irqflags);
+		seq_printf(s, "id=%d pid=%d start=0x%lx end=0x%lx perm=%s mode=%s valid=%d tracked=%d", c.id, c.pid,
+			   c.start, c.end, c.rw ? "rw" : "ro",
+			   c.unsafe ? "unsafe" : c.context ? "context" : "blind", c.valid, !!c.pfns);
+		seq_printf(s, " received=%llu acted=%llu skipped=%llu accesses=%llu faults=%llu refaults=%llu",
+			   c.received, c.acted, c.skipped, c.accesses, c.faults, c.refaults);
+		seq_printf(s, " tracking_frees=%llu tracking_allocs=%llu verifies=%llu stale=%llu events=",
+			   c.tracking_frees, c.tracking_allocs, c.verifies, c.stale);
+		/* NAME:received:skipped for each event seen, comma-separated */
+		for (i = 0; i < NEVENTS; i++)
+			if (c.ev_received[i] && mmu_probe_event_names[i])
+				seq_printf(s, "%s:%llu:%llu,", mmu_probe_event_names[i], c.ev_received[i],
+					   c.ev_skipped[i]);
+		seq_putc(s, '\n');
+	}
+	mutex_unlock(&subs_lock);
+	return 0;
+}
+
+static int mirror_open(struct inode *inode, struct file *file)
+{
+	return single_open(file, mirror_show, NULL);
+}
+
+static const struct file_operations mirror_fops = {
+	.owner = THIS_MODULE,
+	.open = mirror_open,
+	.read = seq_read,
+	.write = mirror_write,
+	.llseek = seq_lseek,
+	.release = single_release,
+};
+
+/* "access" and "verify": an id, written by the mirrored process itself (the lookups use its mm). */
+static ssize_t mirror_op_write(const char __user *buf, size_t len, int (*op)(struct mirror *))
+{
+	struct mirror *m;
+	int id, ret;
+
+	ret = kstrtoint_from_user(buf, len, 10, &id);
+	if (ret)
+		return ret;
+	mutex_lock(&subs_lock);
+	m = mirror_find(id);
+	if (!m)
+		ret = -ENOENT;
+	else if (m->mm != current->mm || m->pid != task_tgid_nr(current))
+		ret = -EPERM;
+	mutex_unlock(&subs_lock);
+	/* The mirror outlives this call: only clear removes it, and nobody clears while the workload runs. */
+	if (!ret)
+		ret = op(m);
+	return ret ? ret : len;
+}
+
+static ssize_t access_write(struct file *file, const char __user *buf, size_t len, loff_t *ppos)
+{
+	return mirror_op_write(buf, len, mirror_access);
+}
+
+static ssize_t verify_write(struct file *file, const char __user *buf, size_t len, loff_t *ppos)
+{
+	return mirror_op_write(buf, len, mirror_verify);
+}
+
+static const struct file_operations access_fops = {
+	.owner = THIS_MODULE,
+	.write = access_write,
+};
+
+static const struct file_operations verify_fops = {
+	.owner = THIS_MODULE,
+	.write = verify_write,
+};
+
 static int __init mmu_probe_init(void)
 {
 	ring = vzalloc(sizeof(*ring) * RING_SIZE);
@@ -389,6 +739,9 @@ static int __init mmu_probe_init(void)
 	debugfs_create_file("clear", 0200, dir, NULL, &clear_fops);
 	debugfs_create_file("events", 0400, dir, NULL, &events_fops);
 	debugfs_create_file("counters", 0400, dir, NULL, &counters_fops);
+	debugfs_create_file("mirror", 0600, dir, NULL, &mirror_fops);
+	debugfs_create_file("access", 0200, dir, NULL, &access_fops);
+	debugfs_create_file("verify", 0200, dir, NULL, &verify_fops);
 	pr_info("mmu_probe: ready (%zu event names from this kernel's enum)\n", ARRAY_SIZE(mmu_probe_event_names));
 	return 0;
 }
@@ -397,6 +750,7 @@ static void __exit mmu_probe_exit(void)
 {
 	debugfs_remove_recursive(dir);
 	unsubscribe_all();
+	mirrors_remove_all();
 	mmu_notifier_synchronize();	/* no callback of ours may still run once the module text is gone */
 	vfree(ring);
 	pr_info("mmu_probe: unloaded\n");

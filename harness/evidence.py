@@ -1,0 +1,284 @@
+"""`harness evidence`: what the event field of struct mmu_notifier_range saves a driver, measured.
+
+The probe's model driver (guest/probe/mmu_probe.c, "mirror") mirrors a range of a process the way a
+device (RDMA, GPU) would, in one of two modes: blind (every invalidation tears the mirror down and
+frees its per-range tracking) or context (the event decides: see docs/evidence.md). The workloads of
+guest/programs/ev_mirror.c run in both modes, a few times each, on the notifier-on kernel; the
+report under results/<run>/evidence/ compares invalidations received and acted on, re-faults, the
+tracking re-allocations, and the time of the timed device-access loop (TCG: a spread, not a figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import paths, pipeline
+from .build import BuildError
+from .machine import VM, BootError, MachineError, load_profile, probe_accel
+from .ssh import SSH, SSHError
+from .workloads import WRITEBACK_MNT, GuestSetup, Unavailable
+
+MODES = ("blind", "context")
+COUNTERS = ("received", "acted", "skipped", "accesses", "faults", "refaults", "tracking_frees", "tracking_allocs",
+            "verifies", "stale")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One ev_mirror case: its program arguments and what the guest must provide first."""
+
+    name: str
+    case: str
+    perm: str = "ro"
+    pages: int = 256
+    iters: int = 20
+    needs: tuple[str, ...] = ()
+    why: str = ""
+
+    def argv(self, mode: str, pages: int | None = None, iters: int | None = None) -> list[str]:
+        args = ["/guest/bin/ev_mirror", self.case, self.perm, mode, f"--pages={pages or self.pages}",
+                f"--iters={iters or self.iters}"]
+        return args + ([f"--dir={WRITEBACK_MNT}"] if "writeback_fs" in self.needs else [])
+
+
+WORKLOADS = [
+    Workload("writeback-ro", "writeback", needs=("writeback_fs",),
+             why="a read-only export of a file under periodic writes and msync: PROTECTION_PAGE per page"),
+    Workload("writeback-rw", "writeback", perm="rw", needs=("writeback_fs",),
+             why="the same with a read-write mirror: context must act on every event"),
+    Workload("softdirty-ro", "softdirty", why="clear_refs 4 then writes: one SOFT_DIRTY per cycle"),
+    Workload("mprotect-ro", "mprotect", why="mprotect RO then RW: PROTECTION_VMA twice per cycle"),
+    Workload("mprotect-rw", "mprotect", perm="rw", why="the same with a read-write mirror"),
+    Workload("fork-ro", "fork", why="fork a child that exits, then write: PROTECTION_PAGE (COW), pages reused"),
+    Workload("fork-cow-ro", "fork-cow", why="write while the child lives: CLEAR per copied page, frames change"),
+    Workload("dontneed-ro", "dontneed", why="MADV_DONTNEED and refill: CLEAR, tracking kept in context mode"),
+    Workload("munmap-ro", "munmap", why="munmap and mmap again: UNMAP, both modes tear down and free"),
+    Workload("compaction-ro", "compaction", pages=32768, iters=2,
+             why="1 in 16 pages kept, compact_memory: CLEAR for every migrated page"),
+]
+BY_NAME = {w.name: w for w in WORKLOADS}
+
+
+def parse_mirror(line: str) -> dict:
+    """One line of /sys/kernel/debug/mmu_probe/mirror: key=value fields; events=NAME:received:skipped,..."""
+    out: dict = {}
+    for token in line.split():
+        key, _, value = token.partition("=")
+        if key == "events":
+            out["events"] = {name: {"received": int(r), "skipped": int(s)}
+                             for name, r, s in (e.split(":") for e in value.split(",") if e)}
+        elif key in ("perm", "mode"):
+            out[key] = value
+        else:
+            out[key] = int(value, 0)
+    out.setdefault("events", {})
+    return out
+
+
+def run_workload(ssh: SSH, w: Workload, mode: str, pages: int | None = None, iters: int | None = None) -> dict:
+    """One run of a workload in one mode: the program's summary with its mirror's counters parsed."""
+    ssh.run(["sh", "-c", "echo 1 > /sys/kernel/debug/mmu_probe/clear"], check=True)
+    result = ssh.run(w.argv(mode, pages, iters), timeout=600)
+    if not result.ok:
+        raise SSHError(f"{w.name} ({mode}) failed:\n{result.describe()}")
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    info["counters"] = parse_mirror(info["mirror"])
+    return info
+
+
+def _median_counters(runs: list[dict]) -> tuple[dict, list[str]]:
+    """The median of each counter over repeats, and the names of those that varied (compaction does)."""
+    med = {k: int(statistics.median_low(r["counters"][k] for r in runs)) for k in COUNTERS}
+    varies = [k for k in COUNTERS if len({r["counters"][k] for r in runs}) > 1]
+    first = runs[0]["counters"]
+    middle = sorted(runs, key=lambda r: r["counters"]["received"])[(len(runs) - 1) // 2]  # the median run's
+    pages = (first["end"] - first["start"]) // runs[0]["page_size"]
+    med.update(perm=first["perm"], pages=pages, events=middle["counters"]["events"])
+    return med, varies
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """Per workload, blind against context: counters (median over repeats; `varies` names those that were
+    not the same every time), stale pages (the worst repeat) and the access-loop cycles and their ratio."""
+    rows = []
+    for name in dict.fromkeys(r["workload"] for r in runs):
+        by_mode = {m: [r for r in runs if r["workload"] == name and r["mode"] == m] for m in MODES}
+        if not all(by_mode.values()):
+            continue
+        (b, bvar), (c, cvar) = _median_counters(by_mode["blind"]), _median_counters(by_mode["context"])
+        pairs = zip(by_mode["blind"], by_mode["context"], strict=False)  # repeat by repeat
+        ratios = [rb["access_median_cycles"] / rc["access_median_cycles"] for rb, rc in pairs
+                  if rc["access_median_cycles"]]
+        row = {"workload": name, "perm": b["perm"], "mirror_pages": b["pages"],
+               "received": c["received"], "acted_blind": b["acted"], "acted_context": c["acted"],
+               "skipped_context": c["skipped"], "refaults_blind": b["refaults"], "refaults_context": c["refaults"],
+               "refaults_avoided": b["refaults"] - c["refaults"],
+               "pages_refaulted_blind": b["refaults"] * b["pages"],
+               "pages_refaulted_context": c["refaults"] * c["pages"],
+               "tracking_allocs_blind": b["tracking_allocs"], "tracking_allocs_context": c["tracking_allocs"],
+               "stale_blind": max(r["counters"]["stale"] for r in by_mode["blind"]),
+               "stale_context": max(r["counters"]["stale"] for r in by_mode["context"]),
+               "frames_changed": statistics.median_low(r["frames_changed"] for r in by_mode["context"]),
+               "events": c["events"], "varies": sorted(set(bvar) | set(cvar)),
+               "repeats": min(len(v) for v in by_mode.values())}
+        for m in MODES:
+            kc = [r["access_median_cycles"] / 1000 for r in by_mode[m]]
+            row[f"access_kcycles_{m}"] = {"min": min(kc), "median": statistics.median(kc), "max": max(kc)}
+        row["ratio"] = ({"min": min(ratios), "median": statistics.median(ratios), "max": max(ratios)}
+                        if ratios else None)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [f"# mmu_notifier event evidence ({meta['date']}, Linux {meta['release']}, {meta['accel']}, "
+             f"{meta['repeats']} repeats)", "",
+             "| workload | mirror pages | events received | acted on blind / context | re-faults blind / context "
+             "| pages re-faulted blind / context | tracking allocs blind / context | stale pages blind / context "
+             "| one device access blind : context (median ratio, min-max) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        ratio = r["ratio"]
+        timing = f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f})" if ratio else "n/a"
+        vary = "*" if r["varies"] else ""
+        lines.append(f"| {r['workload']}{vary} | {r['perm']} {r['mirror_pages']} | {r['received']} "
+                     f"| {r['acted_blind']} / {r['acted_context']} | {r['refaults_blind']} / {r['refaults_context']} "
+                     f"| {r['pages_refaulted_blind']} / {r['pages_refaulted_context']} "
+                     f"| {r['tracking_allocs_blind']} / {r['tracking_allocs_context']} "
+                     f"| {r['stale_blind']} / {r['stale_context']} | {timing} |")
+    lines += ["", "Events received by the context-mode mirror (name: received/skipped):", ""]
+    lines += [f"- {r['workload']}: " + ", ".join(f"{n} {e['received']}/{e['skipped']}" for n, e in r["events"].items())
+              for r in rows]
+    lines += ["", "Counters are per run, the median over repeats; * marks a workload whose counters varied "
+              "between repeats (the kernel chose the pages). The access ratio compares the median TSC cycles of "
+              "one timed device access (a re-fault in blind mode where context skipped), per repeat, under TCG "
+              "on a loaded host: read it as a direction, the counters as the result.", ""]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["workload"] for r in rows]
+    x = range(len(rows))
+    files = []
+    fig, ax = plt.subplots(figsize=(10, 4))
+    w = 0.4
+    ax.bar([i - w / 2 for i in x], [r["acted_blind"] for r in rows], w, label="acted on (blind)")
+    ax.bar([i + w / 2 for i in x], [r["acted_context"] for r in rows], w, label="acted on (context)")
+    ax.set_xticks(list(x), names, rotation=30, ha="right")
+    ax.set_yscale("symlog")  # 5120 next to 20: a linear axis hides the small workloads
+    ax.set_ylabel("invalidations (symlog)")
+    ax.set_title("Invalidations a mirror had to act on")
+    ax.legend()
+    fig.tight_layout()
+    files.append(out / "invalidations.png")
+    fig.savefig(files[-1])
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for off, m in ((-w / 2, "blind"), (w / 2, "context")):
+        med = [r[f"access_kcycles_{m}"]["median"] for r in rows]
+        lo = [r[f"access_kcycles_{m}"]["median"] - r[f"access_kcycles_{m}"]["min"] for r in rows]
+        hi = [r[f"access_kcycles_{m}"]["max"] - r[f"access_kcycles_{m}"]["median"] for r in rows]
+        ax.bar([i + off for i in x], med, w, yerr=[lo, hi], capsize=3, label=m)
+    ax.set_xticks(list(x), names, rotation=30, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel("kcycles per access (TSC)")
+    ax.set_title("Median time of one device access (TCG)")
+    ax.legend()
+    fig.tight_layout()
+    files.append(out / "access_time.png")
+    fig.savefig(files[-1])
+    plt.close(fig)
+    return files
+
+
+def write_report(out: Path, runs: list[dict], meta: dict) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = summarise(runs)
+    (out / "evidence.json").write_text(json.dumps({"meta": meta, "summary": rows, "runs": runs}, indent=1) + "\n")
+    (out / "evidence.md").write_text(markdown(rows, meta))
+    if rows:
+        plot(rows, out)
+    return rows
+
+
+def collect(ssh: SSH, workloads: list[Workload], repeats: int, log=print) -> tuple[list[dict], list[str]]:
+    """Every workload in both modes, `repeats` times, interleaved so that load drifts hit both modes alike."""
+    runs, skipped = [], []
+    setup = GuestSetup(ssh)
+    try:
+        for w in workloads:
+            try:
+                for need in w.needs:
+                    setup.provide(need)
+            except Unavailable as e:
+                skipped.append(f"{w.name}: {e}")
+                continue
+            for rep in range(repeats):
+                for mode in MODES:
+                    info = run_workload(ssh, w, mode)
+                    runs.append({"workload": w.name, "mode": mode, "repeat": rep,
+                                 "access_cycles": info["access_cycles"],
+                                 "access_median_cycles": info["access_median_cycles"],
+                                 "page_size": info["page_size"],
+                                 "frames_changed": info["frames_changed"], "counters": info["counters"],
+                                 "pages": info["pages"], "iters": info["iters"]})
+                    c = info["counters"]
+                    log(f"  {w.name:<14} {mode:<8} #{rep}: received {c['received']}, acted {c['acted']}, "
+                        f"skipped {c['skipped']}, refaults {c['refaults']}, stale {c['stale']}, "
+                        f"one access {info['access_median_cycles'] / 1000:.0f} kcycles")
+    finally:
+        setup.restore()
+    return runs, skipped
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evidence", help="measure what the notifier event saves a model driver (report)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kernel-src", default=os.environ.get("KSRC") or None)
+    p.add_argument("--machine", default=os.environ.get("MACHINE", "default"))
+    p.add_argument("--results-dir", default=None, help="the run's directory (default results/<time>)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--only", action="append", choices=sorted(BY_NAME), help="run only these workloads")
+    p.set_defaults(func=cmd_evidence)
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    from .plugin import new_run_dir
+
+    out = new_run_dir(args.results_dir) / "evidence"
+    prepared = pipeline.prepare(args.kernel_src, "on")
+    accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
+    vm = VM(load_profile(args.machine), prepared.build.bzimage, prepared.image, out / "vm", accel=accel,
+            extra_append=("harness.modules=mmu_probe",))
+    workloads = [BY_NAME[n] for n in args.only] if args.only else WORKLOADS
+    try:
+        vm.start(boot_timeout=120)
+        assert vm.ssh
+        runs, skipped = collect(vm.ssh, workloads, args.repeats)
+    except (BootError, SSHError, MachineError, BuildError) as e:
+        print(f"harness evidence: {e}\n  console log: {vm.console_log}", file=sys.stderr)
+        return 2
+    finally:
+        vm.stop()
+    meta = {"date": time.strftime("%Y-%m-%d"), "release": prepared.build.release, "accel": accel,
+            "repeats": args.repeats, "tree": prepared.tree.identity, "skipped": skipped,
+            "repo": str(paths.REPO)}
+    rows = write_report(out, runs, meta)
+    print((out / "evidence.md").read_text())
+    for s in skipped:
+        print(f"skipped {s}")
+    print(f"report: {out}")
+    return 0 if rows else 1
