@@ -7,11 +7,14 @@ PY      := $(VENV)/bin/python
 HARNESS := $(VENV)/bin/harness
 KSRC    ?=
 MACHINE ?= default
+MATRIX  ?= smoke
+JOBS    ?=
+RESULTS := $(or $(HARNESS_RESULTS),results)
 export KSRC MACHINE
 
 DEB_PACKAGES := $(shell grep -v '^\#' configs/debian-packages.txt)
 
-.PHONY: help deps venv kernel run test unit shell bench lint clean
+.PHONY: help deps venv kernel run test unit shell bench matrix report lint clean evidence driver
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -57,8 +60,20 @@ shell: deps ## a shell in the guest
 bench: deps ## build/boot/SSH figures into results/<run>/bench.json
 	$(HARNESS) bench --machine=$(MACHINE)
 
+matrix: deps ## run a test matrix (MATRIX=smoke|nightly, JOBS=N): kernels built once, cells in parallel, report
+	$(HARNESS) matrix run $(MATRIX) $(if $(JOBS),--jobs $(JOBS))
+
+report: venv ## rewrite the last MATRIX run's report and compare it with the run before (exit 1: regressed)
+	$(HARNESS) report $(RESULTS)/matrix-$(MATRIX)/latest --compare
+
+evidence: deps ## what the notifier event saves a model driver: results/<run>/evidence/ (REPEATS=3)
+	$(HARNESS) evidence --machine=$(MACHINE) --repeats=$(or $(REPEATS),3)
+
 lint: venv
 	$(VENV)/bin/ruff check harness tests suites
+
+driver: deps ## one driver's tests and a verdict: DRIVER=test_hmm|kvm|virtio-gpu (configs/drivers/)
+	$(HARNESS) driver $(DRIVER)
 
 clean: ## remove results and the virtualenv (the artifact cache stays: HARNESS_CACHE or ~/.cache)
 	rm -rf results $(VENV)

@@ -112,6 +112,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    from .bench import run_soak
+    from .plugin import new_run_dir
+
+    out = new_run_dir(args.results_dir)
+    figures = run_soak(out, args.kernel_src, args.runs, args.machine)
+    print(f"soak: {figures['runs']} runs, {figures['flakes']} flakes; {out / 'soak.json'}")
+    return 1 if figures["flakes"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,12 +154,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boots", type=int, default=3)
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("soak", help="boot and run the smoke workloads N times; report flakes and their causes")
+    p.add_argument("--kernel-src", default=os.environ.get("KSRC") or None)
+    p.add_argument("--machine", default="default")
+    p.add_argument("--results-dir", default=None)
+    p.add_argument("--runs", type=int, default=50)
+    p.set_defaults(func=cmd_soak)
+
     try:
         from . import config_cli
     except ImportError:
         config_cli = None
     if config_cli:
         config_cli.add_parser(sub)
+    from . import matrix_cli  # matrix list/run/export and report
+
+    matrix_cli.add_parser(sub)
+    from . import trace  # trace PROGRAM: a program's notifier events, from its first instruction
+
+    trace.add_parser(sub)
+    from . import driver_cli  # driver NAME: one driver's suites on its machine, and a verdict
+
+    driver_cli.add_parser(sub)
+    from . import evidence  # evidence: what the notifier event saves a model driver
+
+    evidence.add_parser(sub)
 
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,119 @@
+"""Driver profiles, known failures, the kernel-verdict mapping and the run verdict (harness/drivers.py,
+harness/driver_cli.py); no guest needed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from harness import driver_cli, drivers, ktap
+
+
+def test_every_profile_loads_and_names_real_things():
+    assert drivers.known_drivers() == ["kvm", "test_hmm", "virtio-gpu"]
+    hmm = drivers.load_driver("test_hmm")
+    assert (hmm.machine, hmm.module, hmm.device) == ("default", "test_hmm", "/dev/hmm_dmirror0")
+    assert hmm.suites == ("suites/test_hmm.py",)
+    assert drivers.load_driver("kvm").machine == "kvm" and drivers.load_driver("kvm").module is None
+    assert drivers.load_driver("virtio-gpu").machine == "virtio-gpu"
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("machine: default\n", "suites must be given"),
+    ("machine: default\nsuites: [suites/test_hmm.py]\ncolour: red\n", "unknown key(s) ['colour']"),
+    ("machine: nowhere\nsuites: [suites/test_hmm.py]\n", "machine profile nowhere"),
+    ("machine: default\nsuites: [suites/none.py]\n", "suite suites/none.py does not exist"),
+    ("machine: default\nsuites: [suites/test_hmm.py]\nfragments: [no.config]\n", "fragment no.config"),
+    ("machine: default\nsuites: [suites/test_hmm.py]\nknown_failures: [{tests: [x]}]\n", "needs tests and reason"),
+    ("- a list\n", "expected a mapping"),
+])
+def test_malformed_profiles_say_what_is_wrong(tmp_path: Path, monkeypatch, text, error):
+    monkeypatch.setattr(drivers, "DRIVERS", tmp_path)
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(drivers.DriverError, match=re.escape(error)):
+        drivers.load_driver("bad")
+
+
+def test_unknown_driver():
+    with pytest.raises(drivers.DriverError, match="known: kvm, test_hmm, virtio-gpu"):
+        drivers.load_driver("nvidia")
+
+
+def test_known_failures_apply_by_name_series_and_thp():
+    hmm = drivers.load_driver("test_hmm")
+    assert "mm/rmap.c" in hmm.known_failure("hmm.hmm_device_private.exclusive_cow", "6.12", "always")
+    assert hmm.known_failure("hmm.hmm_device_private.exclusive_cow", "6.12", "madvise") is None
+    assert hmm.known_failure("hmm.hmm_device_private.exclusive_cow", "6.1", "always") is None
+    assert hmm.known_failure("hmm.hmm_device_private.anon_read", "6.12", "always") is None
+    assert "lib/test_hmm.c:301" in hmm.known_failure("test_dmirror_invalidation_is_exact[munmap]", "6.12")
+
+
+def result(status: str, reason: str = "") -> ktap.TestResult:
+    return ktap.TestResult(1, "f.v.t", status, reason, f"#  RUN f.v.t ...\n{status} 1 f.v.t\n")
+
+
+def test_kernel_verdicts_become_pytest_outcomes():
+    drivers.verdict(result("pass"), "", "f.v.t", None)
+    drivers.verdict(result("xpass"), "", "f.v.t", None)  # kselftest_harness.h counts XPASS as passed
+    with pytest.raises(pytest.skip.Exception, match="kernel: no device"):
+        drivers.verdict(result("skip", "no device"), "", "f.v.t", None)
+    with pytest.raises(pytest.xfail.Exception, match="kernel: flaky"):
+        drivers.verdict(result("xfail", "flaky"), "", "f.v.t", None)
+    with pytest.raises(pytest.xfail.Exception, match="known kernel failure: a bug"):
+        drivers.verdict(result("fail"), "", "f.v.t", "a bug")
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)kernel test f.v.t failed:.*RUN f.v.t"):
+        drivers.verdict(result("fail"), "", "f.v.t", None)
+    with pytest.raises(pytest.fail.Exception, match="reported no result; its output:\nSegmentation fault"):
+        drivers.verdict(None, "Segmentation fault\n", "f.v.t", None)
+
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" tests="6">
+<testcase classname="s" name="a"><properties><property name="outcome" value="PASS"/></properties></testcase>
+<testcase classname="s" name="b"><properties><property name="outcome" value="SKIP"/></properties>
+  <skipped type="pytest.skip" message="kernel: no device"/></testcase>
+<testcase classname="s" name="c"><skipped type="pytest.xfail" message="known kernel failure: x"/></testcase>
+{more}
+</testsuite></testsuites>
+"""
+
+
+@pytest.mark.parametrize(("more", "status"), [
+    ("", "PASS"),
+    ('<testcase classname="s" name="d"><properties><property name="outcome" value="FAIL"/></properties>'
+     '<failure message="kernel splat(s) during the test: WARNING in warn_write"/></testcase>', "FAIL"),
+    ('<testcase classname="s" name="d"><properties><property name="outcome" value="CRASH"/></properties>'
+     '<failure message="kernel crashed"/></testcase>'
+     '<testcase classname="s" name="e"><failure message="x"/></testcase>', "CRASH"),
+    ('<testcase classname="s" name="d"><error message="fixture broke"/></testcase>', "ERROR"),
+])
+def test_verdict_is_the_worst_outcome(tmp_path: Path, more: str, status: str):
+    (tmp_path / "junit.xml").write_text(JUNIT.format(more=more))
+    verdict = drivers.verdict_from_junit(tmp_path / "junit.xml")
+    assert verdict.status == status
+    assert verdict.counts["XFAIL"] == 1 and verdict.counts["SKIP"] == 1
+    assert "XFAIL c: known kernel failure: x" in verdict.notes
+
+
+def test_verdict_when_nothing_ran(tmp_path: Path):
+    (tmp_path / "junit.xml").write_text(
+        '<testsuite><testcase classname="s" name="b"><skipped message="CONFIG_MMU_NOTIFIER is not set in this '
+        'kernel"/></testcase></testsuite>')
+    assert drivers.verdict_from_junit(tmp_path / "junit.xml").line() == "SKIP (1 skip)"
+    assert drivers.verdict_from_junit(tmp_path / "none.xml").status == "NONE"
+
+
+def test_fragment_notes_name_what_the_kernel_lacks():
+    hmm = drivers.load_driver("test_hmm")
+    assert driver_cli.fragment_notes(hmm, "on", "6.12", {"TEST_HMM": "m", "DEVICE_PRIVATE": "y"}) == []
+    assert driver_cli.fragment_notes(hmm, "off", "6.12", {"DEVICE_PRIVATE": "y"}) == [
+        "fragment mmu-notifier-on.config is not applied on the notifier=off axis",
+        "CONFIG_TEST_HMM is not set in this kernel"]
+
+
+def test_cli_lists_the_drivers(capsys):
+    assert driver_cli.main(["driver", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "test_hmm     machine default" in out and "virtio-gpu   machine virtio-gpu" in out
