@@ -1,2 +1,3 @@
-# tests/fault_suite/ is run by tests/test_faults.py inside `harness run`, where its faults are the point.
-collect_ignore = ["fault_suite"]
+# These suites are run by tests/test_faults.py and tests/test_driver_faults.py inside `harness run`
+# with fault modules loaded, where their faults are the point: never collected directly.
+collect_ignore = ["fault_suite", "driver_fault_suite"]
