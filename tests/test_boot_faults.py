@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,19 @@ from harness import paths
 pytestmark = pytest.mark.e2e
 
 
+# Every QEMU this test process starts, directly or through `harness run`, inherits this tag in its
+# environment: leftovers are counted among those only, not among other runs' VMs on the machine.
+LEAK_TAG = f"HARNESS_LEAK_TAG={uuid.uuid4().hex}".encode()
+os.environ["HARNESS_LEAK_TAG"] = LEAK_TAG.decode().split("=", 1)[1]
+
+
 def qemu_pids() -> set[int]:
     pids = set()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if b"qemu-system" in (proc / "cmdline").read_bytes().split(b"\0")[0]:
+                if (b"qemu-system" in (proc / "cmdline").read_bytes().split(b"\0")[0]
+                        and LEAK_TAG in (proc / "environ").read_bytes().split(b"\0")):
                     pids.add(int(proc.name))
             except OSError:
                 pass
