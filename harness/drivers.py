@@ -19,6 +19,7 @@ A profile says what a driver needs and who tests it:
 from __future__ import annotations
 
 import fnmatch
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ import yaml
 
 from . import ktap, paths
 from .build import KernelBuild
+from .splat import strip_prefix
 from .ssh import SSH
 
 DRIVERS = paths.CONFIGS / "drivers"
@@ -131,6 +133,13 @@ def require_config(build: KernelBuild, *symbols: str) -> None:
             pytest.skip(f"CONFIG_{sym} is not set in this kernel")
 
 
+def kernel_said(ssh: SSH, pattern: str) -> list[str]:
+    """The whole kernel log's messages (timestamps stripped) that match the regex `pattern`, e.g. what a
+    driver printed at boot, before any test's dmesg marker."""
+    rx = re.compile(pattern)
+    return [msg for line in ssh.run(["dmesg"], check=True).stdout.splitlines() if rx.search(msg := strip_prefix(line))]
+
+
 def install(ssh: SSH, local: Path) -> str:
     """Copy a program built on the host to /guest/bin/ (once per guest); return its path there."""
     remote = f"{GUEST_BIN}/{local.name}"
@@ -158,6 +167,13 @@ def thp_mode(ssh: SSH) -> str | None:
     result = ssh.run(["cat", "/sys/kernel/mm/transparent_hugepage/enabled"])
     chosen = [w.strip("[]") for w in result.stdout.split() if w.startswith("[")]
     return chosen[0] if result.ok and chosen else None
+
+
+def runs_one_test(tree: Path) -> bool:
+    """Whether the tree's kselftest_harness.h takes `-r FIXTURE.VARIANT.TEST` (and -l); 6.1's takes no option
+    and always runs every test."""
+    header = tree / "tools/testing/selftests/kselftest_harness.h"
+    return header.exists() and "case 'r':" in header.read_text()
 
 
 def run_kselftest(ssh: SSH, binary: str, test: str, timeout: float) -> tuple[ktap.TestResult | None, str]:

@@ -9,7 +9,8 @@ FIXTURE[.VARIANT].TEST, prints `#  RUN  NAME ...`, whatever the test logs, then 
 
 The result line's directive (SKIP, XFAIL, XPASS after " # ") is kselftest.h:ksft_test_result_code's;
 anything else after " # " is a diagnostic. A test's log is every line after the previous result (or the
-plan) up to and including its own result line. Output that stops before the plan is met (the program
+plan) up to and including its own result line; a result line without a name (6.1 prints skips as
+`ok 9 # SKIP reason`) takes the name of the `RUN` line in its log. Output that stops before the plan is met (the program
 crashed or was killed) leaves the run incomplete: `missing()` names the tests that never reported.
 """
 
@@ -24,6 +25,7 @@ _VERSION = re.compile(r"^\s*(?:TAP|KTAP) version (\S+)")
 _PLAN = re.compile(r"^\s*1\.\.(\d+)")
 _RESULT = re.compile(r"^(not ok|ok) (\d+)(?: (.*?))?\s*$")
 _TOTALS = re.compile(r"^# Totals: (.*)$")
+_RUN = re.compile(r"^#\s+RUN\s+(\S+) \.\.\.")
 _DIRECTIVES = {"SKIP": "skip", "XFAIL": "xfail", "XPASS": "xpass", "TODO": "xfail"}
 
 
@@ -94,6 +96,9 @@ def parse(text: str) -> Run:
         parsed = parse_result_line(line) if not line.startswith((" ", "\t")) else None
         if parsed:
             status, number, name, reason = parsed
+            if not name:  # "ok 9 # SKIP why" (6.1's ksft_test_result_skip): the test named by its RUN line
+                runs = [m[1] for m in map(_RUN.match, pending) if m]
+                name = runs[-1] if runs else ""
             run.results.append(TestResult(number, name, status, reason, "\n".join([*pending, line]) + "\n"))
             pending = []
         else:

@@ -184,9 +184,13 @@ class Runner:
             self.say("interrupted: stopping the running cells")
         finally:
             signal.signal(signal.SIGTERM, previous)
-        write_text(self.run_dir / "run.json",
-                   json.dumps(self._run_json(started_at, builds, time.monotonic() - self.t0), indent=1) + "\n")
-        return 130 if interrupted else self.finish()
+        meta = self._run_json(started_at, builds, time.monotonic() - self.t0) | {"interrupted": interrupted}
+        write_text(self.run_dir / "run.json", json.dumps(meta, indent=1) + "\n")
+        if interrupted:  # report what finished, but never make this run the one others compare with
+            if any(self.run_dir.glob("*/cell.json")):
+                print(report.format_summary(report.write_report(self.run_dir)), file=self.out, flush=True)
+            return 130
+        return self.finish()
 
     def _run_json(self, started_at: str, builds: dict, duration: float | None) -> dict[str, Any]:
         return {"matrix": self.matrix.name, "matrix_file": str(self.matrix.path), "started": started_at,

@@ -224,13 +224,13 @@ def load_run(run_dir: Path) -> dict[str, Any]:
 
 
 def previous_run(run_dir: Path) -> Path | None:
-    """The newest finished run kept before this one in the same store (results/matrix-<name>/)."""
+    """The newest run kept before this one in the same store (results/matrix-<name>/), if it finished."""
     run_dir = Path(run_dir).resolve()
     older = [p for p in run_dir.parent.iterdir() if p.is_dir() and not p.is_symlink() and p.name < run_dir.name
              and p != run_dir]
     for p in sorted(older, reverse=True):
         run = _read_json(p / "run.json")
-        if (run and run.get("finished")) or (not run and (p / "outcomes.json").exists()):
+        if (run and run.get("finished") and not run.get("interrupted")) or (not run and (p / "outcomes.json").exists()):
             return p
     return None
 
@@ -272,7 +272,7 @@ def build_summary(run: dict[str, Any], comparison: dict[str, Any] | None = None)
                    "tests": len(tests), "test_outcomes": _count([t["outcome"] for t in tests]),
                    "failures": len(failures), "infra": len(infra)},
         "builds": meta.get("builds", []),
-        "cells": [{k: v for k, v in c.items()} for c in cells],
+        "cells": cells,
         "failures": failures, "infra": infra, "slowest": slowest, "comparison": comparison,
     }
 

@@ -52,9 +52,29 @@ def hmm_tests(hmm, kernel) -> str:
     return drivers.install(hmm.ssh, userprogs.hmm_tests(kernel.build))
 
 
+# A tree whose hmm-tests cannot run one test (no -r) runs them all once per guest: (vm, run, output).
+_whole_run: list[tuple[object, ktap.Run, str]] = []
+
+
+def kernel_result(hmm, binary: str, test: str, tree) -> tuple[ktap.TestResult | None, str]:
+    """One kernel test's result and log: run alone, or picked from the guest's run of them all."""
+    timeout = KSELFTEST_TIMEOUT * hmm.vms.scale
+    if drivers.runs_one_test(tree):
+        return drivers.run_kselftest(hmm.ssh, binary, test, timeout)
+    if not _whole_run or _whole_run[0][0] is not hmm.vm:
+        # A splat during this run fails the test that started it: the others ran in its time. Repeated
+        # lines are dropped: 6.1's harness repeats a failing teardown ASSERT until the test's 30 s timeout.
+        output = hmm.run(["sh", "-c", 'cd /tmp && "$0" 2>&1 | awk \'$0 != last { print; last = $0 }\'', binary],
+                         timeout=timeout * 10).stdout
+        _whole_run[:] = [(hmm.vm, ktap.parse(output), output)]
+    _, run, output = _whole_run[0]
+    result = run.by_name().get(test)
+    return result, result.log if result else output
+
+
 def test_kernel_selftest(hmm, hmm_tests, kernel_test, kernel):
     """One kernel test of hmm-tests; the verdict and the log are the kernel's own."""
-    result, output = drivers.run_kselftest(hmm.ssh, hmm_tests, kernel_test, KSELFTEST_TIMEOUT * hmm.vms.scale)
+    result, output = kernel_result(hmm, hmm_tests, kernel_test, kernel.tree.path)
     hmm.save("kselftest.txt", output)
     print(output)  # the JUnit case's system-out
     known = None
@@ -63,8 +83,10 @@ def test_kernel_selftest(hmm, hmm_tests, kernel_test, kernel):
     drivers.verdict(result, output, kernel_test, known)
 
 
-def test_kernel_selftest_list_matches_the_program(hmm, hmm_tests, request):
+def test_kernel_selftest_list_matches_the_program(hmm, hmm_tests, kernel, request):
     """The tests collected from hmm-tests.c are exactly those the built program lists (-l)."""
+    if not drivers.runs_one_test(kernel.tree.path):
+        pytest.skip("this tree's kselftest_harness.h has no -l: its tests are known from the run itself")
     listed = ktap.harness_list(hmm.run(["sh", "-c", '"$0" -l 2>&1', hmm_tests]).stdout)
     assert listed == list(kernel_tests(request.config.getoption("kernel_src")))
 

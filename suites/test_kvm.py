@@ -30,10 +30,10 @@ def kvm(guest, kernel):
     """The guest, with /dev/kvm; skip with the kernel's own words when KVM could not come up."""
     drivers.require_config(kernel.build, *PROFILE.config)
     if not guest.run(["test", "-c", "/dev/kvm"]).ok:
-        said = [line for line in guest.run(["dmesg"]).stdout.splitlines() if re.search(r"kvm|svm|vmx", line, re.I)]
+        said = drivers.kernel_said(guest.ssh, r"(?i)kvm|svm|vmx")
         pytest.skip(f"no /dev/kvm on machine {guest.vm.profile.name!r} (-cpu {guest.vm.profile.cpu}): "
-                    f"{' | '.join(s.split('] ', 1)[-1] for s in said) or 'the kernel printed nothing about KVM'}")
-    if "could not calculate TSC khz" in guest.run(["dmesg"]).stdout:
+                    f"{' | '.join(said) or 'the kernel printed nothing about KVM'}")
+    if drivers.kernel_said(guest.ssh, "could not calculate TSC khz"):
         pytest.skip("the guest kernel could not calibrate its TSC (a loaded host under TCG), and with tsc_khz 0 "
                     "KVM_RUN never enters a guest (arch/x86/kvm/x86.c:kvm_guest_time_update); boot it with "
                     "tsc_early_khz= as configs/machines/kvm.yaml does")
@@ -42,7 +42,7 @@ def kvm(guest, kernel):
 
 def test_kvm_is_up(kvm):
     """kvm_amd (or kvm_intel) initialized: the boot log says so and debugfs has KVM's statistics."""
-    said = [line for line in kvm.run(["dmesg"]).stdout.splitlines() if re.search(r"kvm_(amd|intel): ", line)]
+    said = drivers.kernel_said(kvm.ssh, r"^kvm_(amd|intel): ")
     kvm.save("kvm-dmesg.txt", "\n".join(said) + "\n")
     assert said, "the kernel has /dev/kvm but printed nothing from kvm_amd or kvm_intel"
     counters = debugfs.read_counters(kvm.ssh, KVM_DEBUGFS)

@@ -37,8 +37,8 @@ def dri(guest, kernel) -> str:
 
 def test_driver_probed(guest, dri):
     """[drm] Initialized virtio_gpu, a card node, and the driver's debugfs entries."""
-    boot = guest.run(["dmesg"]).stdout
-    assert re.search(r"\[drm\] Initialized virtio_gpu \S+ for \S+ on minor \d+", boot), boot[-2000:]
+    assert drivers.kernel_said(guest.ssh, r"^\[drm\] Initialized virtio_gpu \S+ for \S+ on minor \d+"), \
+        drivers.kernel_said(guest.ssh, r"drm|virtio")
     assert guest.run(["test", "-c", PROFILE.device]).ok
     files = set(guest.run(["ls", dri]).stdout.split())
     assert {"name", "clients", "gem_names", "virtio-gpu-features", "virtio-gpu-irq-fence"} <= files, files

@@ -110,3 +110,14 @@ def test_tests_in_the_real_hmm_tests_source_match_the_program():
     if not src.exists():
         pytest.skip(f"{src} is not unpacked in this cache")
     assert ktap.tests_in_source(src.read_text()) == ktap.harness_list(load("list"))
+
+
+def test_linux_6_1_skips_without_a_name_take_the_run_lines_name():
+    """6.1's kselftest prints `ok 9 # SKIP reason`; its hmm-tests also repeats a failing teardown ASSERT
+    until the 30 s timeout (captured with consecutive repeats dropped, as the suite runs it)."""
+    run = ktap.parse((DATA / "hmm-tests-6.1.192-full-dedup.txt").read_text())
+    assert run.complete and run.plan == 58
+    skip = run.by_name()["hmm.hmm_device_private.anon_write_hugetlbfs"]
+    assert (skip.number, skip.status, skip.reason) == (9, "skip", "Huge page size could not be determined")
+    assert [r.name for r in run.results] == [r.name for r in ktap.parse(load("full")).results]
+    assert run.by_name()["hmm.hmm_device_private.exclusive"].status == "fail"

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from harness import matrix, paths
@@ -15,7 +18,7 @@ FAKE = [sys.executable, str(paths.REPO / "tests" / "fake_harness.py")]
 BEHAVIOURS = ("pass", "fail", "flaky_infra", "hang", "silent")
 
 
-def make_matrix(tmp_path: Path) -> matrix.Matrix:
+def make_matrix(tmp_path: Path, hang_timeout: int = 3) -> matrix.Matrix:
     suites = tmp_path / "suites"
     suites.mkdir()
     for b in BEHAVIOURS:
@@ -30,7 +33,7 @@ include:
   - {{kernel: debian:9.9, notifier: on, machine: default, suite: {suites / "test_pass.py"}}}
 timeout: 60
 timeouts:
-  - {{suite: {suites / "test_hang.py"}, timeout: 3}}
+  - {{suite: {suites / "test_hang.py"}, timeout: {hang_timeout}}}
 """)
     return matrix.load(str(path))
 
@@ -93,3 +96,16 @@ def test_runner_one_cell(tmp_path: Path):
     rc = Runner(m, cells, tmp_path / "run", jobs=2, out=io.StringIO(), harness=FAKE).run()
     assert rc == 0
     assert [p.parent.name for p in (tmp_path / "run").glob("*/cell.json")] == ["6.12-on-default-pass"]
+
+
+def test_interrupted_run(tmp_path: Path):
+    """SIGTERM to the runner stops its cells, reports what finished, and marks the run interrupted."""
+    m = make_matrix(tmp_path, hang_timeout=60)
+    cells = m.select(["6.12-on-default-pass", "6.12-on-default-hang"])
+    threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    rc = Runner(m, cells, tmp_path / "run", jobs=2, out=io.StringIO(), harness=FAKE).run()
+    assert rc == 130
+    hang = json.loads((tmp_path / "run" / "6.12-on-default-hang" / "cell.json").read_text())
+    assert (hang["outcome"], hang["reason"]) == ("ERROR", "interrupted: the matrix run was stopped")
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["interrupted"] is True
+    assert (tmp_path / "run" / "summary.json").exists()

@@ -213,8 +213,9 @@ def test_previous_run(tmp_path: Path):
     a = fabricate(store / "20260101-000000")
     b = fabricate(store / "20260102-000000")
     unfinished = fabricate(store / "20260103-000000")
-    json.loads((unfinished / "run.json").read_text())
     (unfinished / "run.json").write_text(json.dumps({"matrix": "fab", "finished": None}))
+    interrupted = fabricate(store / "20260103-120000")
+    (interrupted / "run.json").write_text(json.dumps({"matrix": "fab", "finished": "t", "interrupted": True}))
     c = fabricate(store / "20260104-000000")
     (store / "latest").symlink_to(c.name)
     assert report.previous_run(c) == b
