@@ -11,7 +11,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from . import paths, pipeline
+from . import config_cli, driver_cli, evidence, matrix_cli, paths, pipeline, trace
 from .build import BuildError
 from .kconfig import ConfigError
 from .machine import VM, BootError, MachineError, load_profile, probe_accel
@@ -161,24 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=50)
     p.set_defaults(func=cmd_soak)
 
-    try:
-        from . import config_cli
-    except ImportError:
-        config_cli = None
-    if config_cli:
-        config_cli.add_parser(sub)
-    from . import matrix_cli  # matrix list/run/export and report
-
-    matrix_cli.add_parser(sub)
-    from . import trace  # trace PROGRAM: a program's notifier events, from its first instruction
-
-    trace.add_parser(sub)
-    from . import driver_cli  # driver NAME: one driver's suites on its machine, and a verdict
-
-    driver_cli.add_parser(sub)
-    from . import evidence  # evidence: what the notifier event saves a model driver
-
-    evidence.add_parser(sub)
+    # Sub-commands that live with their stage: config, matrix/report, trace, driver, evidence.
+    for module in (config_cli, matrix_cli, trace, driver_cli, evidence):
+        module.add_parser(sub)
 
     args = parser.parse_args(argv)
     try:
