@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     junit = run_dir / "junit.xml"
     pytest_args = [*(args.suites or [str(paths.REPO / "suites")]), f"--results-dir={run_dir}",
                    f"--junitxml={junit}", f"--machine={args.machine}", f"--notifier={args.notifier}",
-                   "-o", "junit_family=xunit2"]
+                   "-o", "junit_family=xunit2", "-o", "junit_logging=system-out"]
     if args.kernel_src:
         pytest_args.append(f"--kernel-src={args.kernel_src}")
     if args.k:

@@ -333,6 +333,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def classify(report: pytest.TestReport, call: pytest.CallInfo[None]) -> tuple[Outcome, str]:
     if report.passed:
         return Outcome.PASS, ""
+    if report.skipped and hasattr(report, "wasxfail"):  # an expected failure, e.g. a known kernel bug
+        return Outcome.SKIP, f"xfail: {report.wasxfail}"
     if report.skipped:
         longrepr = report.longrepr
         reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
