@@ -26,7 +26,7 @@ from . import observe, paths, pipeline
 from .machine import VM, BootError, load_profile, probe_accel
 from .outcome import GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault, Outcome, Result, write_results
 from .splat import Splat, find_splats, is_allowed
-from .ssh import CommandResult, CommandTimeout, SSHError
+from .ssh import CommandFailed, CommandResult, CommandTimeout, SSHError
 
 # Defaults for TCG on 2 cores, where this kernel boots in ~2 s; scaled up for debug kernels.
 DEFAULT_BOOT_TIMEOUT = 120.0
@@ -305,9 +305,11 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     try:
         result = yield
     except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):
+            raise  # Ctrl-C or SIGTERM (harness/console.py): stop the run, don't call it a crash
         if isinstance(g, Guest) and (g.timed_out is not None or not g.vm.alive()):
             g.check_after_test([])  # the watchdog or a crash explains the failure better than the symptom
-        if isinstance(g, Guest) and isinstance(e, SSHError):
+        if isinstance(g, Guest) and isinstance(e, SSHError) and not isinstance(e, CommandFailed):
             g.vms.discard()  # a wedged command or a lost session: the next test gets a fresh guest
         raise
     if isinstance(g, Guest):
@@ -345,6 +347,8 @@ def classify(report: pytest.TestReport, call: pytest.CallInfo[None]) -> tuple[Ou
         return exc.outcome, first_line
     if isinstance(exc, CommandTimeout):
         return Outcome.TIMEOUT, first_line
+    if isinstance(exc, CommandFailed):  # the guest answered, and the answer was wrong: the test's verdict
+        return (Outcome.FAIL if report.when == "call" else Outcome.ERROR), first_line
     if isinstance(exc, SSHError):
         return Outcome.INFRA, first_line
     if isinstance(exc, (AssertionError, pytest.fail.Exception)):

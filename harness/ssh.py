@@ -24,6 +24,10 @@ class CommandTimeout(SSHError):
     pass
 
 
+class CommandFailed(SSHError):
+    """A command that ran and exited non-zero (check=True): a result, not a lost channel."""
+
+
 @dataclass(frozen=True)
 class CommandResult:
     argv: tuple[str, ...]
@@ -133,7 +137,7 @@ class SSH:
                                time.monotonic() - started)
         self._log(result)
         if check and not result.ok:
-            raise SSHError(f"guest command failed:\n{result.describe()}")
+            raise CommandFailed(f"guest command failed:\n{result.describe()}")
         return result
 
     def put(self, local: Path, remote: str, mode: int = 0o755) -> None:
