@@ -126,15 +126,3 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def _short_list(names: list[str], limit: int = 12) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m harness.config_cli config ...`, for use without the rest of the harness CLI."""
-    parser = argparse.ArgumentParser(prog="harness")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -91,15 +91,3 @@ def cmd_driver(args: argparse.Namespace) -> int:
         print(f"  {note}")
     print(f"results: {run_dir}")
     return rc
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m harness.driver_cli driver NAME ...`, for use without the rest of the harness CLI."""
-    parser = argparse.ArgumentParser(prog="harness")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

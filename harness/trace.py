@@ -107,15 +107,3 @@ def cmd_trace(args: argparse.Namespace) -> int:
               f"probe subscribed at exec; console log: {vm.console_log}")
         print(render(events, result.stdout, status["exit_status"]))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m harness.trace trace ...`, for use without the rest of the harness CLI."""
-    parser = argparse.ArgumentParser(prog="harness")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,7 +24,7 @@ def expected_outcomes() -> dict[str, str]:
 
 
 def test_a_warn_during_a_driver_test_fails_that_test(tmp_path: Path):
-    proc = subprocess.run([sys.executable, "-m", "harness.driver_cli", "driver", "test_hmm", f"--suite={SUITE}",
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "driver", "test_hmm", f"--suite={SUITE}",
                            "--guest-modules=fault_inject", f"--results-dir={tmp_path}"],
                           cwd=paths.REPO, capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr

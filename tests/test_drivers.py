@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import driver_cli, drivers, ktap
+from harness import cli, driver_cli, drivers, ktap
 
 
 def test_every_profile_loads_and_names_real_things():
@@ -114,6 +114,6 @@ def test_fragment_notes_name_what_the_kernel_lacks():
 
 
 def test_cli_lists_the_drivers(capsys):
-    assert driver_cli.main(["driver", "--list"]) == 0
+    assert cli.main(["driver", "--list"]) == 0
     out = capsys.readouterr().out
     assert "test_hmm     machine default" in out and "virtio-gpu   machine virtio-gpu" in out

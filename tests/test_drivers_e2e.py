@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 
 def driver(name: str, results: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness.driver_cli", "driver", name, f"--results-dir={results}",
+    return subprocess.run([sys.executable, "-m", "harness.cli", "driver", name, f"--results-dir={results}",
                            *args], cwd=paths.REPO, capture_output=True, text=True, timeout=900)
 
 
