@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from . import ktap, paths
 from .build import KernelBuild
+from .configdata import load_named
 from .splat import strip_prefix
 from .ssh import SSH
 
@@ -78,17 +78,8 @@ def known_drivers() -> list[str]:
 
 
 def load_driver(name: str) -> DriverProfile:
+    data = load_named(DRIVERS, name, "driver", _KEYS, DriverError)
     path = DRIVERS / f"{name}.yaml"
-    if not path.exists():
-        raise DriverError(f"unknown driver {name!r}; known: {', '.join(known_drivers())}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise DriverError(f"{path} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise DriverError(f"{path}: expected a mapping with keys {sorted(_KEYS)}")
-    if unknown := set(data) - _KEYS:
-        raise DriverError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_KEYS)}")
     missing = [k for k in ("machine", "suites") if not data.get(k)]
     if missing:
         raise DriverError(f"{path}: {' and '.join(missing)} must be given")

@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from . import paths
+from .configdata import load_named
 from .console import Console, WaitResult
 from .image import Image, client_key
 from .outcome import HarnessFault, Outcome
@@ -55,18 +54,8 @@ _PROFILE_KEYS = {"description", "machine", "cpu", "cpus", "memory_mib", "devices
 
 
 def load_profile(name: str) -> Profile:
+    data = load_named(paths.CONFIGS / "machines", name, "machine profile", _PROFILE_KEYS, MachineError)
     path = paths.CONFIGS / "machines" / f"{name}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in (paths.CONFIGS / "machines").glob("*.yaml"))
-        raise MachineError(f"unknown machine profile {name!r}; known: {', '.join(known)}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise MachineError(f"{path} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise MachineError(f"{path}: expected a mapping of {sorted(_PROFILE_KEYS)}")
-    if unknown := set(data) - _PROFILE_KEYS:
-        raise MachineError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_PROFILE_KEYS)}")
     try:
         return Profile(name=name, description=str(data.get("description", "")), machine=str(data.get("machine", "pc")),
                        cpu=str(data.get("cpu", "max")), cpus=int(data.get("cpus", 2)),
