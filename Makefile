@@ -8,6 +8,7 @@ HARNESS := $(VENV)/bin/harness
 KSRC    ?=
 MACHINE ?= default
 MATRIX  ?= smoke
+FRAGMENT ?=
 JOBS    ?=
 RESULTS := $(or $(HARNESS_RESULTS),results)
 export KSRC MACHINE
@@ -42,10 +43,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 kernel: deps ## build (or find cached) the kernel and image
-	$(HARNESS) kernel
+	$(HARNESS) kernel $(if $(FRAGMENT),--fragment=$(FRAGMENT))
 
 run: deps ## build, boot, run the default suites, print a summary
-	$(HARNESS) run --machine=$(MACHINE)
+	$(HARNESS) run --machine=$(MACHINE) $(if $(FRAGMENT),--fragment=$(FRAGMENT))
 
 test: deps ## the project's own tests: unit tests, fault injection, and the suites on the notifier on and off kernels
 	$(PY) -m pytest tests suites --notifier=on
@@ -55,7 +56,7 @@ unit: venv ## unit tests only (no kernel build, no QEMU)
 	$(PY) -m pytest tests
 
 shell: deps ## a shell in the guest
-	$(HARNESS) shell --machine=$(MACHINE)
+	$(HARNESS) shell --machine=$(MACHINE) $(if $(FRAGMENT),--fragment=$(FRAGMENT))
 
 bench: deps ## build/boot/SSH figures into results/<run>/bench.json
 	$(HARNESS) bench --machine=$(MACHINE)

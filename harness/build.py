@@ -125,6 +125,9 @@ def spec_key(tree: KernelTree, spec: ConfigSpec) -> str:
 
 
 def build_kernel(tree: KernelTree, spec: ConfigSpec, jobs: int | None = None) -> KernelBuild:
+    if (host := os.uname().machine) != "x86_64":
+        raise BuildError(f"this host is {host}: the harness builds x86_64 kernels with the host's compiler "
+                         "and boots them with qemu-system-x86_64; cross-building is not supported")
     builds = paths.cache_root() / "builds"
     builds.mkdir(parents=True, exist_ok=True)
     # A Debian tree never changes: remember which build a spec led to and skip kconfig (~5 s) next time.

@@ -12,24 +12,27 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from . import config_cli, driver_cli, evidence, matrix_cli, paths, pipeline, trace
+from .atomic import OutputDirError, check_output_dir
 from .build import BuildError
 from .kconfig import ConfigError
-from .machine import VM, BootError, MachineError, load_profile, probe_accel
+from .machine import VM, BootError, MachineError, check_devices, load_profile, probe_accel
 from .source import SourceError
 from .ssh import SSHError
 
 # Errors that are the user's input or the machine's state, not a harness bug: one paragraph, exit 2.
-USER_ERRORS = (ConfigError, SourceError, BuildError, MachineError, BootError, SSHError)
+USER_ERRORS = (ConfigError, SourceError, BuildError, MachineError, BootError, SSHError, OutputDirError)
 
 
 def _kernel_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel-src", default=os.environ.get("KSRC") or None,
                    help="kernel tree: a path, debian:6.1, or empty for Debian's linux-source-6.12 (env KSRC)")
     p.add_argument("--notifier", default="on", choices=["on", "off"], help="the CONFIG_MMU_NOTIFIER axis")
+    p.add_argument("--fragment", action="append", default=[], metavar="NAME",
+                   help="an extra config fragment: configs/fragments/NAME.config (e.g. debug/kasan) or a path")
 
 
 def cmd_kernel(args: argparse.Namespace) -> int:
-    prepared = pipeline.prepare(args.kernel_src, args.notifier, tuple(args.set))
+    prepared = pipeline.prepare(args.kernel_src, args.notifier, tuple(args.set), tuple(args.fragment))
     print(json.dumps({"bzImage": str(prepared.build.bzimage), "config": str(prepared.build.config),
                       "release": prepared.build.release, "initramfs": str(prepared.image.initramfs),
                       "tree": prepared.tree.identity, "timings": prepared.timings}, indent=2))
@@ -41,13 +44,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .plugin import new_run_dir
 
     run_dir = new_run_dir(args.results_dir)
-    pipeline.prepare(args.kernel_src, args.notifier)  # build errors surface here, before pytest
+    # Bad input fails here, in a second, not after a 10-minute kernel build.
+    check_output_dir(run_dir)
+    check_devices(load_profile(args.machine))
+    pipeline.prepare(args.kernel_src, args.notifier, fragments=tuple(args.fragment))  # build errors, before pytest
     junit = run_dir / "junit.xml"
     pytest_args = [*(args.suites or [str(paths.REPO / "suites")]), f"--results-dir={run_dir}",
                    f"--junitxml={junit}", f"--machine={args.machine}", f"--notifier={args.notifier}",
                    "-o", "junit_family=xunit2", "-o", "junit_logging=system-out"]
     if args.kernel_src:
         pytest_args.append(f"--kernel-src={args.kernel_src}")
+    pytest_args += [f"--fragment={name}" for name in args.fragment]
     if args.k:
         pytest_args += ["-k", args.k]
     if args.boot_timeout:
@@ -81,11 +88,13 @@ def summary(junit: Path, run_dir: Path) -> str:
 
 def cmd_shell(args: argparse.Namespace) -> int:
     """Boot a guest and open an interactive SSH shell in it (host key pinned, never accepted blindly)."""
-    prepared = pipeline.prepare(args.kernel_src, args.notifier)
+    profile = load_profile(args.machine)
+    check_devices(profile)
+    prepared = pipeline.prepare(args.kernel_src, args.notifier, fragments=tuple(args.fragment))
     accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
     workdir = Path(tempfile.mkdtemp(prefix="harness-shell-"))
     modules = ("harness.modules=mmu_probe",) if prepared.build.has("MMU_NOTIFIER") else ()
-    vm = VM(load_profile(args.machine), prepared.build.bzimage, prepared.image, workdir, accel=accel,
+    vm = VM(profile, prepared.build.bzimage, prepared.image, workdir, accel=accel,
             extra_append=modules)
     try:
         vm.start(boot_timeout=120)

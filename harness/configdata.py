@@ -8,8 +8,11 @@ import yaml
 
 
 def load_named(folder: Path, name: str, kind: str, keys: set[str], error: type[Exception]) -> dict:
-    """configs/<folder>/<name>.yaml as a mapping; any mistake is one `error` naming the file."""
-    path = folder / f"{name}.yaml"
+    """configs/<folder>/<name>.yaml (or NAME as a path to a .yaml file of the user's own) as a
+    mapping; any mistake is one `error` naming the file."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
+    if not path.exists() and path.parent != folder:
+        raise error(f"{kind} file {path} does not exist")
     if not path.exists():
         known = sorted(p.stem for p in folder.glob("*.yaml"))
         raise error(f"unknown {kind} {name!r}; known: {', '.join(known)}")

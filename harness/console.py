@@ -68,6 +68,7 @@ class Console:
         self.last_output = time.monotonic()
         self.exit_status: int | None = None
         self._closed = False
+        self.log_error = ""  # why the log on disk stopped short of what QEMU printed (a full disk)
         self.child = pexpect.spawn(argv[0], list(argv[1:]), env=env, encoding="utf-8", codec_errors="replace",
                                    timeout=None, echo=False, maxread=65536, preexec_fn=_die_with_parent)
         _LIVE.add(self)
@@ -92,8 +93,7 @@ class Console:
             except (pexpect.EOF, OSError):
                 break
             with self._cond:
-                self._log.write(chunk)
-                self._log.flush()
+                self._write_log(chunk)
                 self._text += chunk
                 self.last_output = time.monotonic()
                 self._scan(chunk)
@@ -104,8 +104,21 @@ class Console:
             self.exit_status = self.child.exitstatus if self.child.exitstatus is not None else -(
                 self.child.signalstatus or 0)
             self._closed = True
-            self._log.close()
+            try:
+                self._log.close()
+            except OSError as e:
+                self.log_error = self.log_error or f"console log {self.log_path} is incomplete: {e.strerror}"
             self._cond.notify_all()
+
+    def _write_log(self, chunk: str) -> None:
+        """Tee to the log; a full disk stops the log, never the draining (a full pty stalls the guest)."""
+        if self.log_error:
+            return
+        try:
+            self._log.write(chunk)
+            self._log.flush()
+        except OSError as e:
+            self.log_error = f"console log {self.log_path} is incomplete: {e.strerror}"
 
     def _scan(self, chunk: str, final: bool = False) -> None:
         lines = (self._partial + chunk.replace("\r", "")).split("\n")

@@ -157,10 +157,14 @@ def check_tree(srctree: Path) -> None:
                           "`tar xf /usr/src/linux-source-6.12.tar.xz`) or point --kernel-src at an existing tree.")
     if not srctree.is_dir():
         raise ConfigError(f"kernel source tree {srctree} is not a directory.")
-    missing = [name for name in ("Kconfig", "Makefile", "arch/x86/Kconfig") if not (srctree / name).is_file()]
+    missing = [name for name in ("Kconfig", "Makefile") if not (srctree / name).is_file()]
     if missing:
         raise ConfigError(f"{srctree} is not a Linux kernel source tree: it has no {', '.join(missing)}. "
                           "Point --kernel-src at the top directory of an unpacked kernel source.")
+    if not (srctree / "arch/x86/Kconfig").is_file():
+        arches = sorted(p.parent.name for p in srctree.glob("arch/*/Kconfig"))
+        raise ConfigError(f"{srctree} has no arch/x86 (it has: {', '.join(arches) or 'no arch/ at all'}): "
+                          "the harness builds and boots x86_64 kernels only.")
 
 
 def load_tree(srctree: Path, kernelversion: str | None = None) -> kconfiglib.Kconfig:

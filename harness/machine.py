@@ -6,8 +6,10 @@ of a few classified ways: ready, crashed (a fatal splat), exited (QEMU died), or
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -15,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import paths
+from . import paths, qmp
 from .configdata import load_named
 from .console import Console, WaitResult
 from .image import Image, client_key
@@ -42,6 +44,7 @@ class BootError(HarnessFault):
 class Profile:
     name: str
     description: str
+    arch: str = "x86_64"
     machine: str = "pc"
     cpu: str = "max"
     cpus: int = 2
@@ -50,20 +53,25 @@ class Profile:
     append: tuple[str, ...] = ()
 
 
-_PROFILE_KEYS = {"description", "machine", "cpu", "cpus", "memory_mib", "devices", "append"}
+ARCHES = ("x86_64",)  # what the pipeline builds (arch/x86, bzImage) and boots (qemu-system-x86_64)
+_PROFILE_KEYS = {"description", "arch", "machine", "cpu", "cpus", "memory_mib", "devices", "append"}
 
 
 def load_profile(name: str) -> Profile:
     data = load_named(paths.CONFIGS / "machines", name, "machine profile", _PROFILE_KEYS, MachineError)
-    path = paths.CONFIGS / "machines" / f"{name}.yaml"
+    arch = str(data.get("arch", "x86_64"))
+    if arch not in ARCHES:
+        raise MachineError(f"machine profile {name!r} asks for arch {arch!r}; the harness builds and boots "
+                           f"{', '.join(ARCHES)} guests only")
     try:
-        return Profile(name=name, description=str(data.get("description", "")), machine=str(data.get("machine", "pc")),
+        return Profile(name=name, description=str(data.get("description", "")), arch=arch,
+                       machine=str(data.get("machine", "pc")),
                        cpu=str(data.get("cpu", "max")), cpus=int(data.get("cpus", 2)),
                        memory_mib=int(data.get("memory_mib", 1024)),
                        devices=tuple(str(d) for d in data.get("devices") or ()),
                        append=tuple(str(a) for a in data.get("append") or ()))
     except (TypeError, ValueError) as e:
-        raise MachineError(f"{path}: {e}") from None
+        raise MachineError(f"machine profile {name!r}: {e}") from None
 
 
 def qemu_binary() -> str:
@@ -73,9 +81,28 @@ def qemu_binary() -> str:
     return qemu
 
 
+@functools.cache
+def qemu_devices(qemu: str) -> tuple[str, frozenset[str]]:
+    """This QEMU's version line and the device models it knows (`-device help`)."""
+    version = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    listing = subprocess.run([qemu, "-nodefaults", "-device", "help"], capture_output=True, text=True).stdout
+    return version, frozenset(re.findall(r'^name "([^"]+)"', listing, re.MULTILINE))
+
+
+def check_devices(profile: Profile) -> None:
+    """A device this QEMU does not have is the user's to fix (a newer QEMU), not a boot failure."""
+    version, known = qemu_devices(qemu_binary())
+    for device in profile.devices:
+        model = device.split(",", 1)[0]
+        if model not in known:
+            raise MachineError(f"machine profile {profile.name!r} needs the QEMU device {model!r}, which {version} "
+                               f"does not have: install a QEMU that does, or drop the device from the profile")
+
+
 def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel: str,
-              extra_append: tuple[str, ...] = ()) -> list[str]:
-    """The whole QEMU command line. Guest ports are forwarded on 127.0.0.1 only."""
+              extra_append: tuple[str, ...] = (), qmp_socket: str = "") -> list[str]:
+    """The whole QEMU command line. Guest ports are forwarded on 127.0.0.1 only; QMP, where asked
+    for, listens on an abstract unix socket (harness/qmp.py)."""
     argv = [
         qemu_binary(),
         "-machine", f"{profile.machine},accel={accel}",
@@ -96,7 +123,7 @@ def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel
     ]
     for dev in profile.devices:
         argv += ["-device", dev]
-    return argv
+    return argv + (qmp.qemu_args(qmp_socket) if qmp_socket else [])
 
 
 def free_port() -> int:
@@ -110,7 +137,7 @@ def probe_accel(kernel: Path, image: Image, timeout: float = 30) -> str:
     """KVM only when a real boot under it reaches the ready marker; TCG otherwise. Cached per host."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg"
-    qemu_version = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    qemu_version, _ = qemu_devices(qemu_binary())
     cache = paths.cache_root() / "kvm-probe.json"
     key = f"{os.uname().release} {qemu_version}"
     if cache.exists() and (known := json.loads(cache.read_text())).get("key") == key:
@@ -144,6 +171,7 @@ class VM:
     release: str = ""
     boot_s: float = 0.0
     argv: list[str] = field(default_factory=list)
+    qmp_socket: str = field(default_factory=qmp.new_socket_name)
 
     @property
     def console_log(self) -> Path:
@@ -152,12 +180,13 @@ class VM:
     def start(self, boot_timeout: float, connect_ssh: bool = True, ssh_timeout: float = 60,
               silence_timeout: float | None = 60) -> None:
         """Boot to the ready marker (and an SSH session); BootError otherwise, with QEMU stopped."""
+        check_devices(self.profile)
         self.workdir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         for attempt in range(3):
             self.ssh_port = free_port()
             self.argv = qemu_argv(self.profile, self.kernel, self.image.initramfs, self.ssh_port, self.accel,
-                                  self.extra_append)
+                                  self.extra_append, self.qmp_socket)
             (self.workdir / "qemu-argv.json").write_text(json.dumps(self.argv, indent=1))
             self.console = Console(self.argv, self.console_log)
             result = self.console.wait_for(READY_RE, boot_timeout, silence_timeout=silence_timeout)
@@ -180,6 +209,8 @@ class VM:
         if result.status == "matched":
             return
         assert self.console
+        if result.status in ("timeout", "silent"):
+            self.post_mortem(self.workdir)
         self.stop()
         if result.status == "crashed" and result.splat:
             raise BootError("CRASH", f"kernel crashed during boot: {result.splat.title}", self.console_log)
@@ -193,6 +224,16 @@ class VM:
         if result.status == "silent":
             raise BootError("TIMEOUT", f"console silent for {result.silent_s:g} s during boot", self.console_log)
         raise BootError("TIMEOUT", f"guest not ready within {timeout:g} s", self.console_log)
+
+    def post_mortem(self, into: Path) -> dict[str, str]:
+        """Before a guest that timed out is stopped: its registers and screen (harness/qmp.py).
+
+        The kernel is <build>/arch/x86/boot/bzImage; its System.map names where each CPU was."""
+        if not (self.console and self.console.child.isalive()):
+            return {}
+        found = qmp.post_mortem(self.qmp_socket, into, system_map=self.kernel.parents[3] / "System.map")
+        (into / "post-mortem.json").write_text(json.dumps(found, indent=1) + "\n")
+        return found
 
     def alive(self) -> bool:
         return bool(self.console and self.console.child.isalive() and not self.console.fatal_splat())

@@ -125,8 +125,8 @@ class Dmesg:
         self.marker = f"harness-mark {uuid.uuid4().hex[:12]} {label}"
         self.ssh.run(["sh", "-c", 'echo "$1" > /dev/kmsg', "mark", self.marker], check=True)
 
-    def since_mark(self) -> str:
-        text = self.ssh.run(["dmesg"], check=True).stdout
+    def since_mark(self, timeout: float = 60) -> str:
+        text = self.ssh.run(["dmesg"], timeout=timeout, check=True).stdout
         _, found, after = text.partition(self.marker)
         if not found:
             # The ring buffer wrapped past the marker: say so rather than check a partial log silently.

@@ -11,9 +11,11 @@ watchdog that fires stops QEMU and makes the test a TIMEOUT, an unreachable gues
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -22,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from . import observe, paths, pipeline
+from . import atomic, observe, paths, pipeline
+from .atomic import OutputDirError, check_output_dir
 from .machine import VM, BootError, load_profile, probe_accel
 from .outcome import GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault, Outcome, Result, write_results
 from .splat import Splat, find_splats, is_allowed
@@ -44,6 +47,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--kernel-src", default=os.environ.get("KSRC") or None,
                     help="kernel tree: a path, debian:6.1, or empty for Debian's linux-source-6.12 (env KSRC)")
     group.addoption("--notifier", default="on", choices=["on", "off"], help="the CONFIG_MMU_NOTIFIER axis")
+    group.addoption("--fragment", action="append", default=[], metavar="NAME",
+                    help="an extra config fragment: configs/fragments/NAME.config (e.g. debug/kasan) or a path")
     group.addoption("--machine", default=os.environ.get("MACHINE", "default"), help="configs/machines/NAME.yaml")
     group.addoption("--results-dir", default=None, help="where this run's results go (default: results/<time>)")
     group.addoption("--boot-timeout", type=float, default=None, help="seconds to the ready marker")
@@ -60,6 +65,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RESULTS] = []
     # One results directory per run, chosen now so that JUnit XML lands in it too.
     config.stash[RUN_PATH] = new_run_dir(config.getoption("results_dir"))
+    try:
+        check_output_dir(config.stash[RUN_PATH])
+    except OutputDirError as e:
+        raise pytest.UsageError(str(e)) from None
     if not config.option.xmlpath:
         config.option.xmlpath = str(config.stash[RUN_PATH] / "junit.xml")
 
@@ -78,7 +87,10 @@ class RunDir:
         return d
 
     def save_timings(self) -> None:
-        (self.root / "timings.json").write_text(json.dumps(self.timings, indent=2) + "\n")
+        try:
+            atomic.write_text(self.root / "timings.json", json.dumps(self.timings, indent=2) + "\n")
+        except OSError as e:  # a full disk: said once, here; the test that met it already stopped the run
+            print(f"\nharness: {self.root / 'timings.json'} was not written: {e.strerror}", file=sys.stderr)
 
 
 def new_run_dir(given: str | None) -> Path:
@@ -108,11 +120,13 @@ def run_dir(pytestconfig: pytest.Config) -> Iterator[RunDir]:
 @pytest.fixture(scope="session")
 def kernel(pytestconfig: pytest.Config, run_dir: RunDir) -> pipeline.Prepared:
     """The kernel build and image for this session (built on first use, cached by content)."""
-    prepared = pipeline.prepare(pytestconfig.getoption("kernel_src"), pytestconfig.getoption("notifier"))
+    prepared = pipeline.prepare(pytestconfig.getoption("kernel_src"), pytestconfig.getoption("notifier"),
+                                fragments=tuple(pytestconfig.getoption("fragment")))
     (run_dir.root / "kernel.config").write_bytes(prepared.build.config.read_bytes())
     (run_dir.root / "kernel.json").write_text(json.dumps({
         "tree": str(prepared.tree.path), "version": prepared.tree.version, "identity": prepared.tree.identity,
         "build_dir": str(prepared.build.dir), "release": prepared.build.release, "notifier": prepared.notifier,
+        "fragments": list(prepared.fragments),
         "image": str(prepared.image.dir),
     }, indent=2) + "\n")
     run_dir.timings["prepare"] = prepared.timings
@@ -158,7 +172,8 @@ class VMs:
                 self.boot_error = e
                 raise
             self.run_dir.timings.setdefault("boots", []).append(
-                {"vm": self.boots, "boot_to_ssh_s": round(vm.boot_s, 2), "accel": self.accel})
+                {"vm": self.boots, "boot_to_ssh_s": round(vm.boot_s, 2), "accel": self.accel,
+                 "boot_timeout_s": self.boot_timeout})
             self.vm = vm
         return self.vm
 
@@ -214,6 +229,7 @@ class Guest:
         self.dmesg = observe.Dmesg(vm.ssh, label)
         self.probe = observe.Probe(vm.ssh)
         self.timed_out: float | None = None  # the watchdog's limit, once it fired
+        self.post_mortem: dict[str, str] = {}  # what a timeout left: registers, screen, where the CPUs were
 
     def run(self, argv: Sequence[str], timeout: float = 60, check: bool = False) -> CommandResult:
         return self.ssh.run(argv, timeout=timeout, check=check)
@@ -234,10 +250,23 @@ class Guest:
         path.write_text(text)
         return path
 
+    def collect_post_mortem(self) -> None:
+        """A timed-out guest, before it is stopped: (QMP) its registers and screen, first, since an
+        SSH attempt wakes the guest's network; then dmesg if SSH still answers. Bounded: a wedged
+        guest costs a few seconds here."""
+        self.post_mortem |= self.vm.post_mortem(self.dir)
+        try:
+            self.save("dmesg.txt", self.dmesg.since_mark(timeout=10))
+            self.post_mortem["dmesg"] = str(self.dir / "dmesg.txt")
+        except (SSHError, OSError, RuntimeError) as e:
+            self.post_mortem["dmesg"] = f"not captured: {e}"
+
     def check_after_test(self, allow: list[str]) -> None:
         """Raise the fault this test left behind: a dead or crashed guest, or splats in its dmesg."""
         vm, console = self.vm, self.vm.console
         assert console
+        if console.log_error:  # a result whose log is lost cannot be explained: not a verdict on the kernel
+            raise ResultsLost(console.log_error)
         if self.timed_out is not None:
             raise GuestTimeout(f"test exceeded its {self.timed_out:g} s watchdog; QEMU was stopped",
                                vm.console_log)
@@ -257,6 +286,10 @@ class Guest:
         if splats:
             self.vms.discard()  # a WARN or worse leaves the kernel suspect for the tests after this one
             raise _splat_fault(splats, self.dir / "dmesg.txt")
+
+
+class ResultsLost(HarnessFault):
+    """The results directory stopped taking files (a full disk): the run stops at this test."""
 
 
 def _splat_fault(splats: list[Splat], dmesg: Path) -> HarnessFault | AssertionError:
@@ -295,7 +328,10 @@ def guest(vms: Pools, run_dir: RunDir, request: pytest.FixtureRequest) -> Iterat
 def _expire(g: Guest, limit: float) -> None:
     """The test watchdog: stop QEMU, which ends whatever the test was waiting on."""
     g.timed_out = limit
-    g.vms.discard()
+    try:
+        g.collect_post_mortem()
+    finally:  # whatever the post-mortem met, QEMU stops: that is what ends the test
+        g.vms.discard()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -310,6 +346,8 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         if isinstance(g, Guest) and (g.timed_out is not None or not g.vm.alive()):
             g.check_after_test([])  # the watchdog or a crash explains the failure better than the symptom
         if isinstance(g, Guest) and isinstance(e, SSHError) and not isinstance(e, CommandFailed):
+            if isinstance(e, CommandTimeout):
+                g.collect_post_mortem()
             g.vms.discard()  # a wedged command or a lost session: the next test gets a fresh guest
         raise
     if isinstance(g, Guest):
@@ -327,8 +365,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         g = item.funcargs.get("guest") if hasattr(item, "funcargs") else None
         console = str(g.vm.console_log) if isinstance(g, Guest) else None
         dmesg = str(g.dir / "dmesg.txt") if isinstance(g, Guest) and (g.dir / "dmesg.txt").exists() else None
+        post_mortem = g.post_mortem if isinstance(g, Guest) and outcome == Outcome.TIMEOUT else {}
+        if call.excinfo and _is_results_lost(call.excinfo.value):
+            item.session.shouldstop = f"results can no longer be written: {reason}"
         item.config.stash[RESULTS].append(Result(item.nodeid, outcome, reason, round(report.duration, 3),
-                                                 console, dmesg))
+                                                 console, dmesg, {"post_mortem": post_mortem} if post_mortem else {}))
     return report
 
 
@@ -356,10 +397,31 @@ def classify(report: pytest.TestReport, call: pytest.CallInfo[None]) -> tuple[Ou
     return Outcome.ERROR, f"{type(exc).__name__}: {first_line}" if exc is not None else "unknown error"
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def _is_results_lost(exc: BaseException) -> bool:
+    return isinstance(exc, ResultsLost) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session: pytest.Session) -> Iterator[None]:
+    """outcomes.json (written whole or not at all), then JUnit: pytest's junitxml writes it in place,
+    so a write that fails (a full disk) removes what it left rather than leave a truncated report."""
     rd = session.config.stash.get(RUN_DIR, None)
-    if rd is not None:
-        write_results(rd.root / "outcomes.json", session.config.stash[RESULTS])
+    try:
+        if rd is not None:
+            write_results(rd.root / "outcomes.json", session.config.stash[RESULTS])
+    except OSError as e:
+        _results_not_written(session, rd.root / "outcomes.json", e)
+    try:
+        return (yield)
+    except OSError as e:
+        junit = Path(session.config.option.xmlpath)
+        junit.unlink(missing_ok=True)
+        _results_not_written(session, junit, e)
+
+
+def _results_not_written(session: pytest.Session, path: Path, e: OSError) -> None:
+    print(f"\nharness: {path} was not written: {e.strerror}", file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
 
 @pytest.fixture(autouse=True)

@@ -175,6 +175,8 @@ def load_cell(run_dir: Path, cell_dir: Path, info: dict[str, Any]) -> dict[str, 
             "duration_s": float(r.get("duration_s") or 0.0),
             "console_log": _rel(r.get("console_log"), run_dir, dirname),
             "dmesg": _rel(r.get("dmesg"), run_dir, dirname),
+            # a timeout's CPU registers, kept over QMP before QEMU was stopped (harness/qmp.py)
+            "registers": _rel((r.get("extra") or {}).get("post_mortem", {}).get("registers"), run_dir, dirname),
             "events": _events(tdir), "reproducer": cell.reproducer(_test_arg(cell, name)),
         })
     timings = _read_json(cell_dir / "timings.json") or {}
@@ -580,7 +582,7 @@ def _html_cells(run: dict[str, Any]) -> str:
         rows = "".join(
             f"<tr><td>{_badge(t['outcome'])}</td><td>{_e(t['name'])}</td><td>{t['duration_s']:.2f} s</td>"
             f"<td class='reason'>{_e(t['reason'][:300])}</td><td>{_link(t['console_log'], 'console')} "
-            f"{_link(t['dmesg'], 'dmesg')}</td></tr>" for t in c["tests"])
+            f"{_link(t['dmesg'], 'dmesg')} {_link(t.get('registers'), 'registers')}</td></tr>" for t in c["tests"])
         attempts = "; ".join(f"attempt {n}: {a['outcome']} {a['reason']}" for n, a in enumerate(c["attempts"], 1)
                              if len(c["attempts"]) > 1)
         boot = ", ".join(f"{b:.1f} s" for b in c["boot_s"] if b is not None)

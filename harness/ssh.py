@@ -108,7 +108,10 @@ class SSH:
             transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise SSHError(f"SSH session is gone; cannot run: {command}")
-        chan = transport.open_session(timeout=10)
+        try:
+            chan = transport.open_session(timeout=min(timeout, 10))
+        except paramiko.SSHException as e:  # e.g. "Timeout opening channel": a guest that no longer schedules
+            raise SSHError(f"cannot open an SSH channel for: {command}: {e}") from None
         chan.settimeout(timeout)
         try:
             chan.exec_command(command)
@@ -131,6 +134,8 @@ class SSH:
             status = chan.recv_exit_status()
         except TimeoutError:
             raise CommandTimeout(f"command did not finish within {timeout:.0f} s: {command}") from None
+        except paramiko.SSHException as e:
+            raise SSHError(f"SSH channel failed while running: {command}: {e}") from None
         finally:
             chan.close()
         result = CommandResult(tuple(argv), status, out.decode(errors="replace"), err.decode(errors="replace"),

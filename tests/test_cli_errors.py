@@ -76,3 +76,33 @@ def test_malformed_fragment_line(tmp_path: Path):
 def test_unknown_machine(tmp_path: Path, machine: str):
     proc = harness("shell", f"--machine={machine}", cache=Path(paths.cache_root()))
     assert_clean_error(proc, f"unknown machine profile {machine!r}")
+
+
+def test_tree_for_another_architecture(tmp_path: Path):
+    tree = tmp_path / "tree"
+    (tree / "arch/arm64").mkdir(parents=True)
+    for name in ("Kconfig", "Makefile", "arch/arm64/Kconfig"):
+        (tree / name).write_text("")
+    proc = harness("kernel", f"--kernel-src={tree}", cache=tmp_path / "cache")
+    assert_clean_error(proc, "has no arch/x86 (it has: arm64)", "x86_64 kernels only")
+    assert_no_build(tmp_path / "cache")
+
+
+def test_extra_fragment_that_does_not_exist(tmp_path: Path):
+    tree = tree_or_skip("6.12")
+    proc = harness("kernel", f"--kernel-src={tree}", "--fragment=debug/no-such", cache=tmp_path / "cache")
+    assert_clean_error(proc, "cannot read config file debug/no-such")
+    assert_no_build(tmp_path / "cache")
+
+
+@pytest.mark.parametrize(("profile", "needle"), [
+    ("arch: aarch64\n", "asks for arch 'aarch64'; the harness builds and boots x86_64 guests only"),
+    ("devices: [no-such-gpu]\n", "needs the QEMU device 'no-such-gpu', which QEMU emulator version"),
+])
+def test_run_refuses_a_machine_it_cannot_boot_before_building(tmp_path: Path, profile: str, needle: str):
+    (tmp_path / "machine.yaml").write_text(profile)
+    # An empty cache: had the run gone on to build, this would take ten minutes, not a second.
+    proc = harness("run", f"--machine={tmp_path / 'machine.yaml'}", f"--results-dir={tmp_path / 'run'}",
+                   cache=tmp_path / "cache")
+    assert_clean_error(proc, needle)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()

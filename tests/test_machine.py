@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,38 @@ def test_argv_forwards_ssh_on_loopback_only_and_never_reboots():
 
 
 def test_ready_marker_needs_the_whole_line():
-    import re
-
     # Through the pty, the guest's \r\n arrives as \r\r\n; a line still printing must not match.
     assert re.search(machine.READY_RE, "boot\r\r\nHARNESS-READY 6.12.117\r\r\n", re.M)[1] == "6.12.117"
     assert re.search(machine.READY_RE, "boot\r\r\nHARNESS-READY 6.1", re.M) is None
+
+
+def test_qmp_listens_on_an_abstract_socket_only():
+    argv = qemu_argv(Profile("t", ""), Path("/k"), Path("/i"), 40022, "tcg", qmp_socket="harness-qmp-x")
+    chardev = argv[argv.index("-chardev") + 1]
+    assert "path=harness-qmp-x" in chardev and "abstract=on" in chardev  # nothing on disk, no TCP port
+    assert argv[argv.index("-mon") + 1] == "chardev=qmp,mode=control"
+
+
+def test_profile_for_another_architecture_is_refused(tmp_path: Path):
+    profile = tmp_path / "arm.yaml"
+    profile.write_text("arch: aarch64\nmachine: virt\n")
+    with pytest.raises(MachineError, match=r"asks for arch 'aarch64'; the harness builds and boots x86_64"):
+        load_profile(str(profile))
+
+
+def test_profile_by_path(tmp_path: Path):
+    profile = tmp_path / "mine.yaml"
+    profile.write_text("description: mine\ncpus: 1\n")
+    assert load_profile(str(profile)).cpus == 1
+    with pytest.raises(MachineError, match=r"machine profile file .*gone.yaml does not exist"):
+        load_profile(str(tmp_path / "gone.yaml"))
+
+
+def test_a_device_this_qemu_lacks_is_named_with_the_qemu_version():
+    # Asks the installed QEMU (`-device help`), as a boot would; the missing model is one no QEMU has
+    # (on Debian 12's QEMU 7.2 a real example is virtio-gpu-rutabaga-pci, from QEMU 8.2).
+    version, known = machine.qemu_devices(machine.qemu_binary())
+    assert "virtio-gpu-pci" in known and "virtio-net-pci" in known
+    machine.check_devices(Profile("ok", "", devices=("virtio-gpu-pci,xres=800",)))
+    with pytest.raises(MachineError, match=rf"needs the QEMU device 'no-such-gpu', which {re.escape(version)}"):
+        machine.check_devices(Profile("new", "", devices=("no-such-gpu",)))

@@ -6,12 +6,15 @@
  *   oops   a NULL pointer write: an oops that kills the writer, kernel goes on
  *   panic  panic()
  *   hang   sleeps uninterruptibly for the number of seconds written (a wedged command)
+ *   spin   busy-waits in the kernel for the number of seconds written, never yielding (a wedged CPU)
+ *   use_after_free  reads a kmalloc'ed object after kfree: silent, except under KASAN
  */
 #include <linux/debugfs.h>
 #include <linux/delay.h>
 #include <linux/kernel.h>
 #include <linux/module.h>
 #include <linux/sched.h>
+#include <linux/slab.h>
 #include <linux/uaccess.h>
 
 static struct dentry *dir;
@@ -46,11 +49,38 @@ static ssize_t hang_write(struct file *f, const char __user *buf, size_t len, lo
 	return len;
 }
 
+static ssize_t spin_write(struct file *f, const char __user *buf, size_t len, loff_t *ppos)
+{
+	unsigned int seconds;
+	unsigned long end;
+	int ret = kstrtouint_from_user(buf, len, 10, &seconds);
+
+	if (ret)
+		return ret;
+	end = jiffies + seconds * HZ;
+	while (time_before(jiffies, end))
+		mdelay(1);	/* the CPU sits in the kernel's delay loop: a post-mortem names it */
+	return len;
+}
+
+static ssize_t use_after_free_write(struct file *f, const char __user *buf, size_t len, loff_t *ppos)
+{
+	volatile char *p = kmalloc(64, GFP_KERNEL);
+	char c;
+
+	if (!p)
+		return -ENOMEM;
+	kfree((void *)p);
+	c = p[8];	/* the fault: a read of freed memory (volatile, so the compiler keeps it) */
+	(void)c;
+	return len;
+}
+
 #define FAULT(name) { #name, { .owner = THIS_MODULE, .write = name##_write } }
 static const struct {
 	const char *name;
 	struct file_operations fops;
-} faults[] = { FAULT(warn), FAULT(oops), FAULT(panic), FAULT(hang) };
+} faults[] = { FAULT(warn), FAULT(oops), FAULT(panic), FAULT(hang), FAULT(spin), FAULT(use_after_free) };
 
 static int __init fault_inject_init(void)
 {
@@ -70,4 +100,4 @@ static void __exit fault_inject_exit(void)
 module_init(fault_inject_init);
 module_exit(fault_inject_exit);
 MODULE_LICENSE("GPL");
-MODULE_DESCRIPTION("Test-only: WARN, oops, panic and hang on request");
+MODULE_DESCRIPTION("Test-only: WARN, oops, panic, hang, spin and use-after-free on request");

@@ -9,11 +9,7 @@ import signal
 
 import pytest
 
-INJECT = "/sys/kernel/debug/fault_inject"
-
-
-def inject(guest, fault: str, value: str = "1", timeout: float = 60):
-    return guest.run(["sh", "-c", f'echo "$1" > {INJECT}/{fault}', "inject", value], timeout=timeout)
+from tests.fault_suite.faults import inject
 
 
 def test_warn(guest):
@@ -41,6 +37,12 @@ def test_command_hangs(guest):
 def test_watchdog(guest):
     """TIMEOUT: the test's own watchdog stops QEMU when the test outlives it."""
     guest.run(["sleep", "600"], timeout=900)
+
+
+@pytest.mark.test_timeout(20)
+def test_spin_in_kernel(guest):
+    """TIMEOUT: a command spinning in the kernel wedges the one CPU; the watchdog's post-mortem names where."""
+    inject(guest, "spin", "600", timeout=900)
 
 
 def test_sshd_killed(guest):

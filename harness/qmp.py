@@ -1,0 +1,139 @@
+"""QEMU's machine protocol (QMP), just enough for a post-mortem: CPU registers and the screen.
+
+Each VM listens on an abstract unix socket (nothing on disk to clean up, no TCP port to race for).
+Used when a guest timed out, before QEMU is stopped: what the CPUs were doing tells a guest spinning
+in the kernel from one waiting on something. Best effort and bounded: a wedged QEMU costs seconds.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import json
+import re
+import socket
+import time
+import uuid
+from pathlib import Path
+
+
+def new_socket_name() -> str:
+    return f"harness-qmp-{uuid.uuid4().hex}"
+
+
+def qemu_args(name: str) -> list[str]:
+    return ["-chardev", f"socket,id=qmp,path={name},abstract=on,server=on,wait=off",
+            "-mon", "chardev=qmp,mode=control"]
+
+
+KERNEL_SPACE = 0xFFFF800000000000  # x86-64: addresses from here up are the kernel's
+
+
+class QMPError(Exception):
+    pass
+
+
+class QMP:
+    def __init__(self, name: str, timeout: float = 5):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect("\0" + name)
+            self.file = self.sock.makefile("rwb")
+            self._read()  # the greeting
+            self.execute("qmp_capabilities")
+        except OSError as e:
+            self.sock.close()
+            raise QMPError(f"QMP unreachable: {e}") from None
+
+    def _read(self) -> dict:
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise QMPError("QMP closed the connection")
+            msg = json.loads(line)
+            if "event" not in msg:  # asynchronous events (STOP, RESUME, ...) are not answers
+                return msg
+
+    def execute(self, command: str, **arguments: object) -> object:
+        self.file.write(json.dumps({"execute": command, "arguments": arguments}).encode() + b"\n")
+        self.file.flush()
+        reply = self._read()
+        if "error" in reply:
+            raise QMPError(f"{command}: {reply['error'].get('desc', reply['error'])}")
+        return reply.get("return")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class SymbolMap:
+    """Kernel text symbols from a build's System.map, for naming instruction pointers.
+
+    Only for a kernel that is not relocated at boot (the harness's configs: no RANDOMIZE_BASE).
+    """
+
+    def __init__(self, system_map: Path):
+        symbols: list[tuple[int, str]] = []
+        for line in system_map.read_text().splitlines():
+            addr, kind, name = line.split(maxsplit=2)
+            if kind.lower() in ("t", "w"):  # text symbols
+                symbols.append((int(addr, 16), name))
+        symbols.sort()
+        self.starts = [a for a, _ in symbols]
+        self.names = [n for _, n in symbols]
+
+    def name(self, addr: int) -> str:
+        """"delay_tsc+0x30", "user space", or where it lies outside the kernel's text."""
+        if addr < KERNEL_SPACE:
+            return "user space"
+        i = bisect.bisect_right(self.starts, addr) - 1
+        return f"{self.names[i]}+{addr - self.starts[i]:#x}" if i >= 0 else "below the kernel's text"
+
+
+def instruction_pointers(registers: str) -> dict[str, int]:
+    """{"CPU#0": 0xffffffff813af8cf, ...} from `info registers -a`."""
+    found = re.findall(r"^(CPU#\d+)\n(?:.*\n)*?RIP=([0-9a-f]+)", registers.replace("\r", ""), re.MULTILINE)
+    return {cpu: int(rip, 16) for cpu, rip in found}
+
+
+def post_mortem(name: str, into: Path, system_map: Path | None = None, samples: int = 5) -> dict[str, str]:
+    """Write registers.txt (every CPU) and screen.ppm (where the machine has a display) into `into`.
+
+    Returns what was written or why not, by artifact: {"registers": path, "screen": "not captured: ..."},
+    and, with the build's System.map, where each CPU was over `samples` looks 0.1 s apart, most
+    often first: {"CPU#0": "delay_tsc 4/5, __alloc_skb 1/5"}. One look can land in an interrupt.
+    """
+    into.mkdir(parents=True, exist_ok=True)
+    found: dict[str, str] = {}
+    symbols = SymbolMap(system_map) if system_map and system_map.exists() else None
+    try:
+        qmp = QMP(name)
+    except QMPError as e:
+        return {"qmp": str(e)}
+    try:
+        try:
+            seen: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+            for n in range(samples):
+                qmp.execute("stop")  # the registers of every CPU at one moment
+                regs = str(qmp.execute("human-monitor-command", **{"command-line": "info registers -a"}))
+                qmp.execute("cont")
+                if n == 0:
+                    (into / "registers.txt").write_text(regs)
+                    found["registers"] = str(into / "registers.txt")
+                for cpu, rip in instruction_pointers(regs).items():
+                    seen[cpu][symbols.name(rip).split("+")[0] if symbols else f"RIP={rip:x}"] += 1
+                time.sleep(0.1)
+            found |= {cpu: ", ".join(f"{where} {k}/{samples}" for where, k in places.most_common())
+                      for cpu, places in seen.items()}
+        except (QMPError, OSError) as e:
+            found["registers"] = f"not captured: {e}"
+        screen = into / "screen.ppm"
+        try:
+            qmp.execute("screendump", filename=str(screen))
+            found["screen"] = str(screen)
+        except (QMPError, OSError) as e:  # e.g. -vga none and no display device: nothing to dump
+            found["screen"] = f"not captured: {e}"
+    finally:
+        qmp.close()
+    return found
