@@ -6,13 +6,20 @@ per-range tracking only for UNMAP/RELEASE. Counters come from the probe's "mirro
 "stale" is the safety check: after every operation the mirrored process asks the probe to compare
 the frames a still-valid mirror holds with the frames the process maps; a mismatch is a device
 reading memory the process no longer has. The "unsafe" mode (skips everything) shows it can fail.
+
+The model is held against a real in-tree mirror: lib/test_hmm.c's device runs the same workloads
+(guest/kprograms/ev_hmm.c) and must pay exactly the model's blind re-faults, for invalidations the
+context mode skipped.
 """
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from harness.evidence import BY_NAME, run_workload
+from harness import drivers
+from harness.evidence import BY_NAME, prepare_hmm, run_hmm_workload, run_workload
 from harness.workloads import GuestSetup, Unavailable
 
 pytestmark = pytest.mark.needs_notifier
@@ -121,3 +128,30 @@ def test_unsafe_policy_is_caught(guest, setup, name):
     c = run(guest, setup, name, "unsafe")
     assert c["acted"] == 0 and c["refaults"] == 0, c
     assert c["stale"] > 0, f"verify did not notice a mirror left at old frames: {c}"
+
+
+@pytest.fixture
+def ev_hmm(guest, kernel) -> str:
+    """test_hmm loaded and ev_hmm (built against this tree) in the guest: its path there."""
+    drivers.require_config(kernel.build, *drivers.load_driver("test_hmm").config)
+    return prepare_hmm(guest.ssh, kernel.build)
+
+
+@pytest.mark.parametrize("name", ["mprotect-ro", "writeback-ro"])
+def test_test_hmm_refaults_what_context_skips(guest, setup, ev_hmm, name):
+    """lib/test_hmm.c's device, on the same workload, re-faults exactly as often as the model's blind mode,
+    although context mode shows every one of those invalidations could have been skipped."""
+    blind = run(guest, setup, name, "blind")
+    ctx = run(guest, setup, name, "context")
+    hmm = run_hmm_workload(guest.ssh, BY_NAME[name], ev_hmm, PAGES, ITERS)
+    guest.save(f"{name}-test_hmm.json", json.dumps(hmm, indent=1))
+    assert ctx["received"] > 0 and ctx["skipped"] == ctx["received"] and ctx["refaults"] == 0, ctx
+    assert ctx["stale"] == 0, ctx
+    assert blind["refaults"] == ITERS, blind
+    # lib/test_hmm.c:dmirror_interval_invalidate drops the device's entries for every event but its own
+    # MIGRATE; dmirror_read then faults them back in (cmd->faults++): one round per access, nothing racing.
+    assert hmm["first_faults"] == 1, hmm
+    assert hmm["faulted_accesses"] == blind["refaults"], f"test_hmm {hmm}, model blind {blind}"
+    assert hmm["faults"] == hmm["faulted_accesses"], hmm
+    assert hmm["warm_faults"] == 0, f"the device lost pages with no operation in between: {hmm}"
+    assert hmm["mismatched"] == 0, f"the device read other bytes than the CPU: {hmm}"
