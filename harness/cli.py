@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -41,9 +40,7 @@ def cmd_kernel(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Prepare the kernel, then run the suites under pytest with results in one directory."""
-    from .plugin import new_run_dir
-
-    run_dir = new_run_dir(args.results_dir)
+    run_dir = paths.new_run_dir(args.results_dir)
     # Bad input fails here, in a second, not after a 10-minute kernel build.
     check_output_dir(run_dir)
     check_devices(load_profile(args.machine))
@@ -92,7 +89,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
     check_devices(profile)
     prepared = pipeline.prepare(args.kernel_src, args.notifier, fragments=tuple(args.fragment))
     accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
-    workdir = Path(tempfile.mkdtemp(prefix="harness-shell-"))
+    workdir = paths.new_run_dir()  # results/<time>: the console log outlives the shell, nothing in /tmp
     modules = ("harness.modules=mmu_probe",) if prepared.build.has("MMU_NOTIFIER") else ()
     vm = VM(profile, prepared.build.bzimage, prepared.image, workdir, accel=accel,
             extra_append=modules)
@@ -112,9 +109,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
-    from .plugin import new_run_dir
-
-    out = new_run_dir(args.results_dir)
+    out = paths.new_run_dir(args.results_dir)
     figures = run_bench(out, args.kernel_src, args.machine, boots=args.boots)
     print(json.dumps(figures, indent=2))
     print(f"bench.json: {out / 'bench.json'}")
@@ -123,9 +118,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_soak(args: argparse.Namespace) -> int:
     from .bench import run_soak
-    from .plugin import new_run_dir
-
-    out = new_run_dir(args.results_dir)
+    out = paths.new_run_dir(args.results_dir)
     figures = run_soak(out, args.kernel_src, args.runs, args.machine)
     print(f"soak: {figures['runs']} runs, {figures['flakes']} flakes; {out / 'soak.json'}")
     return 1 if figures["flakes"] else 0

@@ -49,8 +49,6 @@ def fragment_notes(profile: drivers.DriverProfile, notifier: str, series: str, c
 
 def cmd_driver(args: argparse.Namespace) -> int:
     from . import cli
-    from .plugin import new_run_dir
-
     if args.list or not args.name:
         if not args.list:
             print("harness driver: name one of these (make driver DRIVER=NAME):", file=sys.stderr)
@@ -67,7 +65,7 @@ def cmd_driver(args: argparse.Namespace) -> int:
     for note in fragment_notes(profile, args.notifier, prepared.tree.series,
                                kconfig.read_config_values(prepared.build.config)):
         print(f"note: {note}: expect skips", flush=True)
-    run_dir = new_run_dir(args.results_dir)
+    run_dir = paths.new_run_dir(args.results_dir)
     suites = args.suite or [str(paths.REPO / s) for s in profile.suites]
     run_args = argparse.Namespace(kernel_src=args.kernel_src, notifier=args.notifier, results_dir=str(run_dir),
                                   machine=profile.machine, k=args.k, boot_timeout=args.boot_timeout,

@@ -416,9 +416,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:
-    from .plugin import new_run_dir
-
-    out = new_run_dir(args.results_dir) / "evidence"
+    out = paths.new_run_dir(args.results_dir) / "evidence"
     prepared = pipeline.prepare(args.kernel_src, "on")
     accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
     vm = VM(load_profile(args.machine), prepared.build.bzimage, prepared.image, out / "vm", accel=accel,

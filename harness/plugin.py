@@ -17,7 +17,6 @@ import os
 import re
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,7 +63,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "machine(profile): boot this test's guest from configs/machines/PROFILE.yaml")
     config.stash[RESULTS] = []
     # One results directory per run, chosen now so that JUnit XML lands in it too.
-    config.stash[RUN_PATH] = new_run_dir(config.getoption("results_dir"))
+    config.stash[RUN_PATH] = paths.new_run_dir(config.getoption("results_dir"))
     try:
         check_output_dir(config.stash[RUN_PATH])
     except OutputDirError as e:
@@ -91,18 +90,6 @@ class RunDir:
             atomic.write_text(self.root / "timings.json", json.dumps(self.timings, indent=2) + "\n")
         except OSError as e:  # a full disk: said once, here; the test that met it already stopped the run
             print(f"\nharness: {self.root / 'timings.json'} was not written: {e.strerror}", file=sys.stderr)
-
-
-def new_run_dir(given: str | None) -> Path:
-    if given:
-        return Path(given)
-    base = paths.results_root()
-    path = base / time.strftime("%Y%m%d-%H%M%S")
-    n = 1
-    while path.exists():
-        n += 1
-        path = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{n}"
-    return path
 
 
 @pytest.fixture(scope="session")

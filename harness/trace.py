@@ -19,10 +19,9 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
-from . import observe, pipeline
+from . import observe, paths, pipeline
 from .build import BuildError
 from .machine import VM, BootError, MachineError, load_profile, probe_accel
 from .ssh import SSHError
@@ -77,7 +76,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         print(f"harness trace: the kernel {prepared.build.config} has no CONFIG_MMU_NOTIFIER", file=sys.stderr)
         return 2
     accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
-    workdir = Path(tempfile.mkdtemp(prefix="harness-trace-"))
+    workdir = paths.new_run_dir()  # results/<time>: the console log is kept, nothing left in /tmp
     vm = VM(load_profile(args.machine), prepared.build.bzimage, prepared.image, workdir, accel=accel,
             extra_append=("harness.modules=mmu_probe",))
     try:

@@ -3,6 +3,7 @@ and no QEMU left behind. Real kernels, real QEMU: each case boots the default ke
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -72,6 +73,10 @@ def test_boot_timeout_fails_the_run_within_the_timeout(tmp_path: Path):
     assert "TIMEOUT: guest not ready within 8 s" in out, out
     (log,) = console_logs(tmp_path)
     assert "fault_stall: stalling boot on purpose" in log.read_text(), "the console log must hold the boot so far"
+    # Before QEMU was stopped, QMP kept where the CPU was: the stalled module init sleeps, the CPU idles.
+    post_mortem = json.loads((log.parent / "post-mortem.json").read_text())
+    assert "RIP=" in (log.parent / "registers.txt").read_text(), post_mortem
+    assert post_mortem["CPU#0"].startswith("default_idle "), post_mortem
     assert elapsed < 120
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +34,19 @@ def expected_outcomes(suite: Path) -> dict[str, str]:
             for fn in tree.body if isinstance(fn, ast.FunctionDef) and fn.name.startswith("test_")}
 
 
+def listening_guest_ports(run_dir: Path) -> list[int]:
+    """The forwarded SSH ports of the run's VMs (from each vm-N/qemu-argv.json) that still accept."""
+    ports = [int(m[1]) for argv in run_dir.rglob("qemu-argv.json")
+             if (m := re.search(r"hostfwd=tcp:127\.0\.0\.1:(\d+)-", " ".join(json.loads(argv.read_text()))))]
+    assert ports, f"no qemu-argv.json under {run_dir}"
+    open_ports = []
+    for port in ports:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                open_ports.append(port)
+    return open_ports
+
+
 def run_fault_suite(tmp_path: Path, suite: Path, *options: str, only: tuple[str, ...] = ()
                     ) -> tuple[dict[str, dict], float]:
     """`harness run` the suite (or `only` those of its tests); every test must end in its docstring's
@@ -45,6 +60,7 @@ def run_fault_suite(tmp_path: Path, suite: Path, *options: str, only: tuple[str,
                           cwd=paths.REPO, capture_output=True, text=True, timeout=1800)
     elapsed = time.monotonic() - started
     assert not qemu_pids() - before, "QEMU left behind"
+    assert not listening_guest_ports(tmp_path), "a guest's forwarded SSH port is still open"
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # some tests failed, on purpose
     results = {r["test"]: r for r in json.loads((tmp_path / "outcomes.json").read_text())}
     seen = {test: r["outcome"] for test, r in results.items()}
