@@ -13,7 +13,13 @@ A profile says what a driver needs and who tests it:
       - tests: ["hmm.*.exclusive"]              # fnmatch patterns over kernel test or pytest test names
         series: ["6.12"]                        # kernel series it applies to (none: all)
         thp: always                             # only when the guest's THP mode is this
+        code:                                   # only when the tree under test has the faulty code
+          file: mm/rmap.c                       #   a file of the tree
+          contains: "if (PageTail(pages[i]) ||" #   text in it (runs of whitespace match any whitespace)
         reason: ...
+
+A `code` condition ties the xfail to the kernel code that causes it, not to a list of versions: any tree with
+that code gets it (6.1 and 6.12 alike), and a tree that fixed it does not, so the test must pass there.
 """
 
 from __future__ import annotations
@@ -46,10 +52,18 @@ class KnownFailure:
     reason: str
     series: tuple[str, ...] = ()
     thp: str | None = None
+    code: tuple[str, str] | None = None  # (file in the tree, text it must contain)
 
-    def applies(self, test: str, series: str, thp: str | None) -> bool:
+    def applies(self, test: str, series: str, thp: str | None, tree: Path | None = None) -> bool:
         return (any(fnmatch.fnmatchcase(test, pattern) for pattern in self.tests)
-                and (not self.series or series in self.series) and (self.thp is None or self.thp == thp))
+                and (not self.series or series in self.series) and (self.thp is None or self.thp == thp)
+                and (self.code is None or (tree is not None and tree_contains(tree, *self.code))))
+
+
+def tree_contains(tree: Path, file: str, text: str) -> bool:
+    """Whether the tree's `file` contains `text`, any run of whitespace in either matching any other."""
+    path = tree / file
+    return path.is_file() and " ".join(text.split()) in " ".join(path.read_text(errors="replace").split())
 
 
 @dataclass(frozen=True)
@@ -64,13 +78,13 @@ class DriverProfile:
     suites: tuple[str, ...]
     known_failures: tuple[KnownFailure, ...] = ()
 
-    def known_failure(self, test: str, series: str, thp: str | None = None) -> str | None:
-        """Why `test` is expected to fail on this kernel series and THP mode, or None."""
-        return next((k.reason for k in self.known_failures if k.applies(test, series, thp)), None)
+    def known_failure(self, test: str, series: str, thp: str | None = None, tree: Path | None = None) -> str | None:
+        """Why `test` is expected to fail on this kernel series, THP mode and tree (for `code`), or None."""
+        return next((k.reason for k in self.known_failures if k.applies(test, series, thp, tree)), None)
 
 
 _KEYS = {"description", "fragments", "config", "machine", "module", "device", "suites", "known_failures"}
-_KNOWN_KEYS = {"tests", "reason", "series", "thp"}
+_KNOWN_KEYS = {"tests", "reason", "series", "thp", "code"}
 
 
 def known_drivers() -> list[str]:
@@ -110,8 +124,13 @@ def _strings(data: dict, key: str, path: Path) -> tuple[str, ...]:
 def _known_failure(entry: object, path: Path) -> KnownFailure:
     if not isinstance(entry, dict) or set(entry) - _KNOWN_KEYS or not entry.get("tests") or not entry.get("reason"):
         raise DriverError(f"{path}: each known_failures entry needs tests and reason (keys: {sorted(_KNOWN_KEYS)})")
+    code = entry.get("code")
+    if code is not None and (not isinstance(code, dict) or set(code) != {"file", "contains"}
+                             or not all(isinstance(v, str) and v.strip() for v in code.values())):
+        raise DriverError(f"{path}: a known_failures code condition is {{file: PATH, contains: TEXT}}, got {code!r}")
     return KnownFailure(tests=tuple(entry["tests"]), reason=" ".join(str(entry["reason"]).split()),
-                        series=tuple(str(s) for s in entry.get("series") or ()), thp=entry.get("thp"))
+                        series=tuple(str(s) for s in entry.get("series") or ()), thp=entry.get("thp"),
+                        code=(code["file"], code["contains"]) if code else None)
 
 
 # --- in the guest ----------------------------------------------------------------------------------------

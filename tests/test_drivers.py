@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, driver_cli, drivers, ktap
+from harness import cli, driver_cli, drivers, ktap, paths
 
 
 def test_every_profile_loads_and_names_real_things():
@@ -27,6 +27,8 @@ def test_every_profile_loads_and_names_real_things():
     ("machine: default\nsuites: [suites/none.py]\n", "suite suites/none.py does not exist"),
     ("machine: default\nsuites: [suites/test_hmm.py]\nfragments: [no.config]\n", "fragment no.config"),
     ("machine: default\nsuites: [suites/test_hmm.py]\nknown_failures: [{tests: [x]}]\n", "needs tests and reason"),
+    ("machine: default\nsuites: [suites/test_hmm.py]\nknown_failures: [{tests: [x], reason: r, code: mm/rmap.c}]\n",
+     "code condition is {file: PATH, contains: TEXT}"),
     ("- a list\n", "expected a mapping"),
 ])
 def test_malformed_profiles_say_what_is_wrong(tmp_path: Path, monkeypatch, text, error):
@@ -42,12 +44,41 @@ def test_unknown_driver():
 
 
 def test_known_failures_apply_by_name_series_and_thp():
+    k = drivers.KnownFailure(tests=("hmm.*.exclusive",), reason="r", series=("6.12",), thp="always")
+    assert k.applies("hmm.hmm_device_private.exclusive", "6.12", "always")
+    assert not k.applies("hmm.hmm_device_private.exclusive", "6.12", "madvise")
+    assert not k.applies("hmm.hmm_device_private.exclusive", "6.6", "always")
+    assert not k.applies("hmm.hmm_device_private.anon_read", "6.12", "always")
+
+
+def test_known_failures_apply_where_the_tree_has_the_faulty_code(tmp_path: Path):
+    """A `code` condition: the tree's file must contain the text (whitespace-insensitive), whatever its version."""
     hmm = drivers.load_driver("test_hmm")
-    assert "mm/rmap.c" in hmm.known_failure("hmm.hmm_device_private.exclusive_cow", "6.12", "always")
-    assert hmm.known_failure("hmm.hmm_device_private.exclusive_cow", "6.12", "madvise") is None
-    assert hmm.known_failure("hmm.hmm_device_private.exclusive_cow", "6.6", "always") is None
-    assert hmm.known_failure("hmm.hmm_device_private.anon_read", "6.12", "always") is None
-    assert "lib/test_hmm.c:301" in hmm.known_failure("test_dmirror_invalidation_is_exact[munmap]", "6.12")
+    buggy, fixed = tmp_path / "buggy", tmp_path / "fixed"
+    for tree, last in ((buggy, "end >> PAGE_SHIFT"), (fixed, "(end >> PAGE_SHIFT) - 1")):
+        (tree / "lib").mkdir(parents=True)
+        (tree / "lib/test_hmm.c").write_text(
+            f"\txa_for_each_range(&dmirror->pt, pfn, entry, start >> PAGE_SHIFT,\n\t\t\t  {last})\n")
+        (tree / "mm").mkdir()
+        (tree / "mm/rmap.c").write_text("\t\tif (PageTail(pages[i]) || !folio_trylock(folio)) {\n")
+    for series in ("6.1", "6.12", "6.6"):
+        assert "lib/test_hmm.c:301" in hmm.known_failure("test_dmirror_invalidation_is_exact[munmap]", series,
+                                                         tree=buggy)
+        assert "mm/rmap.c" in hmm.known_failure("hmm.hmm_device_private.exclusive_cow", series, "always", buggy)
+    assert hmm.known_failure("test_dmirror_invalidation_is_exact[munmap]", "6.12", tree=fixed) is None
+    assert hmm.known_failure("test_dmirror_invalidation_is_exact[munmap]", "6.12") is None  # no tree, no proof
+    assert hmm.known_failure("hmm.hmm_device_private.exclusive_cow", "6.12", "madvise", buggy) is None
+    assert hmm.known_failure("hmm.hmm_device_private.anon_read", "6.12", "always", buggy) is None
+
+
+@pytest.mark.parametrize("series", ["6.1", "6.12"])
+def test_known_failures_hold_for_the_real_trees(series):
+    tree = paths.cache_root() / f"src/linux-source-{series}"
+    if not (tree / "lib/test_hmm.c").exists():
+        pytest.skip(f"{tree} is not unpacked in this cache")
+    hmm = drivers.load_driver("test_hmm")
+    assert hmm.known_failure("test_dmirror_invalidation_is_exact[mprotect_read]", series, tree=tree)
+    assert hmm.known_failure("hmm.hmm_device_private.exclusive", series, "always", tree)
 
 
 def result(status: str, reason: str = "") -> ktap.TestResult:
