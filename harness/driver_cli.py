@@ -69,7 +69,7 @@ def cmd_driver(args: argparse.Namespace) -> int:
     suites = args.suite or [str(paths.REPO / s) for s in profile.suites]
     run_args = argparse.Namespace(kernel_src=args.kernel_src, notifier=args.notifier, results_dir=str(run_dir),
                                   machine=profile.machine, k=args.k, boot_timeout=args.boot_timeout,
-                                  guest_modules=args.guest_modules, suites=suites)
+                                  guest_modules=args.guest_modules, suites=suites, fragment=[])
     # Every test's captured stdout (the kernel selftest logs) goes into its JUnit case.
     saved = os.environ.get("PYTEST_ADDOPTS")
     os.environ["PYTEST_ADDOPTS"] = f"{saved or ''} -o junit_logging=system-out".strip()
