@@ -330,6 +330,10 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
             raise  # Ctrl-C or SIGTERM (harness/console.py): stop the run, don't call it a crash
+        if isinstance(g, Guest) and isinstance(e, SSHError) and not isinstance(e, CommandFailed) and g.vm.console:
+            # A lost channel may be QEMU dying: its sockets close before its exit can be seen. Wait for it
+            # briefly, so that a dead QEMU is a CRASH and not an unreachable guest.
+            g.vm.console.wait_exit(3)
         if isinstance(g, Guest) and (g.timed_out is not None or not g.vm.alive()):
             g.check_after_test([])  # the watchdog or a crash explains the failure better than the symptom
         if isinstance(g, Guest) and isinstance(e, SSHError) and not isinstance(e, CommandFailed):

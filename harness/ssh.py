@@ -110,8 +110,9 @@ class SSH:
             raise SSHError(f"SSH session is gone; cannot run: {command}")
         try:
             chan = transport.open_session(timeout=min(timeout, 10))
-        except paramiko.SSHException as e:  # e.g. "Timeout opening channel": a guest that no longer schedules
-            raise SSHError(f"cannot open an SSH channel for: {command}: {e}") from None
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            # "Timeout opening channel": a guest that no longer schedules; EOFError: the peer (QEMU) went away
+            raise SSHError(f"cannot open an SSH channel for: {command}: {type(e).__name__} {e}") from None
         chan.settimeout(timeout)
         try:
             chan.exec_command(command)
@@ -134,8 +135,8 @@ class SSH:
             status = chan.recv_exit_status()
         except TimeoutError:
             raise CommandTimeout(f"command did not finish within {timeout:.0f} s: {command}") from None
-        except paramiko.SSHException as e:
-            raise SSHError(f"SSH channel failed while running: {command}: {e}") from None
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise SSHError(f"SSH channel failed while running: {command}: {type(e).__name__} {e}") from None
         finally:
             chan.close()
         result = CommandResult(tuple(argv), status, out.decode(errors="replace"), err.decode(errors="replace"),
