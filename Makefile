@@ -49,6 +49,10 @@ run: deps ## build, boot, run the default suites, print a summary
 	$(HARNESS) run --machine=$(MACHINE) $(if $(FRAGMENT),--fragment=$(FRAGMENT))
 
 test: deps ## the project's own tests: unit tests, fault injection, and the suites on the notifier on and off kernels
+	@# The kernels the tests boot, built (about 10 min each, cold) or found cached before any test's clock starts
+	$(HARNESS) kernel
+	$(HARNESS) kernel --notifier=off
+	$(HARNESS) kernel --fragment=debug/kasan
 	$(PY) -m pytest tests suites --notifier=on
 	$(PY) -m pytest suites --notifier=off
 
