@@ -1,14 +1,16 @@
 """Test matrices: configs/matrix/NAME.yaml expanded into cells, each one `harness run` with stable id.
 
-A matrix names four axes (kernel, notifier, machine, suite); its cells are their product, minus the
-`exclude` rules, plus the `include` entries. A cell's id comes from its values alone, in a fixed
-axis order (e.g. `6.12-on-default-notifier_events`), so it stays the same across runs and when the
-YAML is reordered: results of two runs are compared cell by cell through it.
+A matrix names five axes (kernel, notifier, fragment, machine, suite); its cells are their product,
+minus the `exclude` rules, plus the `include` entries. A cell's id comes from its values alone, in a
+fixed axis order (e.g. `6.12-on-default-notifier_events`, `6.12-on-kasan-default-events` with the
+debug/kasan fragment), so it stays the same across runs and when the YAML is reordered: results of
+two runs are compared cell by cell through it.
 
     description: what the matrix is for
     axes:
       kernel: [debian:6.12, debian:6.1]     # debian:X.Y or a path to a tree
       notifier: [on, off]
+      fragment: [none, debug/kasan]         # an extra config fragment (harness run --fragment); default none
       machine: [default, virtio-gpu]        # configs/machines/NAME.yaml
       suite: [all]                          # NAME (suites/test_NAME.py), a path, or all (suites/test_*.py)
     exclude:                                # a rule drops the cells that match all of its keys
@@ -33,10 +35,11 @@ from typing import Any
 
 import yaml
 
-from . import paths
+from . import paths, pipeline
+from .kconfig import ConfigError
 
-AXES = ("kernel", "notifier", "machine", "suite")  # also the order of the parts of a cell id
-DEFAULTS = {"kernel": ["debian:6.12"], "notifier": ["on"], "machine": ["default"]}
+AXES = ("kernel", "notifier", "fragment", "machine", "suite")  # also the order of the parts of a cell id
+DEFAULTS = {"kernel": ["debian:6.12"], "notifier": ["on"], "fragment": [""], "machine": ["default"]}
 NOTIFIER_VALUES = ("on", "off")
 DEFAULT_TIMEOUT_S = 1200.0
 DEFAULT_BUILD_TIMEOUT_S = 7200.0
@@ -54,17 +57,25 @@ class Cell:
     machine: str  # a configs/machines profile
     suite: str  # repo-relative path when inside the repo, else absolute
     timeout_s: float = DEFAULT_TIMEOUT_S
+    fragment: str = ""  # an extra config fragment (debug/kasan), "" for none
 
     @property
     def id(self) -> str:
-        return "-".join((kernel_id(self.kernel), self.notifier, self.machine, suite_id(self.suite)))
+        frag = (Path(self.fragment).stem,) if self.fragment else ()  # no part at all for none: ids stay as they were
+        return "-".join((kernel_id(self.kernel), self.notifier, *frag, self.machine, suite_id(self.suite)))
 
     def values(self) -> dict[str, str]:
-        return {"kernel": self.kernel, "notifier": self.notifier, "machine": self.machine, "suite": self.suite}
+        return {"kernel": self.kernel, "notifier": self.notifier, "fragment": self.fragment, "machine": self.machine,
+                "suite": self.suite}
+
+    def kernel_args(self) -> list[str]:
+        """What picks this cell's kernel, for `harness run` and `harness kernel`."""
+        frag = ["--fragment", self.fragment] if self.fragment else []
+        return ["--kernel-src", self.kernel, "--notifier", self.notifier, *frag]
 
     def run_args(self, test: str | None = None) -> list[str]:
         """`harness run` arguments for this cell, or for one of its tests (by pytest node id)."""
-        args = ["run", "--kernel-src", self.kernel, "--notifier", self.notifier, "--machine", self.machine]
+        args = ["run", *self.kernel_args(), "--machine", self.machine]
         if test is None:
             return [*args, self.suite]
         name = test.rsplit("::", 1)[-1]
@@ -76,14 +87,15 @@ class Cell:
         return shlex.join(["harness", *self.run_args(test)])
 
     def build_reproducer(self) -> str:
-        return shlex.join(["harness", "kernel", "--kernel-src", self.kernel, "--notifier", self.notifier])
+        return shlex.join(["harness", "kernel", *self.kernel_args()])
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, **self.values(), "timeout_s": self.timeout_s}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Cell:
-        return cls(d["kernel"], d["notifier"], d["machine"], d["suite"], float(d.get("timeout_s", DEFAULT_TIMEOUT_S)))
+        return cls(d["kernel"], d["notifier"], d["machine"], d["suite"], float(d.get("timeout_s", DEFAULT_TIMEOUT_S)),
+                   d.get("fragment", ""))
 
 
 @dataclass(frozen=True)
@@ -172,10 +184,11 @@ def expand(data: Any, path: Path) -> Matrix:
                               "empty")
         cells = kept
     for n, entry in enumerate(_rules(data, "include", path), 1):
-        if missing := [a for a in AXES if a not in entry]:
+        if missing := [a for a in AXES if a not in entry and a != "fragment"]:  # fragment: none unless given
             raise MatrixError(f"{path}: include entry {n} {entry} lacks {', '.join(missing)}: an include is a "
                               f"whole cell, with a value for each of {', '.join(AXES)}")
-        values = {a: _axis_values(a, entry[a], path, f"include entry {n}") for a in AXES}
+        values = {a: _axis_values(a, entry.get(a, DEFAULTS[a]) if a == "fragment" else entry[a], path,
+                                  f"include entry {n}") for a in AXES}
         if unknown := set(entry) - set(AXES):
             raise MatrixError(f"{path}: include entry {n}: unknown axis {sorted(unknown)}")
         cells += [dict(zip(AXES, combo, strict=True)) for combo in itertools.product(*(values[a] for a in AXES))]
@@ -196,7 +209,7 @@ def expand(data: Any, path: Path) -> Matrix:
         timeout = default_timeout
         for match, seconds in timeout_rules:
             timeout = seconds if _matches(c, match) else timeout
-        cell = Cell(c["kernel"], c["notifier"], c["machine"], c["suite"], timeout)
+        cell = Cell(c["kernel"], c["notifier"], c["machine"], c["suite"], timeout, c["fragment"])
         same = out.get(cell.id)
         if same and same.values() != cell.values():
             raise MatrixError(f"{path}: two different cells have the id {cell.id!r}: {same.values()} and "
@@ -257,6 +270,14 @@ def _normalise(axis: str, v: Any, path: Path, where: str) -> list[str]:
             return [text]
         raise MatrixError(f"{path}: {where}: unknown value {text!r} for axis kernel: give debian:X.Y (Debian's "
                           "linux-source-X.Y) or the path of a kernel tree")
+    if axis == "fragment":
+        if text in ("", "none"):
+            return [""]
+        try:
+            pipeline.fragment_path(text)
+        except ConfigError as e:
+            raise MatrixError(f"{path}: {where}: axis fragment: {e}") from None
+        return [text]
     if axis == "machine":
         known = sorted(p.stem for p in (paths.CONFIGS / "machines").glob("*.yaml"))
         if text not in known:

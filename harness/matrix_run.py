@@ -73,6 +73,11 @@ def _spawn(argv: list[str], stdout: IO[str] | int) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+def _kernel_key(cell: Cell) -> tuple[str, str, str]:
+    """What tells one cell's kernel from another's: cells that share it share one build."""
+    return cell.kernel, cell.notifier, cell.fragment
+
+
 def _killpg(proc: subprocess.Popen, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
@@ -86,6 +91,7 @@ class Build:
     seconds: float
     log: str  # relative to the run directory
     error: str = ""
+    fragment: str = ""
 
 
 @dataclass
@@ -114,23 +120,24 @@ class Runner:
 
     # -- kernels -------------------------------------------------------------------------------------
 
-    def build_kernels(self) -> dict[tuple[str, str], Build]:
-        pairs = list(dict.fromkeys((c.kernel, c.notifier) for c in self.cells))
+    def build_kernels(self) -> dict[tuple[str, str, str], Build]:
+        kernels = list(dict.fromkeys(_kernel_key(c) for c in self.cells))
         builds = {}
-        for n, (kernel, notifier) in enumerate(pairs, 1):
-            self.say(f"kernel {n}/{len(pairs)}: {kernel} notifier {notifier}")
-            builds[kernel, notifier] = self.build_one(kernel, notifier)
-            b = builds[kernel, notifier]
-            self.say(f"kernel {kernel} notifier {notifier}: {'ready' if b.ok else 'FAILED'} in {b.seconds:.0f} s"
+        for n, (kernel, notifier, fragment) in enumerate(kernels, 1):
+            what = f"{kernel} notifier {notifier}" + (f" + {fragment}" if fragment else "")
+            self.say(f"kernel {n}/{len(kernels)}: {what}")
+            b = builds[kernel, notifier, fragment] = self.build_one(kernel, notifier, fragment)
+            self.say(f"kernel {what}: {'ready' if b.ok else 'FAILED'} in {b.seconds:.0f} s"
                      + ("" if b.ok else f"\n{b.error}"))
         return builds
 
-    def build_one(self, kernel: str, notifier: str) -> Build:
-        rel = f"builds/{kernel_id(kernel)}-{notifier}.log"
+    def build_one(self, kernel: str, notifier: str, fragment: str = "") -> Build:
+        rel = f"builds/{kernel_id(kernel)}-{notifier}{'-' + Path(fragment).stem if fragment else ''}.log"
         log_path = self.run_dir / rel
         log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        proc = _spawn([*self.harness, "kernel", "--kernel-src", kernel, "--notifier", notifier],
+        frag = ["--fragment", fragment] if fragment else []
+        proc = _spawn([*self.harness, "kernel", "--kernel-src", kernel, "--notifier", notifier, *frag],
                       subprocess.PIPE)
         timer = threading.Timer(self.matrix.build_timeout_s, _killpg, (proc, signal.SIGKILL))
         timer.start()
@@ -150,12 +157,12 @@ class Runner:
                 _killpg(proc, signal.SIGTERM)
         seconds = round(time.monotonic() - started, 1)
         if rc == 0:
-            return Build(kernel, notifier, True, seconds, rel)
+            return Build(kernel, notifier, True, seconds, rel, fragment=fragment)
         text = "".join(lines)
         error = text[text.find("harness: "):] if "harness: " in text else "".join(lines[-30:])
         if rc < 0 and seconds >= self.matrix.build_timeout_s:
             error = f"the build exceeded its {self.matrix.build_timeout_s:g} s build_timeout and was killed"
-        return Build(kernel, notifier, False, seconds, rel, error.strip() or f"exit status {rc}")
+        return Build(kernel, notifier, False, seconds, rel, error.strip() or f"exit status {rc}", fragment)
 
     # -- cells ---------------------------------------------------------------------------------------
 
@@ -166,13 +173,13 @@ class Runner:
                  f"{self.run_dir}")
         write_text(self.run_dir / "run.json", json.dumps(self._run_json(started_at, {}, None), indent=1) + "\n")
         interrupted = False
-        builds: dict[tuple[str, str], Build] = {}
+        builds: dict[tuple[str, str, str], Build] = {}
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             builds = self.build_kernels()
             queue = deque()
             for cell in self.cells:
-                b = builds[cell.kernel, cell.notifier]
+                b = builds[_kernel_key(cell)]
                 cr = CellRun(cell, self.run_dir / cell.id)
                 if b.ok:
                     queue.append(cr)

@@ -134,9 +134,10 @@ def _plain_cell(run_dir: Path) -> dict[str, Any]:
     machine = kernel.get("machine") or _machine_from_argv(run_dir)
     results = _read_json(run_dir / "outcomes.json") or []
     files = list(dict.fromkeys(t["test"].split("::")[0] for t in results)) or ["suites"]
-    cell = Cell(ksrc, str(kernel.get("notifier", "on")), machine, files[0] if len(files) == 1 else "suites")
+    cell = Cell(ksrc, str(kernel.get("notifier", "on")), machine, files[0] if len(files) == 1 else "suites",
+                fragment=" ".join(kernel.get("fragments") or []))
     outcome, reason = judge_cell_dir(run_dir, 0 if results else None)
-    return {**cell.to_json(), "id": f"{kernel_id(ksrc)}-{cell.notifier}-{machine}-{suite_id(cell.suite)}",
+    return {**cell.to_json(),
             "outcome": outcome.value, "reason": reason, "command": cell.reproducer(), "attempts": [],
             "duration_s": None, "build": None}
 
@@ -185,7 +186,8 @@ def load_cell(run_dir: Path, cell_dir: Path, info: dict[str, Any]) -> dict[str, 
     consoles = sorted(str(p.relative_to(run_dir)) for p in cell_dir.glob("vm-*/console.log"))
     build = info.get("build")
     return {
-        "id": info.get("id") or cell.id, "kernel": cell.kernel, "notifier": cell.notifier, "machine": cell.machine,
+        "id": info.get("id") or cell.id, "kernel": cell.kernel, "notifier": cell.notifier,
+        "fragment": cell.fragment, "machine": cell.machine,
         "suite": cell.suite, "outcome": info["outcome"], "reason": info.get("reason", ""),
         "infra": info["outcome"] == "INFRA", "duration_s": info.get("duration_s"),
         "attempts": info.get("attempts", []), "command": info.get("command") or cell.reproducer(),
@@ -288,8 +290,8 @@ def merged_junit(run: dict[str, Any]) -> ET.Element:
     for c in run["cells"]:
         suite = ET.SubElement(root, "testsuite", name=c["id"])
         props = ET.SubElement(suite, "properties")
-        for key in ("kernel", "notifier", "machine", "suite", "outcome", "reproducer"):
-            ET.SubElement(props, "property", name=key, value=str(c[key]))
+        for key in ("kernel", "notifier", "fragment", "machine", "suite", "outcome", "reproducer"):
+            ET.SubElement(props, "property", name=key, value=str(c.get(key, "")))
         cases = junit_cases(run["dir"] / c["dir"] / "junit.xml")
         for case in cases:
             case.set("classname", f"{c['id']}.{case.get('classname', '')}".rstrip("."))
@@ -409,12 +411,17 @@ def compare(prev: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
 
 
 def _boots(cells: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """First boot to SSH of each cell, by kernel and notifier (the machine adds a device, not a boot)."""
+    """First boot to SSH of each cell, by kernel (the machine adds a device, not a boot)."""
     out: dict[str, list[float]] = {}
     for c in cells:
         if c["boot_s"] and c["boot_s"][0]:
-            out.setdefault(f"{kernel_id(c['kernel'])}-{c['notifier']}", []).append(c["boot_s"][0])
+            frag = f"-{Path(c['fragment']).stem}" if c.get("fragment") else ""  # a KASAN kernel boots ~5x slower
+            out.setdefault(f"{kernel_id(c['kernel'])}-{c['notifier']}{frag}", []).append(c["boot_s"][0])
     return out
+
+
+def _fragment_note(cell: dict[str, Any]) -> str:
+    return f", fragment {_e(cell['fragment'])}" if cell.get("fragment") else ""
 
 
 def _timing(out: dict[str, Any], cell: str, what: str, before: float | None, after: float | None) -> None:
@@ -504,15 +511,16 @@ def render_html(run: dict[str, Any], summary: dict[str, Any]) -> str:
 
 
 def _html_grid(run: dict[str, Any]) -> str:
-    rows = list(dict.fromkeys((c["kernel"], c["notifier"], c["machine"]) for c in run["cells"]))
+    rows = list(dict.fromkeys((c["kernel"], c["notifier"], c.get("fragment", ""), c["machine"]) for c in run["cells"]))
     suites = list(dict.fromkeys(c["suite"] for c in run["cells"]))
-    by_key = {(c["kernel"], c["notifier"], c["machine"], c["suite"]): c for c in run["cells"]}
-    out = ["<h2>Matrix</h2><table class='grid'><tr><th>kernel</th><th>notifier</th><th>machine</th>",
+    by_key = {(c["kernel"], c["notifier"], c.get("fragment", ""), c["machine"], c["suite"]): c for c in run["cells"]}
+    out = ["<h2>Matrix</h2><table class='grid'><tr><th>kernel</th><th>notifier</th><th>fragment</th><th>machine</th>",
            *(f"<th>{_e(suite_id(s))}</th>" for s in suites), "</tr>"]
-    for kernel, notifier, machine in rows:
-        out.append(f"<tr><th>{_e(kernel)}</th><th>{_e(notifier)}</th><th>{_e(machine)}</th>")
+    for kernel, notifier, fragment, machine in rows:
+        out.append(f"<tr><th>{_e(kernel)}</th><th>{_e(notifier)}</th><th>{_e(fragment or '-')}</th>"
+                   f"<th>{_e(machine)}</th>")
         for s in suites:
-            c = by_key.get((kernel, notifier, machine, s))
+            c = by_key.get((kernel, notifier, fragment, machine, s))
             if c is None:
                 out.append("<td class='none'>&mdash;</td>")
                 continue
@@ -589,7 +597,7 @@ def _html_cells(run: dict[str, Any]) -> str:
         out.append(
             f"<h3 id='{_e(c['id'])}'>{_badge(c['outcome'])} {_e(c['id'])}</h3><p>"
             f"<code>{_e(c['command'])}</code><br>kernel {_e(c['kernel'])} ({_e(c['release'] or '?')}), notifier "
-            f"{_e(c['notifier'])}, machine {_e(c['machine'])}, suite {_e(c['suite'])}"
+            f"{_e(c['notifier'])}{_fragment_note(c)}, machine {_e(c['machine'])}, suite {_e(c['suite'])}"
             + (f"; cell {c['duration_s']:.0f} s" if c.get("duration_s") else "")
             + (f"; boot to SSH {boot}" if boot else "") + f" {_link(c['log'], 'harness.log')}"
             + (f"<br><span class='reason'>{_e(c['reason'])}</span>" if c["reason"] else "")

@@ -217,3 +217,30 @@ def test_cli_errors_are_one_paragraph(tmp_path: Path, text: str, needle: str):
 def test_yaml_round_trip_of_cells():
     cell = expand(BASE).cells[3]
     assert Cell.from_json(yaml.safe_load(yaml.safe_dump(cell.to_json()))) == cell
+
+
+def test_fragment_axis_names_its_cells_and_leaves_the_others_as_they_were():
+    data = {"axes": {"kernel": ["debian:6.12"], "notifier": ["on"], "fragment": ["none", "debug/kasan"],
+                     "suite": ["notifier_events"]}}
+    ids = [c.id for c in expand(data).cells]
+    assert ids == ["6.12-on-default-notifier_events", "6.12-on-kasan-default-notifier_events"]
+    kasan = expand(data).select(["6.12-on-kasan-default-notifier_events"])[0]
+    assert kasan.reproducer() == ("harness run --kernel-src debian:6.12 --notifier on --fragment debug/kasan "
+                                  f"--machine default {EVENTS}")
+    assert kasan.build_reproducer() == "harness kernel --kernel-src debian:6.12 --notifier on --fragment debug/kasan"
+    assert Cell.from_json(kasan.to_json()) == kasan
+
+
+def test_fragment_in_include_and_exclude():
+    data = {**BASE, "exclude": [{"fragment": "none", "kernel": "debian:6.1"}],
+            "include": [{"kernel": "debian:6.12", "notifier": "on", "fragment": "debug/kasan", "machine": "default",
+                         "suite": "notifier_events"}]}
+    ids = [c.id for c in expand(data).cells]
+    assert not [i for i in ids if i.startswith("6.1-")]
+    assert ids[-1] == "6.12-on-kasan-default-notifier_events"
+    assert len(ids) == 9  # 8 cells of 6.12 without a fragment, and the include
+
+
+def test_unknown_fragment_is_one_paragraph():
+    with pytest.raises(MatrixError, match=r"axis fragment: cannot read config file debug/nope"):
+        expand({"axes": {**BASE["axes"], "fragment": ["debug/nope"]}})
