@@ -33,6 +33,7 @@ def main() -> int:
     p.add_argument("command")
     p.add_argument("--kernel-src")
     p.add_argument("--notifier")
+    p.add_argument("--fragment")
     p.add_argument("--machine")
     p.add_argument("--results-dir", type=Path)
     p.add_argument("suite", nargs="?")

@@ -109,3 +109,23 @@ def test_interrupted_run(tmp_path: Path):
     assert (hang["outcome"], hang["reason"]) == ("ERROR", "interrupted: the matrix run was stopped")
     assert json.loads((tmp_path / "run" / "run.json").read_text())["interrupted"] is True
     assert (tmp_path / "run" / "summary.json").exists()
+
+
+def test_a_fragment_is_a_kernel_of_its_own(tmp_path: Path):
+    (tmp_path / "test_pass.py").write_text("")
+    path = tmp_path / "frag.yaml"
+    path.write_text(f"""
+axes:
+  kernel: [debian:6.12]
+  notifier: [on]
+  fragment: [none, debug/kasan]
+  suite: [{tmp_path / "test_pass.py"}]
+""")
+    m = matrix.load(str(path))
+    out = io.StringIO()
+    assert Runner(m, list(m.cells), tmp_path / "run", jobs=2, out=out, harness=FAKE).run() == 0
+    builds = json.loads((tmp_path / "run" / "run.json").read_text())["builds"]
+    assert [(b["notifier"], b["fragment"], b["log"]) for b in builds] == [
+        ("on", "", "builds/6.12-on.log"), ("on", "debug/kasan", "builds/6.12-on-kasan.log")]
+    assert sorted(p.parent.name for p in (tmp_path / "run").glob("*/cell.json")) == [
+        "6.12-on-default-pass", "6.12-on-kasan-default-pass"]
