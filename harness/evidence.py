@@ -298,20 +298,24 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
 
     names = [r["workload"] for r in rows]
     x = range(len(rows))
-    files = []
+    files: list[Path] = []
+
+    def save(fig, ax, name: str) -> None:
+        ax.set_xticks(list(x), names, rotation=30, ha="right")
+        fig.tight_layout()
+        files.append(out / name)
+        fig.savefig(files[-1])
+        plt.close(fig)
+
     fig, ax = plt.subplots(figsize=(10, 4))
     w = 0.4
     ax.bar([i - w / 2 for i in x], [r["acted_blind"] for r in rows], w, label="acted on (blind)")
     ax.bar([i + w / 2 for i in x], [r["acted_context"] for r in rows], w, label="acted on (context)")
-    ax.set_xticks(list(x), names, rotation=30, ha="right")
     ax.set_yscale("symlog")  # 5120 next to 20: a linear axis hides the small workloads
     ax.set_ylabel("invalidations (symlog)")
     ax.set_title("Invalidations a mirror had to act on")
     ax.legend()
-    fig.tight_layout()
-    files.append(out / "invalidations.png")
-    fig.savefig(files[-1])
-    plt.close(fig)
+    save(fig, ax, "invalidations.png")
 
     fig, ax = plt.subplots(figsize=(10, 4))
     w3 = 0.27
@@ -319,15 +323,11 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
     ax.bar(list(x), [r["refaults_context"] for r in rows], w3, label="model, context")
     ax.bar([i + w3 for i in x], [r["hmm"]["faulted_accesses"] if r.get("hmm") else 0 for r in rows], w3,
            label="test_hmm device (0: not run)")
-    ax.set_xticks(list(x), names, rotation=30, ha="right")
     ax.set_ylabel("device accesses that re-faulted")
     ax.set_title("Re-faults: the model driver's two policies and lib/test_hmm.c")
     ax.set_ylim(0, max([r["refaults_blind"] for r in rows] + [1]) * 1.3)  # room for the legend above the bars
     ax.legend(loc="upper center", ncol=3)
-    fig.tight_layout()
-    files.append(out / "refaults.png")
-    fig.savefig(files[-1])
-    plt.close(fig)
+    save(fig, ax, "refaults.png")
 
     fig, ax = plt.subplots(figsize=(10, 4))
     for off, m in ((-w / 2, "blind"), (w / 2, "context")):
@@ -335,15 +335,11 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
         lo = [r[f"access_kcycles_{m}"]["median"] - r[f"access_kcycles_{m}"]["min"] for r in rows]
         hi = [r[f"access_kcycles_{m}"]["max"] - r[f"access_kcycles_{m}"]["median"] for r in rows]
         ax.bar([i + off for i in x], med, w, yerr=[lo, hi], capsize=3, label=m)
-    ax.set_xticks(list(x), names, rotation=30, ha="right")
     ax.set_yscale("log")
     ax.set_ylabel("kcycles per access (TSC)")
     ax.set_title("Median time of one device access (TCG)")
     ax.legend()
-    fig.tight_layout()
-    files.append(out / "access_time.png")
-    fig.savefig(files[-1])
-    plt.close(fig)
+    save(fig, ax, "access_time.png")
     return files
 
 
