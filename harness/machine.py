@@ -210,7 +210,7 @@ class VM:
             return
         assert self.console
         if result.status in ("timeout", "silent"):
-            self.post_mortem(self.workdir)
+            qmp.save(self.post_mortem(self.workdir), self.workdir)
         self.stop()
         if result.status == "crashed" and result.splat:
             raise BootError("CRASH", f"kernel crashed during boot: {result.splat.title}", self.console_log)
@@ -231,9 +231,7 @@ class VM:
         The kernel is <build>/arch/x86/boot/bzImage; its System.map names where each CPU was."""
         if not (self.console and self.console.child.isalive()):
             return {}
-        found = qmp.post_mortem(self.qmp_socket, into, system_map=self.kernel.parents[3] / "System.map")
-        (into / "post-mortem.json").write_text(json.dumps(found, indent=1) + "\n")
-        return found
+        return qmp.post_mortem(self.qmp_socket, into, system_map=self.kernel.parents[3] / "System.map")
 
     def alive(self) -> bool:
         return bool(self.console and self.console.child.isalive() and not self.console.fatal_splat())

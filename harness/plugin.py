@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from . import atomic, observe, paths, pipeline
+from . import atomic, observe, paths, pipeline, qmp
 from .atomic import OutputDirError, check_output_dir
 from .machine import VM, BootError, load_profile, probe_accel
 from .outcome import GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault, Outcome, Result, write_results
@@ -247,6 +247,7 @@ class Guest:
             self.post_mortem["dmesg"] = str(self.dir / "dmesg.txt")
         except (SSHError, OSError, RuntimeError) as e:
             self.post_mortem["dmesg"] = f"not captured: {e}"
+        qmp.save(self.post_mortem, self.dir)
 
     def check_after_test(self, allow: list[str]) -> None:
         """Raise the fault this test left behind: a dead or crashed guest, or splats in its dmesg."""

@@ -137,3 +137,9 @@ def post_mortem(name: str, into: Path, system_map: Path | None = None, samples: 
     finally:
         qmp.close()
     return found
+
+
+def save(found: dict[str, str], into: Path) -> None:
+    """post-mortem.json next to the registers: what was kept, and why the rest was not."""
+    if found:
+        (into / "post-mortem.json").write_text(json.dumps(found, indent=1) + "\n")

@@ -92,6 +92,8 @@ def test_a_timeout_keeps_a_post_mortem(tmp_path: Path):
     hung = results["test_command_hangs"]["extra"]["post_mortem"]
     assert Path(hung["dmesg"]).exists(), hung  # the other sessions still answer: only one command sleeps
     registers = Path(hung["registers"]).read_text()
+    # The test's own post-mortem.json says the same as outcomes.json, dmesg included.
+    assert json.loads((Path(hung["registers"]).parent / "post-mortem.json").read_text()) == hung
     assert "CPU#0" in registers and "RIP=" in registers, hung
     # Where the CPU was, most often first over five looks: the hung command sleeps uninterruptibly,
     # nothing runs, the CPU idles.
