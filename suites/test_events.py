@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness import expect, pagemap
-from harness.workloads import GuestSetup, Run, Unavailable, run_case
+from harness.checks import expectations as expect
+from harness.checks.workloads import GuestSetup, Run, Unavailable, run_case
+from harness.observe import pagemap
 
 pytestmark = pytest.mark.needs_notifier
 

@@ -18,9 +18,9 @@ import json
 
 import pytest
 
-from harness import drivers
-from harness.evidence import BY_NAME, prepare_hmm, run_hmm_workload, run_workload
-from harness.workloads import GuestSetup, Unavailable
+from harness.checks import drivers
+from harness.checks.evidence import BY_NAME, prepare_hmm, run_hmm_workload, run_workload
+from harness.checks.workloads import GuestSetup, Unavailable
 
 pytestmark = pytest.mark.needs_notifier
 

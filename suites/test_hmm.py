@@ -17,7 +17,10 @@ import json
 
 import pytest
 
-from harness import drivers, ktap, observe, source, userprogs
+from harness.checks import drivers
+from harness.kernel import source, userprogs
+from harness.observe import ktap
+from harness.observe import probe as observe
 
 pytestmark = pytest.mark.needs_notifier
 PROFILE = drivers.load_driver("test_hmm")

@@ -18,7 +18,9 @@ import re
 
 import pytest
 
-from harness import debugfs, drivers, observe
+from harness.checks import drivers
+from harness.observe import debugfs
+from harness.observe import probe as observe
 
 PROFILE = drivers.load_driver("kvm")
 pytestmark = [pytest.mark.needs_notifier, pytest.mark.machine(PROFILE.machine)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.build import BuildError, build_probe_module
+from harness.kernel.build import BuildError, build_probe_module
 
 
 def test_kallsyms_agrees_with_the_config(guest, kernel):

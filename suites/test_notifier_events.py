@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import observe
+from harness.observe import probe as observe
 
 pytestmark = pytest.mark.needs_notifier
 

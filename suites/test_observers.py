@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import kprobe, observe
+from harness.observe import kprobe
+from harness.observe import probe as observe
 
 pytestmark = pytest.mark.needs_notifier
 

@@ -17,7 +17,10 @@ import re
 
 import pytest
 
-from harness import debugfs, drivers, observe, userprogs
+from harness.checks import drivers
+from harness.kernel import userprogs
+from harness.observe import debugfs
+from harness.observe import probe as observe
 
 PROFILE = drivers.load_driver("virtio-gpu")
 pytestmark = pytest.mark.machine(PROFILE.machine)

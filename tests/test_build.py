@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.build import BuildError, content_key, event_names_header, make_cmd, parse_event_enum
-from harness.source import KernelTree
+from harness.kernel.build import BuildError, content_key, event_names_header, make_cmd, parse_event_enum
+from harness.kernel.source import KernelTree
 
 ENUM_6_12 = """
 enum mmu_notifier_event {

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import ci_export, matrix
+from harness.matrix import export as ci_export
+from harness.matrix import spec as matrix
 
 # https://docs.github.com/actions/reference/workflow-syntax-for-github-actions
 GITHUB_TOP = {"name", "run-name", "on", "permissions", "env", "defaults", "concurrency", "jobs"}

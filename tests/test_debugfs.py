@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import debugfs
+from harness.observe import debugfs
 
 DATA = Path(__file__).parent / "data" / "debugfs"
 

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, driver_cli, drivers, ktap, paths
+from harness import paths
+from harness.checks import drivers
+from harness.cli import driver as driver_cli
+from harness.cli import main as cli
+from harness.observe import ktap
 
 
 def test_every_profile_loads_and_names_real_things():

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import ktap, paths, source, userprogs
+from harness import paths
+from harness.kernel import source, userprogs
+from harness.observe import ktap
 
 pytestmark = pytest.mark.e2e
 

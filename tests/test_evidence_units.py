@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from harness import evidence
+from harness.checks import evidence
 
 LINE = ("id=0 pid=71 start=0x7f0000000000 end=0x7f0000040000 perm=ro mode=context valid=1 tracked=1 received=640 "
         "acted=0 skipped=640 accesses=11 faults=1 refaults=0 tracking_frees=0 tracking_allocs=1 verifies=10 "

@@ -2,9 +2,9 @@ import textwrap
 
 import pytest
 
-from harness import expect
-from harness.expect import Case, Expectation, ExpectationError, check, load
-from harness.observe import Event
+from harness.checks import expectations as expect
+from harness.checks.expectations import Case, Expectation, ExpectationError, check, load
+from harness.observe.probe import Event
 
 PAGE = 4096
 A = 0x7F0000000000

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import paths, pipeline
-from harness.machine import VM, load_profile
+from harness import paths
+from harness.kernel import prepare as pipeline
+from harness.vm.machine import VM, load_profile
 from tests.test_boot_faults import qemu_pids
 
 pytestmark = pytest.mark.e2e

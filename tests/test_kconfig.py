@@ -16,9 +16,11 @@ from pathlib import Path
 import kconfiglib
 import pytest
 
-from harness import cli, kconfig, paths
-from harness.kconfig import ConfigError, Request
-from harness.pipeline import fragments_for
+from harness import paths
+from harness.cli import main as cli
+from harness.kernel import kconfig
+from harness.kernel.kconfig import ConfigError, Request
+from harness.kernel.prepare import fragments_for
 from tests.trees import kernel_tree
 
 BASE = paths.CONFIGS / "fragments" / "base.config"

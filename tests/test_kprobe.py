@@ -1,6 +1,6 @@
 import pytest
 
-from harness.kprobe import Hit, KprobeError, Layout, definition, parse_offsets, parse_trace
+from harness.observe.kprobe import Hit, KprobeError, Layout, definition, parse_offsets, parse_trace
 
 # What gcc leaves in offsets.s for OFFSETS_C, compiled against the 6.12 and 6.1 builds.
 ASM_612 = """\

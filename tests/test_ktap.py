@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import ktap, paths
+from harness import paths
+from harness.observe import ktap
 
 DATA = Path(__file__).parent / "data" / "ktap"
 

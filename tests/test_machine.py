@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import machine
-from harness.machine import MachineError, Profile, load_profile, qemu_argv
+from harness.vm import machine
+from harness.vm.machine import MachineError, Profile, load_profile, qemu_argv
 
 
 def test_default_profile_loads():

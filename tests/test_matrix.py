@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import matrix, paths
-from harness.matrix import Cell, MatrixError
+from harness import paths
+from harness.matrix import spec as matrix
+from harness.matrix.spec import Cell, MatrixError
 
 EVENTS = "suites/test_notifier_events.py"
 AXIS = "suites/test_notifier_axis.py"

@@ -11,8 +11,9 @@ import sys
 import threading
 from pathlib import Path
 
-from harness import matrix, paths
-from harness.matrix_run import Runner
+from harness import paths
+from harness.matrix import spec as matrix
+from harness.matrix.runner import Runner
 
 FAKE = [sys.executable, str(paths.REPO / "tests" / "fake_harness.py")]
 BEHAVIOURS = ("pass", "fail", "flaky_infra", "hang", "silent")

@@ -1,4 +1,4 @@
-from harness.observe import Event, parse_counters, parse_events, unpaired_starts
+from harness.observe.probe import Event, parse_counters, parse_events, unpaired_starts
 
 SAMPLE = """\
 seq=0 pid=120 cpid=120 kind=start event=UNMAP start=0x7f0000001000 end=0x7f0000011000 flags=0x1
@@ -50,7 +50,7 @@ def test_interval_records_and_sub_field():
 
 
 def test_orphan_ends_finds_the_end_without_start():
-    from harness.observe import orphan_ends
+    from harness.observe.probe import orphan_ends
 
     events = parse_events(SAMPLE)
     assert orphan_ends(events) == []

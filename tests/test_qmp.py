@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from harness.qmp import SymbolMap, instruction_pointers
+from harness.vm.qmp import SymbolMap, instruction_pointers
 
 SYSTEM_MAP = """\
 ffffffff81000000 T _text

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import paths, report
-from harness.matrix import Cell
+from harness import paths
+from harness.matrix.spec import Cell
+from harness.results import report
 
 EVENTS = "suites/test_notifier_events.py"
 AXIS = "suites/test_notifier_axis.py"

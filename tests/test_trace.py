@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness import paths
-from harness.observe import parse_events
-from harness.trace import ULONG_MAX, events_of, render
+from harness.observe.probe import parse_events
+from harness.observe.trace import ULONG_MAX, events_of, render
 
 RECORDS = parse_events("""\
 seq=0 pid=7 cpid=7 sub=mn kind=start event=CLEAR start=0x4a2000 end=0x4a3000 flags=0x1

@@ -19,7 +19,7 @@ def kernel_tree(series: str) -> Path:
     if (path / "Kconfig").is_file():
         return path
     if Path(f"/usr/src/linux-source-{series}.tar.xz").exists():
-        from harness.source import debian_tree
+        from harness.kernel.source import debian_tree
 
         return debian_tree(series).path  # unpacks the installed tarball once (about 15 s)
     pytest.skip(f"no {series} kernel tree: apt-get install linux-source-{series} (or set "

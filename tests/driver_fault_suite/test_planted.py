@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import drivers, userprogs
+from harness.checks import drivers
+from harness.kernel import userprogs
 
 WARN = "/sys/kernel/debug/fault_inject/warn"
 HMM = drivers.load_driver("test_hmm")

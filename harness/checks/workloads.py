@@ -1,0 +1,127 @@
+"""The event workloads of configs/expectations/events.yaml in a guest: what a case needs set up first
+(swap, KSM, a filesystem that writes back, two NUMA nodes), and one run of a case, checked.
+
+Setups change the shared guest, so each one is undone after the test that asked for it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from harness.checks import expectations as expect
+from harness.observe import probe as observe
+
+if TYPE_CHECKING:
+    from harness.pytest_plugin import Guest
+    from harness.vm.ssh import SSH
+
+KSM = "/sys/kernel/mm/ksm"
+WRITEBACK_MNT = "/mnt/wb"
+
+
+class Unavailable(Exception):
+    """The guest cannot provide what a case needs; the message says why (and what would fix it)."""
+
+
+class GuestSetup:
+    """Provides a case's needs in the guest and undoes them, last first."""
+
+    def __init__(self, ssh: SSH):
+        self.ssh = ssh
+        self.undo: list[str] = []
+
+    def sh(self, script: str) -> str:
+        return self.ssh.run(["sh", "-ec", script], check=True, timeout=120).stdout
+
+    def provide(self, need: str) -> None:
+        getattr(self, f"_{need}")()
+
+    def restore(self) -> None:
+        while self.undo:
+            self.ssh.run(["sh", "-c", self.undo.pop()], timeout=120)
+
+    def _swap(self) -> None:
+        # MADV_PAGEOUT unmaps anonymous pages only once they have a swap slot: swap on zram0 (CONFIG_ZRAM).
+        if "/dev/zram0" in self.sh("cat /proc/swaps"):
+            return
+        if not self.ssh.run(["test", "-e", "/sys/block/zram0"]).ok:
+            raise Unavailable("no /sys/block/zram0 for swap: the kernel needs CONFIG_ZRAM")
+        self.sh("echo 64M > /sys/block/zram0/disksize && mkswap /dev/zram0 >/dev/null && swapon /dev/zram0")
+        self.undo.append("swapoff /dev/zram0; echo 1 > /sys/block/zram0/reset")
+
+    def _ksm(self) -> None:
+        if not self.ssh.run(["test", "-d", KSM]).ok:
+            raise Unavailable(f"no {KSM}: the kernel needs CONFIG_KSM")
+        old = self.sh(f"cat {KSM}/run {KSM}/sleep_millisecs {KSM}/pages_to_scan").split()
+        # Fast scans, so that a few dozen pages merge within seconds under TCG.
+        self.sh(f"echo 20 > {KSM}/sleep_millisecs && echo 1000 > {KSM}/pages_to_scan && echo 1 > {KSM}/run")
+        self.undo.append(f"echo {old[0]} > {KSM}/run; echo {old[1]} > {KSM}/sleep_millisecs; "
+                         f"echo {old[2]} > {KSM}/pages_to_scan")
+
+    def _writeback_fs(self) -> None:
+        # tmpfs never writes back (noop_backing_dev_info); ext2 on a second zram device does.
+        if not self.ssh.run(["grep", "-qw", "ext2", "/proc/filesystems"]).ok:
+            raise Unavailable("no filesystem that writes back in this kernel (only tmpfs): needs CONFIG_EXT2_FS=y "
+                              "(with CONFIG_BLOCK and CONFIG_ZRAM, already in base.config)")
+        dev = self.sh("cat /sys/class/zram-control/hot_add").strip()
+        self.undo.append(f"echo {dev} > /sys/class/zram-control/hot_remove")
+        # zram's logical block size is PAGE_SIZE, so ext2 needs 4 KiB blocks ("EXT2-fs: bad blocksize 1024").
+        self.sh(f"echo 16M > /sys/block/zram{dev}/disksize && mke2fs -q -b 4096 /dev/zram{dev} && "
+                f"mkdir -p {WRITEBACK_MNT} && mount -t ext2 /dev/zram{dev} {WRITEBACK_MNT}")
+        self.undo.append(f"umount {WRITEBACK_MNT}; echo 1 > /sys/block/zram{dev}/reset")
+
+    def _numa(self) -> None:
+        if not self.ssh.run(["test", "-d", "/sys/devices/system/node/node1"]).ok:
+            raise Unavailable("the guest has one NUMA node: use a two-node machine (configs/machines/numa2.yaml)")
+
+
+@dataclass
+class Run:
+    """One run of a case: what the program printed, the probe's records of its pid, and the verdict."""
+
+    case: expect.Case
+    info: dict
+    events: list[observe.Event]
+    outcome: expect.Outcome
+    counters: dict[str, int]
+
+    def problems(self) -> list[str]:
+        """Everything wrong with this run: the case's expectations and the notifier contract."""
+        out = list(self.outcome.failures)
+        if self.info.get("probed") != 1:
+            out.append("the program ran without the probe watching it")
+        classic = [e for e in self.events if e.sub == "mn"]
+        releases = [e for e in classic if e.kind == "release"]
+        # mm/mmap.c:exit_mmap -> mmu_notifier_release: exactly one release, and mn_hlist_release unhooks
+        # the subscriber before exit's unmap_vmas, so no classic record may follow it.
+        if len(releases) != 1:
+            out.append(f"expected one release() at exit, saw {len(releases)}")
+        elif classic[-1] is not releases[0]:
+            out.append(f"classic records after release(): {classic[classic.index(releases[0]) + 1:]}")
+        if unpaired := observe.unpaired_starts(self.events):
+            out.append(f"invalidate_range_start without its end: {unpaired}")
+        if orphans := observe.orphan_ends(self.events):
+            out.append(f"invalidate_range_end without its start: {orphans}")
+        if self.counters.get("dropped"):
+            out.append(f"the probe's ring dropped {self.counters['dropped']} records: events are missing")
+        return out
+
+    def report(self, extra: list[str] | None = None) -> str:
+        """The problems (and any the caller found), under a line naming the case and the source it reflects."""
+        head = f"case {self.case.name} ({' '.join(self.case.argv)}; expectations from {self.case.basis} source)"
+        return "\n".join([head, *(f"  - {p}" for p in [*self.problems(), *(extra or [])])])
+
+
+def run_case(guest: Guest, case: expect.Case, *extra_args: str, save_as: str = "") -> Run:
+    """Run the case's program with the probe cleared first; save its summary and events in the test's dir."""
+    guest.probe.clear()
+    program, *args = case.argv
+    _, info = guest.program(program, *args, *extra_args, timeout=120)
+    events = guest.probe.events(pid=info["pid"])
+    counters = guest.probe.counters()
+    suffix = f"-{save_as}" if save_as else ""
+    guest.save(f"events{suffix}.json", observe.dump_events(events))
+    guest.save(f"program{suffix}.json", json.dumps(info, indent=1))
+    return Run(case, info, events, expect.check(case, events, info), counters)

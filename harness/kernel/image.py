@@ -1,0 +1,150 @@
+"""The guest's root filesystem: an initramfs of busybox, dropbear, the guest programs and modules.
+
+The SSH host key is generated with the image and its public half kept beside it: the host side
+pins it and refuses any other. The client key is the harness's own, made once in the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import atomic, paths
+from harness.kernel.build import (
+    BuildError,
+    KernelBuild,
+    build_guest_modules,
+    build_probe_module,
+    content_key,
+    install_modules,
+    run_logged,
+)
+
+BUSYBOX = Path("/bin/busybox")
+DROPBEAR = Path("/usr/sbin/dropbear")
+
+
+@dataclass(frozen=True)
+class Image:
+    initramfs: Path
+    host_key_pub: Path  # "ssh-ed25519 AAAA..." of the guest's dropbear
+    dir: Path
+
+
+def client_key() -> Path:
+    """The harness's own SSH key (private half); made once per cache."""
+    key = paths.cache_root() / "keys" / "id_ed25519"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        tmp = key.with_name(".tmp_id_ed25519")
+        for p in (tmp, tmp.with_suffix(".pub")):
+            p.unlink(missing_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mmu-notifier-harness", "-f", str(tmp)],
+                       check=True)
+        os.replace(tmp.with_name(tmp.name + ".pub"), key.with_name("id_ed25519.pub"))
+        os.replace(tmp, key)
+    return key
+
+
+def build_guest_programs() -> Path:
+    """guest/programs/*.c, static; cached by their sources."""
+    sources = sorted((paths.GUEST / "programs").iterdir())
+    key = content_key(*(p.name.encode() + p.read_bytes() for p in sources), (paths.GUEST / "Makefile").read_bytes())
+    out = paths.cache_root() / "guest" / key
+    if out.exists():
+        return out
+    (paths.cache_root() / "guest").mkdir(parents=True, exist_ok=True)
+    log = paths.cache_root() / "guest" / "build.log"
+    with atomic.staged_dir(out) as tmp:
+        run_logged(["make", "-C", str(paths.GUEST), f"O={tmp}"], log, "guest programs")
+    return out
+
+
+def build_image(build: KernelBuild) -> Image:
+    """Everything the guest needs for this kernel build; cached by all of its inputs."""
+    for tool in (BUSYBOX, DROPBEAR):
+        if not tool.exists():
+            raise BuildError(f"{tool} is missing: apt-get install busybox-static dropbear-bin")
+    programs = build_guest_programs()
+    modules = [build_probe_module(build)] if build.has("MMU_NOTIFIER") else []
+    modules += build_guest_modules(build, "faults")  # loaded only when a test asks (harness.modules=)
+    mod_tree = install_modules(build) if build.has("MODULES") else None
+    pub = client_key().with_name("id_ed25519.pub")
+    inputs = [build.key.encode(), programs.name.encode(), pub.read_bytes(), (paths.IMAGES / "init").read_bytes(),
+              BUSYBOX.read_bytes(), DROPBEAR.read_bytes()] + [m.read_bytes() for m in modules]
+    out = paths.cache_root() / "images" / content_key(*inputs)
+    image = Image(out / "initramfs.cpio.gz", out / "host_key.pub", out)
+    if image.initramfs.exists():
+        return image
+    with atomic.staged_dir(out) as tmp:
+        root = tmp / "root"
+        _populate(root, programs, modules, mod_tree, pub)
+        host_key = root / "etc/dropbear/host_key"
+        subprocess.run(["dropbearkey", "-t", "ed25519", "-f", str(host_key)], check=True, capture_output=True)
+        shown = subprocess.run(["dropbearkey", "-y", "-f", str(host_key)], check=True, capture_output=True,
+                               text=True).stdout
+        pubkey = next(line for line in shown.splitlines() if line.startswith("ssh-"))
+        (tmp / "host_key.pub").write_text(" ".join(pubkey.split()[:2]) + "\n")
+        _cpio(root, tmp / "initramfs.cpio.gz")
+        shutil.rmtree(root)
+        (tmp / "manifest.json").write_text(json.dumps({
+            "kernel_build": str(build.dir), "release": build.release, "guest_programs": str(programs),
+            "modules": [m.name for m in modules],
+        }, indent=2))
+    return image
+
+
+def _populate(root: Path, programs: Path, modules: list[Path], mod_tree: Path | None, client_pub: Path) -> None:
+    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc/dropbear", "proc", "sys", "dev", "tmp", "run",
+              "root/.ssh", "guest/bin", "guest/modules", "lib", "lib64", "var/log"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy(BUSYBOX, root / "bin/busybox")
+    shutil.copy(paths.IMAGES / "init", root / "init")
+    shutil.copy(DROPBEAR, root / "usr/sbin/dropbear")
+    for lib in _shared_libs(DROPBEAR):
+        dest = root / lib.relative_to("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(lib, dest)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\n")
+    (root / "etc/shadow").write_text("root:*:19000:0:99999:7:::\n")
+    (root / "etc/shells").write_text("/bin/sh\n")
+    (root / "root/.ssh/authorized_keys").write_text(client_pub.read_text())
+    os.chmod(root / "root", 0o700)
+    os.chmod(root / "root/.ssh", 0o700)
+    for prog in programs.iterdir():
+        shutil.copy(prog, root / "guest/bin" / prog.name)
+    for ko in modules:
+        shutil.copy(ko, root / "guest/modules" / ko.name)
+    if mod_tree:
+        # `build` and `source` link back to the build and source trees: gigabytes the guest never reads.
+        shutil.copytree(mod_tree / "lib/modules", root / "lib/modules", symlinks=True,
+                        ignore=shutil.ignore_patterns("build", "source"))
+
+
+def _shared_libs(binary: Path) -> list[Path]:
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+    libs = re.findall(r"(/\S+)\s+\(0x", out)
+    return [Path(p) for p in libs]
+
+
+def _cpio(root: Path, dest: Path) -> None:
+    """newc archive, owned by root, gzip'd; file list sorted so that the bytes are reproducible."""
+    names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    listing = "".join(f"{n}\0" for n in [".", *names]).encode()
+    with open(dest, "wb") as out:
+        cpio = subprocess.Popen(["cpio", "--quiet", "--null", "-o", "-H", "newc", "-R", "0:0"], cwd=root,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        gz = subprocess.Popen(["gzip", "-1", "-n"], stdin=cpio.stdout, stdout=out)
+        assert cpio.stdin and cpio.stdout
+        cpio.stdout.close()
+        cpio.stdin.write(listing)
+        cpio.stdin.close()
+        if cpio.wait() != 0 or gz.wait() != 0:
+            raise BuildError(f"creating {dest} failed")
+

@@ -1,0 +1,354 @@
+"""`harness matrix run`: build each kernel once, then run the cells as parallel `harness run` subprocesses.
+
+Kernel builds go one after another (each uses every core). Then up to `jobs` cells run at once,
+each in its own process group with its own results directory, so that a cell that crashes, hangs
+or is killed at its timeout takes nothing else down. A cell that ends INFRA (the guest was never
+reachable, or no results at all) runs once more before it is reported; its first attempt is kept
+next to it as <cell>.attempt-1.
+
+    results/matrix-<name>/<time>/       run.json, report.html, summary.json, junit.xml
+        builds/<kernel>-<notifier>.log  `harness kernel` output
+        <cell-id>/                      a `harness run` results directory, plus harness.log and cell.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from harness import paths
+from harness.atomic import write_text
+from harness.matrix.spec import Cell, Matrix, kernel_id
+from harness.results import report
+from harness.results.outcome import Outcome
+
+KILL_GRACE_S = 20.0  # SIGTERM lets `harness run` stop its VMs and write outcomes.json; then SIGKILL
+HEARTBEAT_S = 30.0
+
+
+def store(matrix_name: str) -> Path:
+    """Where the runs of one matrix are kept, newest last by name: the history that --compare reads."""
+    return paths.results_root() / f"matrix-{matrix_name}"
+
+
+def new_run_dir(matrix_name: str) -> Path:
+    base = store(matrix_name)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, n = base / stamp, 1
+    while path.exists():
+        n += 1
+        path = base / f"{stamp}-{n}"
+    return path
+
+
+def default_jobs() -> int:
+    """One VM per core, and 2 GiB of free memory per VM (1 GiB guest plus QEMU and the harness)."""
+    available_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            available_kib = int(line.split()[1])
+    return max(1, min(os.cpu_count() or 1, available_kib // (2 * 1024 * 1024)))
+
+
+def _die_with_parent() -> None:
+    """In a cell or build child: SIGTERM it when the matrix runner dies, even by SIGKILL."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _spawn(argv: list[str], stdout: IO[str] | int) -> subprocess.Popen:
+    return subprocess.Popen(argv, stdout=stdout, stderr=subprocess.STDOUT, text=True, cwd=paths.REPO,
+                            start_new_session=True, preexec_fn=_die_with_parent,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _kernel_key(cell: Cell) -> tuple[str, str, str]:
+    """What tells one cell's kernel from another's: cells that share it share one build."""
+    return cell.kernel, cell.notifier, cell.fragment
+
+
+def _killpg(proc: subprocess.Popen, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+@dataclass
+class Build:
+    kernel: str
+    notifier: str
+    ok: bool
+    seconds: float
+    log: str  # relative to the run directory
+    error: str = ""
+    fragment: str = ""
+
+
+@dataclass
+class CellRun:
+    cell: Cell
+    dir: Path
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    log: IO[str] | None = None
+    started: float = 0.0
+    started_at: str = ""
+    killed_at: float | None = None
+
+
+class Runner:
+    def __init__(self, matrix: Matrix, cells: list[Cell], run_dir: Path, jobs: int, out: IO[str] = sys.stdout,
+                 harness: Sequence[str] = (sys.executable, "-m", "harness.cli")):
+        self.matrix, self.cells, self.run_dir, self.jobs, self.out = matrix, cells, run_dir, max(1, jobs), out
+        self.harness = list(harness)  # the command that cells and builds run (tests give a stand-in)
+        self.t0 = time.monotonic()
+        self.done: list[tuple[CellRun, str]] = []  # (cell run, final outcome)
+
+    def say(self, text: str) -> None:
+        elapsed = int(time.monotonic() - self.t0)
+        print(f"[{elapsed // 60:3d}m{elapsed % 60:02d}s] {text}", file=self.out, flush=True)
+
+    # -- kernels -------------------------------------------------------------------------------------
+
+    def build_kernels(self) -> dict[tuple[str, str, str], Build]:
+        kernels = list(dict.fromkeys(_kernel_key(c) for c in self.cells))
+        builds = {}
+        for n, (kernel, notifier, fragment) in enumerate(kernels, 1):
+            what = f"{kernel} notifier {notifier}" + (f" + {fragment}" if fragment else "")
+            self.say(f"kernel {n}/{len(kernels)}: {what}")
+            b = builds[kernel, notifier, fragment] = self.build_one(kernel, notifier, fragment)
+            self.say(f"kernel {what}: {'ready' if b.ok else 'FAILED'} in {b.seconds:.0f} s"
+                     + ("" if b.ok else f"\n{b.error}"))
+        return builds
+
+    def build_one(self, kernel: str, notifier: str, fragment: str = "") -> Build:
+        rel = f"builds/{kernel_id(kernel)}-{notifier}{'-' + Path(fragment).stem if fragment else ''}.log"
+        log_path = self.run_dir / rel
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        frag = ["--fragment", fragment] if fragment else []
+        proc = _spawn([*self.harness, "kernel", "--kernel-src", kernel, "--notifier", notifier, *frag],
+                      subprocess.PIPE)
+        timer = threading.Timer(self.matrix.build_timeout_s, _killpg, (proc, signal.SIGKILL))
+        timer.start()
+        lines = []
+        try:
+            assert proc.stdout
+            with open(log_path, "w") as log:
+                for line in proc.stdout:
+                    log.write(line)
+                    lines.append(line)
+                    if line.strip() and line.lstrip()[:1] not in '{}"':  # progress, not the final JSON
+                        print(f"    {line.rstrip()}", file=self.out, flush=True)
+            rc = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:  # interrupted: the build is in its own session, so stop it here
+                _killpg(proc, signal.SIGTERM)
+        seconds = round(time.monotonic() - started, 1)
+        if rc == 0:
+            return Build(kernel, notifier, True, seconds, rel, fragment=fragment)
+        text = "".join(lines)
+        error = text[text.find("harness: "):] if "harness: " in text else "".join(lines[-30:])
+        if rc < 0 and seconds >= self.matrix.build_timeout_s:
+            error = f"the build exceeded its {self.matrix.build_timeout_s:g} s build_timeout and was killed"
+        return Build(kernel, notifier, False, seconds, rel, error.strip() or f"exit status {rc}", fragment)
+
+    # -- cells ---------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.say(f"matrix {self.matrix.name}: {len(self.cells)} cells, up to {self.jobs} at once; results in "
+                 f"{self.run_dir}")
+        write_text(self.run_dir / "run.json", json.dumps(self._run_json(started_at, {}, None), indent=1) + "\n")
+        interrupted = False
+        builds: dict[tuple[str, str, str], Build] = {}
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            builds = self.build_kernels()
+            queue = deque()
+            for cell in self.cells:
+                b = builds[_kernel_key(cell)]
+                cr = CellRun(cell, self.run_dir / cell.id)
+                if b.ok:
+                    queue.append(cr)
+                else:
+                    self.record_build_failure(cr, b)
+            self.run_cells(queue)
+        except KeyboardInterrupt:
+            interrupted = True
+            self.say("interrupted: stopping the running cells")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        meta = self._run_json(started_at, builds, time.monotonic() - self.t0) | {"interrupted": interrupted}
+        write_text(self.run_dir / "run.json", json.dumps(meta, indent=1) + "\n")
+        if interrupted:  # report what finished, but never make this run the one others compare with
+            if any(self.run_dir.glob("*/cell.json")):
+                print(report.format_summary(report.write_report(self.run_dir)), file=self.out, flush=True)
+            return 130
+        return self.finish()
+
+    def _run_json(self, started_at: str, builds: dict, duration: float | None) -> dict[str, Any]:
+        return {"matrix": self.matrix.name, "matrix_file": str(self.matrix.path), "started": started_at,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z") if duration is not None else None,
+                "duration_s": round(duration, 1) if duration is not None else None, "jobs": self.jobs,
+                "cells": [c.id for c in self.cells],
+                "builds": [vars(b) for b in builds.values()]}
+
+    def run_cells(self, queue: deque[CellRun]) -> None:
+        running: list[CellRun] = []
+        total, last_beat = len(self.cells), time.monotonic()
+        try:
+            while queue or running:
+                while queue and len(running) < self.jobs:
+                    cr = queue.popleft()
+                    self.start(cr)
+                    running.append(cr)
+                    self.progress(running, queue, total)
+                time.sleep(0.5)
+                for cr in list(running):
+                    if self.poll(cr):
+                        running.remove(cr)
+                        if self.judge(cr):
+                            queue.append(cr)  # INFRA on its first attempt: once more, at the back
+                        self.progress(running, queue, total)
+                if time.monotonic() - last_beat > HEARTBEAT_S:
+                    last_beat = time.monotonic()
+                    self.progress(running, queue, total)
+        except KeyboardInterrupt:
+            for cr in running:
+                if cr.proc:
+                    _killpg(cr.proc, signal.SIGTERM)
+            for cr in running:
+                if cr.proc:
+                    try:
+                        cr.proc.wait(timeout=KILL_GRACE_S)
+                    except subprocess.TimeoutExpired:
+                        _killpg(cr.proc, signal.SIGKILL)
+                        cr.proc.wait()
+                    self.conclude(cr, Outcome.ERROR, "interrupted: the matrix run was stopped", cr.proc.returncode)
+            raise
+
+    def start(self, cr: CellRun) -> None:
+        if cr.dir.exists():  # a cell run again into the same run directory replaces its old results
+            shutil.rmtree(cr.dir)
+        cr.dir.mkdir(parents=True)
+        args = cr.cell.run_args()
+        args[1:1] = ["--results-dir", str(cr.dir)]
+        cr.log = open(cr.dir / "harness.log", "w")  # noqa: SIM115 -- closed in poll() when the cell ends
+        cr.started, cr.started_at, cr.killed_at = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S%z"), None
+        cr.proc = _spawn([*self.harness, *args], cr.log)
+        attempt = f" (attempt {len(cr.attempts) + 1})" if cr.attempts else ""
+        self.say(f"start {cr.cell.id}{attempt}")
+
+    def poll(self, cr: CellRun) -> bool:
+        """True once the cell's process has exited; enforces the cell's timeout on the way."""
+        assert cr.proc
+        if cr.proc.poll() is not None:
+            assert cr.log
+            cr.log.close()
+            return True
+        now = time.monotonic()
+        if cr.killed_at is None and now - cr.started > cr.cell.timeout_s:
+            cr.killed_at = now
+            self.say(f"timeout {cr.cell.id}: {cr.cell.timeout_s:g} s passed; stopping it")
+            _killpg(cr.proc, signal.SIGTERM)
+        elif cr.killed_at is not None and now - cr.killed_at > KILL_GRACE_S:
+            _killpg(cr.proc, signal.SIGKILL)
+        return False
+
+    def judge(self, cr: CellRun) -> bool:
+        """Classify the attempt that just ended; True when it should run once more (INFRA, first time)."""
+        assert cr.proc
+        rc = cr.proc.returncode
+        if cr.killed_at is not None:
+            outcome, reason = Outcome.TIMEOUT, f"the cell exceeded its {cr.cell.timeout_s:g} s timeout and was killed"
+        else:
+            outcome, reason = report.judge_cell_dir(cr.dir, rc)
+        if outcome == Outcome.INFRA and not cr.attempts:
+            kept = cr.dir.with_name(f"{cr.cell.id}.attempt-1")
+            shutil.rmtree(kept, ignore_errors=True)
+            cr.dir.rename(kept)
+            cr.attempts.append(self._attempt(cr, outcome, reason, rc, kept.name))
+            self.say(f"INFRA {cr.cell.id}: {reason}; retrying once")
+            return True
+        self.conclude(cr, outcome, reason, rc)
+        return False
+
+    def _attempt(self, cr: CellRun, outcome: Outcome, reason: str, rc: int | None, dirname: str) -> dict[str, Any]:
+        return {"outcome": outcome.value, "reason": reason, "returncode": rc, "started": cr.started_at,
+                "duration_s": round(time.monotonic() - cr.started, 1), "dir": dirname}
+
+    def conclude(self, cr: CellRun, outcome: Outcome, reason: str, rc: int | None) -> None:
+        cr.attempts.append(self._attempt(cr, outcome, reason, rc, cr.dir.name))
+        self.write_cell(cr, outcome, reason)
+        line = f"{outcome.value:<7} {cr.cell.id} ({cr.attempts[-1]['duration_s']:.0f} s)"
+        if outcome not in (Outcome.PASS, Outcome.SKIP):
+            line += f": {reason}\n          reproduce: {cr.cell.reproducer()}"
+        self.say(line)
+
+    def record_build_failure(self, cr: CellRun, build: Build) -> None:
+        cr.dir.mkdir(parents=True, exist_ok=True)
+        (cr.dir / "build-error.txt").write_text(build.error + "\n")
+        first = build.error.removeprefix("harness: ").splitlines()[0] if build.error else ""
+        cr.attempts.append({"outcome": Outcome.ERROR.value, "reason": f"kernel build failed: {first}",
+                            "returncode": None, "started": None, "duration_s": 0.0, "dir": cr.dir.name})
+        self.write_cell(cr, Outcome.ERROR, f"kernel build failed: {first}", build)
+        self.say(f"ERROR   {cr.cell.id}: kernel build failed\n          reproduce: {cr.cell.build_reproducer()}")
+
+    def write_cell(self, cr: CellRun, outcome: Outcome, reason: str, failed_build: Build | None = None) -> None:
+        info = {
+            "schema": 1, "matrix": self.matrix.name, **cr.cell.to_json(), "outcome": outcome.value,
+            "reason": reason, "command": cr.cell.reproducer(), "attempts": cr.attempts,
+            "duration_s": cr.attempts[-1]["duration_s"],
+            "build": None if failed_build is None else {"ok": False, "log": f"../{failed_build.log}",
+                                                        "command": cr.cell.build_reproducer(),
+                                                        "error": failed_build.error},
+        }
+        write_text(cr.dir / "cell.json", json.dumps(info, indent=1) + "\n")
+        self.done.append((cr, outcome.value))
+
+    def progress(self, running: list[CellRun], queue: deque[CellRun], total: int) -> None:
+        counts: dict[str, int] = {}
+        for _, outcome in self.done:
+            counts[outcome] = counts.get(outcome, 0) + 1
+        green = counts.get("PASS", 0) + counts.get("SKIP", 0)
+        infra = counts.get("INFRA", 0)
+        failed = len(self.done) - green - infra
+        now = time.monotonic()
+        names = ", ".join(f"{cr.cell.id} {now - cr.started:.0f}s" for cr in running) or "-"
+        self.say(f"{len(self.done)}/{total} done ({green} green, {failed} failed, {infra} infra); "
+                 f"running: {names}; {len(queue)} queued")
+
+    # -- the end -------------------------------------------------------------------------------------
+
+    def finish(self) -> int:
+        summary = report.write_report(self.run_dir)
+        if self.run_dir.parent == store(self.matrix.name):
+            prev = report.previous_run(self.run_dir)
+            latest = self.run_dir.parent / "latest"
+            latest.unlink(missing_ok=True)
+            latest.symlink_to(self.run_dir.name)
+            if prev:
+                comparison = report.compare(report.load_run(prev), report.load_run(self.run_dir))
+                report.write_report(self.run_dir, comparison)
+                print(report.format_comparison(comparison), file=self.out)
+        print(report.format_summary(summary), file=self.out, flush=True)
+        bad = [c for c in summary["cells"] if c["outcome"] not in ("PASS", "SKIP")]
+        return 1 if bad else 0
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -1,0 +1,436 @@
+"""pytest plugin: suites get a prepared kernel, a booted VM shared by many tests, and a guest session.
+
+One VM serves every test of a session (kernel, machine profile). Each test runs fresh guest
+processes and marks dmesg at its start, so the splats after the mark are its own. A test that
+crashes or wedges the guest gets the VM replaced before the next test runs.
+
+Every test ends as one outcome (harness/outcome.py) written to outcomes.json and to JUnit as the
+`outcome` property: a kernel splat fails the test that caused it (CRASH for oops/BUG/panic), a
+watchdog that fires stops QEMU and makes the test a TIMEOUT, an unreachable guest is INFRA.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import atomic, paths
+from harness.atomic import OutputDirError, check_output_dir
+from harness.kernel import prepare as pipeline
+from harness.observe import probe as observe
+from harness.observe.splat import Splat, find_splats, is_allowed
+from harness.results.outcome import (
+    GuestCrash,
+    GuestTimeout,
+    GuestUnreachable,
+    HarnessFault,
+    Outcome,
+    Result,
+    write_results,
+)
+from harness.vm import qmp
+from harness.vm.machine import VM, BootError, load_profile, probe_accel
+from harness.vm.ssh import CommandFailed, CommandResult, CommandTimeout, SSHError
+
+# Defaults for TCG on 2 cores, where this kernel boots in ~2 s; scaled up for debug kernels.
+DEFAULT_BOOT_TIMEOUT = 120.0
+DEFAULT_TEST_TIMEOUT = 300.0
+DEBUG_OPTIONS = ("KASAN", "PROVE_LOCKING", "KCSAN", "DEBUG_KMEMLEAK", "KMSAN")
+CRASH_KINDS = {"panic", "oops", "BUG"}  # the rest (WARNING, KASAN, lockdep, ...) fail the test
+
+RESULTS = pytest.StashKey[list[Result]]()
+RUN_DIR = pytest.StashKey["RunDir"]()
+RUN_PATH = pytest.StashKey[Path]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "kernel under test")
+    group.addoption("--kernel-src", default=os.environ.get("KSRC") or None,
+                    help="kernel tree: a path, debian:6.1, or empty for Debian's linux-source-6.12 (env KSRC)")
+    group.addoption("--notifier", default="on", choices=["on", "off"], help="the CONFIG_MMU_NOTIFIER axis")
+    group.addoption("--fragment", action="append", default=[], metavar="NAME",
+                    help="an extra config fragment: configs/fragments/NAME.config (e.g. debug/kasan) or a path")
+    group.addoption("--machine", default=os.environ.get("MACHINE", "default"), help="configs/machines/NAME.yaml")
+    group.addoption("--results-dir", default=None, help="where this run's results go (default: results/<time>)")
+    group.addoption("--boot-timeout", type=float, default=None, help="seconds to the ready marker")
+    group.addoption("--test-timeout", type=float, default=None, help="seconds a test may take with its guest")
+    group.addoption("--guest-modules", default="",
+                    help="comma-separated guest/ modules to load at boot, e.g. fault_panic (fault injection)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before junitxml's own configure reads xmlpath
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "allow_splats(*regexes): kernel splat titles this test tolerates")
+    config.addinivalue_line("markers", "test_timeout(seconds): this test's watchdog, before scaling")
+    config.addinivalue_line("markers", "machine(profile): boot this test's guest from configs/machines/PROFILE.yaml")
+    config.stash[RESULTS] = []
+    # One results directory per run, chosen now so that JUnit XML lands in it too.
+    config.stash[RUN_PATH] = paths.new_run_dir(config.getoption("results_dir"))
+    try:
+        check_output_dir(config.stash[RUN_PATH])
+    except OutputDirError as e:
+        raise pytest.UsageError(str(e)) from None
+    if not config.option.xmlpath:
+        config.option.xmlpath = str(config.stash[RUN_PATH] / "junit.xml")
+
+
+class RunDir:
+    """results/<run>/: console logs per VM, per-test dmesg and events, the .config, timings, outcomes."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.timings: dict[str, Any] = {}
+
+    def test_dir(self, nodeid: str) -> Path:
+        d = self.root / "tests" / re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def save_timings(self) -> None:
+        try:
+            atomic.write_text(self.root / "timings.json", json.dumps(self.timings, indent=2) + "\n")
+        except OSError as e:  # a full disk: said once, here; the test that met it already stopped the run
+            print(f"\nharness: {self.root / 'timings.json'} was not written: {e.strerror}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def run_dir(pytestconfig: pytest.Config) -> Iterator[RunDir]:
+    rd = RunDir(pytestconfig.stash[RUN_PATH])
+    pytestconfig.stash[RUN_DIR] = rd
+    if rd.root.parent == paths.results_root():
+        latest = paths.results_root() / "latest"
+        latest.unlink(missing_ok=True)
+        latest.symlink_to(rd.root.name)
+    yield rd
+    rd.save_timings()
+
+
+@pytest.fixture(scope="session")
+def kernel(pytestconfig: pytest.Config, run_dir: RunDir) -> pipeline.Prepared:
+    """The kernel build and image for this session (built on first use, cached by content)."""
+    prepared = pipeline.prepare(pytestconfig.getoption("kernel_src"), pytestconfig.getoption("notifier"),
+                                fragments=tuple(pytestconfig.getoption("fragment")))
+    (run_dir.root / "kernel.config").write_bytes(prepared.build.config.read_bytes())
+    (run_dir.root / "kernel.json").write_text(json.dumps({
+        "tree": str(prepared.tree.path), "version": prepared.tree.version, "identity": prepared.tree.identity,
+        "build_dir": str(prepared.build.dir), "release": prepared.build.release, "notifier": prepared.notifier,
+        "fragments": list(prepared.fragments),
+        "image": str(prepared.image.dir),
+    }, indent=2) + "\n")
+    run_dir.timings["prepare"] = prepared.timings
+    return prepared
+
+
+def timeout_scale(prepared: pipeline.Prepared, accel: str) -> float:
+    """Debug kernels (KASAN, lockdep, ...) run several times slower; KVM much faster than TCG."""
+    scale = 3.0 if any(prepared.build.has(opt) for opt in DEBUG_OPTIONS) else 1.0
+    return scale * (0.5 if accel == "kvm" else 1.0)
+
+
+class VMs:
+    """Boots a VM on first need and replaces it when a test left it dead, crashed or suspect."""
+
+    def __init__(self, prepared: pipeline.Prepared, machine: str, run_dir: RunDir, boot_timeout: float | None,
+                 extra_modules: str = ""):
+        self.prepared = prepared
+        self.profile = load_profile(machine)
+        self.run_dir = run_dir
+        self.modules = [m for m in ["mmu_probe" if prepared.build.has("MMU_NOTIFIER") else "",
+                                    *extra_modules.split(",")] if m]
+        self.accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
+        self.scale = timeout_scale(prepared, self.accel)
+        self.boot_timeout = boot_timeout or DEFAULT_BOOT_TIMEOUT * self.scale
+        self.vm: VM | None = None
+        self.boots = 0
+        self.boot_error: BootError | None = None
+
+    def get(self) -> VM:
+        if self.boot_error:
+            raise self.boot_error  # a kernel that cannot boot will not boot for the next test either
+        if self.vm and not self.vm.alive():
+            self.discard()
+        if self.vm is None:
+            self.boots += 1
+            append = (f"harness.modules={','.join(self.modules)}",) if self.modules else ()
+            vm = VM(self.profile, self.prepared.build.bzimage, self.prepared.image,
+                    self.run_dir.root / f"vm-{self.boots}", accel=self.accel, extra_append=append)
+            try:
+                vm.start(self.boot_timeout)
+            except BootError as e:
+                self.boot_error = e
+                raise
+            self.run_dir.timings.setdefault("boots", []).append(
+                {"vm": self.boots, "boot_to_ssh_s": round(vm.boot_s, 2), "accel": self.accel,
+                 "boot_timeout_s": self.boot_timeout})
+            self.vm = vm
+        return self.vm
+
+    def discard(self) -> None:
+        if self.vm:
+            self.vm.stop()
+            self.vm = None
+
+    def close(self) -> None:
+        self.discard()
+
+
+class Pools:
+    """One VMs pool per machine profile: the session's (--machine) and any a test names with
+    @pytest.mark.machine("numa2"); each other profile keeps its vm-N directories under <run>/<profile>/."""
+
+    def __init__(self, prepared: pipeline.Prepared, config: pytest.Config, run_dir: RunDir):
+        self.prepared, self.config, self.run_dir = prepared, config, run_dir
+        self.default = config.getoption("machine")
+        self.pools: dict[str, VMs] = {}
+
+    def pool(self, machine: str | None = None) -> VMs:
+        machine = machine or self.default
+        if machine not in self.pools:
+            root = self.run_dir if machine == self.default else RunDir(self.run_dir.root / machine)
+            self.pools[machine] = VMs(self.prepared, machine, root, self.config.getoption("boot_timeout"),
+                                      self.config.getoption("guest_modules"))
+        return self.pools[machine]
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+
+
+@pytest.fixture(scope="session")
+def vms(kernel: pipeline.Prepared, pytestconfig: pytest.Config, run_dir: RunDir) -> Iterator[Pools]:
+    pools = Pools(kernel, pytestconfig, run_dir)
+    try:
+        yield pools
+    finally:
+        pools.close()
+
+
+class Guest:
+    """One test's view of the guest: commands, guest programs, the probe, its own dmesg and artifacts."""
+
+    def __init__(self, vms: VMs, vm: VM, test_dir: Path, label: str):
+        assert vm.ssh
+        self.vms = vms
+        self.vm = vm
+        self.ssh = vm.ssh
+        self.dir = test_dir
+        self.dmesg = observe.Dmesg(vm.ssh, label)
+        self.probe = observe.Probe(vm.ssh)
+        self.timed_out: float | None = None  # the watchdog's limit, once it fired
+        self.post_mortem: dict[str, str] = {}  # what a timeout left: registers, screen, where the CPUs were
+
+    def run(self, argv: Sequence[str], timeout: float = 60, check: bool = False) -> CommandResult:
+        return self.ssh.run(argv, timeout=timeout, check=check)
+
+    def program(self, name: str, *args: str, timeout: float = 60) -> tuple[CommandResult, dict]:
+        """Run /guest/bin/NAME; it must exit 0 and print one JSON object as its last stdout line."""
+        result = self.ssh.run([f"/guest/bin/{name}", *args], timeout=timeout)
+        if not result.ok:
+            pytest.fail(f"guest program {name} failed:\n{result.describe()}")
+        lines = result.stdout.strip().splitlines()
+        try:
+            return result, json.loads(lines[-1])
+        except (IndexError, json.JSONDecodeError):
+            pytest.fail(f"guest program {name} printed no JSON summary:\n{result.describe()}")
+
+    def save(self, name: str, text: str) -> Path:
+        path = self.dir / name
+        path.write_text(text)
+        return path
+
+    def collect_post_mortem(self) -> None:
+        """A timed-out guest, before it is stopped: (QMP) its registers and screen, first, since an
+        SSH attempt wakes the guest's network; then dmesg if SSH still answers. Bounded: a wedged
+        guest costs a few seconds here."""
+        self.post_mortem |= self.vm.post_mortem(self.dir)
+        try:
+            self.save("dmesg.txt", self.dmesg.since_mark(timeout=10))
+            self.post_mortem["dmesg"] = str(self.dir / "dmesg.txt")
+        except (SSHError, OSError, RuntimeError) as e:
+            self.post_mortem["dmesg"] = f"not captured: {e}"
+        qmp.save(self.post_mortem, self.dir)
+
+    def check_after_test(self, allow: list[str]) -> None:
+        """Raise the fault this test left behind: a dead or crashed guest, or splats in its dmesg."""
+        vm, console = self.vm, self.vm.console
+        assert console
+        if console.log_error:  # a result whose log is lost cannot be explained: not a verdict on the kernel
+            raise ResultsLost(console.log_error)
+        if self.timed_out is not None:
+            raise GuestTimeout(f"test exceeded its {self.timed_out:g} s watchdog; QEMU was stopped",
+                               vm.console_log)
+        if not vm.alive():
+            fatal = console.fatal_splat()
+            self.vms.discard()
+            if fatal:
+                raise GuestCrash(f"kernel crashed: {fatal.title}", vm.console_log)
+            raise GuestCrash(f"QEMU died (exit status {console.exit_status})", vm.console_log)
+        try:
+            log = self.dmesg.since_mark()
+        except (SSHError, OSError) as e:
+            self.vms.discard()
+            raise GuestUnreachable(f"guest stopped answering: {e}", vm.console_log) from None
+        self.save("dmesg.txt", log)
+        splats = [s for s in find_splats(log) if not is_allowed(s, allow)]
+        if splats:
+            self.vms.discard()  # a WARN or worse leaves the kernel suspect for the tests after this one
+            raise _splat_fault(splats, self.dir / "dmesg.txt")
+
+
+class ResultsLost(HarnessFault):
+    """The results directory stopped taking files (a full disk): the run stops at this test."""
+
+
+def _splat_fault(splats: list[Splat], dmesg: Path) -> HarnessFault | AssertionError:
+    titles = "; ".join(s.title for s in splats)
+    text = f"kernel splat(s) during the test: {titles}\n  dmesg: {dmesg}\n\n{splats[0].text}"
+    if any(s.kind in CRASH_KINDS for s in splats):
+        return GuestCrash(text)
+    return AssertionError(text)
+
+
+@pytest.fixture
+def guest(vms: Pools, run_dir: RunDir, request: pytest.FixtureRequest) -> Iterator[Guest]:
+    machine = request.node.get_closest_marker("machine")
+    pool = vms.pool(machine.args[0] if machine else None)
+    try:
+        vm = pool.get()
+    except BootError as e:
+        boot_error = e
+    else:
+        boot_error = None
+    if boot_error:  # raised outside the except block, so that the report is the boot error alone
+        raise boot_error
+    g = Guest(pool, vm, run_dir.test_dir(request.node.nodeid), request.node.nodeid)
+    marker = request.node.get_closest_marker("test_timeout")
+    limit = (marker.args[0] if marker else request.config.getoption("test_timeout") or DEFAULT_TEST_TIMEOUT)
+    limit *= pool.scale
+    watchdog = threading.Timer(limit, _expire, (g, limit))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield g
+    finally:
+        watchdog.cancel()
+
+
+def _expire(g: Guest, limit: float) -> None:
+    """The test watchdog: stop QEMU, which ends whatever the test was waiting on."""
+    g.timed_out = limit
+    try:
+        g.collect_post_mortem()
+    finally:  # whatever the post-mortem met, QEMU stops: that is what ends the test
+        g.vms.discard()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """After the test body, its guest's health is part of its verdict (not a teardown error)."""
+    g = item.funcargs.get("guest") if hasattr(item, "funcargs") else None
+    try:
+        result = yield
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):
+            raise  # Ctrl-C or SIGTERM (harness/console.py): stop the run, don't call it a crash
+        if isinstance(g, Guest) and isinstance(e, SSHError) and not isinstance(e, CommandFailed) and g.vm.console:
+            # A lost channel may be QEMU dying: its sockets close before its exit can be seen. Wait for it
+            # briefly, so that a dead QEMU is a CRASH and not an unreachable guest.
+            g.vm.console.wait_exit(3)
+        if isinstance(g, Guest) and (g.timed_out is not None or not g.vm.alive()):
+            g.check_after_test([])  # the watchdog or a crash explains the failure better than the symptom
+        if isinstance(g, Guest) and isinstance(e, SSHError) and not isinstance(e, CommandFailed):
+            if isinstance(e, CommandTimeout):
+                g.collect_post_mortem()
+            g.vms.discard()  # a wedged command or a lost session: the next test gets a fresh guest
+        raise
+    if isinstance(g, Guest):
+        marker = item.get_closest_marker("allow_splats")
+        g.check_after_test(list(marker.args) if marker else [])
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        outcome, reason = classify(report, call)
+        report.user_properties.append(("outcome", outcome.value))
+        g = item.funcargs.get("guest") if hasattr(item, "funcargs") else None
+        console = str(g.vm.console_log) if isinstance(g, Guest) else None
+        dmesg = str(g.dir / "dmesg.txt") if isinstance(g, Guest) and (g.dir / "dmesg.txt").exists() else None
+        post_mortem = g.post_mortem if isinstance(g, Guest) and outcome == Outcome.TIMEOUT else {}
+        if call.excinfo and _is_results_lost(call.excinfo.value):
+            item.session.shouldstop = f"results can no longer be written: {reason}"
+        item.config.stash[RESULTS].append(Result(item.nodeid, outcome, reason, round(report.duration, 3),
+                                                 console, dmesg, {"post_mortem": post_mortem} if post_mortem else {}))
+    return report
+
+
+def classify(report: pytest.TestReport, call: pytest.CallInfo[None]) -> tuple[Outcome, str]:
+    if report.passed:
+        return Outcome.PASS, ""
+    if report.skipped and hasattr(report, "wasxfail"):  # an expected failure, e.g. a known kernel bug
+        return Outcome.SKIP, f"xfail: {report.wasxfail}"
+    if report.skipped:
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        return Outcome.SKIP, reason.removeprefix("Skipped: ")
+    exc = call.excinfo.value if call.excinfo else None
+    first_line = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else ""
+    if isinstance(exc, HarnessFault):
+        return exc.outcome, first_line
+    if isinstance(exc, CommandTimeout):
+        return Outcome.TIMEOUT, first_line
+    if isinstance(exc, CommandFailed):  # the guest answered, and the answer was wrong: the test's verdict
+        return (Outcome.FAIL if report.when == "call" else Outcome.ERROR), first_line
+    if isinstance(exc, SSHError):
+        return Outcome.INFRA, first_line
+    if isinstance(exc, (AssertionError, pytest.fail.Exception)):
+        return (Outcome.FAIL if report.when == "call" else Outcome.ERROR), first_line
+    return Outcome.ERROR, f"{type(exc).__name__}: {first_line}" if exc is not None else "unknown error"
+
+
+def _is_results_lost(exc: BaseException) -> bool:
+    return isinstance(exc, ResultsLost) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session: pytest.Session) -> Iterator[None]:
+    """outcomes.json (written whole or not at all), then JUnit: pytest's junitxml writes it in place,
+    so a write that fails (a full disk) removes what it left rather than leave a truncated report."""
+    rd = session.config.stash.get(RUN_DIR, None)
+    try:
+        if rd is not None:
+            write_results(rd.root / "outcomes.json", session.config.stash[RESULTS])
+    except OSError as e:
+        _results_not_written(session, rd.root / "outcomes.json", e)
+    try:
+        return (yield)
+    except OSError as e:
+        junit = Path(session.config.option.xmlpath)
+        junit.unlink(missing_ok=True)
+        _results_not_written(session, junit, e)
+
+
+def _results_not_written(session: pytest.Session, path: Path, e: OSError) -> None:
+    print(f"\nharness: {path} was not written: {e.strerror}", file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+
+
+@pytest.fixture(autouse=True)
+def _kernel_requirements(request: pytest.FixtureRequest) -> None:
+    """`needs_notifier` tests are skipped, with the reason, on a kernel without CONFIG_MMU_NOTIFIER."""
+    if request.node.get_closest_marker("needs_notifier"):
+        prepared: pipeline.Prepared = request.getfixturevalue("kernel")
+        if not prepared.build.has("MMU_NOTIFIER"):
+            pytest.skip("CONFIG_MMU_NOTIFIER is not set in this kernel")

@@ -1,0 +1,246 @@
+"""QEMU machines: profiles from configs/machines/*.yaml, the command line as a list, and a VM's life.
+
+A VM boots a kernel build with an image, watches its console from the first byte, and ends in one
+of a few classified ways: ready, crashed (a fatal splat), exited (QEMU died), or timed out.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import paths
+from harness.kernel.image import Image, client_key
+from harness.profiles import load_named
+from harness.results.outcome import HarnessFault, Outcome
+from harness.vm import qmp
+from harness.vm.console import Console, WaitResult
+from harness.vm.ssh import SSH, SSHError
+
+READY_RE = r"^HARNESS-READY (\S+)\r*\n"  # the whole line: a half-printed release is no release
+
+
+class MachineError(Exception):
+    """Bad input about a machine: an unknown profile, a malformed one, QEMU missing."""
+
+
+class BootError(HarnessFault):
+    """A boot that did not reach the ready marker: CRASH, TIMEOUT or INFRA, with the console log kept."""
+
+    def __init__(self, outcome: str, reason: str, console_log: Path):
+        super().__init__(f"{outcome}: {reason}", console_log)
+        self.outcome = Outcome(outcome)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    arch: str = "x86_64"
+    machine: str = "pc"
+    cpu: str = "max"
+    cpus: int = 2
+    memory_mib: int = 1024
+    devices: tuple[str, ...] = ()
+    append: tuple[str, ...] = ()
+
+
+ARCHES = ("x86_64",)  # what the pipeline builds (arch/x86, bzImage) and boots (qemu-system-x86_64)
+_PROFILE_KEYS = {"description", "arch", "machine", "cpu", "cpus", "memory_mib", "devices", "append"}
+
+
+def load_profile(name: str) -> Profile:
+    data = load_named(paths.CONFIGS / "machines", name, "machine profile", _PROFILE_KEYS, MachineError)
+    arch = str(data.get("arch", "x86_64"))
+    if arch not in ARCHES:
+        raise MachineError(f"machine profile {name!r} asks for arch {arch!r}; the harness builds and boots "
+                           f"{', '.join(ARCHES)} guests only")
+    try:
+        return Profile(name=name, description=str(data.get("description", "")), arch=arch,
+                       machine=str(data.get("machine", "pc")),
+                       cpu=str(data.get("cpu", "max")), cpus=int(data.get("cpus", 2)),
+                       memory_mib=int(data.get("memory_mib", 1024)),
+                       devices=tuple(str(d) for d in data.get("devices") or ()),
+                       append=tuple(str(a) for a in data.get("append") or ()))
+    except (TypeError, ValueError) as e:
+        raise MachineError(f"machine profile {name!r}: {e}") from None
+
+
+def qemu_binary() -> str:
+    qemu = shutil.which("qemu-system-x86_64")
+    if not qemu:
+        raise MachineError("qemu-system-x86_64 not found: apt-get install qemu-system-x86")
+    return qemu
+
+
+@functools.cache
+def qemu_devices(qemu: str) -> tuple[str, frozenset[str]]:
+    """This QEMU's version line and the device models it knows (`-device help`)."""
+    version = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    listing = subprocess.run([qemu, "-nodefaults", "-device", "help"], capture_output=True, text=True).stdout
+    return version, frozenset(re.findall(r'^name "([^"]+)"', listing, re.MULTILINE))
+
+
+def check_devices(profile: Profile) -> None:
+    """A device this QEMU does not have is the user's to fix (a newer QEMU), not a boot failure."""
+    version, known = qemu_devices(qemu_binary())
+    for device in profile.devices:
+        model = device.split(",", 1)[0]
+        if model not in known:
+            raise MachineError(f"machine profile {profile.name!r} needs the QEMU device {model!r}, which {version} "
+                               f"does not have: install a QEMU that does, or drop the device from the profile")
+
+
+def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel: str,
+              extra_append: tuple[str, ...] = (), qmp_socket: str = "") -> list[str]:
+    """The whole QEMU command line. Guest ports are forwarded on 127.0.0.1 only; QMP, where asked
+    for, listens on an abstract unix socket (harness/qmp.py)."""
+    argv = [
+        qemu_binary(),
+        "-machine", f"{profile.machine},accel={accel}",
+        "-cpu", "host" if accel == "kvm" and profile.cpu == "host" else profile.cpu,
+        "-smp", str(profile.cpus),
+        "-m", str(profile.memory_mib),
+        "-kernel", str(kernel),
+        "-initrd", str(initrd),
+        "-append", " ".join((*profile.append, *extra_append)),
+        "-display", "none",
+        "-vga", "none",
+        "-monitor", "none",
+        "-serial", "stdio",
+        "-no-reboot",  # a guest that reboots (panic=-1, triple fault) ends QEMU instead of looping
+        "-nodefaults",
+        "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+        "-device", "virtio-net-pci,netdev=net0",
+    ]
+    for dev in profile.devices:
+        argv += ["-device", dev]
+    return argv + (qmp.qemu_args(qmp_socket) if qmp_socket else [])
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now; QEMU may still lose a race for it, so boots retry."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def probe_accel(kernel: Path, image: Image, timeout: float = 30) -> str:
+    """KVM only when a real boot under it reaches the ready marker; TCG otherwise. Cached per host."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg"
+    qemu_version, _ = qemu_devices(qemu_binary())
+    cache = paths.cache_root() / "kvm-probe.json"
+    key = f"{os.uname().release} {qemu_version}"
+    if cache.exists() and (known := json.loads(cache.read_text())).get("key") == key:
+        return known["accel"]
+    workdir = paths.cache_root() / "kvm-probe"
+    workdir.mkdir(parents=True, exist_ok=True)
+    vm = VM(load_profile("default"), kernel, image, workdir, accel="kvm")
+    try:
+        vm.start(boot_timeout=timeout, connect_ssh=False)
+        accel = "kvm"
+    except BootError as e:
+        accel = "tcg"
+        print(f"KVM probe boot failed ({e.reason}); using TCG. Probe console: {e.console_log}", flush=True)
+    finally:
+        vm.stop()
+    cache.write_text(json.dumps({"key": key, "accel": accel}))
+    return accel
+
+
+@dataclass
+class VM:
+    profile: Profile
+    kernel: Path
+    image: Image
+    workdir: Path  # console.log and friends go here
+    accel: str = "tcg"
+    extra_append: tuple[str, ...] = ()
+    console: Console | None = None
+    ssh: SSH | None = None
+    ssh_port: int = 0
+    release: str = ""
+    boot_s: float = 0.0
+    argv: list[str] = field(default_factory=list)
+    qmp_socket: str = field(default_factory=qmp.new_socket_name)
+
+    @property
+    def console_log(self) -> Path:
+        return self.workdir / "console.log"
+
+    def start(self, boot_timeout: float, connect_ssh: bool = True, ssh_timeout: float = 60,
+              silence_timeout: float | None = 60) -> None:
+        """Boot to the ready marker (and an SSH session); BootError otherwise, with QEMU stopped."""
+        check_devices(self.profile)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        for attempt in range(3):
+            self.ssh_port = free_port()
+            self.argv = qemu_argv(self.profile, self.kernel, self.image.initramfs, self.ssh_port, self.accel,
+                                  self.extra_append, self.qmp_socket)
+            (self.workdir / "qemu-argv.json").write_text(json.dumps(self.argv, indent=1))
+            self.console = Console(self.argv, self.console_log)
+            result = self.console.wait_for(READY_RE, boot_timeout, silence_timeout=silence_timeout)
+            if result.status == "exited" and "Could not set up host forwarding" in self.console.text and attempt < 2:
+                continue  # lost the race for the port to another process: take another
+            break
+        self._check_boot(result, boot_timeout)
+        assert result.match
+        self.release = result.match[1]
+        self.boot_s = time.monotonic() - started
+        if connect_ssh:
+            try:
+                self.ssh = SSH.connect(self.ssh_port, self.image.host_key_pub, client_key(), timeout=ssh_timeout,
+                                       log=self.workdir / "commands.log")
+            except SSHError as e:
+                self.stop()
+                raise BootError("INFRA", f"guest booted but SSH is unreachable: {e}", self.console_log) from None
+
+    def _check_boot(self, result: WaitResult, timeout: float) -> None:
+        if result.status == "matched":
+            return
+        assert self.console
+        if result.status in ("timeout", "silent"):
+            qmp.save(self.post_mortem(self.workdir), self.workdir)
+        self.stop()
+        if result.status == "crashed" and result.splat:
+            raise BootError("CRASH", f"kernel crashed during boot: {result.splat.title}", self.console_log)
+        if result.status == "exited":
+            splat = self.console.fatal_splat()
+            if splat:
+                raise BootError("CRASH", f"kernel crashed during boot: {splat.title}", self.console_log)
+            tail = self.console.text.strip().splitlines()[-3:]
+            raise BootError("INFRA", f"QEMU exited with status {result.exit_status} before the guest was ready: "
+                            + " | ".join(tail), self.console_log)
+        if result.status == "silent":
+            raise BootError("TIMEOUT", f"console silent for {result.silent_s:g} s during boot", self.console_log)
+        raise BootError("TIMEOUT", f"guest not ready within {timeout:g} s", self.console_log)
+
+    def post_mortem(self, into: Path) -> dict[str, str]:
+        """Before a guest that timed out is stopped: its registers and screen (harness/qmp.py).
+
+        The kernel is <build>/arch/x86/boot/bzImage; its System.map names where each CPU was."""
+        if not (self.console and self.console.child.isalive()):
+            return {}
+        return qmp.post_mortem(self.qmp_socket, into, system_map=self.kernel.parents[3] / "System.map")
+
+    def alive(self) -> bool:
+        return bool(self.console and self.console.child.isalive() and not self.console.fatal_splat())
+
+    def stop(self) -> None:
+        """Power off: close SSH, stop QEMU. Idempotent; never leaves QEMU behind."""
+        if self.ssh:
+            self.ssh.close()
+            self.ssh = None
+        if self.console:
+            self.console.kill()
