@@ -56,8 +56,9 @@ test: deps ## the project's own tests: unit tests, fault injection, and the suit
 	$(PY) -m pytest tests suites --notifier=on
 	$(PY) -m pytest suites --notifier=off
 
-unit: venv ## unit tests only (no kernel build, no QEMU)
-	$(PY) -m pytest tests
+unit: venv ## unit tests only (no kernel build, no QEMU): everything not marked e2e
+	@# HARNESS_NO_QEMU: a test that boots without its e2e mark fails at once (harness/vm/console.py)
+	HARNESS_NO_QEMU=1 $(PY) -m pytest tests -m "not e2e"
 
 shell: deps ## a shell in the guest
 	$(HARNESS) shell --machine=$(MACHINE) $(if $(FRAGMENT),--fragment=$(FRAGMENT))
@@ -74,8 +75,9 @@ report: venv ## rewrite the last MATRIX run's report and compare it with the run
 evidence: deps ## what the notifier event saves a model driver: results/<run>/evidence/ (REPEATS=3)
 	$(HARNESS) evidence --machine=$(MACHINE) --repeats=$(or $(REPEATS),3)
 
-lint: venv
+lint: venv ## ruff on everything, mypy on the harness package
 	$(VENV)/bin/ruff check harness tests suites
+	$(VENV)/bin/mypy harness
 
 driver: deps ## one driver's tests and a verdict: DRIVER=test_hmm|kvm|virtio-gpu (configs/drivers/)
 	$(HARNESS) driver $(DRIVER)

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from harness.errors import UserError
 
-class OutputDirError(Exception):
+
+class OutputDirError(UserError):
     """Where results are to go cannot take them: not a directory, read-only, or (nearly) full."""
 
 

@@ -1,9 +1,11 @@
-"""Where the harness keeps things: the repo's data, the artifact cache, and the results of runs."""
+"""Where the harness keeps things: the repo's data, the artifact cache, and the results of runs.
+
+The layout inside one run's directory, and how a new one is named, is harness/results/rundir.py.
+"""
 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,15 +26,3 @@ def cache_root() -> Path:
 def results_root() -> Path:
     return Path(os.environ.get("HARNESS_RESULTS", REPO / "results"))
 
-
-def new_run_dir(given: str | None = None) -> Path:
-    """`given`, or a fresh results/<time>[-N] (not created yet)."""
-    if given:
-        return Path(given)
-    base = results_root()
-    path = base / time.strftime("%Y%m%d-%H%M%S")
-    n = 1
-    while path.exists():
-        n += 1
-        path = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{n}"
-    return path

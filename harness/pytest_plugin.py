@@ -4,7 +4,7 @@ One VM serves every test of a session (kernel, machine profile). Each test runs 
 processes and marks dmesg at its start, so the splats after the mark are its own. A test that
 crashes or wedges the guest gets the VM replaced before the next test runs.
 
-Every test ends as one outcome (harness/outcome.py) written to outcomes.json and to JUnit as the
+Every test ends as one outcome (harness/results/outcome.py) written to outcomes.json and to JUnit as the
 `outcome` property: a kernel splat fails the test that caused it (CRASH for oops/BUG/panic), a
 watchdog that fires stops QEMU and makes the test a TIMEOUT, an unreachable guest is INFRA.
 """
@@ -14,29 +14,21 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from harness import atomic, paths
+from harness import paths
 from harness.atomic import OutputDirError, check_output_dir
-from harness.kernel import prepare as pipeline
+from harness.kernel.prepare import Prepared, prepare
 from harness.observe import probe as observe
 from harness.observe.splat import Splat, find_splats, is_allowed
-from harness.results.outcome import (
-    GuestCrash,
-    GuestTimeout,
-    GuestUnreachable,
-    HarnessFault,
-    Outcome,
-    Result,
-    write_results,
-)
+from harness.results.model import Boot, Result, write_results
+from harness.results.outcome import GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault, Outcome
+from harness.results.rundir import RunDir, new_run_dir
 from harness.vm import qmp
 from harness.vm.machine import VM, BootError, load_profile, probe_accel
 from harness.vm.ssh import CommandFailed, CommandResult, CommandTimeout, SSHError
@@ -48,7 +40,7 @@ DEBUG_OPTIONS = ("KASAN", "PROVE_LOCKING", "KCSAN", "DEBUG_KMEMLEAK", "KMSAN")
 CRASH_KINDS = {"panic", "oops", "BUG"}  # the rest (WARNING, KASAN, lockdep, ...) fail the test
 
 RESULTS = pytest.StashKey[list[Result]]()
-RUN_DIR = pytest.StashKey["RunDir"]()
+RUN_DIR = pytest.StashKey[RunDir]()
 RUN_PATH = pytest.StashKey[Path]()
 
 
@@ -60,7 +52,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--fragment", action="append", default=[], metavar="NAME",
                     help="an extra config fragment: configs/fragments/NAME.config (e.g. debug/kasan) or a path")
     group.addoption("--machine", default=os.environ.get("MACHINE", "default"), help="configs/machines/NAME.yaml")
-    group.addoption("--results-dir", default=None, help="where this run's results go (default: results/<time>)")
+    group.addoption("--results-dir", default=None,
+                    help="where this run's results go, JUnit XML too (default: results/<time>, without JUnit)")
     group.addoption("--boot-timeout", type=float, default=None, help="seconds to the ready marker")
     group.addoption("--test-timeout", type=float, default=None, help="seconds a test may take with its guest")
     group.addoption("--guest-modules", default="",
@@ -72,40 +65,25 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "allow_splats(*regexes): kernel splat titles this test tolerates")
     config.addinivalue_line("markers", "test_timeout(seconds): this test's watchdog, before scaling")
     config.addinivalue_line("markers", "machine(profile): boot this test's guest from configs/machines/PROFILE.yaml")
+    config.addinivalue_line("markers", "needs_notifier: the test needs CONFIG_MMU_NOTIFIER=y in the kernel under test")
     config.stash[RESULTS] = []
-    # One results directory per run, chosen now so that JUnit XML lands in it too.
-    config.stash[RUN_PATH] = paths.new_run_dir(config.getoption("results_dir"))
-    try:
-        check_output_dir(config.stash[RUN_PATH])
-    except OutputDirError as e:
-        raise pytest.UsageError(str(e)) from None
-    if not config.option.xmlpath:
-        config.option.xmlpath = str(config.stash[RUN_PATH] / "junit.xml")
-
-
-class RunDir:
-    """results/<run>/: console logs per VM, per-test dmesg and events, the .config, timings, outcomes."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.timings: dict[str, Any] = {}
-
-    def test_dir(self, nodeid: str) -> Path:
-        d = self.root / "tests" / re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")
-        d.mkdir(parents=True, exist_ok=True)
-        return d
-
-    def save_timings(self) -> None:
+    # One results directory per run, made by the first test that uses run_dir. This plugin loads in every
+    # pytest of the environment: only a session that names its directory (harness run, the matrix's
+    # cells) gets it checked now and JUnit XML written into it; any other writes JUnit only on --junitxml.
+    given = config.getoption("results_dir")
+    config.stash[RUN_PATH] = new_run_dir(given)
+    if given:
         try:
-            atomic.write_text(self.root / "timings.json", json.dumps(self.timings, indent=2) + "\n")
-        except OSError as e:  # a full disk: said once, here; the test that met it already stopped the run
-            print(f"\nharness: {self.root / 'timings.json'} was not written: {e.strerror}", file=sys.stderr)
+            check_output_dir(config.stash[RUN_PATH])
+        except OutputDirError as e:
+            raise pytest.UsageError(str(e)) from None
+        if not config.option.xmlpath:
+            config.option.xmlpath = str(config.stash[RUN_PATH] / "junit.xml")
 
 
 @pytest.fixture(scope="session")
 def run_dir(pytestconfig: pytest.Config) -> Iterator[RunDir]:
-    rd = RunDir(pytestconfig.stash[RUN_PATH])
+    rd = RunDir.make(pytestconfig.stash[RUN_PATH])
     pytestconfig.stash[RUN_DIR] = rd
     if rd.root.parent == paths.results_root():
         latest = paths.results_root() / "latest"
@@ -116,22 +94,22 @@ def run_dir(pytestconfig: pytest.Config) -> Iterator[RunDir]:
 
 
 @pytest.fixture(scope="session")
-def kernel(pytestconfig: pytest.Config, run_dir: RunDir) -> pipeline.Prepared:
+def kernel(pytestconfig: pytest.Config, run_dir: RunDir) -> Prepared:
     """The kernel build and image for this session (built on first use, cached by content)."""
-    prepared = pipeline.prepare(pytestconfig.getoption("kernel_src"), pytestconfig.getoption("notifier"),
+    prepared = prepare(pytestconfig.getoption("kernel_src"), pytestconfig.getoption("notifier"),
                                 fragments=tuple(pytestconfig.getoption("fragment")))
     (run_dir.root / "kernel.config").write_bytes(prepared.build.config.read_bytes())
-    (run_dir.root / "kernel.json").write_text(json.dumps({
+    run_dir.kernel_json.write_text(json.dumps({
         "tree": str(prepared.tree.path), "version": prepared.tree.version, "identity": prepared.tree.identity,
         "build_dir": str(prepared.build.dir), "release": prepared.build.release, "notifier": prepared.notifier,
         "fragments": list(prepared.fragments),
         "image": str(prepared.image.dir),
     }, indent=2) + "\n")
-    run_dir.timings["prepare"] = prepared.timings
+    run_dir.timings.prepare = prepared.timings
     return prepared
 
 
-def timeout_scale(prepared: pipeline.Prepared, accel: str) -> float:
+def timeout_scale(prepared: Prepared, accel: str) -> float:
     """Debug kernels (KASAN, lockdep, ...) run several times slower; KVM much faster than TCG."""
     scale = 3.0 if any(prepared.build.has(opt) for opt in DEBUG_OPTIONS) else 1.0
     return scale * (0.5 if accel == "kvm" else 1.0)
@@ -140,7 +118,7 @@ def timeout_scale(prepared: pipeline.Prepared, accel: str) -> float:
 class VMs:
     """Boots a VM on first need and replaces it when a test left it dead, crashed or suspect."""
 
-    def __init__(self, prepared: pipeline.Prepared, machine: str, run_dir: RunDir, boot_timeout: float | None,
+    def __init__(self, prepared: Prepared, machine: str, run_dir: RunDir, boot_timeout: float | None,
                  extra_modules: str = ""):
         self.prepared = prepared
         self.profile = load_profile(machine)
@@ -169,9 +147,7 @@ class VMs:
             except BootError as e:
                 self.boot_error = e
                 raise
-            self.run_dir.timings.setdefault("boots", []).append(
-                {"vm": self.boots, "boot_to_ssh_s": round(vm.boot_s, 2), "accel": self.accel,
-                 "boot_timeout_s": self.boot_timeout})
+            self.run_dir.timings.boots.append(Boot(self.boots, round(vm.boot_s, 2), self.accel, self.boot_timeout))
             self.vm = vm
         return self.vm
 
@@ -188,7 +164,7 @@ class Pools:
     """One VMs pool per machine profile: the session's (--machine) and any a test names with
     @pytest.mark.machine("numa2"); each other profile keeps its vm-N directories under <run>/<profile>/."""
 
-    def __init__(self, prepared: pipeline.Prepared, config: pytest.Config, run_dir: RunDir):
+    def __init__(self, prepared: Prepared, config: pytest.Config, run_dir: RunDir):
         self.prepared, self.config, self.run_dir = prepared, config, run_dir
         self.default = config.getoption("machine")
         self.pools: dict[str, VMs] = {}
@@ -196,7 +172,7 @@ class Pools:
     def pool(self, machine: str | None = None) -> VMs:
         machine = machine or self.default
         if machine not in self.pools:
-            root = self.run_dir if machine == self.default else RunDir(self.run_dir.root / machine)
+            root = self.run_dir if machine == self.default else RunDir.make(self.run_dir.root / machine)
             self.pools[machine] = VMs(self.prepared, machine, root, self.config.getoption("boot_timeout"),
                                       self.config.getoption("guest_modules"))
         return self.pools[machine]
@@ -207,7 +183,7 @@ class Pools:
 
 
 @pytest.fixture(scope="session")
-def vms(kernel: pipeline.Prepared, pytestconfig: pytest.Config, run_dir: RunDir) -> Iterator[Pools]:
+def vms(kernel: Prepared, pytestconfig: pytest.Config, run_dir: RunDir) -> Iterator[Pools]:
     pools = Pools(kernel, pytestconfig, run_dir)
     try:
         yield pools
@@ -311,7 +287,9 @@ def guest(vms: Pools, run_dir: RunDir, request: pytest.FixtureRequest) -> Iterat
         boot_error = None
     if boot_error:  # raised outside the except block, so that the report is the boot error alone
         raise boot_error
-    g = Guest(pool, vm, run_dir.test_dir(request.node.nodeid), request.node.nodeid)
+    test_dir = run_dir.test_dir(request.node.nodeid)
+    test_dir.mkdir(parents=True, exist_ok=True)
+    g = Guest(pool, vm, test_dir, request.node.nodeid)
     marker = request.node.get_closest_marker("test_timeout")
     limit = (marker.args[0] if marker else request.config.getoption("test_timeout") or DEFAULT_TEST_TIMEOUT)
     limit *= pool.scale
@@ -364,7 +342,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = yield
     if report.when == "call" or (report.when == "setup" and not report.passed):
         outcome, reason = classify(report, call)
-        report.user_properties.append(("outcome", outcome.value))
+        # On the item: pytest's JUnit writes a case's properties from its teardown report, which copies
+        # the item's list; one appended to this report alone never reached junit.xml.
+        item.user_properties.append(("outcome", outcome.value))
         g = item.funcargs.get("guest") if hasattr(item, "funcargs") else None
         console = str(g.vm.console_log) if isinstance(g, Guest) else None
         dmesg = str(g.dir / "dmesg.txt") if isinstance(g, Guest) and (g.dir / "dmesg.txt").exists() else None
@@ -380,7 +360,7 @@ def classify(report: pytest.TestReport, call: pytest.CallInfo[None]) -> tuple[Ou
     if report.passed:
         return Outcome.PASS, ""
     if report.skipped and hasattr(report, "wasxfail"):  # an expected failure, e.g. a known kernel bug
-        return Outcome.SKIP, f"xfail: {report.wasxfail}"
+        return Outcome.XFAIL, report.wasxfail
     if report.skipped:
         longrepr = report.longrepr
         reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
@@ -409,14 +389,16 @@ def pytest_sessionfinish(session: pytest.Session) -> Iterator[None]:
     """outcomes.json (written whole or not at all), then JUnit: pytest's junitxml writes it in place,
     so a write that fails (a full disk) removes what it left rather than leave a truncated report."""
     rd = session.config.stash.get(RUN_DIR, None)
-    try:
-        if rd is not None:
-            write_results(rd.root / "outcomes.json", session.config.stash[RESULTS])
-    except OSError as e:
-        _results_not_written(session, rd.root / "outcomes.json", e)
+    if rd is not None:
+        try:
+            write_results(rd.outcomes, session.config.stash[RESULTS])
+        except OSError as e:
+            _results_not_written(session, rd.outcomes, e)
     try:
         return (yield)
     except OSError as e:
+        if not session.config.option.xmlpath:  # not JUnit's write: nothing of ours to clean up
+            raise
         junit = Path(session.config.option.xmlpath)
         junit.unlink(missing_ok=True)
         _results_not_written(session, junit, e)
@@ -431,6 +413,6 @@ def _results_not_written(session: pytest.Session, path: Path, e: OSError) -> Non
 def _kernel_requirements(request: pytest.FixtureRequest) -> None:
     """`needs_notifier` tests are skipped, with the reason, on a kernel without CONFIG_MMU_NOTIFIER."""
     if request.node.get_closest_marker("needs_notifier"):
-        prepared: pipeline.Prepared = request.getfixturevalue("kernel")
+        prepared: Prepared = request.getfixturevalue("kernel")
         if not prepared.build.has("MMU_NOTIFIER"):
             pytest.skip("CONFIG_MMU_NOTIFIER is not set in this kernel")

@@ -22,7 +22,7 @@ from harness.checks import expectations as expect
 from harness.checks.workloads import GuestSetup, Run, Unavailable, run_case
 from harness.observe import pagemap
 
-pytestmark = pytest.mark.needs_notifier
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier]
 
 ALL = expect.load("")  # the case names; their content depends on the kernel, loaded per test
 OWN_TEST = {"compaction/compact_memory"}

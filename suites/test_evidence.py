@@ -22,7 +22,7 @@ from harness.checks import drivers
 from harness.checks.evidence import BY_NAME, prepare_hmm, run_hmm_workload, run_workload
 from harness.checks.workloads import GuestSetup, Unavailable
 
-pytestmark = pytest.mark.needs_notifier
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier]
 
 PAGES, ITERS = 32, 4
 

@@ -22,7 +22,7 @@ from harness.kernel import source, userprogs
 from harness.observe import ktap
 from harness.observe import probe as observe
 
-pytestmark = pytest.mark.needs_notifier
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier]
 PROFILE = drivers.load_driver("test_hmm")
 # kselftest_harness.h kills a test after 30 s (TEST_TIMEOUT_DEFAULT); the whole hmm-tests takes ~8 s on TCG (6.12).
 KSELFTEST_TIMEOUT = 120

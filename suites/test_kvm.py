@@ -23,7 +23,7 @@ from harness.observe import debugfs
 from harness.observe import probe as observe
 
 PROFILE = drivers.load_driver("kvm")
-pytestmark = [pytest.mark.needs_notifier, pytest.mark.machine(PROFILE.machine)]
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier, pytest.mark.machine(PROFILE.machine)]
 KVM_DEBUGFS = f"{debugfs.DEBUGFS}/kvm"
 
 

@@ -11,7 +11,7 @@ from harness.checks import expectations as expect
 from harness.checks.workloads import GuestSetup, Run, Unavailable, run_case
 from harness.observe import pagemap
 
-pytestmark = [pytest.mark.needs_notifier, pytest.mark.machine("numa2")]
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier, pytest.mark.machine("numa2")]
 
 CASES = sorted(n for n, c in expect.load("").items() if "numa" in c.needs)
 

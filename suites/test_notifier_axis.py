@@ -1,4 +1,4 @@
-"""The CONFIG_MMU_NOTIFIER axis: the same tree and fragments, built on and off (harness/pipeline.py).
+"""The CONFIG_MMU_NOTIFIER axis: the same tree and fragments, built on and off (harness/kernel/config.py).
 
 These tests run on both kernels and check that each is what its .config says, and that user-visible
 memory behaviour is the same with and without the notifier. Run with --notifier=off for the off kernel.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 
 from harness.kernel.build import BuildError, build_probe_module
+
+pytestmark = pytest.mark.e2e
 
 
 def test_kallsyms_agrees_with_the_config(guest, kernel):

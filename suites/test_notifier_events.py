@@ -9,7 +9,7 @@ import pytest
 
 from harness.observe import probe as observe
 
-pytestmark = pytest.mark.needs_notifier
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier]
 
 
 def test_munmap_sends_one_unmap_covering_the_range(guest):

@@ -9,7 +9,7 @@ import pytest
 from harness.observe import kprobe
 from harness.observe import probe as observe
 
-pytestmark = pytest.mark.needs_notifier
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier]
 
 ULONG_MAX = (1 << 64) - 1
 

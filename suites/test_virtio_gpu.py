@@ -23,7 +23,7 @@ from harness.observe import debugfs
 from harness.observe import probe as observe
 
 PROFILE = drivers.load_driver("virtio-gpu")
-pytestmark = pytest.mark.machine(PROFILE.machine)
+pytestmark = [pytest.mark.e2e, pytest.mark.machine(PROFILE.machine)]
 EFAULT = 14
 
 

@@ -3,7 +3,6 @@ planted while a real driver workload runs (test_hmm's selftest, a KVM guest, vir
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -12,25 +11,21 @@ from pathlib import Path
 import pytest
 
 from harness import paths
+from tests.fault_outcomes import expected_outcomes
 
 pytestmark = pytest.mark.e2e
 SUITE = paths.REPO / "tests/driver_fault_suite/test_planted.py"
 
 
-def expected_outcomes() -> dict[str, str]:
-    tree = ast.parse(SUITE.read_text())
-    return {f"tests/driver_fault_suite/test_planted.py::{fn.name}": ast.get_docstring(fn).split(":")[0]
-            for fn in tree.body if isinstance(fn, ast.FunctionDef) and fn.name.startswith("test_")}
-
-
 def test_a_warn_during_a_driver_test_fails_that_test(tmp_path: Path):
+    expected = expected_outcomes(SUITE)
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "driver", "test_hmm", f"--suite={SUITE}",
                            "--guest-modules=fault_inject", f"--results-dir={tmp_path}"],
                           cwd=paths.REPO, capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-3000:]
     results = {r["test"]: r for r in json.loads((tmp_path / "outcomes.json").read_text())}
-    assert {t: r["outcome"] for t, r in results.items()} == expected_outcomes(), json.dumps(results, indent=1)
+    assert {t: r["outcome"] for t, r in results.items()} == expected, json.dumps(results, indent=1)
     for test, r in results.items():
         if r["outcome"] == "FAIL":
             assert r["reason"] == "kernel splat(s) during the test: WARNING in warn_write", r

@@ -1,5 +1,5 @@
-"""Driver profiles, known failures, the kernel-verdict mapping and the run verdict (harness/drivers.py,
-harness/driver_cli.py); no guest needed."""
+"""Driver profiles, known failures, the kernel-verdict mapping and the run verdict (harness/checks/drivers.py,
+harness/cli/driver.py, harness/results/junit.py); no guest needed."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from harness.checks import drivers
 from harness.cli import driver as driver_cli
 from harness.cli import main as cli
 from harness.observe import ktap
+from harness.results import junit
 
 
 def test_every_profile_loads_and_names_real_things():
@@ -126,7 +127,7 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 ])
 def test_verdict_is_the_worst_outcome(tmp_path: Path, more: str, status: str):
     (tmp_path / "junit.xml").write_text(JUNIT.format(more=more))
-    verdict = drivers.verdict_from_junit(tmp_path / "junit.xml")
+    verdict = junit.run_verdict(tmp_path)
     assert verdict.status == status
     assert verdict.counts["XFAIL"] == 1 and verdict.counts["SKIP"] == 1
     assert "XFAIL c: known kernel failure: x" in verdict.notes
@@ -136,8 +137,8 @@ def test_verdict_when_nothing_ran(tmp_path: Path):
     (tmp_path / "junit.xml").write_text(
         '<testsuite><testcase classname="s" name="b"><skipped message="CONFIG_MMU_NOTIFIER is not set in this '
         'kernel"/></testcase></testsuite>')
-    assert drivers.verdict_from_junit(tmp_path / "junit.xml").line() == "SKIP (1 skip)"
-    assert drivers.verdict_from_junit(tmp_path / "none.xml").status == "NONE"
+    assert junit.run_verdict(tmp_path).line() == "SKIP (1 skip)"
+    assert junit.run_verdict(tmp_path / "none").status == "NONE"
 
 
 def test_fragment_notes_name_what_the_kernel_lacks():

@@ -3,7 +3,6 @@ and leave nothing behind. See tests/fault_suite/test_inject.py for the faults th
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
@@ -18,21 +17,14 @@ from pathlib import Path
 import pytest
 
 from harness import paths
-from harness.kernel import prepare as pipeline
+from harness.kernel.prepare import prepare
 from harness.vm.machine import VM, load_profile
+from tests.fault_outcomes import expected_outcomes
 from tests.test_boot_faults import qemu_pids
 
 pytestmark = pytest.mark.e2e
 FAULT_SUITE = paths.REPO / "tests/fault_suite/test_inject.py"
 KASAN_SUITE = paths.REPO / "tests/fault_suite/test_kasan.py"
-
-
-def expected_outcomes(suite: Path) -> dict[str, str]:
-    """Each fault test's docstring starts with the outcome it must end in."""
-    tree = ast.parse(suite.read_text())
-    name = suite.relative_to(paths.REPO)
-    return {f"{name}::{fn.name}": ast.get_docstring(fn).split(":")[0]
-            for fn in tree.body if isinstance(fn, ast.FunctionDef) and fn.name.startswith("test_")}
 
 
 def listening_guest_ports(run_dir: Path) -> list[int]:
@@ -50,8 +42,8 @@ def listening_guest_ports(run_dir: Path) -> list[int]:
 
 def run_fault_suite(tmp_path: Path, suite: Path, *options: str, only: tuple[str, ...] = ()
                     ) -> tuple[dict[str, dict], float]:
-    """`harness run` the suite (or `only` those of its tests); every test must end in its docstring's
-    outcome, with its logs and no QEMU left behind. Returns the results by test name, and the wall time."""
+    """`harness run` the suite (or `only` those of its tests); every test must end in its expect_outcome
+    marker's outcome, with its logs and no QEMU left behind. Returns the results by test name, and the wall time."""
     expected = {t: o for t, o in expected_outcomes(suite).items() if not only or t.split("::")[1] in only}
     options += ("-k", " or ".join(only)) if only else ()
     before = qemu_pids()
@@ -115,7 +107,7 @@ def test_a_kasan_report_fails_an_otherwise_passing_test(tmp_path: Path):
     assert results["test_use_after_free"]["reason"].startswith(
         "kernel splat(s) during the test: KASAN: slab-use-after-free Read in use_after_free_write"), results
     boots = json.loads((tmp_path / "timings.json").read_text())["boots"]
-    assert {b["boot_timeout_s"] for b in boots} == {120.0 * 3}, boots  # harness/plugin.py timeout_scale
+    assert {b["boot_timeout_s"] for b in boots} == {120.0 * 3}, boots  # harness/pytest_plugin.py timeout_scale
 
 
 def _boot_and_ask(vm: VM, answers: dict[int, str]) -> None:
@@ -125,7 +117,7 @@ def _boot_and_ask(vm: VM, answers: dict[int, str]) -> None:
 
 
 def test_four_vms_in_parallel(tmp_path: Path):
-    prepared = pipeline.prepare()
+    prepared = prepare()
     before = qemu_pids()
     vms = [VM(load_profile("default"), prepared.build.bzimage, prepared.image, tmp_path / f"vm-{i}")
            for i in range(4)]
@@ -148,7 +140,7 @@ def test_four_vms_in_parallel(tmp_path: Path):
 def test_killing_the_harness_leaves_no_qemu(tmp_path: Path, sig: signal.Signals):
     # Built and cached before the clock starts: a kernel build (or another process holding the tree's
     # lock while it builds) must not eat the 120 s the harness has to start QEMU.
-    pipeline.prepare()
+    prepare()
     before = qemu_pids()
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", f"--results-dir={tmp_path}",
                              "--guest-modules=fault_inject", "-k", "test_watchdog", str(FAULT_SUITE)],

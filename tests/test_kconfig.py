@@ -18,9 +18,9 @@ import pytest
 
 from harness import paths
 from harness.cli import main as cli
-from harness.kernel import kconfig
+from harness.kernel import kconfig, resolver
+from harness.kernel.config import fragments_for
 from harness.kernel.kconfig import ConfigError, Request
-from harness.kernel.prepare import fragments_for
 from tests.trees import kernel_tree
 
 BASE = paths.CONFIGS / "fragments" / "base.config"
@@ -150,7 +150,7 @@ def test_malformed_fragment_line_names_file_and_line(tmp_path: Path) -> None:
 def test_unknown_symbol_is_an_error_with_a_suggestion(k612: kconfiglib.Kconfig) -> None:
     kconfig.apply_base(k612, "tinyconfig")
     with pytest.raises(ConfigError, match=r"unknown Kconfig symbol CONFIG_MMU_NOTIFER.*CONFIG_MMU_NOTIFIER"):
-        kconfig.turn_off(k612, "MMU_NOTIFER")
+        resolver.turn_off(k612, "MMU_NOTIFER")
     with pytest.raises(ConfigError, match="unknown Kconfig symbol"):
         kconfig.explain(k612, "CONFIG_NO_SUCH_THING")
     with pytest.raises(ConfigError, match=r"^frag:7: unknown Kconfig symbol CONFIG_NO_SUCH_THING"):
@@ -182,10 +182,10 @@ def test_request_that_cannot_stick_names_the_unmet_dependency(k612: kconfiglib.K
 
 def test_off_from_tinyconfig_with_test_hmm(tree: kconfiglib.Kconfig, tmp_path: Path) -> None:
     requests = _requests(BASE) + _text(HMM_NEEDS + HMM + "CONFIG_MMU_NOTIFIER=y\n", "on.config")
-    kconfig.compose(tree, "tinyconfig", requests)
+    resolver.compose(tree, "tinyconfig", requests)
     held = _holding(tree, requests, tmp_path)
     assert {"TEST_HMM", "MMU_NOTIFIER"} <= {req.symbol for req in held}
-    result = kconfig.compose(tree, "tinyconfig", requests, off=["MMU_NOTIFIER"])
+    result = resolver.compose(tree, "tinyconfig", requests, off=["MMU_NOTIFIER"])
     assert _value(tree, "MMU_NOTIFIER") == "n"
     assert [(c.symbol, c.old, c.new, c.reason) for c in result.changes] == [
         ("TEST_HMM", "m", "n", "selects MMU_NOTIFIER"), ("MMU_NOTIFIER", "y", "n", "requested off")]
@@ -202,12 +202,12 @@ def test_off_from_tinyconfig_with_test_hmm(tree: kconfiglib.Kconfig, tmp_path: P
 
 def test_off_from_the_pipelines_notifier_on_config(tree: kconfiglib.Kconfig, tmp_path: Path) -> None:
     requests = _requests(*NOTIFIER_ON)
-    kconfig.compose(tree, "tinyconfig", requests)
+    resolver.compose(tree, "tinyconfig", requests)
     selectors = _active_selectors(tree, "MMU_NOTIFIER")
     assert selectors, "the notifier-on fragments no longer turn MMU_NOTIFIER on"
     held = _holding(tree, requests, tmp_path)
 
-    result = kconfig.compose(tree, "tinyconfig", requests, off=["MMU_NOTIFIER"])
+    result = resolver.compose(tree, "tinyconfig", requests, off=["MMU_NOTIFIER"])
     for name in selectors:
         assert _value(tree, name) == "n", name
         assert any(c.symbol == name and c.reason.endswith("selects MMU_NOTIFIER") for c in result.changes)
@@ -224,7 +224,7 @@ def test_off_from_the_debian_cloud_config(tree: kconfiglib.Kconfig, cloud: Path,
     assert len(selectors) >= 2, selectors  # a distro kernel has several consumers
     before = kconfig.value_snapshot(tree)
 
-    changes = kconfig.turn_off(tree, "MMU_NOTIFIER")
+    changes = resolver.turn_off(tree, "MMU_NOTIFIER")
 
     assert _value(tree, "MMU_NOTIFIER") == "n"
     for name in selectors:
@@ -252,7 +252,7 @@ def test_off_from_the_debian_cloud_config(tree: kconfiglib.Kconfig, cloud: Path,
 
 
 def test_off_request_is_checked_by_verify(k612: kconfiglib.Kconfig, tmp_path: Path) -> None:
-    result = kconfig.compose(k612, "tinyconfig", _requests(*NOTIFIER_ON), off=["MMU_NOTIFIER"])
+    result = resolver.compose(k612, "tinyconfig", _requests(*NOTIFIER_ON), off=["MMU_NOTIFIER"])
     stale = tmp_path / "stale.config"
     stale.write_text("CONFIG_MMU_NOTIFIER=y\nCONFIG_DEVICE_PRIVATE=y\n")
     with pytest.raises(ConfigError, match=r"CONFIG_MMU_NOTIFIER: asked 'n' \(--off\), got 'y'"):
@@ -262,7 +262,7 @@ def test_off_request_is_checked_by_verify(k612: kconfiglib.Kconfig, tmp_path: Pa
 def test_off_through_a_hidden_prompt(k612: kconfiglib.Kconfig) -> None:
     # BLOCK is `bool "Enable the block layer" if EXPERT` with default y: off means showing it first.
     kconfig.apply_base(k612, "defconfig")
-    changes = kconfig.turn_off(k612, "BLOCK")
+    changes = resolver.turn_off(k612, "BLOCK")
     assert _value(k612, "BLOCK") == "n"
     assert [(c.symbol, c.new) for c in changes] == [("EXPERT", "y"), ("BLOCK", "n")]
     assert changes[0].reason == "shows the prompt of BLOCK"
@@ -272,9 +272,9 @@ def test_off_that_cannot_be_done_changes_nothing(k612: kconfiglib.Kconfig) -> No
     kconfig.apply_base(k612, "defconfig")
     before = kconfig.value_snapshot(k612)
     with pytest.raises(ConfigError, match=r"cannot turn off CONFIG_MMU:.*no prompt"):
-        kconfig.turn_off(k612, "MMU")  # def_bool y on x86, nothing to answer
+        resolver.turn_off(k612, "MMU")  # def_bool y on x86, nothing to answer
     with pytest.raises(ConfigError, match="its type is int"):
-        kconfig.turn_off(k612, "NR_CPUS")
+        resolver.turn_off(k612, "NR_CPUS")
     assert kconfig.value_snapshot(k612) == before
 
 
@@ -283,7 +283,7 @@ def test_off_that_cannot_be_done_changes_nothing(k612: kconfiglib.Kconfig) -> No
 
 def test_on_from_tinyconfig_picks_a_selector(k612: kconfiglib.Kconfig, tmp_path: Path) -> None:
     kconfig.apply_base(k612, "tinyconfig")
-    changes = kconfig.turn_on(k612, "MMU_NOTIFIER")
+    changes = resolver.turn_on(k612, "MMU_NOTIFIER")
     assert _value(k612, "MMU_NOTIFIER") == "y"
     final = changes[-1]
     assert final.symbol == "MMU_NOTIFIER" and final.reason.startswith("requested on, selected by ")
@@ -299,7 +299,7 @@ def test_on_prefers_the_smallest_change(tree: kconfiglib.Kconfig) -> None:
     # test_hmm's dependencies are all there but RUNTIME_TESTING_MENU: by far the cheapest way.
     kconfig.apply_base(tree, "tinyconfig")
     kconfig.apply_requests(tree, _requests(BASE) + _text(HMM_NEEDS + "# CONFIG_RUNTIME_TESTING_MENU is not set"))
-    changes = kconfig.turn_on(tree, "MMU_NOTIFIER")
+    changes = resolver.turn_on(tree, "MMU_NOTIFIER")
     assert [(c.symbol, c.new) for c in changes] == [
         ("RUNTIME_TESTING_MENU", "y"), ("TEST_HMM", "m"), ("MMU_NOTIFIER", "y")]
     assert changes[0].reason == "is needed by TEST_HMM which selects MMU_NOTIFIER"
@@ -311,7 +311,7 @@ def test_on_a_prompted_symbol_reports_unmet_dependencies(k612: kconfiglib.Kconfi
     before = kconfig.value_snapshot(k612)
     with pytest.raises(ConfigError, match=r"cannot turn on CONFIG_TEST_HMM: it depends on .*, and "
                        r"DEVICE_PRIVATE\[=n\] and RUNTIME_TESTING_MENU\[=n\] are not met"):
-        kconfig.turn_on(k612, "TEST_HMM")
+        resolver.turn_on(k612, "TEST_HMM")
     assert kconfig.value_snapshot(k612) == before
 
 

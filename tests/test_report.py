@@ -1,4 +1,8 @@
-"""Reports on fabricated result directories: merged JUnit, summary.json, the HTML page, and regressions."""
+"""Reports on fabricated result directories: merged JUnit, summary.json, the HTML page, and regressions.
+
+The directories are written with the writers of the real thing: the plugin's Result, write_results and
+RunDir, the matrix runner's CellRecord and RunRecord. Only pytest's own junit.xml, and the kernel.json that
+the plugin writes inline, are written here by hand."""
 
 from __future__ import annotations
 
@@ -15,6 +19,9 @@ import pytest
 from harness import paths
 from harness.matrix.spec import Cell
 from harness.results import report
+from harness.results.model import Attempt, Boot, CellRecord, FailedBuild, Result, RunRecord, Timings, write_results
+from harness.results.outcome import Outcome, worst
+from harness.results.rundir import RUN_JSON, RunDir
 
 EVENTS = "suites/test_notifier_events.py"
 AXIS = "suites/test_notifier_axis.py"
@@ -23,45 +30,38 @@ AXIS = "suites/test_notifier_axis.py"
 def make_cell(run: Path, cell: Cell, tests: dict[str, tuple[str, float]], outcome: str | None = None,
               reason: str = "", boot_s: float = 2.5, events: dict[str, list[str]] | None = None,
               build_error: str | None = None) -> None:
-    """A cell directory as harness/matrix_run.py leaves it; tests maps a name to (outcome, seconds)."""
-    d = run / cell.id
-    d.mkdir(parents=True)
+    """A cell directory as harness/matrix/runner.py leaves it; tests maps a name to (outcome, seconds)."""
+    d = RunDir.make(run / cell.id)
     results = []
     cases = []
     for name, (out, seconds) in tests.items():
         nodeid = f"{cell.suite}::{name}"
-        results.append({"test": nodeid, "outcome": out, "reason": "" if out == "PASS" else f"{name} said no",
-                        "duration_s": seconds, "console_log": f"/elsewhere/run/{cell.id}/vm-1/console.log",
-                        "dmesg": None, "extra": {}})
+        results.append(Result(nodeid, Outcome(out), "" if out == "PASS" else f"{name} said no", seconds,
+                              console_log=f"/elsewhere/run/{cell.id}/vm-1/console.log"))
         child = "" if out in ("PASS", "SKIP") else f'<failure message="{name} said no">trace</failure>'
         child = '<skipped message="no"/>' if out == "SKIP" else child
         cases.append(f'<testcase classname="{Path(cell.suite).stem}" name="{name}" time="{seconds}">{child}'
                      "</testcase>")
         for kind in (events or {}).get(name, []):
-            tdir = d / "tests" / report.test_dir_name(nodeid)
+            tdir = d.test_dir(nodeid)
             tdir.mkdir(parents=True, exist_ok=True)
             old = json.loads((tdir / "events.json").read_text()) if (tdir / "events.json").exists() else []
             (tdir / "events.json").write_text(json.dumps([*old, {"kind": "start", "event": kind},
                                                           {"kind": "end", "event": kind}]))
     if build_error is None:
-        (d / "outcomes.json").write_text(json.dumps(results))
-        (d / "junit.xml").write_text(f"<testsuites><testsuite name='pytest'>{''.join(cases)}</testsuite>"
-                                     "</testsuites>")
-        (d / "timings.json").write_text(json.dumps({"boots": [{"vm": 1, "boot_to_ssh_s": boot_s}]}))
-        (d / "kernel.json").write_text(json.dumps({"release": "6.12.117", "notifier": cell.notifier}))
-        (d / "vm-1").mkdir()
-        (d / "vm-1" / "console.log").write_text("console\n")
-        (d / "harness.log").write_text("log\n")
+        write_results(d.outcomes, results)
+        d.junit.write_text(f"<testsuites><testsuite name='pytest'>{''.join(cases)}</testsuite></testsuites>")
+        Timings(boots=[Boot(1, boot_s)]).write(d.timings_json)
+        d.kernel_json.write_text(json.dumps({"release": "6.12.117", "notifier": cell.notifier}))
+        (d.root / "vm-1").mkdir()
+        (d.root / "vm-1" / "console.log").write_text("console\n")
+        d.harness_log.write_text("log\n")
     else:
-        (d / "build-error.txt").write_text(build_error)
-    if outcome is None:
-        outcome = report.summarise(results)[0].value
-    build = None if build_error is None else {"ok": False, "log": "../builds/x.log", "error": build_error,
-                                              "command": cell.build_reproducer()}
-    (d / "cell.json").write_text(json.dumps({
-        "schema": 1, "matrix": "fab", **cell.to_json(), "outcome": outcome, "reason": reason,
-        "command": cell.reproducer(), "attempts": [{"outcome": outcome, "reason": reason, "duration_s": 20.0}],
-        "duration_s": 20.0, "build": build}))
+        (d.root / "build-error.txt").write_text(build_error)
+    judged = Outcome(outcome) if outcome else worst(r.outcome for r in results) or Outcome.ERROR  # no tests: ERROR
+    build = None if build_error is None else FailedBuild("../builds/x.log", cell.build_reproducer(), build_error)
+    CellRecord(cell, judged, reason, cell.reproducer(), [Attempt(judged, reason, duration_s=20.0)], 20.0, build,
+               "fab").write(d.cell_json)
 
 
 C_ON = Cell("debian:6.12", "on", "default", EVENTS)
@@ -73,8 +73,8 @@ C_61 = Cell("debian:6.1", "on", "default", EVENTS)
 def fabricate(run: Path, *, munmap: str = "PASS", axis_seconds: float = 1.0, boot_s: float = 2.5,
               build_61: bool = False, extra_test: bool = False, infra: bool = False, c61: str = "PASS") -> Path:
     run.mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"matrix": "fab", "started": "t0", "finished": "t1", "duration_s": 99,
-                                              "cells": [C_ON.id, C_OFF.id, C_AXIS.id, C_61.id], "builds": []}))
+    RunRecord("fab", started="t0", finished="t1", duration_s=99,
+              cells=[C_ON.id, C_OFF.id, C_AXIS.id, C_61.id]).write(run / RUN_JSON)
     tests = {"test_munmap": (munmap, 0.4)} | ({"test_new": ("PASS", 0.1)} if extra_test else {})
     make_cell(run, C_ON, tests, events={"test_munmap": ["UNMAP", "CLEAR", "UNMAP"]}, boot_s=boot_s)
     make_cell(run, C_OFF, {"test_munmap": ("SKIP", 0.0)})
@@ -245,9 +245,8 @@ def test_plain_run_directory(tmp_path: Path):
                                                              "virtio-net-pci,netdev=net0"]))
     (run / "kernel.json").write_text(json.dumps({"identity": "debian:linux-source-6.1=6.1.192-2", "notifier": "off",
                                                  "release": "6.1.192"}))
-    (run / "outcomes.json").write_text(json.dumps([{"test": f"{EVENTS}::test_munmap", "outcome": "FAIL",
-                                                    "reason": "no", "duration_s": 1.0,
-                                                    "console_log": str(run / "vm-1" / "console.log")}]))
+    write_results(RunDir(run).outcomes, [Result(f"{EVENTS}::test_munmap", Outcome.FAIL, "no", 1.0,
+                                                 console_log=str(run / "vm-1" / "console.log"))])
     s = report.write_report(run)
     assert s["kind"] == "run"
     (cell,) = s["cells"]

@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from harness import paths
+from harness.errors import UserError
 from harness.kernel.build import KernelBuild
 from harness.observe import ktap
 from harness.observe.splat import strip_prefix
@@ -43,7 +44,7 @@ DRIVERS = paths.CONFIGS / "drivers"
 GUEST_BIN = "/guest/bin"
 
 
-class DriverError(Exception):
+class DriverError(UserError):
     """A driver profile that is missing or malformed."""
 
 
@@ -212,49 +213,3 @@ def verdict(result: ktap.TestResult | None, output: str, test: str, known: str |
         pytest.xfail(f"known kernel failure: {known}")
     pytest.fail(f"kernel test {test} failed:\n{result.log}", pytrace=False)
 
-
-# --- verdict of a run ----------------------------------------------------------------------------------
-
-# The harness's outcomes (harness/outcome.py), worst first; XFAIL is a known kernel bug, reported apart.
-_SEVERITY = ("CRASH", "TIMEOUT", "INFRA", "ERROR", "FAIL", "PASS", "XFAIL", "SKIP")
-
-
-@dataclass(frozen=True)
-class Verdict:
-    status: str  # the worst outcome among the tests; SKIP only when nothing ran; NONE when no test at all
-    counts: dict[str, int]  # outcome -> number of tests
-    notes: list[str]  # one line per test that did not pass: "OUTCOME test: reason"
-
-    def line(self) -> str:
-        shown = ", ".join(f"{n} {o.lower()}" for o in _SEVERITY if (n := self.counts.get(o)))
-        return f"{self.status} ({shown or 'no tests'})"
-
-
-def verdict_from_junit(junit: Path) -> Verdict:
-    """The run's verdict from its JUnit XML: each case's `outcome` property (set by harness/plugin.py),
-    an xfail marked as such; a case without the property falls back to its failure/error/skipped tag."""
-    import xml.etree.ElementTree as ET
-
-    if not junit.exists():
-        return Verdict("NONE", {}, [f"no JUnit XML at {junit}"])
-    counts: dict[str, int] = {}
-    notes = []
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        props = {p.get("name"): p.get("value") for p in case.iter("property")}
-        tags = {child.tag: child for child in case}
-        skipped = tags.get("skipped")
-        if skipped is not None and skipped.get("type") == "pytest.xfail":
-            outcome, why = "XFAIL", skipped.get("message", "")
-        else:
-            bad = tags.get("failure", tags.get("error", skipped))
-            outcome = props.get("outcome") or {"failure": "FAIL", "error": "ERROR", "skipped": "SKIP"}.get(
-                bad.tag if bad is not None else "", "PASS")
-            why = (bad.get("message") or "") if bad is not None else ""
-        counts[outcome] = counts.get(outcome, 0) + 1
-        if outcome not in ("PASS", "SKIP"):
-            first = why.strip().splitlines()[0] if why.strip() else ""
-            notes.append(f"{outcome} {case.get('name')}: {first[:160]}")
-    ran = [o for o in _SEVERITY if counts.get(o)]
-    status = "NONE" if not ran else ran[0] if ran[0] not in ("XFAIL", "SKIP") else (
-        "PASS" if "XFAIL" in ran else "SKIP")
-    return Verdict(status, counts, notes)

@@ -1,4 +1,4 @@
-"""`harness evidence`: what the event field of struct mmu_notifier_range saves a driver, measured.
+"""The evidence model: what the event field of struct mmu_notifier_range saves a driver, measured.
 
 The probe's model driver (guest/probe/mmu_probe.c, "mirror") mirrors a range of a process the way a
 device (RDMA, GPU) would, in one of two modes: blind (every invalidation tears the mirror down and
@@ -10,26 +10,20 @@ tracking re-allocations, and the time of the timed device-access loop (TCG: a sp
 Where the kernel has CONFIG_TEST_HMM, the same workloads also run against a real in-tree mirror,
 lib/test_hmm.c's /dev/hmm_dmirror0 (guest/kprograms/ev_hmm.c, built against the tree): its device fault
 count is what a mirror that ignores the event pays, to hold the model's blind column against.
+The command that boots a guest and runs all this is harness/cli/evidence.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import paths
 from harness.checks import drivers
 from harness.checks.workloads import WRITEBACK_MNT, GuestSetup, Unavailable
-from harness.kernel import prepare as pipeline
 from harness.kernel import userprogs
-from harness.kernel.build import BuildError, KernelBuild
-from harness.vm.machine import VM, BootError, MachineError, load_profile, probe_accel
+from harness.kernel.build import KernelBuild
 from harness.vm.ssh import SSH, SSHError
 
 MODES = ("blind", "context")
@@ -398,52 +392,3 @@ def collect(ssh: SSH, workloads: list[Workload], repeats: int, log=print,
     finally:
         setup.restore()
     return runs, skipped
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("evidence", help="measure what the notifier event saves a model driver (report)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kernel-src", default=os.environ.get("KSRC") or None)
-    p.add_argument("--machine", default=os.environ.get("MACHINE", "default"))
-    p.add_argument("--results-dir", default=None, help="the run's directory (default results/<time>)")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--only", action="append", choices=sorted(BY_NAME), help="run only these workloads")
-    p.add_argument("--no-hmm", action="store_true",
-                   help="do not run the workloads against lib/test_hmm.c's device too (default: where the kernel "
-                        "has CONFIG_TEST_HMM)")
-    p.set_defaults(func=cmd_evidence)
-
-
-def cmd_evidence(args: argparse.Namespace) -> int:
-    out = paths.new_run_dir(args.results_dir) / "evidence"
-    prepared = pipeline.prepare(args.kernel_src, "on")
-    accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
-    vm = VM(load_profile(args.machine), prepared.build.bzimage, prepared.image, out / "vm", accel=accel,
-            extra_append=("harness.modules=mmu_probe",))
-    workloads = [BY_NAME[n] for n in args.only] if args.only else WORKLOADS
-    hmm_binary, hmm_skipped = None, "--no-hmm" if args.no_hmm else ""
-    try:
-        vm.start(boot_timeout=120)
-        assert vm.ssh
-        if not args.no_hmm:
-            try:
-                hmm_binary = prepare_hmm(vm.ssh, prepared.build)
-            except HmmUnavailable as e:
-                hmm_skipped = str(e)
-                print(f"harness evidence: test_hmm will not run: {e}", file=sys.stderr)
-        runs, skipped = collect(vm.ssh, workloads, args.repeats, hmm_binary=hmm_binary)
-    except (BootError, SSHError, MachineError, BuildError) as e:
-        print(f"harness evidence: {e}\n  console log: {vm.console_log}", file=sys.stderr)
-        return 2
-    finally:
-        vm.stop()
-    meta = {"date": time.strftime("%Y-%m-%d"), "release": prepared.build.release, "accel": accel,
-            "repeats": args.repeats, "tree": prepared.tree.identity, "skipped": skipped,
-            "hmm_skipped": hmm_skipped,
-            "repo": str(paths.REPO)}
-    rows = write_report(out, runs, meta)
-    print((out / "evidence.md").read_text())
-    for s in skipped:
-        print(f"skipped {s}")
-    print(f"report: {out}")
-    return 0 if rows else 1

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from harness import paths
+from harness.errors import UserError
 from harness.observe.probe import Event
 
 EXPECTATIONS = paths.CONFIGS / "expectations" / "events.yaml"
@@ -21,7 +22,7 @@ OBSERVERS = {"mn": "start", "itv": "invalidate"}  # observer -> the record kind 
 NEEDS = {"swap", "ksm", "numa", "writeback_fs"}
 
 
-class ExpectationError(Exception):
+class ExpectationError(UserError):
     """The expectations file is malformed."""
 
 

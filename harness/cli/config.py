@@ -9,21 +9,19 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from harness.kernel import kconfig
+from harness.kernel import kconfig, resolver
 from harness.kernel.kconfig import ConfigError
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Register `config` and its sub-commands; each sets `func`, which returns the exit code."""
-    p = subparsers.add_parser("config", help="compose, explain and compare kernel .config files",
+    p = sub.add_parser("config", help="compose, explain and compare kernel .config files",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="config_command", required=True)
+    config_sub = p.add_subparsers(dest="config_command", required=True)
 
-    m = sub.add_parser("make", help="write a .config from a base, fragments, settings and --on/--off",
+    m = config_sub.add_parser("make", help="write a .config from a base, fragments, settings and --on/--off",
                        description="Compose a .config with kconfiglib and check that every request stuck. "
                        "--off SYM also turns off whatever selects SYM; --on SYM picks the selector that "
                        "changes the fewest symbols. Every change is printed with its reason.")
@@ -39,14 +37,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("-o", "--output", required=True, type=Path, metavar="OUT", help="the .config to write")
     m.set_defaults(func=cmd_make)
 
-    e = sub.add_parser("explain", help="why a symbol has its value: dependencies, selectors, defaults")
+    e = config_sub.add_parser("explain", help="why a symbol has its value: dependencies, selectors, defaults")
     e.add_argument("symbol", metavar="SYM")
     _tree_arg(e)
     e.add_argument("--config", type=Path, metavar="FILE",
                    help="the .config to explain (default: the tree's defaults)")
     e.set_defaults(func=cmd_explain)
 
-    d = sub.add_parser("diff", help="symbols whose values differ between two .config files")
+    d = config_sub.add_parser("diff", help="symbols whose values differ between two .config files")
     d.add_argument("a", type=Path, metavar="A")
     d.add_argument("b", type=Path, metavar="B")
     d.set_defaults(func=cmd_diff)
@@ -56,31 +54,13 @@ def _tree_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel-src", required=True, type=Path, metavar="DIR", help="the kernel source tree")
 
 
-Handler = Callable[[argparse.Namespace], int]
-
-
-def _user_errors(handler: Handler) -> Handler:
-    """One paragraph on stderr and exit status 2 for what the user can fix, also when called without cli.main."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except ConfigError as e:
-            print(f"harness: {e}", file=sys.stderr)
-            return 2
-
-    run.__doc__ = handler.__doc__
-    return run
-
-
-@_user_errors
 def cmd_make(args: argparse.Namespace) -> int:
     """Compose, print what the engine changed and why, then write the .config only if every request holds."""
     requests = [req for frag in args.fragment for req in kconfig.parse_fragment(frag)]
     requests += [kconfig.parse_setting(text) for text in args.settings]
     version = kconfig.tree_version(args.kernel_src)
     kconf = kconfig.load_tree(args.kernel_src, version)
-    result = kconfig.compose(kconf, args.base, requests, off=args.off, on=args.on)
+    result = resolver.compose(kconf, args.base, requests, off=args.off, on=args.on)
     print(f"kernel {kconf.srctree} ({version}), base {args.base}, "
           f"{len(args.fragment)} fragment(s), {len(args.settings)} --set")
     for step in result.steps:
@@ -106,7 +86,6 @@ def cmd_make(args: argparse.Namespace) -> int:
     return 0
 
 
-@_user_errors
 def cmd_explain(args: argparse.Namespace) -> int:
     """Print why SYM has its value in FILE (or in the tree's defaults)."""
     kconf = kconfig.load_tree(args.kernel_src)
@@ -116,7 +95,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-@_user_errors
 def cmd_diff(args: argparse.Namespace) -> int:
     """Print the symbols whose values differ between A and B."""
     print(kconfig.render_diff(kconfig.diff_configs(args.a, args.b), str(args.a), str(args.b)))

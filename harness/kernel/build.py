@@ -1,8 +1,10 @@
-"""Kernel builds: compose the .config, prove it stuck, build out of tree with ccache, cache by content.
+"""Kernel builds: out of tree with ccache, one build directory per (tree identity, final .config).
 
-One build directory per (tree identity, final .config): a second run finds it finished and does
-nothing; a later change to a user's tree rebuilds it incrementally. The stamp that marks a build
-finished is written last, so an interrupted build is never taken for a good one.
+The config stage (config.py) hands over a verified .config and its content key; a second run finds
+that build finished and does nothing, and a later change to a user's tree rebuilds it incrementally.
+The stamp that marks a build finished is written last, so an interrupted build is never taken for a
+good one. Also here: the make command line and ccache, guest modules built against a build,
+modules_install for the image, and the header of this tree's event names.
 """
 
 from __future__ import annotations
@@ -18,31 +20,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness import atomic, paths
+from harness.errors import UserError
 from harness.kernel import kconfig
 from harness.kernel.source import KernelTree
+
+if TYPE_CHECKING:  # config.py runs olddefconfig through this module; only the type comes back
+    from harness.kernel.config import Configured
 
 STAMP = ".harness-built.json"
 
 
-class BuildError(Exception):
+class BuildError(UserError):
     pass
-
-
-@dataclass(frozen=True)
-class ConfigSpec:
-    """What a kernel is asked to be: a base plus fragments (paths) plus single settings."""
-
-    base: str = "tinyconfig"
-    fragments: tuple[Path, ...] = ()
-    settings: tuple[str, ...] = ()  # SYM=value, as given with --set
-    off: tuple[str, ...] = ()  # symbols the engine turns off, selectors and all (--off)
-    on: tuple[str, ...] = ()  # symbols the engine turns on, through a selector if need be (--on)
-
-    def requests(self) -> list[kconfig.Request]:
-        reqs = [r for frag in self.fragments for r in kconfig.parse_fragment(frag)]
-        return reqs + [kconfig.parse_setting(s) for s in self.settings]
 
 
 @dataclass(frozen=True)
@@ -89,65 +81,19 @@ def make_cmd(tree: KernelTree, outdir: Path, *targets: str, jobs: int | None = N
     return [*cmd, *targets]
 
 
-def compose_config(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path, str, kconfig.Composition]:
-    """Write the final .config (after the kernel's own olddefconfig) and return it with its content key."""
-    kconf = kconfig.load_tree(tree.path, tree.version)
-    composition = kconfig.compose(kconf, spec.base, spec.requests(), off=spec.off, on=spec.on)
-    # A per-tree directory where scripts/kconfig/conf is built once and olddefconfig runs.
-    scratch = paths.cache_root() / "configure" / content_key(tree.identity, str(tree.path))
-    scratch.mkdir(parents=True, exist_ok=True)
-    kconfig.write_config(kconf, scratch / ".config")
-    run_logged(make_cmd(tree, scratch, "olddefconfig"), log, "olddefconfig")
-    kconfig.verify(kconf, scratch / ".config", composition.requests)
-    text = (scratch / ".config").read_text()
-    return scratch / ".config", content_key(tree.identity, text), composition
-
-
-def describe_composition(spec: ConfigSpec, composition: kconfig.Composition) -> str:
-    """Why the .config is what it is: the inputs, and every change the engine made with its reason."""
-    lines = [f"base: {spec.base}", *(f"fragment: {f}" for f in spec.fragments),
-             *(f"--set {s}" for s in spec.settings), *(f"--on {s}" for s in spec.on),
-             *(f"--off {s}" for s in spec.off)]
-    for step in composition.steps:
-        lines.append(f"\n{step.request.origin} {step.request.symbol}:")
-        lines += [f"  {change}" for change in step.changes]
-        if step.also_moved:
-            lines.append(f"  and {len(step.also_moved)} symbols that followed: {' '.join(step.also_moved)}")
-    lines += [f"overridden: CONFIG_{r.symbol}={r.value} ({r.origin})" for r in composition.overridden]
-    return "\n".join(lines) + "\n"
-
-
-def spec_key(tree: KernelTree, spec: ConfigSpec) -> str:
-    """Everything that decides the final .config of an immutable tree, including the engine's own code."""
-    base = Path(spec.base)
-    return content_key(tree.identity, str(tree.path), spec.base, base.read_bytes() if base.is_file() else b"",
-                       *(f.read_bytes() for f in spec.fragments), *spec.settings, "off", *spec.off, "on",
-                       *spec.on, Path(kconfig.__file__).read_bytes())
-
-
-def build_kernel(tree: KernelTree, spec: ConfigSpec, jobs: int | None = None) -> KernelBuild:
+def build_kernel(configured: Configured, jobs: int | None = None) -> KernelBuild:
+    """make bzImage modules for the configured tree; nothing to do for a finished build of a Debian tree."""
     if (host := os.uname().machine) != "x86_64":
         raise BuildError(f"this host is {host}: the harness builds x86_64 kernels with the host's compiler "
                          "and boots them with qemu-system-x86_64; cross-building is not supported")
-    builds = paths.cache_root() / "builds"
-    builds.mkdir(parents=True, exist_ok=True)
-    # A Debian tree never changes: remember which build a spec led to and skip kconfig (~5 s) next time.
-    memo = builds / "by-spec" / f"{spec_key(tree, spec)}.json"
-    if tree.immutable and memo.exists():
-        known = json.loads(memo.read_text())
-        if (Path(known["dir"]) / STAMP).exists():
-            return KernelBuild(tree, Path(known["dir"]), known["key"], known["release"])
-    final_config, key, composition = compose_config(tree, spec, builds / "configure.log")
-    outdir = builds / f"{tree.version}-{key}"
+    tree, key = configured.tree, configured.key
+    outdir = paths.cache_root() / "builds" / f"{tree.version}-{key}"
     stamp = outdir / STAMP
-    outdir.mkdir(exist_ok=True)
-    atomic.write_text(outdir / "harness-config-why.txt", describe_composition(spec, composition))
+    outdir.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(outdir / "harness-config-why.txt", configured.why)
     if not (stamp.exists() and tree.immutable):
-        _make_kernel(tree, outdir, final_config, key, jobs)
-    build = KernelBuild(tree, outdir, key, json.loads(stamp.read_text())["release"])
-    if tree.immutable:
-        atomic.write_text(memo, json.dumps({"dir": str(outdir), "key": key, "release": build.release}))
-    return build
+        _make_kernel(tree, outdir, configured.config, key, jobs)
+    return KernelBuild(tree, outdir, key, json.loads(stamp.read_text())["release"])
 
 
 def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: int | None) -> None:

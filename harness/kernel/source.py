@@ -5,20 +5,16 @@ A tree's identity (version, and git commit when it is a git tree) goes into cach
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import atomic, paths
+from harness.kernel import debian
 from harness.kernel.kconfig import tree_version
 
 DEFAULT_SERIES = "6.12"
-
-
-class SourceError(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -48,16 +44,26 @@ def user_tree(path: Path) -> KernelTree:
 
 
 def debian_tree(series: str = DEFAULT_SERIES) -> KernelTree:
-    """Unpack /usr/src/linux-source-SERIES.tar.xz into the cache once; install the package if allowed."""
+    """Debian's linux-source-SERIES, unpacked into the cache once.
+
+    From /usr/src when the package is installed, else installed from the system's apt, else fetched from
+    a suite the system does not carry (7.x from trixie-backports: harness/kernel/debian.py).
+    """
     package = f"linux-source-{series}"
-    tarball = Path(f"/usr/src/{package}.tar.xz")
-    if not tarball.exists():
-        _install_package(package)
-    pkg_version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
-                                 capture_output=True, text=True).stdout.strip() or "unknown"
     dest = paths.cache_root() / "src" / package
     stamp = dest / ".harness-package-version"  # written last: a tree without it is incomplete or stale
-    if not stamp.exists() or stamp.read_text() != pkg_version:
+    tarball = Path(f"/usr/src/{package}.tar.xz")
+    if not tarball.exists() and debian.candidate(package):
+        debian.install(package)
+    if tarball.exists():
+        version = debian.installed_version(package) or "unknown"
+    elif stamp.exists():  # fetched and unpacked before: a Debian package version never changes its files
+        version = stamp.read_text()
+    else:
+        deb, version = debian.fetch(package)
+        tarball = dest.with_name(f"{package}.tar.xz")
+        debian.extract_tarball(deb, tarball)
+    if not stamp.exists() or stamp.read_text() != version:
         print(f"unpacking {tarball} into {dest} ...", flush=True)
         with atomic.staged_dir(dest) as tmp, tarfile.open(tarball) as tar:
             tar.extractall(tmp, filter="tar")
@@ -65,8 +71,10 @@ def debian_tree(series: str = DEFAULT_SERIES) -> KernelTree:
             for child in top.iterdir():
                 child.rename(tmp / child.name)
             top.rmdir()
-            (tmp / stamp.name).write_text(pkg_version)
-    return KernelTree(dest, tree_version(dest), f"debian:{package}={pkg_version}", immutable=True)
+            (tmp / stamp.name).write_text(version)
+        if not tarball.is_relative_to("/usr/src"):
+            tarball.unlink()  # extracted from a fetched .deb only to be unpacked
+    return KernelTree(dest, tree_version(dest), f"debian:{package}={version}", immutable=True)
 
 
 def resolve(ksrc: str | None) -> KernelTree:
@@ -76,14 +84,3 @@ def resolve(ksrc: str | None) -> KernelTree:
     if ksrc.startswith("debian:"):
         return debian_tree(ksrc.removeprefix("debian:"))
     return user_tree(Path(ksrc))
-
-
-def _install_package(package: str) -> None:
-    if os.geteuid() != 0:
-        raise SourceError(f"{package} is not installed. As root: apt-get install {package}  "
-                          "(or give your own tree with KSRC=/path/to/linux)")
-    print(f"installing {package} ...", flush=True)
-    proc = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", package],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SourceError(f"apt-get install {package} failed:\n{proc.stderr.strip()[-2000:]}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import shutil
 import signal
@@ -27,13 +26,14 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from harness import paths
-from harness.atomic import write_text
 from harness.matrix.spec import Cell, Matrix, kernel_id
 from harness.results import report
-from harness.results.outcome import Outcome
+from harness.results.model import Attempt, Build, CellRecord, FailedBuild, RunRecord
+from harness.results.outcome import GREEN, Outcome
+from harness.results.rundir import CELL_JSON, RUN_JSON, RunDir
 
 KILL_GRACE_S = 20.0  # SIGTERM lets `harness run` stop its VMs and write outcomes.json; then SIGKILL
 HEARTBEAT_S = 30.0
@@ -42,16 +42,6 @@ HEARTBEAT_S = 30.0
 def store(matrix_name: str) -> Path:
     """Where the runs of one matrix are kept, newest last by name: the history that --compare reads."""
     return paths.results_root() / f"matrix-{matrix_name}"
-
-
-def new_run_dir(matrix_name: str) -> Path:
-    base = store(matrix_name)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path, n = base / stamp, 1
-    while path.exists():
-        n += 1
-        path = base / f"{stamp}-{n}"
-    return path
 
 
 def default_jobs() -> int:
@@ -85,21 +75,10 @@ def _killpg(proc: subprocess.Popen, sig: signal.Signals) -> None:
 
 
 @dataclass
-class Build:
-    kernel: str
-    notifier: str
-    ok: bool
-    seconds: float
-    log: str  # relative to the run directory
-    error: str = ""
-    fragment: str = ""
-
-
-@dataclass
 class CellRun:
     cell: Cell
     dir: Path
-    attempts: list[dict[str, Any]] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     log: IO[str] | None = None
     started: float = 0.0
@@ -113,7 +92,7 @@ class Runner:
         self.matrix, self.cells, self.run_dir, self.jobs, self.out = matrix, cells, run_dir, max(1, jobs), out
         self.harness = list(harness)  # the command that cells and builds run (tests give a stand-in)
         self.t0 = time.monotonic()
-        self.done: list[tuple[CellRun, str]] = []  # (cell run, final outcome)
+        self.done: list[tuple[CellRun, Outcome]] = []  # (cell run, final outcome)
 
     def say(self, text: str) -> None:
         elapsed = int(time.monotonic() - self.t0)
@@ -172,13 +151,13 @@ class Runner:
         started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.say(f"matrix {self.matrix.name}: {len(self.cells)} cells, up to {self.jobs} at once; results in "
                  f"{self.run_dir}")
-        write_text(self.run_dir / "run.json", json.dumps(self._run_json(started_at, {}, None), indent=1) + "\n")
+        self._run_record(started_at, {}, None).write(self.run_dir / RUN_JSON)
         interrupted = False
         builds: dict[tuple[str, str, str], Build] = {}
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             builds = self.build_kernels()
-            queue = deque()
+            queue: deque[CellRun] = deque()
             for cell in self.cells:
                 b = builds[_kernel_key(cell)]
                 cr = CellRun(cell, self.run_dir / cell.id)
@@ -192,20 +171,20 @@ class Runner:
             self.say("interrupted: stopping the running cells")
         finally:
             signal.signal(signal.SIGTERM, previous)
-        meta = self._run_json(started_at, builds, time.monotonic() - self.t0) | {"interrupted": interrupted}
-        write_text(self.run_dir / "run.json", json.dumps(meta, indent=1) + "\n")
+        meta = self._run_record(started_at, builds, time.monotonic() - self.t0, interrupted)
+        meta.write(self.run_dir / RUN_JSON)
         if interrupted:  # report what finished, but never make this run the one others compare with
-            if any(self.run_dir.glob("*/cell.json")):
+            if any(self.run_dir.glob(f"*/{CELL_JSON}")):
                 print(report.format_summary(report.write_report(self.run_dir)), file=self.out, flush=True)
             return 130
         return self.finish()
 
-    def _run_json(self, started_at: str, builds: dict, duration: float | None) -> dict[str, Any]:
-        return {"matrix": self.matrix.name, "matrix_file": str(self.matrix.path), "started": started_at,
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z") if duration is not None else None,
-                "duration_s": round(duration, 1) if duration is not None else None, "jobs": self.jobs,
-                "cells": [c.id for c in self.cells],
-                "builds": [vars(b) for b in builds.values()]}
+    def _run_record(self, started_at: str, builds: dict[tuple[str, str, str], Build], duration: float | None,
+                    interrupted: bool = False) -> RunRecord:
+        return RunRecord(self.matrix.name, str(self.matrix.path), started_at,
+                         time.strftime("%Y-%m-%dT%H:%M:%S%z") if duration is not None else None,
+                         round(duration, 1) if duration is not None else None, self.jobs,
+                         [c.id for c in self.cells], list(builds.values()), interrupted)
 
     def run_cells(self, queue: deque[CellRun]) -> None:
         running: list[CellRun] = []
@@ -247,7 +226,7 @@ class Runner:
         cr.dir.mkdir(parents=True)
         args = cr.cell.run_args()
         args[1:1] = ["--results-dir", str(cr.dir)]
-        cr.log = open(cr.dir / "harness.log", "w")  # noqa: SIM115 -- closed in poll() when the cell ends
+        cr.log = open(RunDir(cr.dir).harness_log, "w")  # noqa: SIM115 -- closed in poll() when the cell ends
         cr.started, cr.started_at, cr.killed_at = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S%z"), None
         cr.proc = _spawn([*self.harness, *args], cr.log)
         attempt = f" (attempt {len(cr.attempts) + 1})" if cr.attempts else ""
@@ -287,15 +266,14 @@ class Runner:
         self.conclude(cr, outcome, reason, rc)
         return False
 
-    def _attempt(self, cr: CellRun, outcome: Outcome, reason: str, rc: int | None, dirname: str) -> dict[str, Any]:
-        return {"outcome": outcome.value, "reason": reason, "returncode": rc, "started": cr.started_at,
-                "duration_s": round(time.monotonic() - cr.started, 1), "dir": dirname}
+    def _attempt(self, cr: CellRun, outcome: Outcome, reason: str, rc: int | None, dirname: str) -> Attempt:
+        return Attempt(outcome, reason, rc, cr.started_at, round(time.monotonic() - cr.started, 1), dirname)
 
     def conclude(self, cr: CellRun, outcome: Outcome, reason: str, rc: int | None) -> None:
         cr.attempts.append(self._attempt(cr, outcome, reason, rc, cr.dir.name))
         self.write_cell(cr, outcome, reason)
-        line = f"{outcome.value:<7} {cr.cell.id} ({cr.attempts[-1]['duration_s']:.0f} s)"
-        if outcome not in (Outcome.PASS, Outcome.SKIP):
+        line = f"{outcome.value:<7} {cr.cell.id} ({cr.attempts[-1].duration_s:.0f} s)"
+        if outcome not in GREEN:
             line += f": {reason}\n          reproduce: {cr.cell.reproducer()}"
         self.say(line)
 
@@ -303,30 +281,22 @@ class Runner:
         cr.dir.mkdir(parents=True, exist_ok=True)
         (cr.dir / "build-error.txt").write_text(build.error + "\n")
         first = build.error.removeprefix("harness: ").splitlines()[0] if build.error else ""
-        cr.attempts.append({"outcome": Outcome.ERROR.value, "reason": f"kernel build failed: {first}",
-                            "returncode": None, "started": None, "duration_s": 0.0, "dir": cr.dir.name})
+        cr.attempts.append(Attempt(Outcome.ERROR, f"kernel build failed: {first}", dir=cr.dir.name))
         self.write_cell(cr, Outcome.ERROR, f"kernel build failed: {first}", build)
         self.say(f"ERROR   {cr.cell.id}: kernel build failed\n          reproduce: {cr.cell.build_reproducer()}")
 
     def write_cell(self, cr: CellRun, outcome: Outcome, reason: str, failed_build: Build | None = None) -> None:
-        info = {
-            "schema": 1, "matrix": self.matrix.name, **cr.cell.to_json(), "outcome": outcome.value,
-            "reason": reason, "command": cr.cell.reproducer(), "attempts": cr.attempts,
-            "duration_s": cr.attempts[-1]["duration_s"],
-            "build": None if failed_build is None else {"ok": False, "log": f"../{failed_build.log}",
-                                                        "command": cr.cell.build_reproducer(),
-                                                        "error": failed_build.error},
-        }
-        write_text(cr.dir / "cell.json", json.dumps(info, indent=1) + "\n")
-        self.done.append((cr, outcome.value))
+        build = None if failed_build is None else FailedBuild(f"../{failed_build.log}", cr.cell.build_reproducer(),
+                                                              failed_build.error)
+        CellRecord(cr.cell, outcome, reason, cr.cell.reproducer(), cr.attempts, cr.attempts[-1].duration_s, build,
+                   self.matrix.name).write(RunDir(cr.dir).cell_json)
+        self.done.append((cr, outcome))
 
     def progress(self, running: list[CellRun], queue: deque[CellRun], total: int) -> None:
-        counts: dict[str, int] = {}
-        for _, outcome in self.done:
-            counts[outcome] = counts.get(outcome, 0) + 1
-        green = counts.get("PASS", 0) + counts.get("SKIP", 0)
-        infra = counts.get("INFRA", 0)
-        failed = len(self.done) - green - infra
+        outcomes = [outcome for _, outcome in self.done]
+        green = sum(1 for o in outcomes if o in GREEN)
+        infra = outcomes.count(Outcome.INFRA)
+        failed = len(outcomes) - green - infra
         now = time.monotonic()
         names = ", ".join(f"{cr.cell.id} {now - cr.started:.0f}s" for cr in running) or "-"
         self.say(f"{len(self.done)}/{total} done ({green} green, {failed} failed, {infra} infra); "
@@ -346,7 +316,7 @@ class Runner:
                 report.write_report(self.run_dir, comparison)
                 print(report.format_comparison(comparison), file=self.out)
         print(report.format_summary(summary), file=self.out, flush=True)
-        bad = [c for c in summary["cells"] if c["outcome"] not in ("PASS", "SKIP")]
+        bad = [c for c in summary["cells"] if Outcome(c["outcome"]) not in GREEN]
         return 1 if bad else 0
 
 

@@ -36,7 +36,8 @@ from typing import Any
 import yaml
 
 from harness import paths
-from harness.kernel import prepare as pipeline
+from harness.errors import UserError
+from harness.kernel.config import fragment_path
 from harness.kernel.kconfig import ConfigError
 
 AXES = ("kernel", "notifier", "fragment", "machine", "suite")  # also the order of the parts of a cell id
@@ -47,7 +48,7 @@ DEFAULT_BUILD_TIMEOUT_S = 7200.0
 _TOP_KEYS = {"description", "axes", "include", "exclude", "timeout", "timeouts", "build_timeout"}
 
 
-class MatrixError(Exception):
+class MatrixError(UserError):
     """A matrix that cannot be used as written: the message names the file and what to fix."""
 
 
@@ -275,7 +276,7 @@ def _normalise(axis: str, v: Any, path: Path, where: str) -> list[str]:
         if text in ("", "none"):
             return [""]
         try:
-            pipeline.fragment_path(text)
+            fragment_path(text)
         except ConfigError as e:
             raise MatrixError(f"{path}: {where}: axis fragment: {e}") from None
         return [text]

@@ -9,13 +9,19 @@ Where a splat starts and ends:
 - It starts at its header, or at the `[ cut here ]`, `=====` or `sysrq: Trigger a crash` line printed
   just before it.
 - Its body runs to `</TASK>` (the end of the call trace), `---[ end trace ...]---`, KASAN's or KFENCE's
-  closing `=====` line, or, for kmemleak, the last indented line. After that, the lines the kernel
+  closing `=====` line, `Kernel Offset:` (a panic prints no stack dump without CONFIG_DEBUG_BUGVERBOSE,
+  so this is where it ends), or, for kmemleak, the last indented line. After that, the lines the kernel
   prints in the wake of a splat (`Modules linked in`, the end marker, the register summary of an oops,
   `Kernel Offset`) are still taken as its tail; the first other line ends it.
 - A `Kernel panic - not syncing` printed during a splat or in its tail is that splat's consequence (an
   oops with panic_on_oops, a WARNING with panic_on_warn, a hung task with hung_task_panic): it marks the
   splat fatal and extends it instead of being a second splat. `---[ end Kernel panic` closes it.
+- A line that starts another stack dump of the same report (another CPU's, or, in an RCU stall, the
+  CPU where the starved grace-period kthread last ran) reopens its body.
 - A new header closes the current splat; so does the cap of MAX_LINES lines.
+
+Call traces: a frame printed with `?` is a guess, skipped when naming a culprit, unless no frame of
+that trace is reliable (CONFIG_UNWINDER_GUESS, as in tinyconfig kernels, prints every frame so).
 """
 
 from __future__ import annotations
@@ -140,8 +146,11 @@ _TAIL = re.compile(
     r"|Disabling lock debugging due to kernel taint|irq event stamp: |(?:hard|soft)irqs last +(?:en|dis)abled at"
     r"|Shutting down cpus with NMI)"
 )
-# Lines that start another stack dump of the same splat (other CPUs of an RCU stall or lockup).
-_REOPEN = re.compile(r"^(?:NMI backtrace for cpu \d+|Sending NMI from CPU \d+ to CPUs)")
+# Lines that start another stack dump of the same splat (other CPUs of an RCU stall or lockup; the CPU
+# that starves RCU's grace-period kthread).
+_REOPEN = re.compile(
+    r"^(?:NMI backtrace for cpu \d+|Sending NMI from CPU \d+ to CPUs|rcu: Stack dump where RCU GP kthread last ran:)"
+)
 _KIND_TAIL = {"rcu_stall": re.compile(r"^rcu: ")}
 # After these the kernel prints nothing more.
 _FINAL = re.compile(r"^(?:---\[ end Kernel panic|Rebooting in -?\d+ seconds)")
@@ -247,11 +256,11 @@ class SplatScanner:
             cur.add(raw, msg)
             if _body_ends(cur.header.kind, msg):
                 cur.in_tail = True
-        elif _TAIL.match(msg) or (cur.header.kind in _KIND_TAIL and _KIND_TAIL[cur.header.kind].match(msg)):
-            cur.add(raw, msg)
-        elif _REOPEN.match(msg):
+        elif _REOPEN.match(msg):  # before the tail: an RCU stall's tail takes any "rcu: " line
             cur.add(raw, msg)
             cur.in_tail = False
+        elif _TAIL.match(msg) or (cur.header.kind in _KIND_TAIL and _KIND_TAIL[cur.header.kind].match(msg)):
+            cur.add(raw, msg)
         else:
             self._close()
             return False, None
@@ -302,7 +311,7 @@ def is_allowed(splat: Splat, allow: Iterable[str]) -> bool:
 def _body_ends(kind: str, msg: str) -> bool:
     if kind in ("KASAN", "kfence"):
         return bool(_SEPARATOR.match(msg))  # their call traces come before the end of the report
-    return msg.strip() == "</TASK>" or msg.startswith("---[ end trace")
+    return msg.strip() == "</TASK>" or msg.startswith(("---[ end trace", "Kernel Offset: "))
 
 
 def _kmemleak_body(msg: str) -> bool:
@@ -322,9 +331,9 @@ _CLONE = re.compile(r"\.(?:cold|constprop|isra|part|llvm|lto_priv|localalias)(?:
 _SKIP_BASE = (
     r"__dump_stack|dump_stack|dump_stack_lvl|show_stack|show_trace_log_lvl|show_regs|__show_regs|print_report"
     r"|print_address_description|report_bug|handle_bug|__warn|warn_slowpath_fmt|__warn_printk|exc_\w+|asm_exc_\w+"
-    r"|__die\w*|die|die_addr|do_trap|do_error_trap|oops_\w+|page_fault_oops|kernelmode_fixup_or_oops|\w*bad_area\w*"
-    r"|do_user_addr_fault|handle_page_fault|do_kern_addr_fault|panic|vpanic|nmi_\w+|__nmi_\w+|default_do_nmi"
-    r"|arch_trigger_cpumask_backtrace|trigger_\w+_backtrace|__might_\w+|might_\w+|__cant_\w+"
+    r"|__die\w*|die|die_addr|do_trap|do_error_trap|oops_begin|oops_end|page_fault_oops|kernelmode_fixup_or_oops"
+    r"|\w*bad_area\w*|do_user_addr_fault|handle_page_fault|do_kern_addr_fault|panic|vpanic|nmi_\w+|__nmi_\w+"
+    r"|default_do_nmi|arch_trigger_cpumask_backtrace|trigger_\w+_backtrace|__might_\w+|might_\w+|__cant_\w+"
 )
 # Waiting, locking, timers and interrupts: where hung, stalled or deadlocked code sits, not what is wrong.
 _SKIP_WAIT = (
@@ -335,8 +344,8 @@ _SKIP_WAIT = (
     r"|msleep\w*|usleep_range\w*|rt_mutex\w*|__rt_mutex\w*|folio_wait\w*|__folio_lock\w*|lock_acquire\w*"
     r"|__lock_acquire|lock_release|lock_acquired|lock_contended|validate_chain|check_noncircular|check_prev_add"
     r"|check_prevs_add|check_deadlock|print_circular_bug|print_deadlock_bug|print_usage_bug|mark_lock\w*"
-    r"|lockdep_\w+|lock_is_held\w*|rcu_\w+|__rcu_\w+|cpu_relax|delay_tsc|delay_halt\w*|__const_udelay|__udelay"
-    r"|udelay|mdelay|\w*hrtimer\w*|tick_\w+|update_process_times|sched_tick|irq_exit\w*|__irq_exit\w*"
+    r"|lockdep_\w+|lock_is_held\w*|rcu_\w+|__rcu_\w+|cpu_relax|delay_tsc|delay_loop|delay_halt\w*|__const_udelay"
+    r"|__udelay|udelay|mdelay|\w*hrtimer\w*|tick_\w+|update_process_times|sched_tick|irq_exit\w*|__irq_exit\w*"
     r"|__do_softirq|handle_softirqs|sysvec_\w+|__sysvec_\w+|asm_sysvec_\w+|common_interrupt|asm_common_interrupt"
     r"|watchdog_\w+|softlockup_fn|lockdep_\w+"
 )
@@ -376,10 +385,13 @@ def _rip(msgs: list[str]) -> str | None:
 def _trace(msgs: list[str], skip: re.Pattern[str], task_only: bool = False, start: str = "call trace:") -> str | None:
     """The first meaningful frame of the first stack trace: reliable (no `?`) and not in `skip`.
 
+    When the trace has no reliable frame at all (CONFIG_UNWINDER_GUESS), the first unreliable one.
     task_only: ignore frames in <IRQ>/<NMI> sections (the watchdog or NMI that caught a stuck CPU).
     """
     in_trace = False
     in_irq = False
+    any_reliable = False
+    guess: str | None = None
     for msg in msgs:
         s = msg.strip()
         if not in_trace:
@@ -392,12 +404,16 @@ def _trace(msgs: list[str], skip: re.Pattern[str], task_only: bool = False, star
         elif s == "</TASK>":
             break
         m = _FRAME.match(msg.removeprefix("kmemleak: "))
-        if not m or m.group(1) or (task_only and in_irq):
+        if not m or (task_only and in_irq):
             continue
+        any_reliable = any_reliable or not m.group(1)
         name = _clean(m.group(2))
-        if not skip.match(name):
+        if skip.match(name):
+            continue
+        if not m.group(1):
             return name
-    return None
+        guess = guess or name
+    return None if any_reliable else guess
 
 
 def _culprit(msgs: list[str], skip: str, rip_first: bool, task_only: bool = False) -> str | None:
@@ -406,6 +422,15 @@ def _culprit(msgs: list[str], skip: str, rip_first: bool, task_only: bool = Fals
     if rip_first and rip and not pattern.match(rip):
         return rip
     return _trace(msgs, pattern, task_only) or rip
+
+
+def _without_gp_kthread(msgs: list[str]) -> list[str]:
+    """An RCU stall without the stack of its grace-period kthread: the starved victim, not the culprit."""
+    start = next((i for i, msg in enumerate(msgs) if msg.startswith("rcu: RCU grace-period kthread stack dump")), None)
+    if start is None:
+        return msgs
+    end = next((i for i in range(start, len(msgs)) if msgs[i].strip() == "</TASK>"), len(msgs) - 1)
+    return msgs[:start] + msgs[end + 1 :]
 
 
 def _lockdep_acquire(msgs: list[str]) -> str | None:
@@ -472,7 +497,9 @@ def _title(h: _Header, m: re.Match[str], msgs: list[str]) -> str:
     if rule == "hung_task":
         return _in("INFO: task hung", _culprit(msgs, "wait", rip_first=False))
     if rule == "rcu_stall":
-        return _in("INFO: rcu detected stall", _culprit(msgs, "wait", rip_first=True, task_only=True))
+        return _in(
+            "INFO: rcu detected stall", _culprit(_without_gp_kthread(msgs), "wait", rip_first=True, task_only=True)
+        )
     if rule == "soft_lockup":
         return _in("BUG: soft lockup", _culprit(msgs, "wait", rip_first=True, task_only=True))
     if rule == "hard_lockup":

@@ -1,51 +1,18 @@
-"""`harness trace`: run any static program in a guest and print the mmu_notifier events of its mm.
-
-    harness trace [--kernel-src DIR] [--machine PROFILE] [--json] [--timeout S] -- PROGRAM [ARGS...]
-
-The program is copied into a freshly booted guest and started by guest/programs/trace-launch.c,
-which subscribes the probe's classic notifier to the program's mm at its exec, before its first
-instruction (the child stops at execve under PTRACE_TRACEME; the launcher subscribes and detaches).
-Only that process is watched: a notifier is not inherited across fork.
+"""What `harness trace` shows of a traced program: its notifier events, as JSON rows and as a listing.
 
 Events are the notifier's invalidate_range_start calls, in order, and its release at exit, shown as
-the kernel shows release to interval notifiers: RELEASE over [0, ULONG_MAX).
-With --json, one document: {"exit_status": N, "stdout": "...", "events": [{"seq": N, "event": "UNMAP",
-"start": N, "end": N, "flags": N}, ...]}. The program's stderr goes to stderr either way.
+the kernel shows release to interval notifiers: RELEASE over [0, ULONG_MAX). The command itself is
+harness/cli/trace.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
-from pathlib import Path
-
-from harness import paths
-from harness.kernel import prepare as pipeline
-from harness.kernel.build import BuildError
-from harness.observe import probe as observe
-from harness.vm.machine import VM, BootError, MachineError, load_profile, probe_accel
-from harness.vm.ssh import SSHError
+from harness.observe.probe import Event
 
 ULONG_MAX = (1 << 64) - 1
-GUEST_DIR = "/tmp/harness-trace"
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("trace", help="run a static program in a guest and print its mm's notifier events",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kernel-src", default=os.environ.get("KSRC") or None,
-                   help="kernel tree: a path, debian:6.1, or empty for Debian's linux-source-6.12 (env KSRC)")
-    p.add_argument("--machine", default=os.environ.get("MACHINE", "default"), help="configs/machines/NAME.yaml")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.add_argument("--timeout", type=float, default=120, help="seconds the program may run (default 120)")
-    p.add_argument("program", type=Path, metavar="PROGRAM", help="a statically linked executable on this host")
-    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="its arguments")
-    p.set_defaults(func=cmd_trace)
-
-
-def events_of(records: list[observe.Event]) -> list[dict]:
+def events_of(records: list[Event]) -> list[dict]:
     """The invalidation starts and the release of one process, in order, as the JSON document lists them."""
     out = []
     for e in records:
@@ -65,46 +32,3 @@ def render(events: list[dict], stdout: str, exit_status: int) -> str:
         lines.append(stdout.rstrip("\n"))
     lines.append(f"--- exit status {exit_status}")
     return "\n".join(lines)
-
-
-def cmd_trace(args: argparse.Namespace) -> int:
-    program: Path = args.program
-    argv = args.args[1:] if args.args[:1] == ["--"] else args.args
-    if not program.is_file() or not os.access(program, os.X_OK):
-        print(f"harness trace: {program} is not an executable file", file=sys.stderr)
-        return 2
-    prepared = pipeline.prepare(args.kernel_src, "on")
-    if not prepared.build.has("MMU_NOTIFIER"):
-        print(f"harness trace: the kernel {prepared.build.config} has no CONFIG_MMU_NOTIFIER", file=sys.stderr)
-        return 2
-    accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
-    workdir = paths.new_run_dir()  # results/<time>: the console log is kept, nothing left in /tmp
-    vm = VM(load_profile(args.machine), prepared.build.bzimage, prepared.image, workdir, accel=accel,
-            extra_append=("harness.modules=mmu_probe",))
-    try:
-        vm.start(boot_timeout=120)
-        assert vm.ssh
-        ssh = vm.ssh
-        target = f"{GUEST_DIR}/{program.name}"
-        ssh.run(["mkdir", "-p", GUEST_DIR], check=True)
-        ssh.put(program, target)
-        result = ssh.run(["/guest/bin/trace-launch", f"{GUEST_DIR}/status.json", target, *argv],
-                         timeout=args.timeout)
-        if not result.ok:
-            raise SSHError(f"the launcher failed:\n{result.describe()}")
-        status = json.loads(ssh.run(["cat", f"{GUEST_DIR}/status.json"], check=True).stdout)
-        events = events_of(observe.Probe(ssh).events(pid=status["pid"]))
-    except (BootError, SSHError, MachineError, BuildError) as e:
-        print(f"harness trace: {e}\n  console log: {vm.console_log}", file=sys.stderr)
-        return 2
-    finally:
-        vm.stop()
-    if result.stderr:
-        sys.stderr.write(result.stderr)
-    if args.json:
-        print(json.dumps({"exit_status": status["exit_status"], "stdout": result.stdout, "events": events}))
-    else:
-        print(f"# {program} {' '.join(argv)}: pid {status['pid']} in a {prepared.build.release} guest, "
-              f"probe subscribed at exec; console log: {vm.console_log}")
-        print(render(events, result.stdout, status["exit_status"]))
-    return 0

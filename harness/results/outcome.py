@@ -1,16 +1,19 @@
-"""How a test or a matrix cell ended: exactly one outcome, a one-line reason, and where the logs are.
+"""How a test or a matrix cell ended: exactly one outcome, and the one order that ranks them.
 
-PASS, FAIL and SKIP are the test's own verdicts. The others are about the run:
+PASS, FAIL and SKIP are the test's own verdicts; XFAIL is a failure the suite expected (a known
+kernel bug, named with its reason). The others are about the run:
   ERROR    the harness itself failed (a bug or bad input)
   TIMEOUT  a boot, command or test deadline passed
   CRASH    the kernel panicked / oopsed / hit BUG, or QEMU died
   INFRA    the guest was never reachable (boot never started, SSH unreachable): not a regression
+
+SEVERITY is the only ranking of outcomes in the harness: `harness run`, `harness driver`,
+`harness report` and the matrix all judge a cell or a run by `worst()` of its tests.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 
@@ -19,10 +22,29 @@ class Outcome(StrEnum):
     PASS = "PASS"
     FAIL = "FAIL"
     SKIP = "SKIP"
+    XFAIL = "XFAIL"
     ERROR = "ERROR"
     TIMEOUT = "TIMEOUT"
     CRASH = "CRASH"
     INFRA = "INFRA"
+
+
+# Worst first. A real FAIL outranks INFRA: INFRA says the guest was never reachable, which is not a
+# regression, so it must not hide one. Among the green ones a PASS outranks an XFAIL and a SKIP.
+SEVERITY = (Outcome.CRASH, Outcome.TIMEOUT, Outcome.FAIL, Outcome.ERROR, Outcome.INFRA,
+            Outcome.PASS, Outcome.XFAIL, Outcome.SKIP)
+FAILED = frozenset({Outcome.CRASH, Outcome.TIMEOUT, Outcome.FAIL, Outcome.ERROR})  # INFRA is reported apart
+GREEN = frozenset({Outcome.PASS, Outcome.XFAIL, Outcome.SKIP})
+
+
+def worst(outcomes: Iterable[Outcome]) -> Outcome | None:
+    """The outcome of a cell or run from its tests' outcomes; None when there are none.
+
+    An XFAIL test ran and failed as expected, so a cell of XFAILs and SKIPs is a PASS: SKIP only when
+    nothing ran. XFAIL stays a test's outcome, counted apart, never a cell's.
+    """
+    found = min(outcomes, key=SEVERITY.index, default=None)
+    return Outcome.PASS if found == Outcome.XFAIL else found
 
 
 class HarnessFault(Exception):
@@ -46,25 +68,3 @@ class GuestTimeout(HarnessFault):
 
 class GuestUnreachable(HarnessFault):
     outcome = Outcome.INFRA
-
-
-@dataclass
-class Result:
-    test: str
-    outcome: Outcome
-    reason: str = ""
-    duration_s: float = 0.0
-    console_log: str | None = None
-    dmesg: str | None = None
-    extra: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["outcome"] = self.outcome.value
-        return d
-
-
-def write_results(path: Path, results: list[Result]) -> None:
-    from harness.atomic import write_text
-
-    write_text(path, json.dumps([r.to_json() for r in results], indent=1) + "\n")

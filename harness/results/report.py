@@ -1,11 +1,12 @@
 """Reports over a run directory: merged JUnit XML, a JSON summary, a self-contained HTML page, regressions.
 
 A run directory is either a matrix run (one <cell-id>/ per cell, each with cell.json, written by
-harness/matrix_run.py) or a plain `harness run` directory, read as one cell. Everything here reads
-files only, so a report can be rebuilt anywhere from the directories that CI jobs uploaded.
+harness/matrix/runner.py) or a plain `harness run` directory, read as one cell. Everything here reads
+files only, through the results model (model.py, rundir.py, junit.py) that wrote them, so a report
+can be rebuilt anywhere from the directories that CI jobs uploaded.
 
     report.html    the matrix as a grid (cell x suite), failures with reproducers, slowest tests, plots
-    summary.json   the schema in README.md ("Matrix runs and reports")
+    summary.json   the schema in README.md ("Matrix runs and reports"): Summary below
     junit.xml      every cell's tests in one file, one <testsuite> per cell
 """
 
@@ -19,21 +20,37 @@ import re
 import statistics
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, TypedDict
 
 from harness.atomic import write_text
+from harness.errors import UserError
 from harness.matrix.spec import Cell, kernel_id, suite_id
-from harness.results.outcome import Outcome
+from harness.results import junit
+from harness.results.model import (
+    Attempt,
+    CellRecord,
+    FailedBuild,
+    JSONObject,
+    Result,
+    RunRecord,
+    Timings,
+    read_json,
+    read_results,
+)
+from harness.results.outcome import FAILED, GREEN, SEVERITY, Outcome, worst
+from harness.results.rundir import CELL_JSON, RUN_JSON, RunDir
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SCHEMA = 1
-# Worst first: a cell takes the worst of its tests' outcomes.
-SEVERITY = ("CRASH", "TIMEOUT", "FAIL", "ERROR", "INFRA", "PASS", "SKIP")
-FAILED = {"CRASH", "TIMEOUT", "FAIL", "ERROR"}  # test failures; INFRA is reported apart
-GREEN = {"PASS", "SKIP"}
 CELL_ENTRY = "(cell)"  # stands for a cell that failed without a failing test: build, timeout, no results
-COLOURS = {"PASS": "#2e7d32", "SKIP": "#8d8d8d", "FAIL": "#c62828", "CRASH": "#6a1b9a", "TIMEOUT": "#ef6c00",
-           "ERROR": "#ad1457", "INFRA": "#1565c0"}
+COLOURS = {"PASS": "#2e7d32", "SKIP": "#8d8d8d", "XFAIL": "#558b2f", "FAIL": "#c62828", "CRASH": "#6a1b9a",
+           "TIMEOUT": "#ef6c00", "ERROR": "#ad1457", "INFRA": "#1565c0"}
 # Timing noise on TCG, with cells (and whatever else runs on the host) sharing two cores: between two
 # nightly runs of the same kernels, boot to SSH ranged from 2.7 s to 9.6 s. So a change counts only if
 # it at least doubles AND moves by at least 10 s; boots are compared by their median per kernel.
@@ -42,60 +59,250 @@ NOISE_MIN_DELTA_S = 10.0
 SLOWEST = 10
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     pass
+
+
+# -- a run as the report reads it ---------------------------------------------------------------------
+
+@dataclass
+class Entry:
+    """What a cell is judged by: one of its tests, or the (cell) entry of a cell that failed without one."""
+
+    name: str  # the test's node id, its file spelled as the cell's suite
+    outcome: Outcome
+    reason: str
+    duration_s: float
+    console_log: str | None  # paths relative to the run directory, when the file is there
+    dmesg: str | None = None
+    registers: str | None = None  # a timeout's CPU registers, kept over QMP before QEMU was stopped
+    events: dict[str, int] | None = None  # notifier events the test saw, by event
+    reproducer: str = ""
+
+    def to_json(self) -> EntryJSON:
+        return {"name": self.name, "outcome": self.outcome.value, "reason": self.reason,
+                "duration_s": self.duration_s, "console_log": self.console_log, "dmesg": self.dmesg,
+                "registers": self.registers, "events": self.events, "reproducer": self.reproducer}
+
+
+@dataclass
+class CellReport:
+    cell: Cell
+    outcome: Outcome
+    reason: str
+    duration_s: float | None
+    attempts: list[Attempt]
+    command: str  # how the cell ran
+    reproducer: str  # how to reproduce its failure: the cell's command, or its kernel build's
+    dir: str  # relative to the run directory: "." for a plain run
+    log: str | None  # its harness.log
+    console_logs: list[str]
+    release: str | None
+    boot_s: list[float | None]
+    prepare: dict[str, float]
+    build: FailedBuild | None
+    tests: list[Entry] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.cell.id
+
+    @property
+    def tests_time_s(self) -> float:
+        return round(sum(t.duration_s for t in self.tests), 3)
+
+    @property
+    def first_boot_s(self) -> float | None:
+        return self.boot_s[0] if self.boot_s else None
+
+    def to_json(self) -> CellJSON:
+        c = self.cell
+        return {"id": self.id, "kernel": c.kernel, "notifier": c.notifier, "fragment": c.fragment,
+                "machine": c.machine, "suite": c.suite, "outcome": self.outcome.value, "reason": self.reason,
+                "infra": self.outcome == Outcome.INFRA, "duration_s": self.duration_s,
+                "attempts": [a.to_json() for a in self.attempts], "command": self.command,
+                "reproducer": self.reproducer, "dir": self.dir, "log": self.log, "console_logs": self.console_logs,
+                "release": self.release, "boot_s": self.boot_s, "prepare": self.prepare,
+                "tests_time_s": self.tests_time_s, "build": self.build.to_json() if self.build else None,
+                "tests": [t.to_json() for t in self.tests]}
+
+
+@dataclass
+class RunReport:
+    kind: str  # "matrix", or "run" for a plain `harness run` directory
+    matrix: str | None
+    dir: Path
+    record: RunRecord  # run.json; empty for a plain run
+    cells: list[CellReport]
+
+
+# -- what summary.json holds (README.md, "Matrix runs and reports") ------------------------------------
+
+class EntryJSON(TypedDict):
+    name: str
+    outcome: str
+    reason: str
+    duration_s: float
+    console_log: str | None
+    dmesg: str | None
+    registers: str | None
+    events: dict[str, int] | None
+    reproducer: str
+
+
+class CellJSON(TypedDict):
+    id: str
+    kernel: str
+    notifier: str
+    fragment: str
+    machine: str
+    suite: str
+    outcome: str
+    reason: str
+    infra: bool
+    duration_s: float | None
+    attempts: list[dict[str, object]]
+    command: str
+    reproducer: str
+    dir: str
+    log: str | None
+    console_logs: list[str]
+    release: str | None
+    boot_s: list[float | None]
+    prepare: dict[str, float]
+    tests_time_s: float
+    build: dict[str, object] | None
+    tests: list[EntryJSON]
+
+
+class Failure(TypedDict):
+    cell: str
+    test: str
+    outcome: str
+    reason: str
+    reproducer: str
+    log: str | None
+
+
+class Slow(TypedDict):
+    cell: str
+    test: str
+    outcome: str
+    duration_s: float
+
+
+class Totals(TypedDict):
+    cells: int
+    cell_outcomes: dict[str, int]
+    tests: int
+    test_outcomes: dict[str, int]
+    failures: int
+    infra: int
+
+
+class Change(TypedDict):
+    cell: str
+    test: str
+    outcome: str
+    was: str | None  # None: the test was not there before
+    reason: str
+    reproducer: str
+
+
+class NewTest(TypedDict):
+    cell: str
+    test: str
+    outcome: str
+
+
+class Vanished(TypedDict):
+    cell: str
+    test: str
+    was: str
+
+
+class Timing(TypedDict):
+    cell: str
+    test: str
+    before_s: float
+    after_s: float
+
+
+class Noise(TypedDict):
+    ratio: float
+    min_delta_s: float
+
+
+class Comparison(TypedDict):
+    previous: str
+    current: str
+    new_failures: list[Change]
+    fixes: list[Change]
+    new_tests: list[NewTest]
+    vanished_tests: list[Vanished]
+    infra: list[Change]
+    slower: list[Timing]
+    faster: list[Timing]
+    new_cells: list[str]
+    cells_not_run: list[str]
+    noise: Noise
+    regressed: bool
+
+
+class Summary(TypedDict):
+    schema: int
+    kind: str
+    matrix: str | None
+    run_dir: str
+    generated: str
+    started: str | None
+    finished: str | None
+    duration_s: float | None
+    totals: Totals
+    builds: list[dict[str, object]]
+    cells: list[CellJSON]
+    failures: list[Failure]
+    infra: list[Failure]
+    slowest: list[Slow]
+    comparison: Comparison | None
 
 
 # -- reading results ---------------------------------------------------------------------------------
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def test_dir_name(nodeid: str) -> str:
-    """The per-test directory harness/plugin.py makes (RunDir.test_dir)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")
-
-
-def summarise(tests: list[dict[str, Any]]) -> tuple[Outcome, str]:
+def summarise(results: list[Result]) -> tuple[Outcome, str]:
     """A cell's outcome from its tests' outcomes: the worst one, with the first such test as the reason."""
-    if not tests:
+    outcome = worst(r.outcome for r in results)
+    if outcome is None:
         return Outcome.ERROR, "no tests ran"
-    worst = min((t["outcome"] for t in tests), key=SEVERITY.index)
-    if worst in GREEN:
-        return Outcome(worst), ""
-    bad = [t for t in tests if t["outcome"] == worst]
-    first = bad[0]
-    name = first["test"].rsplit("::", 1)[-1]
-    return Outcome(worst), f"{len(bad)} of {len(tests)} tests {worst}; first: {name}: {first.get('reason', '')}"
+    if outcome in GREEN:
+        return outcome, ""
+    bad = [r for r in results if r.outcome == outcome]
+    name = bad[0].test.rsplit("::", 1)[-1]
+    return outcome, f"{len(bad)} of {len(results)} tests {outcome}; first: {name}: {bad[0].reason}"
 
 
-def junit_cases(path: Path) -> list[ET.Element]:
-    try:
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError):
-        return []
-    return list(root.iter("testcase"))
+def _junit_errors(d: RunDir) -> list[Result]:
+    """The errors that only JUnit has, as results: a suite that does not import is reported as a case."""
+    return [Result(c.nodeid, Outcome.ERROR, message, c.time) for c in junit.read_cases(d.junit)
+            for tag, message in c.problems if tag == "error"]
 
 
 def judge_cell_dir(cell_dir: Path, returncode: int | None) -> tuple[Outcome, str]:
     """How a finished `harness run` went, from what it left in its results directory and its exit status."""
-    results = _read_json(cell_dir / "outcomes.json")
+    d = RunDir(cell_dir)
+    results = read_results(d.outcomes)
     if results:
         outcome, reason = summarise(results)
-        if outcome in (Outcome.PASS, Outcome.SKIP) and returncode not in (0, 1):
+        if outcome in GREEN and returncode not in (0, 1):
             return Outcome.INFRA, f"harness run exited with status {returncode} after {len(results)} tests"
         return outcome, reason
-    log = (cell_dir / "harness.log").read_text(errors="replace") if (cell_dir / "harness.log").exists() else ""
+    log = d.harness_log.read_text(errors="replace") if d.harness_log.exists() else ""
     lines = [line for line in log.splitlines() if line.strip()]
     if returncode == 5:
         return Outcome.ERROR, "no tests were collected (pytest exit status 5)"
-    for case in junit_cases(cell_dir / "junit.xml"):
-        for err in case.findall("error"):  # a suite that does not import: pytest reports it as a case
-            return Outcome.ERROR, f"{case.get('classname')}::{case.get('name')}: {err.get('message', '')}"[:300]
+    errors = _junit_errors(d)
+    if errors:
+        return Outcome.ERROR, f"{errors[0].test}: {errors[0].reason}"[:300]
     user_error = [line for line in lines if line.startswith("harness: ") and "interrupted" not in line]
     if user_error:
         return Outcome.ERROR, user_error[-1].removeprefix("harness: ")
@@ -115,7 +322,7 @@ def _rel(path: str | None, run_dir: Path, cell_dirname: str) -> str | None:
 
 
 def _events(test_dir: Path) -> dict[str, int] | None:
-    events = _read_json(test_dir / "events.json")
+    events = read_json(test_dir / "events.json")
     if not isinstance(events, list):
         return None
     counts: dict[str, int] = {}
@@ -125,21 +332,25 @@ def _events(test_dir: Path) -> dict[str, int] | None:
     return counts
 
 
-def _plain_cell(run_dir: Path) -> dict[str, Any]:
+def _kernel_json(d: RunDir) -> JSONObject:
+    kernel = read_json(d.kernel_json)
+    return kernel if isinstance(kernel, dict) else {}
+
+
+def _plain_cell(run_dir: Path) -> CellRecord:
     """A `harness run` directory read as a one-cell matrix: values from kernel.json and the QEMU argv."""
-    kernel = _read_json(run_dir / "kernel.json") or {}
+    d = RunDir(run_dir)
+    kernel = _kernel_json(d)
     identity = str(kernel.get("identity", ""))
     m = re.match(r"debian:linux-source-(\d+\.\d+)=", identity)
     ksrc = f"debian:{m[1]}" if m else str(kernel.get("tree", "?"))
-    machine = kernel.get("machine") or _machine_from_argv(run_dir)
-    results = _read_json(run_dir / "outcomes.json") or []
-    files = list(dict.fromkeys(t["test"].split("::")[0] for t in results)) or ["suites"]
+    machine = str(kernel.get("machine") or _machine_from_argv(run_dir))
+    results = read_results(d.outcomes)
+    files = list(dict.fromkeys(r.test.split("::")[0] for r in results)) or ["suites"]
     cell = Cell(ksrc, str(kernel.get("notifier", "on")), machine, files[0] if len(files) == 1 else "suites",
                 fragment=" ".join(kernel.get("fragments") or []))
     outcome, reason = judge_cell_dir(run_dir, 0 if results else None)
-    return {**cell.to_json(),
-            "outcome": outcome.value, "reason": reason, "command": cell.reproducer(), "attempts": [],
-            "duration_s": None, "build": None}
+    return CellRecord(cell, outcome, reason, cell.reproducer())
 
 
 def _machine_from_argv(run_dir: Path) -> str:
@@ -148,8 +359,9 @@ def _machine_from_argv(run_dir: Path) -> str:
 
     from harness import paths
 
-    argv = _read_json(run_dir / "vm-1" / "qemu-argv.json") or []
-    devices = {argv[i + 1].split(",")[0] for i, a in enumerate(argv[:-1]) if a == "-device"}
+    argv = read_json(run_dir / "vm-1" / "qemu-argv.json")
+    argv = argv if isinstance(argv, list) else []
+    devices = {str(argv[i + 1]).split(",")[0] for i, a in enumerate(argv[:-1]) if a == "-device"}
     for profile in sorted((paths.CONFIGS / "machines").glob("*.yaml"), key=lambda p: p.stem != "default"):
         wanted = set((yaml.safe_load(profile.read_text()) or {}).get("devices") or [])
         if wanted == devices - {"virtio-net-pci"}:
@@ -157,46 +369,29 @@ def _machine_from_argv(run_dir: Path) -> str:
     return "default"
 
 
-def load_cell(run_dir: Path, cell_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
-    cell = Cell.from_json(info)
+def load_cell(run_dir: Path, cell_dir: Path, record: CellRecord) -> CellReport:
+    cell = record.cell
+    d = RunDir(cell_dir)
     dirname = cell_dir.name if cell_dir != run_dir else ""
-    results = _read_json(cell_dir / "outcomes.json") or []
-    if not results:  # e.g. a suite that failed to import: only JUnit knows
-        for case in junit_cases(cell_dir / "junit.xml"):
-            for err in case.findall("error"):
-                results.append({"test": f"{case.get('classname')}::{case.get('name')}", "outcome": "ERROR",
-                                "reason": err.get("message", ""), "duration_s": float(case.get("time") or 0)})
+    results = read_results(d.outcomes) or _junit_errors(d)  # e.g. a suite that failed to import: only JUnit knows
     tests = []
     for r in results:
-        tdir = cell_dir / "tests" / test_dir_name(r["test"])
         # pytest leaves the file out of the node id of a suite outside the repo (its rootdir): put it back
-        name = f"{cell.suite}{r['test']}" if r["test"].startswith("::") else r["test"]
-        tests.append({
-            "name": name, "outcome": r["outcome"], "reason": r.get("reason", ""),
-            "duration_s": float(r.get("duration_s") or 0.0),
-            "console_log": _rel(r.get("console_log"), run_dir, dirname),
-            "dmesg": _rel(r.get("dmesg"), run_dir, dirname),
-            # a timeout's CPU registers, kept over QMP before QEMU was stopped (harness/qmp.py)
-            "registers": _rel((r.get("extra") or {}).get("post_mortem", {}).get("registers"), run_dir, dirname),
-            "events": _events(tdir), "reproducer": cell.reproducer(_test_arg(cell, name)),
-        })
-    timings = _read_json(cell_dir / "timings.json") or {}
-    kernel = _read_json(cell_dir / "kernel.json") or {}
-    log = "harness.log" if (cell_dir / "harness.log").exists() else None
-    consoles = sorted(str(p.relative_to(run_dir)) for p in cell_dir.glob("vm-*/console.log"))
-    build = info.get("build")
-    return {
-        "id": info.get("id") or cell.id, "kernel": cell.kernel, "notifier": cell.notifier,
-        "fragment": cell.fragment, "machine": cell.machine,
-        "suite": cell.suite, "outcome": info["outcome"], "reason": info.get("reason", ""),
-        "infra": info["outcome"] == "INFRA", "duration_s": info.get("duration_s"),
-        "attempts": info.get("attempts", []), "command": info.get("command") or cell.reproducer(),
-        "reproducer": (build or {}).get("command") or cell.reproducer(), "dir": dirname or ".",
-        "log": f"{dirname}/{log}" if dirname and log else log, "console_logs": consoles,
-        "release": kernel.get("release"), "boot_s": [b.get("boot_to_ssh_s") for b in timings.get("boots", [])],
-        "prepare": timings.get("prepare", {}), "tests_time_s": round(sum(t["duration_s"] for t in tests), 3),
-        "build": build, "tests": tests,
-    }
+        name = f"{cell.suite}{r.test}" if r.test.startswith("::") else r.test
+        tests.append(Entry(
+            name, r.outcome, r.reason, r.duration_s, _rel(r.console_log, run_dir, dirname),
+            _rel(r.dmesg, run_dir, dirname), _rel(r.post_mortem.get("registers"), run_dir, dirname),
+            _events(d.test_dir(r.test)), cell.reproducer(_test_arg(cell, name))))
+    timings = Timings.read(d.timings_json)
+    log = d.harness_log.name if d.harness_log.exists() else None
+    build = record.build
+    return CellReport(
+        cell, record.outcome, record.reason, record.duration_s, record.attempts, record.command,
+        reproducer=build.command if build and build.command else cell.reproducer(), dir=dirname or ".",
+        log=f"{dirname}/{log}" if dirname and log else log,
+        console_logs=[str(p.relative_to(run_dir)) for p in d.console_logs()],
+        release=_kernel_json(d).get("release"), boot_s=[b.boot_to_ssh_s for b in timings.boots],
+        prepare=timings.prepare, build=build, tests=tests)
 
 
 def _test_arg(cell: Cell, nodeid: str) -> str:
@@ -207,24 +402,20 @@ def _test_arg(cell: Cell, nodeid: str) -> str:
     return nodeid
 
 
-def load_run(run_dir: Path) -> dict[str, Any]:
+def load_run(run_dir: Path) -> RunReport:
     run_dir = Path(run_dir).resolve()
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir} is not a directory of results")
-    cells = []
-    for info_path in sorted(run_dir.glob("*/cell.json")):
-        info = _read_json(info_path)
-        if isinstance(info, dict) and "outcome" in info:
-            cells.append(load_cell(run_dir, info_path.parent, info))
-    run = _read_json(run_dir / "run.json") or {}
-    if cells:
-        order = {cid: n for n, cid in enumerate(run.get("cells", []))}
-        cells.sort(key=lambda c: (order.get(c["id"], len(order)), c["id"]))
-        matrix = run.get("matrix") or _read_json(next(run_dir.glob("*/cell.json"))).get("matrix")
-        return {"kind": "matrix", "matrix": matrix, "dir": run_dir, "run": run, "cells": cells}
-    if (run_dir / "outcomes.json").exists() or (run_dir / "kernel.json").exists():
-        cell = load_cell(run_dir, run_dir, _plain_cell(run_dir))
-        return {"kind": "run", "matrix": None, "dir": run_dir, "run": run, "cells": [cell]}
+    records = [(p.parent, r) for p in sorted(run_dir.glob(f"*/{CELL_JSON}")) if (r := CellRecord.read(p))]
+    run = RunRecord.read(run_dir / RUN_JSON) or RunRecord()
+    if records:
+        cells = [load_cell(run_dir, cell_dir, r) for cell_dir, r in records]
+        order = {cid: n for n, cid in enumerate(run.cells)}
+        cells.sort(key=lambda c: (order.get(c.id, len(order)), c.id))
+        return RunReport("matrix", run.matrix or records[0][1].matrix, run_dir, run, cells)
+    d = RunDir(run_dir)
+    if d.outcomes.exists() or d.kernel_json.exists():
+        return RunReport("run", None, run_dir, run, [load_cell(run_dir, run_dir, _plain_cell(run_dir))])
     raise ReportError(f"{run_dir} holds no results: neither <cell>/cell.json (a matrix run) nor outcomes.json "
                       "(a harness run)")
 
@@ -235,102 +426,81 @@ def previous_run(run_dir: Path) -> Path | None:
     older = [p for p in run_dir.parent.iterdir() if p.is_dir() and not p.is_symlink() and p.name < run_dir.name
              and p != run_dir]
     for p in sorted(older, reverse=True):
-        run = _read_json(p / "run.json")
-        if (run and run.get("finished") and not run.get("interrupted")) or (not run and (p / "outcomes.json").exists()):
+        run = RunRecord.read(p / RUN_JSON)
+        if (run and run.finished and not run.interrupted) or (not run and RunDir(p).outcomes.exists()):
             return p
     return None
 
 
 # -- the summary and merged JUnit -------------------------------------------------------------------
 
-def entries(cell: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def entries(cell: CellReport) -> dict[str, Entry]:
     """What a cell is judged by: its tests, plus a (cell) entry when it failed without a failing test."""
-    out = {t["name"]: t for t in cell["tests"]}
-    if cell["outcome"] not in GREEN and not any(t["outcome"] == cell["outcome"] for t in cell["tests"]):
-        out[CELL_ENTRY] = {"name": CELL_ENTRY, "outcome": cell["outcome"], "reason": cell["reason"],
-                           "duration_s": cell.get("duration_s") or 0.0, "reproducer": cell["reproducer"],
-                           "console_log": cell["console_logs"][-1] if cell["console_logs"] else None}
+    out = {t.name: t for t in cell.tests}
+    if cell.outcome not in GREEN and not any(t.outcome == cell.outcome for t in cell.tests):
+        out[CELL_ENTRY] = Entry(CELL_ENTRY, cell.outcome, cell.reason, cell.duration_s or 0.0,
+                                cell.console_logs[-1] if cell.console_logs else None, reproducer=cell.reproducer)
     return out
 
 
-def _count(values: list[str]) -> dict[str, int]:
-    return {o: values.count(o) for o in SEVERITY if o in values}
+def _count(values: list[Outcome]) -> dict[str, int]:
+    return {o.value: values.count(o) for o in SEVERITY if o in values}
 
 
-def build_summary(run: dict[str, Any], comparison: dict[str, Any] | None = None) -> dict[str, Any]:
-    cells = run["cells"]
-    failures, infra = [], []
-    for c in cells:
+def build_summary(run: RunReport, comparison: Comparison | None = None) -> Summary:
+    failures: list[Failure] = []
+    infra: list[Failure] = []
+    for c in run.cells:
         for e in entries(c).values():
-            if e["outcome"] in FAILED or e["outcome"] == "INFRA":
-                item = {"cell": c["id"], "test": e["name"], "outcome": e["outcome"], "reason": e["reason"],
-                        "reproducer": e["reproducer"], "log": e.get("console_log") or c["log"]}
-                (infra if e["outcome"] == "INFRA" else failures).append(item)
-    tests = [t for c in cells for t in c["tests"]]
-    slowest = sorted(({"cell": c["id"], "test": t["name"], "outcome": t["outcome"], "duration_s": t["duration_s"]}
-                      for c in cells for t in c["tests"]), key=lambda t: -t["duration_s"])[:SLOWEST]
-    meta = run["run"]
+            if e.outcome in FAILED or e.outcome == Outcome.INFRA:
+                (infra if e.outcome == Outcome.INFRA else failures).append(
+                    {"cell": c.id, "test": e.name, "outcome": e.outcome.value, "reason": e.reason,
+                     "reproducer": e.reproducer, "log": e.console_log or c.log})
+    tests = [t for c in run.cells for t in c.tests]
+    slowest = sorted((Slow(cell=c.id, test=t.name, outcome=t.outcome.value, duration_s=t.duration_s)
+                      for c in run.cells for t in c.tests), key=lambda t: -t["duration_s"])[:SLOWEST]
+    meta = run.record
     return {
-        "schema": SCHEMA, "kind": run["kind"], "matrix": run["matrix"], "run_dir": str(run["dir"]),
-        "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "started": meta.get("started"),
-        "finished": meta.get("finished"), "duration_s": meta.get("duration_s"),
-        "totals": {"cells": len(cells), "cell_outcomes": _count([c["outcome"] for c in cells]),
-                   "tests": len(tests), "test_outcomes": _count([t["outcome"] for t in tests]),
+        "schema": SCHEMA, "kind": run.kind, "matrix": run.matrix, "run_dir": str(run.dir),
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "started": meta.started,
+        "finished": meta.finished, "duration_s": meta.duration_s,
+        "totals": {"cells": len(run.cells), "cell_outcomes": _count([c.outcome for c in run.cells]),
+                   "tests": len(tests), "test_outcomes": _count([t.outcome for t in tests]),
                    "failures": len(failures), "infra": len(infra)},
-        "builds": meta.get("builds", []),
-        "cells": cells,
+        "builds": [b.to_json() for b in meta.builds],
+        "cells": [c.to_json() for c in run.cells],
         "failures": failures, "infra": infra, "slowest": slowest, "comparison": comparison,
     }
 
 
-def merged_junit(run: dict[str, Any]) -> ET.Element:
+def merged_junit(run: RunReport) -> ET.Element:
     """One <testsuite> per cell, test classnames prefixed with the cell id so that CI tells them apart."""
-    root = ET.Element("testsuites", name=f"matrix {run['matrix']}" if run["matrix"] else "harness run")
-    totals = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
-    for c in run["cells"]:
-        suite = ET.SubElement(root, "testsuite", name=c["id"])
-        props = ET.SubElement(suite, "properties")
-        for key in ("kernel", "notifier", "fragment", "machine", "suite", "outcome", "reproducer"):
-            ET.SubElement(props, "property", name=key, value=str(c.get(key, "")))
-        cases = junit_cases(run["dir"] / c["dir"] / "junit.xml")
-        for case in cases:
-            case.set("classname", f"{c['id']}.{case.get('classname', '')}".rstrip("."))
-            suite.append(case)
+    suites = []
+    for c in run.cells:
+        suite = junit.Suite(c.id, {**c.cell.values(), "outcome": c.outcome.value, "reproducer": c.reproducer})
+        for case in junit.read_cases(RunDir(run.dir / c.dir).junit):
+            case.element.set("classname", f"{c.id}.{case.classname}".rstrip("."))
+            suite.cases.append(case.element)
         if CELL_ENTRY in entries(c):
-            case = ET.SubElement(suite, "testcase", classname=c["id"], name=CELL_ENTRY,
-                                 time=str(c.get("duration_s") or 0))
-            ET.SubElement(case, "error", message=f"{c['outcome']}: {c['reason']}").text = (
-                f"{c['reason']}\nreproduce: {c['reproducer']}")
-        counts = {"tests": len(suite.findall("testcase")),
-                  "failures": sum(1 for t in suite.iter("testcase") if t.find("failure") is not None),
-                  "errors": sum(1 for t in suite.iter("testcase") if t.find("error") is not None),
-                  "skipped": sum(1 for t in suite.iter("testcase") if t.find("skipped") is not None)}
-        for key, value in counts.items():
-            suite.set(key, str(value))
-            totals[key] += value
-        suite.set("time", f"{sum(float(t.get('time') or 0) for t in suite.iter('testcase')):.3f}")
-    for key, value in totals.items():
-        root.set(key, str(value))
-    return root
+            suite.add_error(c.id, CELL_ENTRY, c.duration_s or 0, f"{c.outcome}: {c.reason}",
+                            f"{c.reason}\nreproduce: {c.reproducer}")
+        suites.append(suite)
+    return junit.merged(f"matrix {run.matrix}" if run.matrix else "harness run", suites)
 
 
-def write_report(run_dir: Path, comparison: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_report(run_dir: Path, comparison: Comparison | None = None) -> Summary:
     """Write summary.json, junit.xml (merged, matrix runs only) and report.html; return the summary."""
     run = load_run(run_dir)
     summary = build_summary(run, comparison)
     out = Path(run_dir)
-    write_text(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
-    if run["kind"] == "matrix":  # a plain run's own junit.xml is already the whole story
-        tree = ET.ElementTree(merged_junit(run))
-        ET.indent(tree)
-        buf = io.BytesIO()
-        tree.write(buf, encoding="utf-8", xml_declaration=True)
-        write_text(out / "junit.xml", buf.getvalue().decode())
+    write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    if run.kind == "matrix":  # a plain run's own junit.xml is already the whole story
+        junit.write(out / "junit.xml", merged_junit(run))
     write_text(out / "report.html", render_html(run, summary))
     return summary
 
 
-def format_summary(summary: dict[str, Any]) -> str:
+def format_summary(summary: Summary) -> str:
     t = summary["totals"]
     cells = ", ".join(f"{n} {o}" for o, n in t["cell_outcomes"].items())
     tests = ", ".join(f"{n} {o}" for o, n in t["test_outcomes"].items())
@@ -356,7 +526,7 @@ def _beyond_noise(before: float | None, after: float | None) -> bool:
     return hi >= NOISE_RATIO * lo and hi - lo >= NOISE_MIN_DELTA_S
 
 
-def compare(prev: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
+def compare(prev: RunReport, cur: RunReport) -> Comparison:
     """What changed from `prev` to `cur`, cell by cell (by id) and test by test (by node id).
 
     New failure: failing now (FAIL/CRASH/TIMEOUT/ERROR), and passing, skipped, INFRA or absent before.
@@ -365,91 +535,98 @@ def compare(prev: dict[str, Any], cur: dict[str, Any]) -> dict[str, Any]:
     the median boot per kernel): see NOISE_*; a slowdown beyond noise is a regression, a speedup is
     reported. Cells of `prev` not run now are listed, not judged.
     """
-    prev_cells = {c["id"]: c for c in prev["cells"]}
-    out: dict[str, Any] = {"previous": str(prev["dir"]), "current": str(cur["dir"]), "new_failures": [],
-                           "fixes": [], "new_tests": [], "vanished_tests": [], "infra": [], "slower": [],
-                           "faster": [], "new_cells": [], "cells_not_run": [],
-                           "noise": {"ratio": NOISE_RATIO, "min_delta_s": NOISE_MIN_DELTA_S}}
-    cur_ids = {c["id"] for c in cur["cells"]}
-    out["cells_not_run"] = [cid for cid in prev_cells if cid not in cur_ids]
-    for c in cur["cells"]:
-        before_cell = prev_cells.get(c["id"])
+    prev_cells = {c.id: c for c in prev.cells}
+    cur_ids = {c.id for c in cur.cells}
+    new_failures: list[Change] = []
+    fixes: list[Change] = []
+    infra: list[Change] = []
+    new_tests: list[NewTest] = []
+    vanished: list[Vanished] = []
+    timings: dict[str, list[Timing]] = {"slower": [], "faster": []}
+    new_cells = []
+    for c in cur.cells:
+        before_cell = prev_cells.get(c.id)
         if before_cell is None:
-            out["new_cells"].append(c["id"])
+            new_cells.append(c.id)
         now, before = entries(c), entries(before_cell) if before_cell else {}
         for name, e in now.items():
             was = before.get(name)
-            was_outcome = was["outcome"] if was else None
-            item = {"cell": c["id"], "test": name, "outcome": e["outcome"], "was": was_outcome,
-                    "reason": e["reason"], "reproducer": e["reproducer"]}
-            if e["outcome"] == "INFRA":
-                out["infra"].append(item)
-            elif e["outcome"] in FAILED and was_outcome not in FAILED:
-                out["new_failures"].append(item)
-            elif e["outcome"] in GREEN and was_outcome in FAILED:
-                out["fixes"].append(item)
+            was_outcome = was.outcome if was else None
+            item: Change = {"cell": c.id, "test": name, "outcome": e.outcome.value,
+                            "was": was_outcome.value if was_outcome else None, "reason": e.reason,
+                            "reproducer": e.reproducer}
+            if e.outcome == Outcome.INFRA:
+                infra.append(item)
+            elif e.outcome in FAILED and was_outcome not in FAILED:
+                new_failures.append(item)
+            elif e.outcome in GREEN and was_outcome in FAILED:
+                fixes.append(item)
             if was is None and before_cell is not None and name != CELL_ENTRY:
-                out["new_tests"].append({"cell": c["id"], "test": name, "outcome": e["outcome"]})
-            if was and e["outcome"] == "PASS" and was_outcome == "PASS":
-                _timing(out, c["id"], name, was["duration_s"], e["duration_s"])
-        for name, was in before.items():
+                new_tests.append({"cell": c.id, "test": name, "outcome": e.outcome.value})
+            if was and e.outcome == Outcome.PASS and was_outcome == Outcome.PASS:
+                _timing(timings, c.id, name, was.duration_s, e.duration_s)
+        for name, gone in before.items():
             if name in now:
                 continue
             if name == CELL_ENTRY:
-                if was["outcome"] in FAILED and c["outcome"] in GREEN:  # else its tests tell what failed
-                    out["fixes"].append({"cell": c["id"], "test": name, "outcome": c["outcome"],
-                                         "was": was["outcome"], "reason": "", "reproducer": c["reproducer"]})
+                if gone.outcome in FAILED and c.outcome in GREEN:  # else its tests tell what failed
+                    fixes.append({"cell": c.id, "test": name, "outcome": c.outcome.value, "was": gone.outcome.value,
+                                  "reason": "", "reproducer": c.reproducer})
             else:
-                out["vanished_tests"].append({"cell": c["id"], "test": name, "was": was["outcome"]})
-    before_boots, now_boots = _boots(prev["cells"]), _boots(cur["cells"])
+                vanished.append({"cell": c.id, "test": name, "was": gone.outcome.value})
+    before_boots, now_boots = _boots(prev.cells), _boots(cur.cells)
     for key, boots in now_boots.items():
         if key in before_boots:
-            _timing(out, f"{key} (median of {len(boots)} cells)", "boot to SSH",
+            _timing(timings, f"{key} (median of {len(boots)} cells)", "boot to SSH",
                     statistics.median(before_boots[key]), statistics.median(boots))
-    out["regressed"] = bool(out["new_failures"] or out["slower"])
-    return out
+    return {"previous": str(prev.dir), "current": str(cur.dir), "new_failures": new_failures, "fixes": fixes,
+            "new_tests": new_tests, "vanished_tests": vanished, "infra": infra, "slower": timings["slower"],
+            "faster": timings["faster"], "new_cells": new_cells,
+            "cells_not_run": [cid for cid in prev_cells if cid not in cur_ids],
+            "noise": {"ratio": NOISE_RATIO, "min_delta_s": NOISE_MIN_DELTA_S},
+            "regressed": bool(new_failures or timings["slower"])}
 
 
-def _boots(cells: list[dict[str, Any]]) -> dict[str, list[float]]:
+def _boots(cells: list[CellReport]) -> dict[str, list[float]]:
     """First boot to SSH of each cell, by kernel (the machine adds a device, not a boot)."""
     out: dict[str, list[float]] = {}
     for c in cells:
-        if c["boot_s"] and c["boot_s"][0]:
-            frag = f"-{Path(c['fragment']).stem}" if c.get("fragment") else ""  # a KASAN kernel boots ~5x slower
-            out.setdefault(f"{kernel_id(c['kernel'])}-{c['notifier']}{frag}", []).append(c["boot_s"][0])
+        if c.first_boot_s:
+            frag = f"-{Path(c.cell.fragment).stem}" if c.cell.fragment else ""  # a KASAN kernel boots ~5x slower
+            out.setdefault(f"{kernel_id(c.cell.kernel)}-{c.cell.notifier}{frag}", []).append(c.first_boot_s)
     return out
 
 
-def _fragment_note(cell: dict[str, Any]) -> str:
-    return f", fragment {_e(cell['fragment'])}" if cell.get("fragment") else ""
+def _fragment_note(cell: CellReport) -> str:
+    return f", fragment {_e(cell.cell.fragment)}" if cell.cell.fragment else ""
 
 
-def _timing(out: dict[str, Any], cell: str, what: str, before: float | None, after: float | None) -> None:
+def _timing(out: dict[str, list[Timing]], cell: str, what: str, before: float | None, after: float | None) -> None:
     if _beyond_noise(before, after):
         assert before is not None and after is not None
         out["slower" if after > before else "faster"].append(
             {"cell": cell, "test": what, "before_s": before, "after_s": after})
 
 
-def format_comparison(cmp: dict[str, Any]) -> str:
+def format_comparison(cmp: Comparison) -> str:
     lines = [f"compared with {cmp['previous']}:"]
 
-    def section(title: str, items: list[dict[str, Any]], fmt) -> None:
+    def section(title: str, items: list[str]) -> None:
         if items:
             lines.append(f"  {title} ({len(items)}):")
-            lines.extend(f"    {fmt(i)}" for i in items)
+            lines.extend(f"    {i}" for i in items)
 
-    section("new failures", cmp["new_failures"], lambda i: f"{i['outcome']} {i['cell']} :: {i['test']} "
-            f"(was {i['was'] or 'absent'}): {i['reason'].splitlines()[0][:160] if i['reason'] else ''}\n"
-            f"      reproduce: {i['reproducer']}")
-    section("fixes", cmp["fixes"], lambda i: f"{i['cell']} :: {i['test']} ({i['was']} -> {i['outcome']})")
-    section("slower beyond noise", cmp["slower"], lambda i: f"{i['cell']} :: {i['test']}: "
-            f"{i['before_s']:.1f} s -> {i['after_s']:.1f} s")
-    section("faster beyond noise", cmp["faster"], lambda i: f"{i['cell']} :: {i['test']}: "
-            f"{i['before_s']:.1f} s -> {i['after_s']:.1f} s")
-    section("new tests", cmp["new_tests"], lambda i: f"{i['cell']} :: {i['test']} ({i['outcome']})")
-    section("vanished tests", cmp["vanished_tests"], lambda i: f"{i['cell']} :: {i['test']} (was {i['was']})")
-    section("infrastructure failures (not regressions)", cmp["infra"], lambda i: f"{i['cell']} :: {i['test']}")
+    section("new failures", [f"{i['outcome']} {i['cell']} :: {i['test']} (was {i['was'] or 'absent'}): "
+                             f"{i['reason'].splitlines()[0][:160] if i['reason'] else ''}\n"
+                             f"      reproduce: {i['reproducer']}" for i in cmp["new_failures"]])
+    section("fixes", [f"{i['cell']} :: {i['test']} ({i['was']} -> {i['outcome']})" for i in cmp["fixes"]])
+    section("slower beyond noise", [f"{i['cell']} :: {i['test']}: {i['before_s']:.1f} s -> {i['after_s']:.1f} s"
+                                    for i in cmp["slower"]])
+    section("faster beyond noise", [f"{i['cell']} :: {i['test']}: {i['before_s']:.1f} s -> {i['after_s']:.1f} s"
+                                    for i in cmp["faster"]])
+    section("new tests", [f"{i['cell']} :: {i['test']} ({i['outcome']})" for i in cmp["new_tests"]])
+    section("vanished tests", [f"{i['cell']} :: {i['test']} (was {i['was']})" for i in cmp["vanished_tests"]])
+    section("infrastructure failures (not regressions)", [f"{i['cell']} :: {i['test']}" for i in cmp["infra"]])
     if cmp["new_cells"]:
         lines.append(f"  new cells: {', '.join(cmp['new_cells'])}")
     if cmp["cells_not_run"]:
@@ -475,7 +652,7 @@ code { background: #f4f4f4; padding: 1px 4px; font-size: 0.9em; word-break: brea
 """
 
 
-def _e(value: Any) -> str:
+def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
@@ -487,16 +664,16 @@ def _link(href: str | None, text: str) -> str:
     return f'<a href="{_e(href)}">{_e(text)}</a>' if href else ""
 
 
-def render_html(run: dict[str, Any], summary: dict[str, Any]) -> str:
-    title = f"matrix {run['matrix']}" if run["matrix"] else "harness run"
+def render_html(run: RunReport, summary: Summary) -> str:
+    title = f"matrix {run.matrix}" if run.matrix else "harness run"
     t = summary["totals"]
-    meta = run["run"]
+    meta = run.record
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title>",
-             f"<style>{CSS}</style></head><body>", f"<h1>{_e(title)} <span class='muted'>{_e(run['dir'].name)}</span>"
+             f"<style>{CSS}</style></head><body>", f"<h1>{_e(title)} <span class='muted'>{_e(run.dir.name)}</span>"
              "</h1>", "<p>" + " ".join(f"{_badge(o)} {n}" for o, n in t["cell_outcomes"].items()) +
              f" &nbsp; {t['cells']} cells, {t['tests']} tests"
-             + (f", {meta['duration_s']:.0f} s" if meta.get("duration_s") else "")
-             + (f", started {_e(meta['started'])}" if meta.get("started") else "") + "</p>"]
+             + (f", {meta.duration_s:.0f} s" if meta.duration_s else "")
+             + (f", started {_e(meta.started)}" if meta.started else "") + "</p>"]
     parts.append(_html_grid(run))
     if summary["comparison"]:
         parts.append(_html_comparison(summary["comparison"]))
@@ -510,10 +687,13 @@ def render_html(run: dict[str, Any], summary: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def _html_grid(run: dict[str, Any]) -> str:
-    rows = list(dict.fromkeys((c["kernel"], c["notifier"], c.get("fragment", ""), c["machine"]) for c in run["cells"]))
-    suites = list(dict.fromkeys(c["suite"] for c in run["cells"]))
-    by_key = {(c["kernel"], c["notifier"], c.get("fragment", ""), c["machine"], c["suite"]): c for c in run["cells"]}
+def _html_grid(run: RunReport) -> str:
+    def row(c: CellReport) -> tuple[str, str, str, str]:
+        return c.cell.kernel, c.cell.notifier, c.cell.fragment, c.cell.machine
+
+    rows = list(dict.fromkeys(row(c) for c in run.cells))
+    suites = list(dict.fromkeys(c.cell.suite for c in run.cells))
+    by_key = {(*row(c), c.cell.suite): c for c in run.cells}
     out = ["<h2>Matrix</h2><table class='grid'><tr><th>kernel</th><th>notifier</th><th>fragment</th><th>machine</th>",
            *(f"<th>{_e(suite_id(s))}</th>" for s in suites), "</tr>"]
     for kernel, notifier, fragment, machine in rows:
@@ -524,22 +704,22 @@ def _html_grid(run: dict[str, Any]) -> str:
             if c is None:
                 out.append("<td class='none'>&mdash;</td>")
                 continue
-            counts = _count([x["outcome"] for x in c["tests"]])
-            detail = ", ".join(f"{n} {o.lower()}" for o, n in counts.items()) or _e(c["reason"][:60])
-            consoles = [_link(p, f"console {n}") for n, p in enumerate(c["console_logs"], 1)]
+            counts = _count([x.outcome for x in c.tests])
+            detail = ", ".join(f"{n} {o.lower()}" for o, n in counts.items()) or _e(c.reason[:60])
+            consoles = [_link(p, f"console {n}") for n, p in enumerate(c.console_logs, 1)]
             if len(consoles) > 2:  # a cell that replaced many VMs: the rest are in its section below
-                consoles = [*consoles[:2], f"<a href='#{_e(c['id'])}'>+{len(consoles) - 2}</a>"]
-            links = " ".join(x for x in (_link(c["log"], "log"), *consoles) if x)
-            retried = " (retried)" if len(c["attempts"]) > 1 else ""
-            out.append(f"<td class='cell' style='background:{COLOURS.get(c['outcome'], '#555')}' "
-                       f"title='{_e(c['id'])}'><a href='#{_e(c['id'])}'><b>{_e(c['outcome'])}</b></a>{retried}"
+                consoles = [*consoles[:2], f"<a href='#{_e(c.id)}'>+{len(consoles) - 2}</a>"]
+            links = " ".join(x for x in (_link(c.log, "log"), *consoles) if x)
+            retried = " (retried)" if len(c.attempts) > 1 else ""
+            out.append(f"<td class='cell' style='background:{COLOURS.get(c.outcome, '#555')}' "
+                       f"title='{_e(c.id)}'><a href='#{_e(c.id)}'><b>{_e(c.outcome)}</b></a>{retried}"
                        f"<br>{detail}<br><small>{links}</small></td>")
         out.append("</tr>")
     out.append("</table>")
     return "".join(out)
 
 
-def _html_failures(title: str, items: list[dict[str, Any]], empty: str) -> str:
+def _html_failures(title: str, items: list[Failure], empty: str) -> str:
     if not items:
         return f"<h2>{_e(title)}</h2><p class='muted'>{_e(empty)}</p>"
     rows = "".join(
@@ -552,63 +732,70 @@ def _html_failures(title: str, items: list[dict[str, Any]], empty: str) -> str:
             f"<th>cell</th><th>test</th><th>reason</th><th>reproducer</th><th></th></tr>{rows}</table>")
 
 
-def _html_slowest(slowest: list[dict[str, Any]]) -> str:
+def _html_slowest(slowest: list[Slow]) -> str:
     rows = "".join(f"<tr><td>{t['duration_s']:.2f} s</td><td>{_e(t['cell'])}</td><td>{_e(t['test'])}</td>"
                    f"<td>{_badge(t['outcome'])}</td></tr>" for t in slowest)
     return (f"<h2>Slowest tests</h2><table><tr><th>time</th><th>cell</th><th>test</th><th></th></tr>{rows}"
             "</table>")
 
 
-def _html_comparison(cmp: dict[str, Any]) -> str:
+def _change(i: Mapping[str, object]) -> str:
+    """One item of a comparison list: a timing, or an outcome that changed."""
+    if "before_s" in i:
+        return f"{i['before_s']:.1f} s &rarr; {i['after_s']:.1f} s"
+    return f"{_e(i.get('was') or 'absent')} &rarr; {_e(i.get('outcome', ''))}"
+
+
+def _html_comparison(cmp: Comparison) -> str:
     verdict = ("<b style='color:#c62828'>regressed</b>" if cmp["regressed"]
                else "<b style='color:#2e7d32'>no regressions</b>")
     out = [f"<h2>Compared with {_e(Path(cmp['previous']).name)}: {verdict}</h2>"]
-    for key, title in (("new_failures", "New failures"), ("fixes", "Fixes"), ("slower", "Slower beyond noise"),
-                       ("faster", "Faster beyond noise"), ("new_tests", "New tests"),
-                       ("vanished_tests", "Vanished tests"), ("infra", "Infrastructure failures")):
-        if not cmp[key]:
+    lists: tuple[tuple[str, Sequence[Mapping[str, object]]], ...] = (
+        ("New failures", cmp["new_failures"]), ("Fixes", cmp["fixes"]), ("Slower beyond noise", cmp["slower"]),
+        ("Faster beyond noise", cmp["faster"]), ("New tests", cmp["new_tests"]),
+        ("Vanished tests", cmp["vanished_tests"]), ("Infrastructure failures", cmp["infra"]))
+    for title, items in lists:
+        if not items:
             continue
-        items = "".join(
-            f"<li><b>{_e(i['cell'])}</b> :: {_e(i['test'])} ("
-            + (f"{i['before_s']:.1f} s &rarr; {i['after_s']:.1f} s" if "before_s" in i
-               else f"{_e(i.get('was') or 'absent')} &rarr; {_e(i.get('outcome', ''))}") + ")</li>" for i in cmp[key])
+        lis = "".join(f"<li><b>{_e(i['cell'])}</b> :: {_e(i['test'])} ({_change(i)})</li>" for i in items)
         # Long lists (a new suite brings dozens of new tests) fold away, so that the page stays readable.
-        summary = f"{title}: {len(cmp[key])}"
-        out.append(f"<details{' open' if len(cmp[key]) <= 10 else ''}><summary>{_e(summary)}</summary><ul>{items}"
+        summary = f"{title}: {len(items)}"
+        out.append(f"<details{' open' if len(items) <= 10 else ''}><summary>{_e(summary)}</summary><ul>{lis}"
                    "</ul></details>")
-    for key, title in (("new_cells", "New cells"), ("cells_not_run", "Cells of the previous run not run now")):
-        if cmp[key]:
-            out.append(f"<p>{_e(title)}: {_e(', '.join(cmp[key]))}</p>")
+    for title, cells in (("New cells", cmp["new_cells"]), ("Cells of the previous run not run now",
+                                                             cmp["cells_not_run"])):
+        if cells:
+            out.append(f"<p>{_e(title)}: {_e(', '.join(cells))}</p>")
     out.append(f"<p class='muted'>Timing noise: a change counts when it is at least {NOISE_RATIO:g}&times; "
                f"and at least {NOISE_MIN_DELTA_S:g} s.</p>")
     return "".join(out)
 
 
-def _html_cells(run: dict[str, Any]) -> str:
+def _html_cells(run: RunReport) -> str:
     out = ["<h2>Cells</h2>"]
-    for c in run["cells"]:
+    for c in run.cells:
         rows = "".join(
-            f"<tr><td>{_badge(t['outcome'])}</td><td>{_e(t['name'])}</td><td>{t['duration_s']:.2f} s</td>"
-            f"<td class='reason'>{_e(t['reason'][:300])}</td><td>{_link(t['console_log'], 'console')} "
-            f"{_link(t['dmesg'], 'dmesg')} {_link(t.get('registers'), 'registers')}</td></tr>" for t in c["tests"])
-        attempts = "; ".join(f"attempt {n}: {a['outcome']} {a['reason']}" for n, a in enumerate(c["attempts"], 1)
-                             if len(c["attempts"]) > 1)
-        boot = ", ".join(f"{b:.1f} s" for b in c["boot_s"] if b is not None)
+            f"<tr><td>{_badge(t.outcome)}</td><td>{_e(t.name)}</td><td>{t.duration_s:.2f} s</td>"
+            f"<td class='reason'>{_e(t.reason[:300])}</td><td>{_link(t.console_log, 'console')} "
+            f"{_link(t.dmesg, 'dmesg')} {_link(t.registers, 'registers')}</td></tr>" for t in c.tests)
+        attempts = "; ".join(f"attempt {n}: {a.outcome} {a.reason}" for n, a in enumerate(c.attempts, 1)
+                             if len(c.attempts) > 1)
+        boot = ", ".join(f"{b:.1f} s" for b in c.boot_s if b is not None)
         out.append(
-            f"<h3 id='{_e(c['id'])}'>{_badge(c['outcome'])} {_e(c['id'])}</h3><p>"
-            f"<code>{_e(c['command'])}</code><br>kernel {_e(c['kernel'])} ({_e(c['release'] or '?')}), notifier "
-            f"{_e(c['notifier'])}{_fragment_note(c)}, machine {_e(c['machine'])}, suite {_e(c['suite'])}"
-            + (f"; cell {c['duration_s']:.0f} s" if c.get("duration_s") else "")
-            + (f"; boot to SSH {boot}" if boot else "") + f" {_link(c['log'], 'harness.log')}"
-            + (f"<br><span class='reason'>{_e(c['reason'])}</span>" if c["reason"] else "")
+            f"<h3 id='{_e(c.id)}'>{_badge(c.outcome)} {_e(c.id)}</h3><p>"
+            f"<code>{_e(c.command)}</code><br>kernel {_e(c.cell.kernel)} ({_e(c.release or '?')}), notifier "
+            f"{_e(c.cell.notifier)}{_fragment_note(c)}, machine {_e(c.cell.machine)}, suite {_e(c.cell.suite)}"
+            + (f"; cell {c.duration_s:.0f} s" if c.duration_s else "")
+            + (f"; boot to SSH {boot}" if boot else "") + f" {_link(c.log, 'harness.log')}"
+            + (f"<br><span class='reason'>{_e(c.reason)}</span>" if c.reason else "")
             + (f"<br>{_e(attempts)}" if attempts else "")
-            + (f"<br>kernel build failed; reproduce: <code>{_e(c['build']['command'])}</code>"
-               f"<pre>{_e(c['build']['error'][-3000:])}</pre>" if c.get("build") else "")
+            + (f"<br>kernel build failed; reproduce: <code>{_e(c.build.command)}</code>"
+               f"<pre>{_e(c.build.error[-3000:])}</pre>" if c.build else "")
             + "</p>" + (f"<table>{rows}</table>" if rows else ""))
     return "".join(out)
 
 
-def _html_plots(run: dict[str, Any]) -> str:
+def _html_plots(run: RunReport) -> str:
     try:
         import matplotlib
 
@@ -636,14 +823,14 @@ def _workload(nodeid: str) -> str:
     return name[name.index("[") + 1:-1] if name.endswith("]") and "[" in name else name
 
 
-def _plot_events(run: dict[str, Any], plt: Any) -> Any:
+def _plot_events(run: RunReport, plt: ModuleType) -> Figure | None:
     # One bar per (workload, kernel): the machine does not change what the notifier sees, so the
     # first cell of each kernel stands for it, and the two kernel series sit side by side.
     bars: dict[tuple[str, str], dict[str, int]] = {}
-    for c in run["cells"]:
-        for t in c["tests"]:
-            if t["events"]:
-                bars.setdefault((t["name"], kernel_id(c["kernel"])), t["events"])
+    for c in run.cells:
+        for t in c.tests:
+            if t.events:
+                bars.setdefault((t.name, kernel_id(c.cell.kernel)), t.events)
     if not bars:
         return None
     keys = sorted(bars, key=lambda k: k[0])  # stable: each workload's kernels stay in matrix order
@@ -662,14 +849,14 @@ def _plot_events(run: dict[str, Any], plt: Any) -> Any:
     return fig
 
 
-def _plot_times(run: dict[str, Any], plt: Any) -> Any:
-    cells = [c for c in run["cells"] if c["boot_s"] or c["tests"] or c.get("duration_s")]
+def _plot_times(run: RunReport, plt: ModuleType) -> Figure | None:
+    cells = [c for c in run.cells if c.boot_s or c.tests or c.duration_s]
     if not cells:
         return None
-    labels = [c["id"] for c in cells]
-    series = {"boot to SSH (first VM)": [c["boot_s"][0] if c["boot_s"] and c["boot_s"][0] else 0 for c in cells],
-              "tests (sum of test times)": [c["tests_time_s"] for c in cells],
-              "whole cell (wall)": [c.get("duration_s") or 0 for c in cells]}
+    labels = [c.id for c in cells]
+    series = {"boot to SSH (first VM)": [c.first_boot_s or 0 for c in cells],
+              "tests (sum of test times)": [c.tests_time_s for c in cells],
+              "whole cell (wall)": [c.duration_s or 0 for c in cells]}
     fig, ax = plt.subplots(figsize=(11, 1.2 + 0.3 * len(cells)))
     height = 0.8 / len(series)
     for n, (name, values) in enumerate(series.items()):

@@ -16,7 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
-from harness.kernel import prepare as pipeline
+from harness.kernel.prepare import prepare
 from harness.vm.machine import VM, load_profile, probe_accel
 
 
@@ -28,9 +28,9 @@ def spread(values: list[float]) -> dict[str, float]:
 def run_bench(out_dir: Path, ksrc: str | None, machine: str = "default", boots: int = 3,
               roundtrips: int = 20) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
-    prepared = pipeline.prepare(ksrc)  # builds if needed, so that the timing below is the cached path
+    prepared = prepare(ksrc)  # builds if needed, so that the timing below is the cached path
     started = time.monotonic()
-    prepared = pipeline.prepare(ksrc)
+    prepared = prepare(ksrc)
     prepare_cached = time.monotonic() - started
     stamp = json.loads((prepared.build.dir / ".harness-built.json").read_text())
     accel = probe_accel(prepared.build.bzimage, prepared.image)
@@ -72,7 +72,7 @@ def run_soak(out_dir: Path, ksrc: str | None, runs: int = 50, machine: str = "de
     from harness.vm.ssh import SSHError
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    prepared = pipeline.prepare(ksrc)
+    prepared = prepare(ksrc)
     accel = probe_accel(prepared.build.bzimage, prepared.image)
     profile = load_profile(machine)
     append = ("harness.modules=mmu_probe",) if prepared.build.has("MMU_NOTIFIER") else ()

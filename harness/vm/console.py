@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import os
 import re
 import signal
 import threading
@@ -58,6 +59,8 @@ class WaitResult:
 
 class Console:
     def __init__(self, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None):
+        if os.environ.get("HARNESS_NO_QEMU"):  # `make unit`: a test that boots here is missing its e2e mark
+            raise RuntimeError(f"HARNESS_NO_QEMU is set: refusing to start {argv[0]} (mark the test e2e)")
         self.log_path = log_path
         self._log = open(log_path, "w", errors="replace")  # noqa: SIM115 - closed by the reader thread
         self._text = ""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import paths
+from harness.errors import UserError
 from harness.kernel.image import Image, client_key
 from harness.profiles import load_named
 from harness.results.outcome import HarnessFault, Outcome
@@ -28,7 +29,7 @@ from harness.vm.ssh import SSH, SSHError
 READY_RE = r"^HARNESS-READY (\S+)\r*\n"  # the whole line: a half-printed release is no release
 
 
-class MachineError(Exception):
+class MachineError(UserError):
     """Bad input about a machine: an unknown profile, a malformed one, QEMU missing."""
 
 

@@ -1,6 +1,6 @@
 """Faults done to a real guest on purpose. Run by tests/test_faults.py through `harness run
---guest-modules=fault_inject`, which then checks that each test ended in the outcome named in its
-docstring. Order matters: each fault must leave the next test a working guest."""
+--guest-modules=fault_inject`, which then checks that each test ended in the outcome its
+expect_outcome marker names. Order matters: each fault must leave the next test a working guest."""
 
 from __future__ import annotations
 
@@ -12,56 +12,66 @@ import pytest
 from tests.fault_suite.faults import inject
 
 
+@pytest.mark.expect_outcome("FAIL")
 def test_warn(guest):
-    """FAIL: a WARN_ON in an otherwise passing test."""
+    """A WARN_ON in an otherwise passing test."""
     assert inject(guest, "warn").ok
 
 
+@pytest.mark.expect_outcome("PASS")
 @pytest.mark.allow_splats(r"^WARNING in warn_write$")
 def test_warn_allowed(guest):
-    """PASS: the same WARN, allow-listed by title."""
+    """The same WARN, allow-listed by title."""
     assert inject(guest, "warn").ok
 
 
+@pytest.mark.expect_outcome("CRASH")
 def test_oops(guest):
-    """CRASH: a NULL dereference oopses; the writer dies, the kernel goes on."""
+    """A NULL dereference oopses; the writer dies, the kernel goes on."""
     inject(guest, "oops")
 
 
+@pytest.mark.expect_outcome("TIMEOUT")
 def test_command_hangs(guest):
-    """TIMEOUT: a command blocked in the kernel outlives its per-command timeout."""
+    """A command blocked in the kernel outlives its per-command timeout."""
     inject(guest, "hang", "600", timeout=5)
 
 
+@pytest.mark.expect_outcome("TIMEOUT")
 @pytest.mark.test_timeout(15)
 def test_watchdog(guest):
-    """TIMEOUT: the test's own watchdog stops QEMU when the test outlives it."""
+    """The test's own watchdog stops QEMU when the test outlives it."""
     guest.run(["sleep", "600"], timeout=900)
 
 
+@pytest.mark.expect_outcome("TIMEOUT")
 @pytest.mark.test_timeout(20)
 def test_spin_in_kernel(guest):
-    """TIMEOUT: a command spinning in the kernel wedges the one CPU; the watchdog's post-mortem names where."""
+    """A command spinning in the kernel wedges the one CPU; the watchdog's post-mortem names where."""
     inject(guest, "spin", "600", timeout=900)
 
 
+@pytest.mark.expect_outcome("INFRA")
 def test_sshd_killed(guest):
-    """INFRA: dropbear killed in the middle of a command; no session can be had again."""
+    """dropbear killed in the middle of a command; no session can be had again."""
     guest.run(["sh", "-c", "killall dropbear; sleep 5"], timeout=30)
     guest.run(["true"])
 
 
+@pytest.mark.expect_outcome("CRASH")
 def test_qemu_killed(guest):
-    """CRASH: QEMU killed with SIGKILL under the test."""
+    """QEMU killed with SIGKILL under the test."""
     os.kill(guest.vm.console.pid, signal.SIGKILL)
     guest.run(["true"], timeout=10)
 
 
+@pytest.mark.expect_outcome("CRASH")
 def test_panic(guest):
-    """CRASH: a panic during a test."""
+    """A panic during a test."""
     inject(guest, "panic", timeout=20)
 
 
+@pytest.mark.expect_outcome("PASS")
 def test_guest_works_after_all_that(guest):
-    """PASS: a fresh guest answers."""
+    """A fresh guest answers."""
     assert guest.run(["uname", "-r"]).ok

@@ -1,0 +1,41 @@
+"""`harness bench` and `harness soak`: the pipeline's own figures (bench.json) and its flake rate (soak.json)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from harness.cli import options
+from harness.results import rundir
+from harness.vm.bench import run_bench, run_soak
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure build, boot and SSH figures into bench.json")
+    options.add_kernel(p, axis=False)
+    options.add_machine(p)
+    options.add_results_dir(p)
+    p.add_argument("--boots", type=int, default=3)
+    p.set_defaults(func=bench)
+
+    p = sub.add_parser("soak", help="boot and run the smoke workloads N times; report flakes and their causes")
+    options.add_kernel(p, axis=False)
+    options.add_machine(p)
+    options.add_results_dir(p)
+    p.add_argument("--runs", type=int, default=50)
+    p.set_defaults(func=soak)
+
+
+def bench(args: argparse.Namespace) -> int:
+    out = rundir.new_run_dir(args.results_dir)
+    figures = run_bench(out, args.kernel_src, args.machine, boots=args.boots)
+    print(json.dumps(figures, indent=2))
+    print(f"bench.json: {out / 'bench.json'}")
+    return 0
+
+
+def soak(args: argparse.Namespace) -> int:
+    out = rundir.new_run_dir(args.results_dir)
+    figures = run_soak(out, args.kernel_src, args.runs, args.machine)
+    print(f"soak: {figures['runs']} runs, {figures['flakes']} flakes; {out / 'soak.json'}")
+    return 1 if figures["flakes"] else 0

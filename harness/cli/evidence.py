@@ -1,0 +1,70 @@
+"""`harness evidence`: what the event field of struct mmu_notifier_range saves a driver, measured.
+
+Boots one guest on the notifier-on kernel and runs the evidence workloads (harness/checks/evidence.py)
+against the probe's model driver in both modes and, where the kernel has CONFIG_TEST_HMM, against
+lib/test_hmm.c's device; writes evidence.json, evidence.md and the plots under results/<run>/evidence/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from harness import paths
+from harness.checks.evidence import BY_NAME, WORKLOADS, HmmUnavailable, collect, prepare_hmm, write_report
+from harness.cli import options
+from harness.kernel.build import BuildError
+from harness.kernel.prepare import prepare
+from harness.results import rundir
+from harness.vm.machine import VM, BootError, MachineError, load_profile, probe_accel
+from harness.vm.ssh import SSHError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evidence", help="measure what the notifier event saves a model driver (report)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    options.add_kernel(p, axis=False)
+    options.add_machine(p)
+    options.add_results_dir(p)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--only", action="append", choices=sorted(BY_NAME), help="run only these workloads")
+    p.add_argument("--no-hmm", action="store_true",
+                   help="do not run the workloads against lib/test_hmm.c's device too (default: where the kernel "
+                        "has CONFIG_TEST_HMM)")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    out = rundir.new_run_dir(args.results_dir) / "evidence"
+    prepared = prepare(args.kernel_src, "on")
+    accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
+    vm = VM(load_profile(args.machine), prepared.build.bzimage, prepared.image, out / "vm", accel=accel,
+            extra_append=("harness.modules=mmu_probe",))
+    workloads = [BY_NAME[n] for n in args.only] if args.only else WORKLOADS
+    hmm_binary, hmm_skipped = None, "--no-hmm" if args.no_hmm else ""
+    try:
+        vm.start(boot_timeout=120)
+        assert vm.ssh
+        if not args.no_hmm:
+            try:
+                hmm_binary = prepare_hmm(vm.ssh, prepared.build)
+            except HmmUnavailable as e:
+                hmm_skipped = str(e)
+                print(f"harness evidence: test_hmm will not run: {e}", file=sys.stderr)
+        runs, skipped = collect(vm.ssh, workloads, args.repeats, hmm_binary=hmm_binary)
+    except (BootError, SSHError, MachineError, BuildError) as e:
+        print(f"harness evidence: {e}\n  console log: {vm.console_log}", file=sys.stderr)
+        return 2
+    finally:
+        vm.stop()
+    meta = {"date": time.strftime("%Y-%m-%d"), "release": prepared.build.release, "accel": accel,
+            "repeats": args.repeats, "tree": prepared.tree.identity, "skipped": skipped,
+            "hmm_skipped": hmm_skipped, "repo": str(paths.REPO)}
+    rows = write_report(out, runs, meta)
+    print((out / "evidence.md").read_text())
+    for s in skipped:
+        print(f"skipped {s}")
+    print(f"report: {out}")
+    return 0 if rows else 1

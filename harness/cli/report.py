@@ -1,0 +1,39 @@
+"""`harness report RUN_DIR [--compare [PREV]]`: merged JUnit, summary.json and report.html for a run directory.
+
+With --compare, also compare with a previous run (a directory, or by default the run before RUN_DIR in
+the same results store) and exit 1 if anything regressed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.results import report
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="merged JUnit, summary.json and report.html for a run directory",
+                       description="Write report.html, summary.json and (for a matrix run) a merged junit.xml into "
+                       "RUN_DIR. With --compare, also compare with a previous run (a directory, or by default the "
+                       "run before RUN_DIR in its results store) and exit 1 if anything regressed.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--compare", nargs="?", const="previous", default=None, metavar="PREV",
+                   help="a previous run directory (default: the one before RUN_DIR in its store)")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    comparison = None
+    if args.compare:
+        prev = report.previous_run(args.run_dir) if args.compare == "previous" else Path(args.compare)
+        if prev is None:
+            print(f"no earlier run next to {args.run_dir.resolve()} to compare with", file=sys.stderr)
+        else:
+            comparison = report.compare(report.load_run(prev), report.load_run(args.run_dir))
+    summary = report.write_report(args.run_dir, comparison)
+    if comparison:
+        print(report.format_comparison(comparison))
+    print(report.format_summary(summary))
+    return 1 if comparison and comparison["regressed"] else 0

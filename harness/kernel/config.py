@@ -1,0 +1,143 @@
+"""The config stage: what a kernel is asked to be, and the final .config that shows it is.
+
+A ConfigSpec is the request: a base, fragments, --set lines and --on/--off symbols; config_spec() says
+what the notifier axis and the project's fragments mean. configure() composes it with kconfiglib
+(resolver.compose), lets the kernel's own olddefconfig have the last word, verifies every request in
+the result, and returns a Configured: the final .config, its content key (which names the build
+directory) and the "why" text (every change the engine made, with its reason).
+
+Everything lives under <cache>/configure: one scratch directory per tree (where scripts/kconfig/conf
+is built once and olddefconfig runs), final configs kept by content key (by-key/), and for a Debian
+tree, which never changes, the config each spec led to (by-spec/), so that a second run skips
+kconfiglib (~5 s).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import atomic, paths
+from harness.kernel import kconfig, resolver
+from harness.kernel.build import content_key, make_cmd, run_logged
+from harness.kernel.kconfig import ConfigError
+from harness.kernel.source import KernelTree
+
+NOTIFIER_AXIS = ("on", "off")
+# The code that decides a final .config: a change to it must not reuse a remembered one.
+ENGINE = (Path(kconfig.__file__), Path(resolver.__file__), Path(__file__))
+
+
+@dataclass(frozen=True)
+class ConfigSpec:
+    """What a kernel is asked to be: a base plus fragments (paths) plus single settings."""
+
+    base: str = "tinyconfig"
+    fragments: tuple[Path, ...] = ()
+    settings: tuple[str, ...] = ()  # SYM=value, as given with --set
+    off: tuple[str, ...] = ()  # symbols the engine turns off, selectors and all (--off)
+    on: tuple[str, ...] = ()  # symbols the engine turns on, through a selector if need be (--on)
+
+    def requests(self) -> list[kconfig.Request]:
+        reqs = [r for frag in self.fragments for r in kconfig.parse_fragment(frag)]
+        return reqs + [kconfig.parse_setting(s) for s in self.settings]
+
+
+@dataclass(frozen=True)
+class Configured:
+    """A tree's verified final .config, its content key, and why it is what it is (harness-config-why.txt)."""
+
+    tree: KernelTree
+    config: Path
+    key: str
+    why: str
+
+
+def fragment_path(name: str) -> Path:
+    """An extra fragment: NAME is configs/fragments/NAME.config (e.g. debug/kasan); else a path."""
+    frags = paths.CONFIGS / "fragments"
+    for path in (frags / f"{name}.config", Path(name)):
+        if path.is_file():
+            return path
+    known = sorted(str(p.relative_to(frags).with_suffix("")) for p in frags.glob("debug/*.config"))
+    raise ConfigError(f"cannot read config file {name}: neither {frags}/{name}.config nor a file of that path "
+                      f"(fragments made for this: {', '.join(known)})")
+
+
+def config_spec(notifier: str, series: str = "", settings: tuple[str, ...] = (),
+                extra: tuple[str, ...] = ()) -> ConfigSpec:
+    """The same tree and fragments either way; "off" asks the engine to turn off every selector.
+
+    configs/fragments/series/<X.Y>.config, where it exists, adds what that kernel series needs to
+    give the same guest (e.g. 6.1's KVM depends on HIGH_RES_TIMERS). `extra` fragments (a debug
+    kernel: debug/kasan) come last, checked like the rest.
+    """
+    frags = paths.CONFIGS / "fragments"
+    common: tuple[Path, ...] = (frags / "base.config", frags / "drivers.config")
+    per_series = frags / "series" / f"{series}.config"
+    common += (per_series,) if per_series.exists() else ()
+    common += tuple(fragment_path(name) for name in extra)
+    if notifier == "on":
+        return ConfigSpec("tinyconfig", (*common, frags / "mmu-notifier-on.config"), settings)
+    if notifier == "off":
+        return ConfigSpec("tinyconfig", common, settings, off=("MMU_NOTIFIER",))
+    raise ValueError(f"notifier must be one of {NOTIFIER_AXIS}, got {notifier!r}")
+
+
+def fragments_for(notifier: str, series: str = "") -> tuple[Path, ...]:
+    return config_spec(notifier, series).fragments
+
+
+def configure(tree: KernelTree, spec: ConfigSpec) -> Configured:
+    """The final .config of `tree` for `spec`, composed and verified (or remembered, for a Debian tree)."""
+    root = paths.cache_root() / "configure"
+    memo = root / "by-spec" / f"{spec_key(tree, spec)}.json"
+    if tree.immutable and memo.exists():
+        known = json.loads(memo.read_text())
+        kept = root / "by-key" / f"{tree.version}-{known['key']}.config"
+        if kept.exists():
+            return Configured(tree, kept, known["key"], known["why"])
+    scratch_config, key, composition = compose(tree, spec, root / "configure.log")
+    kept = root / "by-key" / f"{tree.version}-{key}.config"
+    atomic.write_text(kept, scratch_config.read_text())
+    why = describe_composition(spec, composition)
+    if tree.immutable:
+        atomic.write_text(memo, json.dumps({"key": key, "why": why}))
+    return Configured(tree, kept, key, why)
+
+
+def compose(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path, str, resolver.Composition]:
+    """Write the final .config (after the kernel's own olddefconfig) and return it with its content key."""
+    kconf = kconfig.load_tree(tree.path, tree.version)
+    composition = resolver.compose(kconf, spec.base, spec.requests(), off=spec.off, on=spec.on)
+    # A per-tree directory where scripts/kconfig/conf is built once and olddefconfig runs.
+    scratch = paths.cache_root() / "configure" / content_key(tree.identity, str(tree.path))
+    scratch.mkdir(parents=True, exist_ok=True)
+    kconfig.write_config(kconf, scratch / ".config")
+    run_logged(make_cmd(tree, scratch, "olddefconfig"), log, "olddefconfig")
+    kconfig.verify(kconf, scratch / ".config", composition.requests)
+    text = (scratch / ".config").read_text()
+    return scratch / ".config", content_key(tree.identity, text), composition
+
+
+def describe_composition(spec: ConfigSpec, composition: resolver.Composition) -> str:
+    """Why the .config is what it is: the inputs, and every change the engine made with its reason."""
+    lines = [f"base: {spec.base}", *(f"fragment: {f}" for f in spec.fragments),
+             *(f"--set {s}" for s in spec.settings), *(f"--on {s}" for s in spec.on),
+             *(f"--off {s}" for s in spec.off)]
+    for step in composition.steps:
+        lines.append(f"\n{step.request.origin} {step.request.symbol}:")
+        lines += [f"  {change}" for change in step.changes]
+        if step.also_moved:
+            lines.append(f"  and {len(step.also_moved)} symbols that followed: {' '.join(step.also_moved)}")
+    lines += [f"overridden: CONFIG_{r.symbol}={r.value} ({r.origin})" for r in composition.overridden]
+    return "\n".join(lines) + "\n"
+
+
+def spec_key(tree: KernelTree, spec: ConfigSpec) -> str:
+    """Everything that decides the final .config of an immutable tree, including the engine's own code."""
+    base = Path(spec.base)
+    return content_key(tree.identity, str(tree.path), spec.base, base.read_bytes() if base.is_file() else b"",
+                       *(f.read_bytes() for f in spec.fragments), *spec.settings, "off", *spec.off, "on",
+                       *spec.on, *(code.read_bytes() for code in ENGINE))

@@ -1,0 +1,230 @@
+"""The results a run leaves on disk, as typed records: each written and read by the same code.
+
+    Result      one test, as the pytest plugin records it     <run>/outcomes.json (a list)
+    Timings     prepare and boot-to-SSH times                 <run>/timings.json
+    CellRecord  how a matrix cell ended, with its attempts     <cell>/cell.json
+    RunRecord   a matrix run: its cells, builds and times     <matrix run>/run.json
+
+`to_json` gives what goes on disk; `from_json` reads it back, tolerant of keys that older runs did
+not write yet, so that a report can still be built from a run kept months ago.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.atomic import write_text
+from harness.matrix.spec import Cell
+from harness.results.outcome import Outcome
+
+CELL_SCHEMA = 1
+
+# What json.loads gives for one object: parsed here, at the edge, into the records below.
+JSONObject = Mapping[str, Any]
+
+
+def read_json(path: Path) -> object:
+    """A JSON file's content, or None when it is missing or not JSON (a run cut short)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: object, indent: int = 1) -> None:
+    write_text(path, json.dumps(data, indent=indent) + "\n")
+
+
+@dataclass
+class Result:
+    """One test's outcome, a one-line reason, and where its logs are."""
+
+    test: str  # the pytest node id
+    outcome: Outcome
+    reason: str = ""
+    duration_s: float = 0.0
+    console_log: str | None = None
+    dmesg: str | None = None
+    extra: dict[str, dict[str, str]] = field(default_factory=dict)  # {"post_mortem": ...} of a timeout
+
+    @property
+    def post_mortem(self) -> dict[str, str]:
+        """What a timed-out guest left (harness/vm/qmp.py): registers, screen, dmesg, by name."""
+        return self.extra.get("post_mortem", {})
+
+    def to_json(self) -> dict[str, object]:
+        return {**asdict(self), "outcome": self.outcome.value}
+
+    @classmethod
+    def from_json(cls, d: JSONObject) -> Result:
+        return cls(str(d["test"]), Outcome(d["outcome"]), str(d.get("reason") or ""),
+                   float(d.get("duration_s") or 0.0), d.get("console_log"), d.get("dmesg"), dict(d.get("extra") or {}))
+
+
+def write_results(path: Path, results: list[Result]) -> None:
+    _write_json(path, [r.to_json() for r in results])
+
+
+def read_results(path: Path) -> list[Result]:
+    """The tests of outcomes.json; none when the file is missing or unreadable (a run that never finished)."""
+    data = read_json(path)
+    return [Result.from_json(d) for d in data] if isinstance(data, list) else []
+
+
+@dataclass
+class Boot:
+    vm: int
+    boot_to_ssh_s: float | None
+    accel: str = ""
+    boot_timeout_s: float | None = None
+
+
+@dataclass
+class Timings:
+    prepare: dict[str, float] = field(default_factory=dict)  # source_s, kernel_s, image_s
+    boots: list[Boot] = field(default_factory=list)  # one per VM, in boot order
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: JSONObject) -> Timings:
+        boots = [Boot(int(b.get("vm", n)), b.get("boot_to_ssh_s"), str(b.get("accel", "")), b.get("boot_timeout_s"))
+                 for n, b in enumerate(d.get("boots") or [], 1)]
+        return cls(dict(d.get("prepare") or {}), boots)
+
+    def write(self, path: Path) -> None:
+        _write_json(path, self.to_json(), indent=2)
+
+    @classmethod
+    def read(cls, path: Path) -> Timings:
+        data = read_json(path)
+        return cls.from_json(data) if isinstance(data, dict) else cls()
+
+
+@dataclass
+class Attempt:
+    """One try of a matrix cell (an INFRA cell is tried twice)."""
+
+    outcome: Outcome
+    reason: str
+    returncode: int | None = None
+    started: str | None = None
+    duration_s: float = 0.0
+    dir: str = ""  # the attempt's results directory, relative to the run's
+
+    def to_json(self) -> dict[str, object]:
+        return {**asdict(self), "outcome": self.outcome.value}
+
+    @classmethod
+    def from_json(cls, d: JSONObject) -> Attempt:
+        return cls(Outcome(d["outcome"]), str(d.get("reason") or ""), d.get("returncode"), d.get("started"),
+                   float(d.get("duration_s") or 0.0), str(d.get("dir") or ""))
+
+
+@dataclass
+class FailedBuild:
+    """The kernel build that a cell needed and did not get."""
+
+    log: str  # relative to the cell's directory
+    command: str  # the reproducer: `harness kernel ...`
+    error: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"ok": False, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, d: JSONObject) -> FailedBuild:
+        return cls(str(d.get("log") or ""), str(d.get("command") or ""), str(d.get("error") or ""))
+
+
+@dataclass
+class CellRecord:
+    """cell.json: how a matrix cell ended, after its last attempt."""
+
+    cell: Cell
+    outcome: Outcome
+    reason: str
+    command: str  # the cell's reproducer
+    attempts: list[Attempt] = field(default_factory=list)
+    duration_s: float | None = None
+    build: FailedBuild | None = None
+    matrix: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {"schema": CELL_SCHEMA, "matrix": self.matrix, **self.cell.to_json(), "outcome": self.outcome.value,
+                "reason": self.reason, "command": self.command, "attempts": [a.to_json() for a in self.attempts],
+                "duration_s": self.duration_s, "build": self.build.to_json() if self.build else None}
+
+    @classmethod
+    def from_json(cls, d: JSONObject) -> CellRecord:
+        cell = Cell.from_json(dict(d))
+        return cls(cell, Outcome(d["outcome"]), str(d.get("reason") or ""), str(d.get("command") or cell.reproducer()),
+                   [Attempt.from_json(a) for a in d.get("attempts") or []], d.get("duration_s"),
+                   FailedBuild.from_json(d["build"]) if d.get("build") else None, d.get("matrix"))
+
+    def write(self, path: Path) -> None:
+        _write_json(path, self.to_json())
+
+    @classmethod
+    def read(cls, path: Path) -> CellRecord | None:
+        """The record, or None for a cell that never finished (no cell.json, or one without an outcome)."""
+        data = read_json(path)
+        return cls.from_json(data) if isinstance(data, dict) and "outcome" in data else None
+
+
+@dataclass
+class Build:
+    """One kernel build of a matrix run."""
+
+    kernel: str
+    notifier: str
+    ok: bool
+    seconds: float
+    log: str  # relative to the run directory
+    error: str = ""
+    fragment: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: JSONObject) -> Build:
+        return cls(str(d["kernel"]), str(d["notifier"]), bool(d["ok"]), float(d.get("seconds") or 0.0),
+                   str(d.get("log") or ""), str(d.get("error") or ""), str(d.get("fragment") or ""))
+
+
+@dataclass
+class RunRecord:
+    """run.json: a matrix run, written when it starts (finished: None) and again when it ends."""
+
+    matrix: str | None = None
+    matrix_file: str = ""
+    started: str | None = None
+    finished: str | None = None
+    duration_s: float | None = None
+    jobs: int = 1
+    cells: list[str] = field(default_factory=list)  # cell ids, in matrix order
+    builds: list[Build] = field(default_factory=list)
+    interrupted: bool = False  # an interrupted run is reported, never compared with
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: JSONObject) -> RunRecord:
+        return cls(d.get("matrix"), str(d.get("matrix_file") or ""), d.get("started"), d.get("finished"),
+                   d.get("duration_s"), int(d.get("jobs") or 1), [str(c) for c in d.get("cells") or []],
+                   [Build.from_json(b) for b in d.get("builds") or []], bool(d.get("interrupted")))
+
+    def write(self, path: Path) -> None:
+        _write_json(path, self.to_json())
+
+    @classmethod
+    def read(cls, path: Path) -> RunRecord | None:
+        data = read_json(path)
+        return cls.from_json(data) if isinstance(data, dict) else None
