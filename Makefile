@@ -56,9 +56,9 @@ test: deps ## the project's own tests: unit tests, fault injection, and the suit
 	$(PY) -m pytest tests suites --notifier=on
 	$(PY) -m pytest suites --notifier=off
 
-unit: venv ## unit tests only (no kernel build, no QEMU): everything not marked e2e
+unit: venv ## unit tests only (no kernel build, no QEMU): everything not marked e2e or kernel_trees
 	@# HARNESS_NO_QEMU: a test that boots without its e2e mark fails at once (harness/vm/console.py)
-	HARNESS_NO_QEMU=1 $(PY) -m pytest tests -m "not e2e"
+	HARNESS_NO_QEMU=1 $(PY) -m pytest tests -m "not e2e and not kernel_trees"
 
 shell: deps ## a shell in the guest
 	$(HARNESS) shell --machine=$(MACHINE) $(if $(FRAGMENT),--fragment=$(FRAGMENT))

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -279,12 +279,11 @@ def _splat_fault(splats: list[Splat], dmesg: Path) -> HarnessFault | AssertionEr
 def guest(vms: Pools, run_dir: RunDir, request: pytest.FixtureRequest) -> Iterator[Guest]:
     machine = request.node.get_closest_marker("machine")
     pool = vms.pool(machine.args[0] if machine else None)
+    boot_error: BootError | None = None
     try:
         vm = pool.get()
     except BootError as e:
         boot_error = e
-    else:
-        boot_error = None
     if boot_error:  # raised outside the except block, so that the report is the boot error alone
         raise boot_error
     test_dir = run_dir.test_dir(request.node.nodeid)
@@ -312,7 +311,7 @@ def _expire(g: Guest, limit: float) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """After the test body, its guest's health is part of its verdict (not a teardown error)."""
     g = item.funcargs.get("guest") if hasattr(item, "funcargs") else None
     try:
@@ -338,8 +337,9 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
-    report: pytest.TestReport = yield
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     if report.when == "call" or (report.when == "setup" and not report.passed):
         outcome, reason = classify(report, call)
         # On the item: pytest's JUnit writes a case's properties from its teardown report, which copies
@@ -385,7 +385,7 @@ def _is_results_lost(exc: BaseException) -> bool:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_sessionfinish(session: pytest.Session) -> Iterator[None]:
+def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]:
     """outcomes.json (written whole or not at all), then JUnit: pytest's junitxml writes it in place,
     so a write that fails (a full disk) removes what it left rather than leave a truncated report."""
     rd = session.config.stash.get(RUN_DIR, None)

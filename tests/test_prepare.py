@@ -59,7 +59,8 @@ def _fake_compose(tmp_path: Path, calls: list[ConfigSpec]) -> Callable[..., tupl
         calls.append(spec)
         scratch = tmp_path / "scratch.config"
         scratch.write_text(f"CONFIG_NR_CPUS={len(spec.settings) + 1}\n")
-        return scratch, build.content_key(scratch.read_text()), resolver.Composition([], [], [], [])
+        return scratch, build.content_key(scratch.read_text()), config.describe_composition(
+            spec, resolver.Composition([], [], [], []))
 
     return compose
 

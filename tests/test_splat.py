@@ -62,7 +62,6 @@ GOLDEN: dict[str, list[tuple[str, str, bool, str, str]]] = {
         )
     ],
     "6.12/panic_init_exit": [
-        # QEMU's own line after it ("terminating on signal 15") is not the kernel's: it ends the splat.
         (
             "panic",
             "kernel panic: Attempted to kill init!",
@@ -93,6 +92,71 @@ GOLDEN: dict[str, list[tuple[str, str, bool, str, str]]] = {
             False,
             "=" * 66,
             "Disabling lock debugging due to kernel taint",
+        )
+    ],
+    # 6.1: the same faults; its oops says "Oops: 0002 [#1]" once, its RCU stall's "(detected by ...)" has no "rcu: ".
+    "6.1/clean_boot": [],
+    "6.1/warning": [
+        ("WARNING", "WARNING in warn_write", False, "[ cut here ]", "---[ end trace 0000000000000000 ]---"),
+    ],
+    "6.1/warning_panic_on_warn": [
+        ("WARNING", "WARNING in warn_write", True, "[ cut here ]", "Kernel Offset: disabled"),
+    ],
+    "6.1/oops_null_deref": [
+        (
+            "oops",
+            "BUG: kernel NULL pointer dereference in oops_write",
+            False,
+            "BUG: kernel NULL pointer dereference, address:",
+            "note: sh[",
+        )
+    ],
+    "6.1/oops_null_deref_panic": [
+        (
+            "oops",
+            "BUG: kernel NULL pointer dereference in oops_write",
+            True,
+            "BUG: kernel NULL pointer dereference, address:",
+            "Kernel Offset: disabled",
+        )
+    ],
+    "6.1/panic": [
+        (
+            "panic",
+            "kernel panic: fault_inject: panic on request",
+            True,
+            "Kernel panic - not syncing: fault_inject: panic on request",
+            "Kernel Offset: disabled",
+        )
+    ],
+    "6.1/panic_module_init": [
+        (
+            "panic",
+            "kernel panic: fault_panic: panicking on purpose at module load",
+            True,
+            "Kernel panic - not syncing: fault_panic",
+            "Kernel Offset: disabled",
+        )
+    ],
+    "6.1/panic_init_exit": [
+        (
+            "panic",
+            "kernel panic: Attempted to kill init!",
+            True,
+            "Kernel panic - not syncing: Attempted to kill init!",
+            "Kernel Offset: disabled",
+        )
+    ],
+    "6.1/sysrq_crash": [
+        ("panic", "kernel panic: sysrq triggered crash", True, "sysrq: Trigger a crash", "Kernel Offset: disabled")
+    ],
+    "6.1/rcu_stall": [
+        (
+            "rcu_stall",
+            "INFO: rcu detected stall in spin_write",
+            False,
+            "rcu: INFO: rcu_sched detected stalls on CPUs/tasks:",
+            "</TASK>",
         )
     ],
     "oops_gpf_nonfatal.handwritten": [
@@ -410,6 +474,19 @@ Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)
         ("panic", "kernel panic: VFS: Unable to mount root fs on unknown-block(0,0)", True),
     ]
     assert got[0].text.endswith("---[ end trace 0000000000000000 ]---")
+
+
+def test_qemu_ends_a_panic_cut_short() -> None:
+    """The harness stops QEMU at a panic's first line: QEMU's own message after it is not the panic's."""
+    panic = "[    1.800079] Kernel panic - not syncing: fault_panic: panicking on purpose at module load"
+    qemu = "qemu-system-x86_64: terminating on signal 15 from pid 4242 (.venv/bin/python)"
+    (splat,) = find_splats(f"{panic}\n{qemu}\n")
+    assert (splat.kind, splat.title, splat.fatal) == (
+        "panic",
+        "kernel panic: fault_panic: panicking on purpose at module load",
+        True,
+    )
+    assert splat.text == panic
 
 
 def test_page_fault_oops_without_rip_is_named_by_its_trace() -> None:

@@ -172,7 +172,8 @@ def event_names_header(srctree: Path) -> str:
             f"static const char *const mmu_probe_event_names[] = {{\n{rows}\n}};\n")
 
 
-def run_logged(cmd: Sequence[str], log: Path, what: str, progress: bool = False) -> None:
+def run_logged(cmd: Sequence[str], log: Path, what: str, progress: bool = False,
+               env: dict[str, str] | None = None) -> None:
     """Run a build step with its output appended to `log`; on failure show the tail and the log's path."""
     started = time.monotonic()
     compiled = 0
@@ -180,7 +181,8 @@ def run_logged(cmd: Sequence[str], log: Path, what: str, progress: bool = False)
     with open(log, "a") as out:
         out.write(f"\n$ {' '.join(cmd)}\n")
         out.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ccache_env())
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**ccache_env(), **(env or {})})
         assert proc.stdout
         for line in proc.stdout:
             out.write(line)

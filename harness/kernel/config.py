@@ -69,20 +69,35 @@ def config_spec(notifier: str, series: str = "", settings: tuple[str, ...] = (),
                 extra: tuple[str, ...] = ()) -> ConfigSpec:
     """The same tree and fragments either way; "off" asks the engine to turn off every selector.
 
-    configs/fragments/series/<X.Y>.config, where it exists, adds what that kernel series needs to
-    give the same guest (e.g. 6.1's KVM depends on HIGH_RES_TIMERS). `extra` fragments (a debug
-    kernel: debug/kasan) come last, checked like the rest.
+    The series fragments (series_fragments) add what a kernel series needs to give the same guest
+    (e.g. 6.1's KVM depends on HIGH_RES_TIMERS). `extra` fragments (a debug kernel: debug/kasan) come
+    last, checked like the rest.
     """
     frags = paths.CONFIGS / "fragments"
-    common: tuple[Path, ...] = (frags / "base.config", frags / "drivers.config")
-    per_series = frags / "series" / f"{series}.config"
-    common += (per_series,) if per_series.exists() else ()
+    common: tuple[Path, ...] = (frags / "base.config", frags / "drivers.config", *series_fragments(series))
     common += tuple(fragment_path(name) for name in extra)
     if notifier == "on":
         return ConfigSpec("tinyconfig", (*common, frags / "mmu-notifier-on.config"), settings)
     if notifier == "off":
         return ConfigSpec("tinyconfig", common, settings, off=("MMU_NOTIFIER",))
     raise ValueError(f"notifier must be one of {NOTIFIER_AXIS}, got {notifier!r}")
+
+
+def series_fragments(series: str) -> tuple[Path, ...]:
+    """configs/fragments/series/: X.Y.config applies to series X.Y alone, until-X.Y.config to every series
+    before X.Y (a symbol that X.Y renamed or folded away, such as PROC_SYSCTL into SYSCTL in 7.3)."""
+    if not series:
+        return ()
+    found = []
+    for path in sorted((paths.CONFIGS / "fragments" / "series").glob("*.config")):
+        until = path.stem.removeprefix("until-")
+        if path.stem == series or (until != path.stem and _version(series) < _version(until)):
+            found.append(path)
+    return tuple(found)
+
+
+def _version(series: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in series.split("."))
 
 
 def fragments_for(notifier: str, series: str = "") -> tuple[Path, ...]:
@@ -98,27 +113,75 @@ def configure(tree: KernelTree, spec: ConfigSpec) -> Configured:
         kept = root / "by-key" / f"{tree.version}-{known['key']}.config"
         if kept.exists():
             return Configured(tree, kept, known["key"], known["why"])
-    scratch_config, key, composition = compose(tree, spec, root / "configure.log")
+    scratch_config, key, why = compose(tree, spec, root / "configure.log")
     kept = root / "by-key" / f"{tree.version}-{key}.config"
     atomic.write_text(kept, scratch_config.read_text())
-    why = describe_composition(spec, composition)
     if tree.immutable:
         atomic.write_text(memo, json.dumps({"key": key, "why": why}))
     return Configured(tree, kept, key, why)
 
 
-def compose(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path, str, resolver.Composition]:
-    """Write the final .config (after the kernel's own olddefconfig) and return it with its content key."""
-    kconf = kconfig.load_tree(tree.path, tree.version)
-    composition = resolver.compose(kconf, spec.base, spec.requests(), off=spec.off, on=spec.on)
+def compose(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path, str, str]:
+    """Write the final .config (after the kernel's own olddefconfig); return it, its content key and why.
+
+    A tree the engine cannot model (a Kconfig construct newer than harness/kernel/kconfig.py knows) is
+    composed by the kernel's own scripts/kconfig alone: it still builds, with every request checked,
+    but nothing can explain a request that did not stick, and --off/--on cannot be computed.
+    """
     # A per-tree directory where scripts/kconfig/conf is built once and olddefconfig runs.
     scratch = paths.cache_root() / "configure" / content_key(tree.identity, str(tree.path))
     scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        kconf = kconfig.load_tree(tree.path, tree.version)
+    except kconfig.Unmodelled as e:
+        if spec.off or spec.on:
+            flags = " ".join([*(f"--off {s}" for s in spec.off), *(f"--on {s}" for s in spec.on)])
+            raise kconfig.Unmodelled(f"{e}. {flags} needs that model (which symbols select which), so this "
+                                     "configuration cannot be composed; without it the tree still builds "
+                                     "through the kernel's own tools") from None
+        print(f"harness: {e}; composing with the kernel's own scripts/kconfig instead", flush=True)
+        return _compose_with_kernel_tools(tree, spec, scratch, log, str(e))
+    composition = resolver.compose(kconf, spec.base, spec.requests(), off=spec.off, on=spec.on)
     kconfig.write_config(kconf, scratch / ".config")
     run_logged(make_cmd(tree, scratch, "olddefconfig"), log, "olddefconfig")
     kconfig.verify(kconf, scratch / ".config", composition.requests)
     text = (scratch / ".config").read_text()
-    return scratch / ".config", content_key(tree.identity, text), composition
+    return scratch / ".config", content_key(tree.identity, text), describe_composition(spec, composition)
+
+
+def _compose_with_kernel_tools(tree: KernelTree, spec: ConfigSpec, scratch: Path, log: Path,
+                               unmodelled: str) -> tuple[Path, str, str]:
+    """The engine's composition (kconfig.apply_base, the requests, olddefconfig) spelled with the kernel's
+    own tools: tinyconfig or allnoconfig as `make allnoconfig` given every line through KCONFIG_ALLCONFIG
+    (so a symbol that a request makes visible is n, as in the engine), any other base as the .config
+    itself with the requests after it (a later line wins); then olddefconfig, and every request checked."""
+    config = scratch / ".config"
+    requests = spec.requests()
+    lines = "".join(f"# CONFIG_{r.symbol} is not set\n" if r.value == "n" else f"CONFIG_{r.symbol}={_quoted(r.value)}\n"
+                    for r in requests)
+    if spec.base in ("tinyconfig", "allnoconfig"):
+        tiny = kconfig.tiny_fragments(tree.path) if spec.base == "tinyconfig" else []
+        allconfig = scratch / "allconfig"
+        atomic.write_text(allconfig, "".join(frag.read_text() for frag in tiny) + lines)
+        # conf reads KCONFIG_ALLCONFIG from its environment (a make variable would not reach it)
+        run_logged(make_cmd(tree, scratch, "allnoconfig"), log, "allnoconfig",
+                   env={"KCONFIG_ALLCONFIG": str(allconfig)})
+    else:
+        base = tree.path / kconfig.DEFCONFIG if spec.base == "defconfig" else Path(spec.base)
+        atomic.write_text(config, base.read_text() + lines)
+    run_logged(make_cmd(tree, scratch, "olddefconfig"), log, "olddefconfig")
+    kconfig.verify(f"no dependency can be named: {unmodelled}", config, requests)
+    why = "\n".join([f"base: {spec.base}", *(f"fragment: {f}" for f in spec.fragments),
+                     *(f"--set {s}" for s in spec.settings),
+                     f"composed by the kernel's own scripts/kconfig: {unmodelled}"]) + "\n"
+    return config, content_key(tree.identity, config.read_text()), why
+
+
+def _quoted(value: str) -> str:
+    """A .config value as written: numbers, y/m and hex as they are, anything else a quoted string."""
+    if value in ("y", "m") or value.lstrip("-").isdigit() or value.lower().startswith("0x"):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def describe_composition(spec: ConfigSpec, composition: resolver.Composition) -> str:

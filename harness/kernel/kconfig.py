@@ -1,7 +1,11 @@
 """Kernel configuration through kconfiglib: a tree's symbols, the values asked of them, and proof they stuck.
 
-kconfiglib 14.1.0 (its last release) predates Linux 5.13's bare `modules` attribute; `KernelKconfig`
-teaches it that one keyword. Everything else is kconfiglib's own evaluation of the real Kconfig tree.
+kconfiglib 14.1.0 (its last release, 2020) trails the Kconfig language. `KernelKconfig` teaches it what
+Linux added since, each as the kernel's own scripts/kconfig defines it: the bare `modules` attribute (5.13),
+`transitional` symbols and conditional dependencies (`depends on X if Y`, both 6.18). Everything else is
+kconfiglib's own evaluation of the real Kconfig tree, and tests/test_config_differential.py proves it
+against each tree's own `olddefconfig`, symbol by symbol. A construct it still does not know raises
+`Unmodelled`, naming the file and line; the config stage then builds through the kernel's own tools.
 
 In order: the tree (load_tree, tree_version, check_tree), fragments and requests (parse_fragment,
 apply_base, apply_requests), verification (verify, write_config, write_verified), and explain() /
@@ -29,15 +33,82 @@ class ConfigError(UserError):
     """A configuration request that cannot be honoured; the message says why."""
 
 
+_kconfiglib_str_value = kconfiglib.Symbol.str_value
+
+
+def _str_value(sym: kconfiglib.Symbol) -> str:
+    """An int or hex symbol that nothing gives a value starts at "0" / "0x0" in the C tools
+    (scripts/kconfig/symbol.c:sym_calc_value); kconfiglib has "". It matters in comparisons: 7.x's
+    `default 10 if ARCH_FORCE_MAX_ORDER = 0` holds on x86 (PAGE_BLOCK_MAX_ORDER=10, not 1)."""
+    value: str = _kconfiglib_str_value.fget(sym)
+    if not value and sym.orig_type in (kconfiglib.INT, kconfiglib.HEX) and sym.nodes:
+        return "0" if sym.orig_type is kconfiglib.INT else "0x0"
+    return value
+
+
+kconfiglib.Symbol.str_value = property(_str_value, doc=_kconfiglib_str_value.__doc__)
+
+
+class Unmodelled(ConfigError):
+    """The tree uses a Kconfig construct the engine cannot model yet (the message names file and line)."""
+
+
 class KernelKconfig(kconfiglib.Kconfig):
-    """kconfiglib.Kconfig that also parses Linux >= 5.13 (`modules` as a bare attribute)."""
+    """kconfiglib.Kconfig that also parses what Linux added to the language after kconfiglib 14.1.0."""
+
+    def __init__(self, filename: str) -> None:
+        self._transitional_lines: list[tuple[str, int]] = []
+        super().__init__(filename, warn=False)
+        self.transitional = self._find_transitional()
+        for name in self.transitional:
+            # Visible to a .config (symbol.c:sym_calc_visibility gives it yes), so an old .config's value
+            # is read and used, as the C tools do; the kernel's olddefconfig then leaves it out.
+            self.syms[name].nodes[0].prompt = ("(transitional)", self.y)
 
     def _tokenize(self, s):  # kconfiglib's private hook
+        if s.strip() == "transitional":
+            # A symbol kept only to migrate old configs (scripts/kconfig/symbol.c: SYMBOL_TRANS): the C
+            # tools read its user value and never write it. Its other lines parse as a promptless bool.
+            self._transitional_lines.append((self.filename, self.linenr))
+            return (None,)
         tokens = super()._tokenize(s)
         if tokens and tokens[0] is kconfiglib._T_MODULES:
             # `modules` alone on a line means what `option modules` meant.
             return [kconfiglib._T_OPTION, *tokens]
         return tokens
+
+    def _expect_expr_and_eol(self):  # kconfiglib's private hook, called for `depends on` among others
+        expr = self._parse_expr(True)
+        if self._tokens[0] is kconfiglib._T_DEPENDS and self._check_token(kconfiglib._T_IF):
+            # `depends on X if Y` is X || (Y = n): scripts/kconfig/menu.c:menu_add_dep()
+            expr = self._make_or(expr, self._compare_n(self._parse_expr(True)))
+        if self._tokens[self._tokens_i] is not None:
+            self._trailing_tokens_error()
+        return expr
+
+    def _compare_n(self, expr: object, equal: bool = True) -> object:
+        """`expr = n` (or `!=` n), spelled as scripts/kconfig/expr.c:expr_trans_compare() spells it."""
+        if expr.__class__ is not tuple:
+            return (kconfiglib.EQUAL if equal else kconfiglib.UNEQUAL, expr, self.n)
+        op = expr[0]
+        if op in (kconfiglib.AND, kconfiglib.OR):
+            # (A && B) = n is (A = n) || (B = n); (A || B) = n is (A = n) && (B = n)
+            both = (kconfiglib.OR if op is kconfiglib.AND else kconfiglib.AND,
+                    self._compare_n(expr[1]), self._compare_n(expr[2]))
+            return both if equal else (kconfiglib.NOT, both)
+        if op is kconfiglib.NOT:
+            return self._compare_n(expr[1], not equal)
+        return (kconfiglib.NOT, expr) if equal else expr  # a comparison: (A = B) = n is !(A = B)
+
+    def _find_transitional(self) -> frozenset[str]:
+        """The symbols whose definition holds a `transitional` line: the nearest definition above it."""
+        found = set()
+        for filename, line in self._transitional_lines:
+            above = [(node.linenr, node.item) for node in self.node_iter() if node.filename == filename
+                     and node.linenr < line and isinstance(node.item, kconfiglib.Symbol)]
+            if above:
+                found.add(max(above, key=lambda pair: pair[0])[1].name)
+        return frozenset(found)
 
 
 # A fragment line: CONFIG_FOO=y, CONFIG_FOO="str", CONFIG_FOO=0x10, or "# CONFIG_FOO is not set".
@@ -105,21 +176,37 @@ def read_config_values(path: Path) -> dict[str, str]:
 
 
 def kconfig_env(srctree: Path, kernelversion: str) -> dict[str, str]:
-    """The variables the top-level Kconfig and scripts/Kconfig.include expand."""
-    cc_version = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=True).stdout
+    """The variables the top-level Makefile exports to scripts/kconfig and that Kconfig files expand.
+
+    Shell macros in Kconfig run the tools these name (`$(success,... $(NM) ...)` decides
+    TOOLS_SUPPORT_RELR; pahole's version decides what BTF allows), so each must be what Kbuild passes.
+    """
+    def first_line(cmd: list[str]) -> str:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True).stdout
+        except OSError:  # the tool is not installed: Kbuild's $(shell ...) gives "" too
+            return ""
+        return out.splitlines()[0].replace("#", "") if out.strip() else ""
+
+    pahole_version = srctree / "scripts/pahole-version.sh"
     return {
         "srctree": str(srctree),
         "ARCH": "x86",
         "SRCARCH": "x86",
         "CC": "gcc",
         "LD": "ld",
+        "AR": "ar",
+        "NM": "nm",
+        "OBJCOPY": "objcopy",
         "HOSTCC": "gcc",
         "HOSTCXX": "g++",
         "KERNELVERSION": kernelversion,
-        "CC_VERSION_TEXT": cc_version.splitlines()[0],
+        "CC_VERSION_TEXT": first_line(["gcc", "--version"]),
         "RUSTC": "rustc",
+        "RUSTC_VERSION_TEXT": first_line(["rustc", "--version"]),
         "BINDGEN": "bindgen",
         "PAHOLE": "pahole",
+        "PAHOLE_VERSION": first_line([str(pahole_version), "pahole"]) if pahole_version.exists() else "",
     }
 
 
@@ -178,9 +265,10 @@ def load_tree(srctree: Path, kernelversion: str | None = None) -> kconfiglib.Kco
         check_tree(srctree)
     with _in_tree(srctree, kconfig_env(srctree, kernelversion)):
         try:
-            return KernelKconfig("Kconfig", warn=False)
+            return KernelKconfig("Kconfig")
         except kconfiglib.KconfigError as e:
-            raise ConfigError(f"kconfiglib cannot parse {srctree}/Kconfig: {e}") from None
+            where = str(e).strip().splitlines()[0]
+            raise Unmodelled(f"the config engine cannot model {srctree}: {where}") from None
 
 
 def tri_value(sym: kconfiglib.Symbol) -> str:
@@ -188,6 +276,15 @@ def tri_value(sym: kconfiglib.Symbol) -> str:
     if sym.orig_type in (kconfiglib.BOOL, kconfiglib.TRISTATE):
         return kconfiglib.TRI_TO_STR[sym.tri_value]
     return sym.str_value
+
+
+DEFCONFIG = "arch/x86/configs/x86_64_defconfig"
+
+
+def tiny_fragments(srctree: Path) -> list[Path]:
+    """What `make tinyconfig` merges over allnoconfig (scripts/kconfig/Makefile), those this tree has."""
+    names = ("kernel/configs/tiny-base.config", "kernel/configs/tiny.config", "arch/x86/configs/tiny.config")
+    return [srctree / name for name in names if (srctree / name).exists()]
 
 
 def apply_base(kconf: kconfiglib.Kconfig, base: str) -> None:
@@ -198,13 +295,11 @@ def apply_base(kconf: kconfiglib.Kconfig, base: str) -> None:
     if base in ("allnoconfig", "tinyconfig"):
         for sym in kconf.unique_defined_syms:
             sym.set_value(2 if sym.is_allnoconfig_y else 0)
-        if base == "tinyconfig":  # what `make tinyconfig` merges (scripts/kconfig/Makefile)
-            for frag in ("kernel/configs/tiny-base.config", "kernel/configs/tiny.config",
-                         "arch/x86/configs/tiny.config"):
-                if (srctree / frag).exists():
-                    kconf.load_config(str(srctree / frag), replace=False)
+        if base == "tinyconfig":
+            for frag in tiny_fragments(srctree):
+                kconf.load_config(str(frag), replace=False)
     elif base == "defconfig":
-        kconf.load_config(str(srctree / "arch/x86/configs/x86_64_defconfig"))
+        kconf.load_config(str(srctree / DEFCONFIG))
     else:
         path = Path(base)
         if not path.is_file():
@@ -264,22 +359,24 @@ def symbol_with_value(sc: kconfiglib.Symbol | kconfiglib.Choice) -> str:
     return f"{sc.name}[={tri_value(sc) if isinstance(sc, kconfiglib.Symbol) else sc.str_value}]"
 
 
-def verify(kconf: kconfiglib.Kconfig, final_config: Path, requests: Iterable[Request],
+def verify(kconf: kconfiglib.Kconfig | str, final_config: Path, requests: Iterable[Request],
            shown_as: Path | None = None) -> None:
-    """Every request must hold in the final .config; the error names what blocked each one that did not."""
+    """Every request must hold in the final .config; the error names what blocked each one that did not.
+
+    `kconf` is the tree's model, or (for a tree the engine cannot model) why no dependency can be named.
+    """
     final = read_config_values(final_config)
     problems = []
     for req in requests:
         got = final.get(req.symbol, "n")
         if same_value(req.value, got):
             continue
-        sym = kconf.syms[req.symbol]
-        problems.append(
-            f"  CONFIG_{req.symbol}: asked {req.value!r} ({req.origin}), got {got!r}: {explain_unmet(kconf, sym)}"
-        )
+        why = "" if isinstance(kconf, str) else f": {explain_unmet(kconf, kconf.syms[req.symbol])}"
+        problems.append(f"  CONFIG_{req.symbol}: asked {req.value!r} ({req.origin}), got {got!r}{why}")
     if problems:
-        raise ConfigError(f"{len(problems)} requested option(s) did not stick in {shown_as or final_config}:\n"
-                          + "\n".join(problems))
+        unexplained = f" ({kconf})" if isinstance(kconf, str) else ""
+        raise ConfigError(f"{len(problems)} requested option(s) did not stick in {shown_as or final_config}"
+                          f"{unexplained}:\n" + "\n".join(problems))
 
 
 def same_value(asked: str, got: str) -> bool:

@@ -2,8 +2,8 @@
 
 A small cousin of syzkaller's pkg/report: a catalogue of header lines, each giving a kind and a rule for
 a one-line title that is stable across runs ("WARNING in foo", "KASAN: use-after-free Read in bar"): no
-addresses, PIDs or durations. The formats are those of Linux 6.12 on x86_64 (`<TASK>` markers around call
-traces, "Oops: Oops: 0002 [#1]").
+addresses, PIDs or durations. The formats are those of Linux 6.12 and 6.1 on x86_64 (`<TASK>` markers
+around call traces, "Oops: Oops: 0002 [#1]" in 6.12), as in tests/data/splats/.
 
 Where a splat starts and ends:
 - It starts at its header, or at the `[ cut here ]`, `=====` or `sysrq: Trigger a crash` line printed
@@ -18,7 +18,7 @@ Where a splat starts and ends:
   splat fatal and extends it instead of being a second splat. `---[ end Kernel panic` closes it.
 - A line that starts another stack dump of the same report (another CPU's, or, in an RCU stall, the
   CPU where the starved grace-period kthread last ran) reopens its body.
-- A new header closes the current splat; so does the cap of MAX_LINES lines.
+- A new header closes the current splat; so does a line of QEMU's own, and the cap of MAX_LINES lines.
 
 Call traces: a frame printed with `?` is a guess, skipped when naming a culprit, unless no frame of
 that trace is reliable (CONFIG_UNWINDER_GUESS, as in tinyconfig kernels, prints every frame so).
@@ -152,6 +152,9 @@ _REOPEN = re.compile(
     r"^(?:NMI backtrace for cpu \d+|Sending NMI from CPU \d+ to CPUs|rcu: Stack dump where RCU GP kthread last ran:)"
 )
 _KIND_TAIL = {"rcu_stall": re.compile(r"^rcu: ")}
+# QEMU's own messages share the console (its stderr), e.g. "terminating on signal 15": never a
+# kernel's, they end any splat (the harness stops QEMU as soon as a panic starts printing).
+_QEMU = re.compile(r"^qemu-system-\w+: ")
 # After these the kernel prints nothing more.
 _FINAL = re.compile(r"^(?:---\[ end Kernel panic|Rebooting in -?\d+ seconds)")
 
@@ -243,6 +246,9 @@ class SplatScanner:
                 cur.add(raw, msg)
                 cur.in_tail = True
                 return True, None
+            self._close()
+            return False, None
+        if _QEMU.match(msg):
             self._close()
             return False, None
         if _FINAL.match(msg):

@@ -80,6 +80,7 @@ class Console:
 
     @property
     def pid(self) -> int:
+        assert self.child.pid is not None  # pexpect.spawn forked it in __init__
         return self.child.pid
 
     @property

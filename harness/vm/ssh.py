@@ -67,6 +67,7 @@ class SSH:
         """Retry with backoff while the guest's network and dropbear come up; a wrong host key is final."""
         deadline = time.monotonic() + timeout
         delay = 0.2
+        last: Exception | None = None
         while True:
             client = pinned_client(port, host_key_pub)
             try:

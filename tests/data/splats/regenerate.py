@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.kernel import prepare as kprepare
-from harness.vm.machine import VM, BootError, load_profile, probe_accel
+from harness.vm.console import Console
+from harness.vm.machine import VM, free_port, load_profile, probe_accel, qemu_argv
 from harness.vm.ssh import SSHError
 
 HERE = Path(__file__).resolve().parent
@@ -47,6 +48,10 @@ class Capture:
     append: tuple[str, ...] = ()  # more kernel command line
     fragments: tuple[str, ...] = ()  # the kernel: extra config fragments (debug/kasan)
     whole_log: bool = False  # keep every line (a clean boot: all of it must parse as no splat)
+
+    @property
+    def crashes_at_boot(self) -> bool:
+        return not self.command and not self.whole_log
 
 
 def _fault(name: str, value: str = "1") -> str:
@@ -83,10 +88,12 @@ CAPTURES = (
         append=("rdinit=/bin/busybox", "--", "false"),
     ),
     Capture("sysrq_crash", "sysrq 'c': the sysrq handler calls panic()", "echo c > /proc/sysrq-trigger"),
+    # RCU reports a stall only of a grace period in progress, and on an idle guest there may be none:
+    # a loop of exiting processes (each frees its task through call_rcu()) keeps one going.
     Capture(
         "rcu_stall",
         "fault_inject's spin_write busy-waits 30 s without scheduling (RCU stall timeout 21 s)",
-        _fault("spin", "30"),
+        f"(while :; do /bin/true; done) & sleep 1; {_fault('spin', '30')}; kill $!",
     ),
     Capture(
         "kasan",
@@ -117,6 +124,31 @@ def wait_quiet(vm: VM, timeout: float = 60) -> None:
             return
 
 
+def boot_to_crash(vm: VM, timeout: float = 120) -> None:
+    """Boot a guest that panics before it is ready, and let QEMU exit by itself (panic=-1, -no-reboot).
+
+    Not VM.start(): it stops QEMU at the panic's first line, before the kernel has printed the rest.
+    """
+    vm.workdir.mkdir(parents=True, exist_ok=True)
+    argv = qemu_argv(vm.profile, vm.kernel, vm.image.initramfs, free_port(), vm.accel, vm.extra_append)
+    vm.console = Console(argv, vm.console_log)
+    if not vm.console.wait_exit(timeout):
+        raise RuntimeError(f"{vm.console_log}: the guest did not crash within {timeout:g} s")
+
+
+def run_in_guest(vm: VM, command: str, boot_timeout: float) -> re.Pattern[str]:
+    """Boot, note the command in the kernel log, run it; the capture starts at that note."""
+    vm.start(boot_timeout=boot_timeout)
+    assert vm.ssh
+    note = f"regenerate.py: {command}"
+    vm.ssh.run(["sh", "-c", 'echo "$1" > /dev/kmsg', "note", note], check=True)
+    # The guest may panic under the command, or kill the shell that runs it.
+    with contextlib.suppress(SSHError):
+        vm.ssh.run(["sh", "-c", command], timeout=120)
+    wait_quiet(vm)
+    return re.compile(re.escape(note))
+
+
 def run_capture(capture: Capture, prepared: kprepare.Prepared, accel: str, workdir: Path) -> str:
     """Boot, do the capture's thing, and return the trimmed console log."""
     modules = (*(["mmu_probe"] if prepared.build.has("MMU_NOTIFIER") else []), *capture.modules)
@@ -129,26 +161,20 @@ def run_capture(capture: Capture, prepared: kprepare.Prepared, accel: str, workd
         accel=accel,
         extra_append=(*append, *capture.append),
     )
-    start: re.Pattern[str] | None = BOOT_START
+    boot_timeout = 300 if capture.fragments else 120
+    start: re.Pattern[str] | None = None
     try:
-        vm.start(boot_timeout=300 if capture.fragments else 120)
-        if capture.command:
-            assert vm.ssh
-            # The kernel log says what was done, and the capture starts there.
-            note = f"regenerate.py: {capture.command}"
-            vm.ssh.run(["sh", "-c", 'echo "$1" > /dev/kmsg', "note", note], check=True)
-            start = re.compile(re.escape(note))
-            # The guest may panic under the command, or kill the shell that runs it.
-            with contextlib.suppress(SSHError):
-                vm.ssh.run(["sh", "-c", capture.command], timeout=120)
-        wait_quiet(vm)
-    except BootError as e:
-        if e.outcome != "CRASH":
-            raise
+        if capture.crashes_at_boot:
+            boot_to_crash(vm, boot_timeout)
+            start = BOOT_START
+        elif capture.command:
+            start = run_in_guest(vm, capture.command, boot_timeout)
+        else:
+            vm.start(boot_timeout=boot_timeout)
     finally:
         vm.stop()
     # Bytes, not text mode: universal newlines would make two line ends of the pty's "\r\r\n".
-    return trimmed(vm.console_log.read_bytes().decode(errors="replace"), None if capture.whole_log else start)
+    return trimmed(vm.console_log.read_bytes().decode(errors="replace"), start)
 
 
 def main(argv: list[str] | None = None) -> int:
