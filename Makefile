@@ -48,13 +48,17 @@ kernel: deps ## build (or find cached) the kernel and image
 run: deps ## build, boot, run the default suites, print a summary
 	$(HARNESS) run --machine=$(MACHINE) $(if $(FRAGMENT),--fragment=$(FRAGMENT))
 
-test: deps ## the project's own tests: unit tests, fault injection, and the suites on the notifier on and off kernels
+test: deps ## the project's own tests: unit tests, config differential, fault injection, the suites on 6.12 on/off and 7.3
 	@# The kernels the tests boot, built (about 10 min each, cold) or found cached before any test's clock starts
 	$(HARNESS) kernel
 	$(HARNESS) kernel --notifier=off
 	$(HARNESS) kernel --fragment=debug/kasan
-	$(PY) -m pytest tests suites --notifier=on
+	$(HARNESS) kernel --kernel-src=debian:7.3
+	@# HARNESS_FETCH_TREES: the config differential tests fetch the 7.2 tree and Debian's 7.x configs
+	HARNESS_FETCH_TREES=1 $(PY) -m pytest tests suites --notifier=on
 	$(PY) -m pytest suites --notifier=off
+	$(PY) -m pytest suites/test_events.py suites/test_notifier_events.py suites/test_observers.py \
+	    --kernel-src=debian:7.3
 
 unit: venv ## unit tests only (no kernel build, no QEMU): everything not marked e2e or kernel_trees
 	@# HARNESS_NO_QEMU: a test that boots without its e2e mark fails at once (harness/vm/console.py)

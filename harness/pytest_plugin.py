@@ -24,7 +24,7 @@ import pytest
 from harness import paths
 from harness.atomic import OutputDirError, check_output_dir
 from harness.kernel.prepare import Prepared, prepare
-from harness.observe import probe as observe
+from harness.observe import probe
 from harness.observe.splat import Splat, find_splats, is_allowed
 from harness.results.model import Boot, Result, write_results
 from harness.results.outcome import GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault, Outcome
@@ -200,8 +200,8 @@ class Guest:
         self.vm = vm
         self.ssh = vm.ssh
         self.dir = test_dir
-        self.dmesg = observe.Dmesg(vm.ssh, label)
-        self.probe = observe.Probe(vm.ssh)
+        self.dmesg = probe.Dmesg(vm.ssh, label)
+        self.probe = probe.Probe(vm.ssh)
         self.timed_out: float | None = None  # the watchdog's limit, once it fired
         self.post_mortem: dict[str, str] = {}  # what a timeout left: registers, screen, where the CPUs were
 
@@ -318,7 +318,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         result = yield
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
-            raise  # Ctrl-C or SIGTERM (harness/console.py): stop the run, don't call it a crash
+            raise  # Ctrl-C or SIGTERM (harness/vm/console.py): stop the run, don't call it a crash
         if isinstance(g, Guest) and isinstance(e, SSHError) and not isinstance(e, CommandFailed) and g.vm.console:
             # A lost channel may be QEMU dying: its sockets close before its exit can be seen. Wait for it
             # briefly, so that a dead QEMU is a CRASH and not an unreachable guest.

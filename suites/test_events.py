@@ -3,7 +3,7 @@
 Each case of configs/expectations/events.yaml runs one guest program (guest/programs/) with the probe
 module's classic notifier on its mm (and, for exit, an interval notifier on a range). The expected
 events, with the mm/ call site of each, are read from the source of the kernel under test, never
-from output; harness/expect.py compares. Every run is also held to the notifier contract: each
+from output; harness/checks/expectations.py compares. Every run is also held to the notifier contract: each
 start has its end, one release at exit, nothing after it.
 
 Workloads whose events are not deterministic say so and assert what is:
@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import pytest
 
-from harness.checks import expectations as expect
+from harness.checks import expectations
 from harness.checks.workloads import GuestSetup, Run, Unavailable, run_case
 from harness.observe import pagemap
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier]
 
-ALL = expect.load("")  # the case names; their content depends on the kernel, loaded per test
+ALL = expectations.load("")  # the case names; their content depends on the kernel, loaded per test
 OWN_TEST = {"compaction/compact_memory"}
 GENERIC = sorted(n for n, c in ALL.items() if n not in OWN_TEST and "numa" not in c.needs)
 
 
 @pytest.fixture
-def cases(kernel) -> dict[str, expect.Case]:
-    return expect.load(kernel.tree.series)
+def cases(kernel) -> dict[str, expectations.Case]:
+    return expectations.load(kernel.tree.series)
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def setup(guest):
     s.restore()
 
 
-def provide(setup: GuestSetup, case: expect.Case) -> None:
+def provide(setup: GuestSetup, case: expectations.Case) -> None:
     for need in case.needs:
         try:
             setup.provide(need)
@@ -78,7 +78,7 @@ def ksm_checks(run: Run) -> list[str]:
     after = pagemap.parse(info["pagemap_after"])
     frames = {e.pfn for e in after}
     out = [] if len(frames) == 1 else [f"merged pages should share one frame, pagemap shows {len(frames)}"]
-    clears = [e for e in expect.invalidations(run.events) if e.event == "CLEAR"]
+    clears = [e for e in expectations.invalidations(run.events) if e.event == "CLEAR"]
     for i in range(n):
         addr = start + i * page_size
         if not any(e.start <= addr and addr + page_size <= e.end for e in clears):
@@ -95,16 +95,29 @@ def softdirty_checks(run: Run) -> list[str]:
     return [] if bits == want else [f"soft-dirty bits after clear_refs and rewrite: {bits}, expected {want}"]
 
 
+def guard_checks(run: Run) -> list[str]:
+    # The events alone cannot tell a guard that was installed with no invalidation from one never
+    # installed: the program reads every target page afterwards and counts the ones that fault.
+    pages = (run.info["ranges"]["target"][1] - run.info["ranges"]["target"][0]) // run.info["page_size"]
+    want = 0 if run.info["case"] == "remove" else pages
+    if run.info["guarded"] != want:
+        return [f"{run.info['guarded']} of the {pages} target pages fault (SIGSEGV) after the advice, expected {want}"]
+    return []
+
+
 EXTRA_CHECKS = {
     "madvise/pageout": pageout_checks,
     "madvise/mergeable": ksm_checks,
     "softdirty/clear_refs": softdirty_checks,
+    **{name: guard_checks for name in ALL if name.startswith("guard/")},
 }
 
 
 @pytest.mark.parametrize("name", GENERIC)
-def test_events_match_the_kernel_source(guest, cases, setup, name):
+def test_events_match_the_kernel_source(guest, kernel, cases, setup, name):
     case = cases[name]
+    if reason := case.unavailable(kernel.tree.series):
+        pytest.skip(reason)
     provide(setup, case)
     run = run_case(guest, case)
     extra = EXTRA_CHECKS.get(name, lambda _: [])(run)

@@ -19,8 +19,7 @@ import pytest
 
 from harness.checks import drivers
 from harness.kernel import source, userprogs
-from harness.observe import ktap
-from harness.observe import probe as observe
+from harness.observe import ktap, probe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier]
 PROFILE = drivers.load_driver("test_hmm")
@@ -141,13 +140,13 @@ STEPS = {
 
 
 @pytest.fixture
-def mirror(hmm, kernel) -> tuple[dict, list[observe.Event]]:
+def mirror(hmm, kernel) -> tuple[dict, list[probe.Event]]:
     """Run hmm_mirror once: its report (steps by op) and the probe's events for its process."""
     program = drivers.install(hmm.ssh, userprogs.kprogram(kernel.build, "hmm_mirror"))
     _, info = hmm.program(program.rsplit("/", 1)[1])
     events = hmm.probe.events(pid=info["pid"])
     hmm.save("hmm_mirror.json", json.dumps(info, indent=1))
-    hmm.save("events.json", observe.dump_events(events))
+    hmm.save("events.json", probe.dump_events(events))
     assert info["probed"] == 1
     info["by_op"] = {s["op"]: s for s in info["steps"]}
     return info, events

@@ -19,8 +19,7 @@ import re
 import pytest
 
 from harness.checks import drivers
-from harness.observe import debugfs
-from harness.observe import probe as observe
+from harness.observe import debugfs, probe
 
 PROFILE = drivers.load_driver("kvm")
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier, pytest.mark.machine(PROFILE.machine)]
@@ -79,7 +78,7 @@ def memslot(kvm):
         trace = ""
     events = kvm.probe.events(pid=info["pid"])
     kvm.save("kvm_memslot.json", json.dumps(info, indent=1))
-    kvm.save("events.json", observe.dump_events(events))
+    kvm.save("events.json", probe.dump_events(events))
     kvm.save("trace.txt", trace)
     info["by_op"] = {s["op"]: s for s in info["steps"]}
     ranges = [tuple(int(x, 16) for x in re.findall(r"0x[0-9a-f]+", e.text))

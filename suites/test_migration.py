@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from harness.checks import expectations as expect
+from harness.checks import expectations
 from harness.checks.workloads import GuestSetup, Run, Unavailable, run_case
 from harness.observe import pagemap
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier, pytest.mark.machine("numa2")]
 
-CASES = sorted(n for n, c in expect.load("").items() if "numa" in c.needs)
+CASES = sorted(n for n, c in expectations.load("").items() if "numa" in c.needs)
 
 
 def migration_problems(run: Run) -> list[str]:
@@ -34,7 +34,7 @@ def migration_problems(run: Run) -> list[str]:
 
 @pytest.mark.parametrize("name", CASES)
 def test_migration_invalidates_every_page_it_moves(guest, kernel, name):
-    case = expect.load(kernel.tree.series)[name]
+    case = expectations.load(kernel.tree.series)[name]
     setup = GuestSetup(guest.ssh)
     try:
         setup.provide("numa")

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.observe import kprobe
-from harness.observe import probe as observe
+from harness.observe import kprobe, probe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier]
 
@@ -36,7 +35,7 @@ def test_kprobe_sees_what_the_notifier_sees(guest, kernel, kprobe_observer, prog
     events = guest.probe.events(pid=pid)
     all_hits = kprobe_observer.hits()
     hits = [h for h in all_hits if h.pid == pid]
-    guest.save("events.json", observe.dump_events(events))
+    guest.save("events.json", probe.dump_events(events))
     guest.save("kprobe.txt", "\n".join(map(str, hits)) + "\n")
     seen_by_probe = [(e.event, e.start, e.end, e.flags) for e in events if e.kind == "start"]
     seen_by_kprobe = [(h.named(names), h.start, h.end, h.flags) for h in hits]
@@ -67,14 +66,14 @@ def test_probe_unloads_cleanly_with_subscriptions_alive(guest):
         assert counters["open"] == 0 and counters["unmatched_ends"] == 0, counters
         rmmod = guest.run(["rmmod", "mmu_probe"])
         assert rmmod.ok, rmmod.describe()
-        assert not guest.run(["test", "-e", observe.PROBE_DIR]).ok, "debugfs files outlive the module"
+        assert not guest.run(["test", "-e", probe.PROBE_DIR]).ok, "debugfs files outlive the module"
         assert "mmu_probe" not in guest.run(["cat", "/proc/modules"], check=True).stdout
         # The sleeper's exit must not call into the unloaded module's notifiers.
         guest.run(["kill", str(sleeper)], check=True)
         guest.run(["sh", "-c", f"while kill -0 {sleeper} 2>/dev/null; do sleep 0.1; done"], check=True, timeout=30)
     finally:
         guest.run(["kill", str(sleeper)])
-        if not guest.run(["test", "-d", observe.PROBE_DIR]).ok:
+        if not guest.run(["test", "-d", probe.PROBE_DIR]).ok:
             guest.run(["insmod", "/guest/modules/mmu_probe.ko"], check=True)
     counters = guest.probe.counters()
     assert counters["recorded"] == 0 and counters["subscriptions"] == 0, f"a fresh module starts empty: {counters}"

@@ -19,8 +19,7 @@ import pytest
 
 from harness.checks import drivers
 from harness.kernel import userprogs
-from harness.observe import debugfs
-from harness.observe import probe as observe
+from harness.observe import debugfs, probe
 
 PROFILE = drivers.load_driver("virtio-gpu")
 pytestmark = [pytest.mark.e2e, pytest.mark.machine(PROFILE.machine)]
@@ -117,7 +116,7 @@ def test_buffers_survive_mm_operations(guest, dri, kernel, mode):
 
     if info["probed"]:
         events = guest.probe.events(pid=info["pid"])
-        guest.save("events.json", observe.dump_events(events))
+        guest.save("events.json", probe.dump_events(events))
         starts = [e for e in events if e.kind == "start"]
         # mm/mprotect.c:change_pud_range(); mm/memory.c:unmap_vmas(); mm/mremap.c:move_page_tables()
         for (op, _), o in ops.items():

@@ -1,4 +1,4 @@
-"""harness/debugfs.py parsers, on debugfs and tracefs text captured from 6.12 guests (tests/data/debugfs/)."""
+"""harness/observe/debugfs.py parsers, on debugfs and tracefs text captured from 6.12 guests (tests/data/debugfs/)."""
 
 from __future__ import annotations
 

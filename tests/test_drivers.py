@@ -10,14 +10,14 @@ import pytest
 
 from harness import paths
 from harness.checks import drivers
-from harness.cli import driver as driver_cli
-from harness.cli import main as cli
+from harness.cli import driver as driver_command
+from harness.cli import main as harness_cli
 from harness.observe import ktap
 from harness.results import junit
 
 
 def test_every_profile_loads_and_names_real_things():
-    assert drivers.known_drivers() == ["kvm", "test_hmm", "virtio-gpu"]
+    assert drivers.known_drivers() == ["kvm", "mm-selftests", "test_hmm", "virtio-gpu"]
     hmm = drivers.load_driver("test_hmm")
     assert (hmm.machine, hmm.module, hmm.device) == ("default", "test_hmm", "/dev/hmm_dmirror0")
     assert hmm.suites == ("suites/test_hmm.py",)
@@ -44,7 +44,7 @@ def test_malformed_profiles_say_what_is_wrong(tmp_path: Path, monkeypatch, text,
 
 
 def test_unknown_driver():
-    with pytest.raises(drivers.DriverError, match="known: kvm, test_hmm, virtio-gpu"):
+    with pytest.raises(drivers.DriverError, match="known: kvm, mm-selftests, test_hmm, virtio-gpu"):
         drivers.load_driver("nvidia")
 
 
@@ -143,13 +143,13 @@ def test_verdict_when_nothing_ran(tmp_path: Path):
 
 def test_fragment_notes_name_what_the_kernel_lacks():
     hmm = drivers.load_driver("test_hmm")
-    assert driver_cli.fragment_notes(hmm, "on", "6.12", {"TEST_HMM": "m", "DEVICE_PRIVATE": "y"}) == []
-    assert driver_cli.fragment_notes(hmm, "off", "6.12", {"DEVICE_PRIVATE": "y"}) == [
+    assert driver_command.fragment_notes(hmm, "on", "6.12", {"TEST_HMM": "m", "DEVICE_PRIVATE": "y"}) == []
+    assert driver_command.fragment_notes(hmm, "off", "6.12", {"DEVICE_PRIVATE": "y"}) == [
         "fragment mmu-notifier-on.config is not applied on the notifier=off axis",
         "CONFIG_TEST_HMM is not set in this kernel"]
 
 
 def test_cli_lists_the_drivers(capsys):
-    assert cli.main(["driver", "--list"]) == 0
+    assert harness_cli.main(["driver", "--list"]) == 0
     out = capsys.readouterr().out
     assert "test_hmm     machine default" in out and "virtio-gpu   machine virtio-gpu" in out

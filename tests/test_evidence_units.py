@@ -1,4 +1,4 @@
-"""harness/evidence.py without a guest: the probe's mirror line, the summary, the report files."""
+"""harness/checks/evidence.py without a guest: the probe's mirror line, the summary, the report files."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@ import textwrap
 
 import pytest
 
-from harness.checks import expectations as expect
+from harness.checks import expectations
 from harness.checks.expectations import Case, Expectation, ExpectationError, check, load
 from harness.observe.probe import Event
 
@@ -37,6 +37,15 @@ def test_version_override_replaces_expect_and_names_its_basis():
     assert old.expect == () and old.basis == "6.1"
     # A series without its own entry gets the default, and says which source that came from.
     assert load("6.6")["mprotect/unpop-pud"].basis == "6.12"
+
+
+def test_a_case_since_a_version_skips_before_it_and_names_its_own_source():
+    for series in ("6.1", "6.12"):
+        reason = load(series)["guard/populated"].unavailable(series)
+        assert "Linux " + series + " has no guard regions" in reason and "since 6.13" in reason
+    guard = load("7.3")["guard/populated"]
+    assert guard.unavailable("7.3") == "" and guard.unavailable("10.0") == "" and guard.basis == "7.3"
+    assert load("6.12")["munmap/whole"].unavailable("6.1") == ""  # no `since`: runs everywhere
 
 
 def test_equal_count_and_only():
@@ -102,6 +111,8 @@ def test_missing_range_is_a_failure_not_a_crash():
     ("x: {run: [p], needs: [gpu]}", "unknown need"),
     ("x: {expect: []}", "needs 'run'"),
     ("x: {run: [p], typo: 1}", "unknown key"),
+    ("x: {run: [p], since: {version: 6.13, feature: f}}", "quoted"),
+    ("x: {run: [p], since: {version: '6.13'}}", "'feature'"),
 ])
 def test_malformed_files_are_errors(tmp_path, body, message):
     path = tmp_path / "e.yaml"
@@ -113,4 +124,4 @@ def test_malformed_files_are_errors(tmp_path, body, message):
 def test_invalidations_are_starts_and_interval_invalidates():
     records = [ev(0, "UNMAP", A, A + PAGE), ev(1, "UNMAP", A, A + PAGE, kind="end"),
                Event(2, 100, 100, "release"), ev(3, "UNMAP", 0, 1 << 64, kind="invalidate", sub="itv")]
-    assert [e.seq for e in expect.invalidations(records)] == [0, 3]
+    assert [e.seq for e in expectations.invalidations(records)] == [0, 3]

@@ -17,7 +17,7 @@ import kconfiglib
 import pytest
 
 from harness import paths
-from harness.cli import main as cli
+from harness.cli import main as harness_cli
 from harness.kernel import kconfig, resolver
 from harness.kernel.config import fragments_for
 from harness.kernel.kconfig import ConfigError, Request
@@ -360,7 +360,7 @@ def test_cli_make_off(preloaded: kconfiglib.Kconfig, tmp_path: Path, capsys: pyt
     frag = tmp_path / "on.config"
     frag.write_text(HMM_NEEDS + HMM + "CONFIG_MMU_NOTIFIER=y\n")
     out = tmp_path / "off.config"
-    rc = cli.main(["config", "make", "--kernel-src", preloaded.srctree, "--fragment", str(frag),
+    rc = harness_cli.main(["config", "make", "--kernel-src", preloaded.srctree, "--fragment", str(frag),
                           "--off", "MMU_NOTIFIER", "-o", str(out)])
     stdout = capsys.readouterr().out
     assert rc == 0
@@ -373,9 +373,9 @@ def test_cli_make_off(preloaded: kconfiglib.Kconfig, tmp_path: Path, capsys: pyt
 def test_cli_errors_are_one_paragraph_and_exit_2(preloaded: kconfiglib.Kconfig, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "x.config"
-    assert cli.main(["config", "make", "--kernel-src", str(tmp_path), "-o", str(out)]) == 2
+    assert harness_cli.main(["config", "make", "--kernel-src", str(tmp_path), "-o", str(out)]) == 2
     assert capsys.readouterr().err.startswith(f"harness: {tmp_path} is not a Linux kernel source tree")
-    rc = cli.main(["config", "make", "--kernel-src", preloaded.srctree, "--on", "NO_SUCH", "-o", str(out)])
+    rc = harness_cli.main(["config", "make", "--kernel-src", preloaded.srctree, "--on", "NO_SUCH", "-o", str(out)])
     assert rc == 2
     assert "unknown Kconfig symbol CONFIG_NO_SUCH" in capsys.readouterr().err
     assert not out.exists()
@@ -383,10 +383,10 @@ def test_cli_errors_are_one_paragraph_and_exit_2(preloaded: kconfiglib.Kconfig, 
 
 def test_cli_explain_and_diff(preloaded: kconfiglib.Kconfig, cloud_612: Path, tmp_path: Path,
                               capsys: pytest.CaptureFixture) -> None:
-    rc = cli.main(["config", "explain", "MMU_NOTIFIER", "--kernel-src", preloaded.srctree,
+    rc = harness_cli.main(["config", "explain", "MMU_NOTIFIER", "--kernel-src", preloaded.srctree,
                           "--config", str(cloud_612)])
     assert rc == 0 and "selected by (active): " in capsys.readouterr().out
     other = tmp_path / "other.config"
     other.write_text(cloud_612.read_text().replace("CONFIG_KVM=m", "# CONFIG_KVM is not set"))
-    assert cli.main(["config", "diff", str(cloud_612), str(other)]) == 0
+    assert harness_cli.main(["config", "diff", str(cloud_612), str(other)]) == 0
     assert "CONFIG_KVM" in capsys.readouterr().out

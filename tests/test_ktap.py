@@ -1,4 +1,4 @@
-"""harness/ktap.py on real output of the 6.12.117 tree's hmm-tests, captured in a guest (tests/data/ktap/)."""
+"""harness/observe/ktap.py on real output of the 6.12.117 tree's hmm-tests, captured in a guest (tests/data/ktap/)."""
 
 from __future__ import annotations
 

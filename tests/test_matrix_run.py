@@ -12,14 +12,14 @@ import threading
 from pathlib import Path
 
 from harness import paths
-from harness.matrix import spec as matrix
+from harness.matrix import spec
 from harness.matrix.runner import Runner
 
 FAKE = [sys.executable, str(paths.REPO / "tests" / "fake_harness.py")]
 BEHAVIOURS = ("pass", "fail", "flaky_infra", "hang", "silent")
 
 
-def make_matrix(tmp_path: Path, hang_timeout: int = 3) -> matrix.Matrix:
+def make_matrix(tmp_path: Path, hang_timeout: int = 3) -> spec.Matrix:
     suites = tmp_path / "suites"
     suites.mkdir()
     for b in BEHAVIOURS:
@@ -36,7 +36,7 @@ timeout: 60
 timeouts:
   - {{suite: {suites / "test_hang.py"}, timeout: {hang_timeout}}}
 """)
-    return matrix.load(str(path))
+    return spec.load(str(path))
 
 
 def test_runner(tmp_path: Path):
@@ -122,7 +122,7 @@ axes:
   fragment: [none, debug/kasan]
   suite: [{tmp_path / "test_pass.py"}]
 """)
-    m = matrix.load(str(path))
+    m = spec.load(str(path))
     out = io.StringIO()
     assert Runner(m, list(m.cells), tmp_path / "run", jobs=2, out=out, harness=FAKE).run() == 0
     builds = json.loads((tmp_path / "run" / "run.json").read_text())["builds"]

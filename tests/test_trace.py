@@ -37,14 +37,15 @@ def test_render_lists_events_then_stdout_and_status():
 
 
 @pytest.mark.e2e
-def test_trace_a_program_from_its_first_instruction(tmp_path: Path):
+@pytest.mark.parametrize("ksrc", ["debian:6.12", "debian:7.3"])
+def test_trace_a_program_from_its_first_instruction(tmp_path: Path, ksrc: str):
     if not shutil.which("gcc"):
         pytest.skip("gcc is needed to build the test program")
     prog = tmp_path / "trace_target"
     subprocess.run(["gcc", "-O2", "-static", "-o", str(prog), str(paths.REPO / "tests/data/trace_target.c")],
                    check=True)
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "trace", "--json", "--", str(prog), "hello"],
-                          cwd=paths.REPO, capture_output=True, text=True, timeout=600,
+    command = [sys.executable, "-m", "harness.cli", "trace", "--json", f"--kernel-src={ksrc}", "--", str(prog), "hello"]
+    proc = subprocess.run(command, cwd=paths.REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout.strip().splitlines()[-1])

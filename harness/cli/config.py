@@ -1,9 +1,11 @@
 """`harness config`: compose a kernel .config (make), say why a symbol has its value (explain), compare two (diff).
 
-    harness config make --kernel-src DIR [--base tinyconfig|allnoconfig|defconfig|PATH] [--fragment F]...
+    harness config make [--kernel-src KSRC] [--base tinyconfig|allnoconfig|defconfig|PATH] [--fragment F]...
                         [--set SYM=V]... [--on SYM]... [--off SYM]... -o OUT
-    harness config explain SYM --kernel-src DIR [--config FILE]
+    harness config explain SYM [--kernel-src KSRC] [--config FILE]
     harness config diff A B
+
+KSRC is a path, debian:X.Y (6.1, 6.12, 7.2, 7.3), or empty for Debian's 6.12, as for every command.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.kernel import kconfig, resolver
+from harness.cli import options
+from harness.kernel import kconfig, resolver, source
 from harness.kernel.kconfig import ConfigError
 
 
@@ -51,15 +54,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _tree_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kernel-src", required=True, type=Path, metavar="DIR", help="the kernel source tree")
+    options.add_kernel(p, axis=False)
+
+
+def _tree(args: argparse.Namespace) -> Path:
+    """The tree --kernel-src names, as every command names one (a path, debian:X.Y, or Debian's default)."""
+    return source.resolve(args.kernel_src).path
 
 
 def cmd_make(args: argparse.Namespace) -> int:
     """Compose, print what the engine changed and why, then write the .config only if every request holds."""
     requests = [req for frag in args.fragment for req in kconfig.parse_fragment(frag)]
     requests += [kconfig.parse_setting(text) for text in args.settings]
-    version = kconfig.tree_version(args.kernel_src)
-    kconf = kconfig.load_tree(args.kernel_src, version)
+    tree = _tree(args)
+    version = kconfig.tree_version(tree)
+    kconf = kconfig.load_tree(tree, version)
     result = resolver.compose(kconf, args.base, requests, off=args.off, on=args.on)
     print(f"kernel {kconf.srctree} ({version}), base {args.base}, "
           f"{len(args.fragment)} fragment(s), {len(args.settings)} --set")
@@ -88,7 +97,7 @@ def cmd_make(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Print why SYM has its value in FILE (or in the tree's defaults)."""
-    kconf = kconfig.load_tree(args.kernel_src)
+    kconf = kconfig.load_tree(_tree(args))
     if args.config is not None:
         kconfig.apply_base(kconf, str(args.config))
     print(kconfig.explain(kconf, args.symbol))

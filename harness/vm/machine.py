@@ -104,7 +104,7 @@ def check_devices(profile: Profile) -> None:
 def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel: str,
               extra_append: tuple[str, ...] = (), qmp_socket: str = "") -> list[str]:
     """The whole QEMU command line. Guest ports are forwarded on 127.0.0.1 only; QMP, where asked
-    for, listens on an abstract unix socket (harness/qmp.py)."""
+    for, listens on an abstract unix socket (harness/vm/qmp.py)."""
     argv = [
         qemu_binary(),
         "-machine", f"{profile.machine},accel={accel}",
@@ -228,7 +228,7 @@ class VM:
         raise BootError("TIMEOUT", f"guest not ready within {timeout:g} s", self.console_log)
 
     def post_mortem(self, into: Path) -> dict[str, str]:
-        """Before a guest that timed out is stopped: its registers and screen (harness/qmp.py).
+        """Before a guest that timed out is stopped: its registers and screen (harness/vm/qmp.py).
 
         The kernel is <build>/arch/x86/boot/bzImage; its System.map names where each CPU was."""
         if not (self.console and self.console.child.isalive()):
