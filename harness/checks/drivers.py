@@ -9,6 +9,10 @@ A profile says what a driver needs and who tests it:
     module: test_hmm                            # module to load in the guest (none: built in)
     device: /dev/hmm_dmirror0                   # what exists once the driver is up
     suites: [suites/test_hmm.py]
+    programs:                                   # selftest programs the suite runs (mm-selftests), each a
+      - mremap_test                             #   program of the tree, or a mapping: program, args,
+      - {id: ksm-unmerge, program: ksm_tests, args: [-U], timeout: 120}   # id (the test's), timeout (s),
+      - {program: cow, needs: [swap]}           #   needs (guest setups of harness/checks/workloads.py)
     known_failures:                             # kernel bugs the tests find: reported as xfail, with why
       - tests: ["hmm.*.exclusive"]              # fnmatch patterns over kernel test or pytest test names
         series: ["6.12"]                        # kernel series it applies to (none: all)
@@ -16,6 +20,7 @@ A profile says what a driver needs and who tests it:
         code:                                   # only when the tree under test has the faulty code
           file: mm/rmap.c                       #   a file of the tree
           contains: "if (PageTail(pages[i]) ||" #   text in it (runs of whitespace match any whitespace)
+        without: [USERFAULTFD]                  # only on a kernel that lacks these symbols (a test that needs them)
         reason: ...
 
 A `code` condition ties the xfail to the kernel code that causes it, not to a list of versions: any tree with
@@ -27,6 +32,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,17 +61,30 @@ class KnownFailure:
     series: tuple[str, ...] = ()
     thp: str | None = None
     code: tuple[str, str] | None = None  # (file in the tree, text it must contain)
+    without: tuple[str, ...] = ()  # config symbols the kernel must lack
 
-    def applies(self, test: str, series: str, thp: str | None, tree: Path | None = None) -> bool:
+    def applies(self, test: str, series: str, thp: str | None, tree: Path | None = None,
+                has: Callable[[str], bool] | None = None) -> bool:
         return (any(fnmatch.fnmatchcase(test, pattern) for pattern in self.tests)
                 and (not self.series or series in self.series) and (self.thp is None or self.thp == thp)
-                and (self.code is None or (tree is not None and tree_contains(tree, *self.code))))
+                and (self.code is None or (tree is not None and tree_contains(tree, *self.code)))
+                and (not self.without or (has is not None and not any(map(has, self.without)))))
 
 
 def tree_contains(tree: Path, file: str, text: str) -> bool:
     """Whether the tree's `file` contains `text`, any run of whitespace in either matching any other."""
     path = tree / file
     return path.is_file() and " ".join(text.split()) in " ".join(path.read_text(errors="replace").split())
+
+
+@dataclass(frozen=True)
+class SelftestRun:
+    """One run of one of the tree's selftest programs in the guest: a test of its own."""
+    id: str  # the test's id: the program's name unless the profile names the run
+    program: str
+    args: tuple[str, ...] = ()
+    timeout: float = 300  # seconds under TCG, before the kernel's timeout scale
+    needs: tuple[str, ...] = ()  # guest setups first (harness/checks/workloads.py: swap, ksm, numa, ...)
 
 
 @dataclass(frozen=True)
@@ -79,14 +98,18 @@ class DriverProfile:
     device: str | None
     suites: tuple[str, ...]
     known_failures: tuple[KnownFailure, ...] = ()
+    programs: tuple[SelftestRun, ...] = ()
 
-    def known_failure(self, test: str, series: str, thp: str | None = None, tree: Path | None = None) -> str | None:
-        """Why `test` is expected to fail on this kernel series, THP mode and tree (for `code`), or None."""
-        return next((k.reason for k in self.known_failures if k.applies(test, series, thp, tree)), None)
+    def known_failure(self, test: str, series: str, thp: str | None = None, tree: Path | None = None,
+                      has: Callable[[str], bool] | None = None) -> str | None:
+        """Why `test` is expected to fail on this kernel series, THP mode, tree (for `code`) and config (`has`
+        for `without`), or None."""
+        return next((k.reason for k in self.known_failures if k.applies(test, series, thp, tree, has)), None)
 
 
-_KEYS = {"description", "fragments", "config", "machine", "module", "device", "suites", "known_failures"}
-_KNOWN_KEYS = {"tests", "reason", "series", "thp", "code"}
+_KEYS = {"description", "fragments", "config", "machine", "module", "device", "suites", "known_failures", "programs"}
+_RUN_KEYS = {"id", "program", "args", "timeout", "needs"}
+_KNOWN_KEYS = {"tests", "reason", "series", "thp", "code", "without"}
 
 
 def known_drivers() -> list[str]:
@@ -104,7 +127,11 @@ def load_driver(name: str) -> DriverProfile:
         fragments=_strings(data, "fragments", path), config=_strings(data, "config", path),
         machine=str(data["machine"]), module=data.get("module") or None, device=data.get("device") or None,
         suites=_strings(data, "suites", path),
-        known_failures=tuple(_known_failure(k, path) for k in data.get("known_failures") or ()))
+        known_failures=tuple(_known_failure(k, path) for k in data.get("known_failures") or ()),
+        programs=tuple(_selftest_run(r, path) for r in data.get("programs") or ()))
+    ids = [r.id for r in profile.programs]
+    if len(ids) != len(set(ids)):
+        raise DriverError(f"{path}: programs need distinct ids, got {ids}")
     for frag in profile.fragments:
         if not (paths.CONFIGS / "fragments" / frag).exists():
             raise DriverError(f"{path}: fragment {frag} is not in configs/fragments/")
@@ -130,9 +157,26 @@ def _known_failure(entry: object, path: Path) -> KnownFailure:
     if code is not None and (not isinstance(code, dict) or set(code) != {"file", "contains"}
                              or not all(isinstance(v, str) and v.strip() for v in code.values())):
         raise DriverError(f"{path}: a known_failures code condition is {{file: PATH, contains: TEXT}}, got {code!r}")
+    without = entry.get("without") or []
+    if not isinstance(without, list) or not all(isinstance(s, str) for s in without):
+        raise DriverError(f"{path}: a known_failures `without` is a list of config symbols, got {without!r}")
     return KnownFailure(tests=tuple(entry["tests"]), reason=" ".join(str(entry["reason"]).split()),
                         series=tuple(str(s) for s in entry.get("series") or ()), thp=entry.get("thp"),
-                        code=(code["file"], code["contains"]) if code else None)
+                        code=(code["file"], code["contains"]) if code else None,
+                        without=tuple(without))
+
+
+def _selftest_run(entry: object, path: Path) -> SelftestRun:
+    if isinstance(entry, str):
+        return SelftestRun(id=entry, program=entry)
+    if (not isinstance(entry, dict) or set(entry) - _RUN_KEYS or not isinstance(entry.get("program"), str)
+            or not all(isinstance(a, str) for a in (*(entry.get("args") or []), *(entry.get("needs") or [])))
+            or not isinstance(entry.get("timeout", 300), (int, float))):
+        raise DriverError(f"{path}: a programs entry is a name or {{program: NAME, args: [STR..], id: ID, "
+                          f"timeout: SECONDS, needs: [SETUP..]}}, got {entry!r}")
+    return SelftestRun(id=str(entry.get("id") or entry["program"]), program=entry["program"],
+                       args=tuple(entry.get("args") or ()), timeout=float(entry.get("timeout", 300)),
+                       needs=tuple(entry.get("needs") or ()))
 
 
 # --- in the guest ----------------------------------------------------------------------------------------
@@ -213,3 +257,52 @@ def verdict(result: ktap.TestResult | None, output: str, test: str, known: str |
         pytest.xfail(f"known kernel failure: {known}")
     pytest.fail(f"kernel test {test} failed:\n{result.log}", pytrace=False)
 
+
+
+# --- a kselftest program's run as one test (mm-selftests) -----------------------------------------------
+
+KSFT_PASS, KSFT_SKIP = 0, 4  # kselftest.h; any other exit status is a failure
+_RUN_LINE = re.compile(r"^#\s*\[RUN\]\s*(.*?)\s*$")
+
+
+def selftest_outcome(exit_status: int, run: ktap.Run) -> str:
+    """"pass", "skip" or "fail" of a kselftest program from its exit status. Exit 0 with skips and no pass is a
+    skip: kselftest.h:ksft_finished() and kselftest_harness.h:test_harness_run() both exit KSFT_PASS when every
+    test was skipped."""
+    counts = run.counts()
+    if exit_status == KSFT_SKIP or (exit_status == KSFT_PASS and counts["skip"]
+                                    and not counts["pass"] + counts["xpass"]):
+        return "skip"
+    return "pass" if exit_status == KSFT_PASS else "fail"
+
+
+def subtest_name(result: ktap.TestResult) -> str:
+    """A subtest's name. kselftest.h programs (cow, ...) print an unnamed `ok N # SKIP why` after `# [RUN] what`."""
+    if result.name:
+        return result.name
+    runs = [m[1] for m in map(_RUN_LINE.match, result.log.splitlines()) if m]
+    return runs[-1] if runs else f"#{result.number}"
+
+
+def subtest_reason(result: ktap.TestResult) -> str:
+    """Why a subtest did not pass. 7.x's cow prints the why as a message (`# gup_test not available`) and then
+    `ok N # SKIP <its description>`: then the last message before the result line is the reason."""
+    if result.reason and result.reason != subtest_name(result):
+        return result.reason
+    said = [line[1:].strip() for line in result.log.splitlines()[:-1]
+            if line.startswith("#") and not _RUN_LINE.match(line) and line[1:].strip()]
+    return said[-1] if said else result.reason
+
+
+def subtests_summary(run: ktap.Run) -> str:
+    """Counts per status, then the subtests that did not pass, grouped by status and reason."""
+    counts = ", ".join(f"{status} {n}" for status, n in run.counts().items() if n)
+    lines = [f"subtests: {counts or 'none reported'}"]
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in run.results:
+        if r.status not in ("pass", "xpass"):
+            groups.setdefault((r.status, subtest_reason(r)), []).append(subtest_name(r))
+    for (status, reason), names in groups.items():
+        shown = "; ".join(names[:3]) + (f"; ... ({len(names)} in all)" if len(names) > 3 else "")
+        lines.append(f"  {status}{f' ({reason})' if reason else ''}: {shown}")
+    return "\n".join(lines)

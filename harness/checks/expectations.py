@@ -7,6 +7,7 @@ selects the ones for the kernel version under test and compares.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,14 @@ class Case:
     needs: tuple[str, ...] = ()
     why: str = ""
     basis: str = ""  # the kernel version whose source these expectations were read from
+    since: str = ""  # the first series whose kernel has what the program uses
+    feature: str = ""  # what that is, for the skip message
+
+    def unavailable(self, series: str) -> str:
+        """Why this case cannot run on `series` (it predates `since`), or "" if it can."""
+        if not self.since or not series or _series_key(series) >= _series_key(self.since):
+            return ""
+        return f"{self.name}: Linux {series} has no {self.feature} (since {self.since})"
 
 
 @dataclass
@@ -81,19 +90,29 @@ def _case(name: str, spec: dict, series: str, default_basis: str, path: Path) ->
     where = f"{path}: case {name}"
     if not isinstance(spec, dict) or not spec.get("run"):
         raise ExpectationError(f"{where}: needs 'run' (the guest program and its arguments)")
-    unknown = set(spec) - {"run", "expect", "only", "needs", "why", "versions"}
+    unknown = set(spec) - {"run", "expect", "only", "needs", "why", "versions", "since", "source"}
     if unknown:
         raise ExpectationError(f"{where}: unknown key(s) {sorted(unknown)}")
-    chosen, basis = spec, default_basis
+    chosen, basis = spec, str(spec.get("source", default_basis))  # a case may be read from a newer tree
     override = (spec.get("versions") or {}).get(series)
     if override is not None:
         chosen, basis = {**spec, **override}, series
+    since = spec.get("since") or {}
+    if since and not (isinstance(since, dict) and set(since) == {"version", "feature"}
+                      and isinstance(since["version"], str) and re.fullmatch(r"\d+\.\d+", since["version"])):
+        raise ExpectationError(f"{where}: since needs 'version' (a quoted \"X.Y\") and 'feature' "
+                               "(what older kernels lack)")
     needs = tuple(spec.get("needs") or ())
     if bad := set(needs) - NEEDS:
         raise ExpectationError(f"{where}: unknown need(s) {sorted(bad)}; known: {sorted(NEEDS)}")
     return Case(name=name, argv=tuple(str(a) for a in spec["run"]),
                 expect=tuple(_expectation(e, where) for e in chosen.get("expect") or ()),
-                only=bool(spec.get("only", False)), needs=needs, why=str(chosen.get("why", "")), basis=basis)
+                only=bool(spec.get("only", False)), needs=needs, why=str(chosen.get("why", "")), basis=basis,
+                since=str(since.get("version", "")), feature=str(since.get("feature", "")))
+
+
+def _series_key(series: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in series.split("."))
 
 
 def _expectation(spec: dict, where: str) -> Expectation:

@@ -85,13 +85,15 @@ def config_spec(notifier: str, series: str = "", settings: tuple[str, ...] = (),
 
 def series_fragments(series: str) -> tuple[Path, ...]:
     """configs/fragments/series/: X.Y.config applies to series X.Y alone, until-X.Y.config to every series
-    before X.Y (a symbol that X.Y renamed or folded away, such as PROC_SYSCTL into SYSCTL in 7.3)."""
+    before X.Y (a symbol that X.Y renamed or folded away, such as PROC_SYSCTL into SYSCTL in 7.3), and
+    from-X.Y.config to X.Y and every series after it (a symbol that X.Y added, such as NUMA_MIGRATION)."""
     if not series:
         return ()
     found = []
     for path in sorted((paths.CONFIGS / "fragments" / "series").glob("*.config")):
-        until = path.stem.removeprefix("until-")
-        if path.stem == series or (until != path.stem and _version(series) < _version(until)):
+        kind, _, bound = path.stem.rpartition("-")
+        if ((not kind and bound == series) or (kind == "until" and _version(series) < _version(bound))
+                or (kind == "from" and _version(series) >= _version(bound))):
             found.append(path)
     return tuple(found)
 

@@ -11,9 +11,11 @@ the sources: the source tree is shared and never written to. Tests copy the bina
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness import atomic, paths
@@ -23,6 +25,14 @@ KPROGRAMS = paths.GUEST / "kprograms"
 # selftests/vm/ became selftests/mm/ in Linux 6.3
 HMM_TESTS = ("tools/testing/selftests/mm/hmm-tests.c", "tools/testing/selftests/vm/hmm-tests.c")
 _SELFTEST_HEADERS = ("tools/testing/selftests/kselftest_harness.h", "tools/testing/selftests/kselftest.h")
+
+
+class CompileError(BuildError):
+    """gcc failed; `first_error` is the line of its output that says what went wrong first."""
+
+    def __init__(self, message: str, first_error: str):
+        super().__init__(message)
+        self.first_error = first_error
 
 
 def uapi_headers(build: KernelBuild) -> Path:
@@ -41,14 +51,16 @@ def uapi_headers(build: KernelBuild) -> Path:
 
 
 def compile_static(build: KernelBuild, name: str, source: Path, inputs: Sequence[Path], cflags: Sequence[str],
-                   libs: Sequence[str] = ()) -> Path:
-    """`gcc -static` of one C file against this build's headers; cached by the file, its inputs and flags."""
+                   libs: Sequence[str] = (), more_sources: Sequence[Path] = ()) -> Path:
+    """`gcc -static` of one C file (and `more_sources` linked with it) against this build's headers; cached by
+    the files, their inputs and flags."""
     include = uapi_headers(build)
-    key = content_key(name, source.read_bytes(), *(p.read_bytes() for p in inputs), *cflags, *libs)
+    key = content_key(name, source.read_bytes(), *(p.read_bytes() for p in (*more_sources, *inputs)),
+                      *cflags, *libs)
     out = build.dir / "harness-userprogs" / f"{name}-{key}"
     if not (out / name).exists():
         cmd = ["gcc", *cflags, "-static", "-isystem", str(include), "-I", str(build.tree.path),
-               "-o", "OUT", str(source), *libs]
+               "-o", "OUT", str(source), *map(str, more_sources), *libs]
         with atomic.staged_dir(out) as tmp:
             cmd[cmd.index("OUT")] = str(tmp / name)
             log = build.dir / "harness-userprogs.log"
@@ -56,8 +68,8 @@ def compile_static(build: KernelBuild, name: str, source: Path, inputs: Sequence
             with open(log, "a") as f:
                 f.write(f"\n$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
             if proc.returncode != 0:
-                raise BuildError(f"building {name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
-                                 f"\n  log: {log}")
+                raise CompileError(f"building {name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+                                   f"\n  log: {log}", first_compiler_error(proc.stderr))
     return out / name
 
 
@@ -84,3 +96,107 @@ def kprogram(build: KernelBuild, name: str) -> Path:
     if (build.tree.path / "lib/test_hmm_uapi.h").exists():
         inputs.append(build.tree.path / "lib/test_hmm_uapi.h")
     return compile_static(build, name, source, inputs, ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"])
+
+
+# --- the tree's mm selftests (tools/testing/selftests/mm/, vm/ before 6.3) -----------------------------
+
+MM_SELFTEST_DIRS = ("tools/testing/selftests/mm", "tools/testing/selftests/vm")
+# What the Makefile's check_config.sh would write when it finds no liburing: we link none (and our kernels
+# have no IO_URING), so cow and gup_longterm leave out their io_uring cases. 6.12 names it local_config.h,
+# 7.x local_config.h_gen.
+_LOCAL_CONFIG = "// No liburing support found\n"
+_LOCAL_CONFIG_NAMES = ("local_config.h", "local_config.h_gen")
+
+
+class SelftestMissing(BuildError):
+    """The tree has no such selftest (it came later, or went)."""
+
+
+@dataclass(frozen=True)
+class SelftestRecipe:
+    """How the tree's selftests Makefile builds one program: its C files (its own first) and libraries."""
+    name: str
+    sources: tuple[str, ...]  # relative to the selftest directory
+    libs: tuple[str, ...]
+
+
+def _makefile_lines(text: str) -> list[str]:
+    """The Makefile's logical lines (backslash continuations joined), comments dropped."""
+    joined = re.sub(r"\\\n", " ", text)
+    return [line.split("#", 1)[0].rstrip() for line in joined.splitlines()]
+
+
+_ASSIGN_LIBS = re.compile(r"^LDLIBS\s*:?=\s*(.*)$")
+# `$(TEST_GEN_FILES): vm_util.c thp_settings.c`: sources every program of the directory links
+_ALL_TARGETS = re.compile(r"^\$\((?:TEST_GEN_FILES|TEST_GEN_PROGS)\)\s*:\s*(.*)$")
+# `$(OUTPUT)/ksm_tests: LDLIBS += -lnuma` or `$(OUTPUT)/khugepaged: vm_util.c`
+_OUTPUT_TARGETS = re.compile(r"^((?:\$\(OUTPUT\)/\S+\s*)+):\s*(.*)$")
+
+
+def selftest_recipe(makefile: str, name: str) -> SelftestRecipe:
+    """NAME's sources and libraries as the selftests Makefile `makefile` (its text) builds it.
+
+    Libraries given by variables (`$(IOURING_EXTRA_LIBS)`, from check_config.sh) are left out: we build
+    without liburing. Rules the Makefile writes with other variables (the pkey _32/_64 binaries) are not
+    followed.
+    """
+    sources = [f"{name}.c"]
+    libs: list[str] = []
+    for line in _makefile_lines(makefile):
+        if m := _ASSIGN_LIBS.match(line):
+            libs = m[1].split()
+        elif m := _ALL_TARGETS.match(line):
+            sources += [w for w in m[1].split() if w.endswith(".c")]
+        elif (m := _OUTPUT_TARGETS.match(line)) and name in [t.removeprefix("$(OUTPUT)/") for t in m[1].split()]:
+            rule = m[2].strip()
+            if rule.startswith("LDLIBS"):
+                libs += [w for w in rule.partition("+=")[2].split() if w.startswith("-l")]
+            elif "=" not in rule:
+                sources += [w for w in rule.split() if w.endswith(".c")]
+    return SelftestRecipe(name, tuple(dict.fromkeys(sources)), tuple(dict.fromkeys(libs)))
+
+
+_ERROR_LINE = re.compile(r"error:|undefined reference|cannot find -l")
+
+
+def first_compiler_error(stderr: str) -> str:
+    """The first line of gcc's or ld's output that says what went wrong (not collect2's "ld returned 1")."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if _ERROR_LINE.search(line)]
+    first = next((line for line in errors if not line.startswith("collect2:")), None)
+    return first or (errors or lines or ["(no output)"])[0]
+
+
+def mm_selftest_dir(tree: Path) -> Path | None:
+    return next((tree / d for d in MM_SELFTEST_DIRS if (tree / d / "Makefile").exists()), None)
+
+
+def mm_selftest(build: KernelBuild, name: str) -> Path:
+    """The tree's own selftests/mm/NAME, as its Makefile builds it (sources and -l libraries from there), but
+    static. SelftestMissing if the tree has no NAME.c; BuildError with the compiler's first error if it does not
+    build here."""
+    tree = build.tree.path
+    mmdir = mm_selftest_dir(tree)
+    if mmdir is None or not (mmdir / f"{name}.c").exists():
+        raise SelftestMissing(f"{name}: not in this tree (no {name}.c in "
+                              f"{' or '.join(MM_SELFTEST_DIRS)})")
+    recipe = selftest_recipe((mmdir / "Makefile").read_text(), name)
+    selftests = tree / "tools/testing/selftests"
+    generated = build.dir / "harness-userprogs" / "mm-selftests-include"
+    for header in _LOCAL_CONFIG_NAMES:
+        if not (generated / header).exists():
+            generated.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(generated / header, _LOCAL_CONFIG)
+    cflags = ["-O2", "-Wall", "-U_FORTIFY_SOURCE", f"-I{generated}", f"-I{selftests}"]
+    lib_mk = (selftests / "lib.mk").read_text()
+    if "-D_GNU_SOURCE=" in lib_mk:  # lib.mk defines it for every selftest since 6.12; some rely on it
+        cflags.append("-D_GNU_SOURCE=")
+    if "TOOLS_INCLUDES :=" in lib_mk:  # <linux/...> headers of tools/include/uapi, after the build's own
+        cflags += ["-isystem", str(uapi_headers(build)), "-isystem", str(tree / "tools/include/uapi")]
+    inputs = [*sorted(mmdir.glob("*.h")), *(tree / h for h in (*_SELFTEST_HEADERS, "mm/gup_test.h")
+                                            if (tree / h).exists()), generated / _LOCAL_CONFIG_NAMES[0]]
+    try:
+        return compile_static(build, name, mmdir / recipe.sources[0], inputs, cflags, recipe.libs,
+                              [mmdir / s for s in recipe.sources[1:]])
+    except CompileError as e:
+        raise CompileError(f"{name} does not build statically here: {e.first_error}", e.first_error) from e
