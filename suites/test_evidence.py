@@ -43,7 +43,7 @@ def run(guest, setup, name: str, mode: str, pages: int = PAGES, iters: int = ITE
         pytest.fail(f"the evidence kernel should provide {w.needs}: {e}")
     info = run_workload(guest.ssh, w, mode, pages, iters)
     guest.save(f"{name}-{mode}.txt", info["mirror"] + "\n")
-    return info["counters"] | {"frames_changed": info["frames_changed"]}
+    return info["counters"] | {"frames_changed": info["frames_changed"], "changed_iters": info["changed_iters"]}
 
 
 def test_writeback_ro_blind_acts_on_every_protection_page(guest, setup):
@@ -102,9 +102,16 @@ def test_unmap_frees_tracking_clear_keeps_it(guest, setup):
 
 
 @pytest.mark.parametrize("name", ["fork-cow-ro", "munmap-ro", "dontneed-ro"])
-def test_context_tears_down_when_frames_change(guest, setup, name):
+def test_context_tears_down_when_frames_change(guest, setup, kernel, name):
     c = run(guest, setup, name, "context")
-    assert c["frames_changed"] == PAGES * ITERS, c
+    # Every iteration must move frames, or a teardown would prove nothing. Not every page must: on 7.3 one
+    # page per iteration of munmap-ro and dontneed-ro gets its old frame back (4 of 128, 2026-11-28). 7.3
+    # frees the emptied page-table page on both paths (CONFIG_PT_RECLAIM, mm/pt_reclaim.c, and
+    # MMU_GATHER_RCU_TABLE_FREE; 6.12 has neither), which changes the order freed frames come back from the
+    # per-CPU lists; the exact pairing is not proven. Without PT_RECLAIM (6.12, 6.1) every page must move.
+    assert c["changed_iters"] == ITERS and c["frames_changed"] >= ITERS, c
+    if not kernel.build.has("PT_RECLAIM"):
+        assert c["frames_changed"] == PAGES * ITERS, c
     assert c["refaults"] == ITERS, f"every frame change must tear the mirror down: {c}"
     assert c["stale"] == 0, f"a read-only mirror was left at a stale frame: {c}"
     if name == "fork-cow-ro":  # the fork's PROTECTION_PAGE is skipped, the COW copies' CLEARs are not

@@ -78,14 +78,11 @@ def hmm_tests_source(tree: Path) -> Path | None:
 
 
 def hmm_tests(build: KernelBuild) -> Path:
-    """The tree's own selftests/mm/hmm-tests, as its Makefile would build it, but static."""
+    """The tree's own selftests/mm/hmm-tests, as its Makefile builds it (7.x links vm_util.c), but static."""
     tree = build.tree.path
-    source = hmm_tests_source(tree)
-    if source is None:
+    if hmm_tests_source(tree) is None:
         raise BuildError(f"{tree} has none of {', '.join(HMM_TESTS)}")
-    inputs = [tree / h for h in (*_SELFTEST_HEADERS, "lib/test_hmm_uapi.h", "mm/gup_test.h") if (tree / h).exists()]
-    return compile_static(build, "hmm-tests", source, inputs, ["-O2", "-Wall", f"-I{tree}/tools/testing/selftests"],
-                          ["-lpthread"])
+    return mm_selftest(build, "hmm-tests")
 
 
 def kprogram(build: KernelBuild, name: str) -> Path:
@@ -193,8 +190,8 @@ def mm_selftest(build: KernelBuild, name: str) -> Path:
         cflags.append("-D_GNU_SOURCE=")
     if "TOOLS_INCLUDES :=" in lib_mk:  # <linux/...> headers of tools/include/uapi, after the build's own
         cflags += ["-isystem", str(uapi_headers(build)), "-isystem", str(tree / "tools/include/uapi")]
-    inputs = [*sorted(mmdir.glob("*.h")), *(tree / h for h in (*_SELFTEST_HEADERS, "mm/gup_test.h")
-                                            if (tree / h).exists()), generated / _LOCAL_CONFIG_NAMES[0]]
+    inputs = [*sorted(mmdir.glob("*.h")), generated / _LOCAL_CONFIG_NAMES[0],
+              *(tree / h for h in (*_SELFTEST_HEADERS, "mm/gup_test.h", "lib/test_hmm_uapi.h") if (tree / h).exists())]
     try:
         return compile_static(build, name, mmdir / recipe.sources[0], inputs, cflags, recipe.libs,
                               [mmdir / s for s in recipe.sources[1:]])
