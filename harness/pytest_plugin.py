@@ -152,9 +152,11 @@ class VMs:
         return self.vm
 
     def discard(self) -> None:
-        if self.vm:
-            self.vm.stop()
-            self.vm = None
+        # Forget the VM before stopping it: the watchdog thread discards while the test it stopped may
+        # already be over, and the next test's get() must not be handed a VM whose SSH is closing.
+        vm, self.vm = self.vm, None
+        if vm:
+            vm.stop()
 
     def close(self) -> None:
         self.discard()
