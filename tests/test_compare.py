@@ -41,12 +41,12 @@ def test_an_mbox_is_split_in_order():
 
 def test_a_file_without_a_diff_is_refused(tmp_path: Path):
     (tmp_path / "notes.txt").write_text("Subject: hello\n\nno diff here\n")
-    with pytest.raises(patches.PatchError, match="notes.txt: has no diff"):
+    with pytest.raises(patches.PatchError, match=r"notes\.txt: has no diff"):
         patches.read_series([str(tmp_path / "notes.txt")], user_tree(_tree(tmp_path / "t")))
 
 
 def test_a_missing_patch_is_named(tmp_path: Path):
-    with pytest.raises(patches.PatchError, match="no-such.patch: no such file"):
+    with pytest.raises(patches.PatchError, match=r"no-such\.patch: no such file"):
         patches.read_series([str(tmp_path / "no-such.patch")], user_tree(_tree(tmp_path / "t")))
 
 
@@ -217,5 +217,5 @@ def test_expect_events_file_errors_are_clear(tmp_path: Path):
     with pytest.raises(compare.ExpectEventsError, match="change 1 needs 'case'"):
         compare.load_expected(f)
     f.write_text("changes: [\n")
-    with pytest.raises(compare.ExpectEventsError, match="expect.yaml"):
+    with pytest.raises(compare.ExpectEventsError, match=r"expect\.yaml"):
         compare.load_expected(f)
