@@ -24,6 +24,7 @@ class KernelTree:
     identity: str  # e.g. "debian:linux-source-6.12=6.12.57-1" or "git:<sha>" or "git:<sha>-dirty"
     immutable: bool  # a Debian tree never changes under us; a user's tree may
     base: KernelTree | None = None  # a patched copy's base tree (harness/kernel/patches.py)
+    changed: tuple[str, ...] = ()  # the files its patches touch, relative to the tree
 
     @property
     def series(self) -> str:
