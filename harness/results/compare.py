@@ -92,11 +92,12 @@ class OutcomeChange:
     after: Outcome | None
     reason: str  # the patched side's reason (or the base's, for a fix)
     kind: str  # regressed | events | fixed | changed
+    details: tuple[str, ...] = ()  # the patched side's problems, from the test's checks.json
 
     def line(self) -> str:
         b, a = (o.value if o else "absent" for o in (self.before, self.after))
-        tail = f": {self.reason}" if self.reason else ""
-        return f"{b} → {a}  {self.test}{tail}"
+        tail = f": {self.reason}" if self.reason and not self.details else ""
+        return "\n      ".join([f"{b} → {a}  {self.test}{tail}", *self.details])
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,9 @@ def compare(base: str, patched: str, base_runs: list[Path], patched_runs: list[P
     out.gone_splats = sorted(base_titles - patched_titles)
     for side, results in (("base", before), ("patched", after)):
         checks = [r for name, r in results.items() if COMPLETENESS in name]
-        out.completeness[side] = [f"{r.test}: {r.reason}" for r in checks if r.outcome in FAILED]
+        runs = base_runs if side == "base" else patched_runs
+        out.completeness[side] = ["\n      ".join([f"{r.test}:", *(_details(r.test, runs) or (r.reason,))])
+                                  for r in checks if r.outcome in FAILED]
     out.completeness_ran = (sum(COMPLETENESS in t for t in before), sum(COMPLETENESS in t for t in after))
     if expected is not None:
         out.events = [_judged(e, expected) for e in out.events]
@@ -192,7 +195,7 @@ def _outcome_change(test: str, b: Result | None, a: Result | None, changed_event
         return None
     if after in FAILED or after == Outcome.INFRA:
         kind = "events" if test in changed_events and _only_expectations_failed(test, patched_runs) else "regressed"
-        return OutcomeChange(test, before, after, a.reason if a else "", kind)
+        return OutcomeChange(test, before, after, a.reason if a else "", kind, _details(test, patched_runs))
     if before in FAILED and after == Outcome.PASS:
         return OutcomeChange(test, before, after, b.reason if b else "", "fixed")
     either = a or b
@@ -208,6 +211,18 @@ def _only_expectations_failed(test: str, run_dirs: list[Path]) -> bool:
             checks = json.loads(path.read_text())
             return bool(checks.get("expectations")) and not any(v for k, v in checks.items() if k != "expectations")
     return False
+
+
+def _details(test: str, run_dirs: list[Path], most: int = 4) -> tuple[str, ...]:
+    """The first problems a test recorded in its checks.json, the ones that break a mirror first."""
+    for run in run_dirs:
+        path = RunDir(run).test_dir(test) / CHECKS_JSON
+        if path.exists():
+            checks = json.loads(path.read_text())
+            found = [p for kind in ("completeness", "contract", "extra", "expectations") for p in checks.get(kind, [])]
+            more = [f"... and {len(found) - most} more"] if len(found) > most else []
+            return tuple(line.splitlines()[0] for line in found[:most]) + tuple(more)
+    return ()
 
 
 def _splat_titles(run_dirs: list[Path]) -> set[str]:
