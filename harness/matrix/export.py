@@ -122,8 +122,9 @@ def build_minutes(matrix: Matrix) -> int:
 
 def build_inputs_digest() -> str:
     """The content of BUILD_INPUTS now (GitLab's cache key has no hashFiles: the export computes it)."""
-    files = sorted(p for pattern in BUILD_INPUTS for p in paths.REPO.glob(pattern) if p.is_file()
-                   and "__pycache__" not in p.parts)
+    # "DIR/**" as hashFiles reads it: every file under DIR (pathlib's ** alone would match directories only)
+    files = sorted(p for pattern in BUILD_INPUTS for p in (paths.REPO / pattern.removesuffix("/**")).rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts)
     return content_key(*(str(p.relative_to(paths.REPO)).encode() + b"\0" + p.read_bytes() for p in files))[:12]
 
 
