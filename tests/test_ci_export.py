@@ -226,6 +226,7 @@ def test_pipeline_semantics(m: spec.Matrix, ci: str):
             ran.add(job.id)
     assert ran == set(cells)
     report = jobs["report"]
+    assert any(c.startswith(f".venv/bin/harness report {export.run_dir(m)} --kcidb ") for c in report.commands)
     assert set(report.needs or report.downloads) == ({j.id for j in jobs.values() if j.id.startswith("cells-")}
                                                      if ci == "github" else set(cells))
 

@@ -104,6 +104,17 @@ def cell_command(matrix: Matrix, cell_id: str) -> str:
     return f".venv/bin/harness matrix run {matrix.name} --cell {cell_id} --run-dir {run_dir(matrix)}"
 
 
+def report_command(matrix: Matrix) -> str:
+    """The merged report, and the run as a KCIDB document for a lab that submits to KernelCI (kcidb-submit)."""
+    rd = run_dir(matrix)
+    return f".venv/bin/harness report {rd} --kcidb {rd}/kcidb.json"
+
+
+def report_files(matrix: Matrix) -> list[str]:
+    rd = run_dir(matrix)
+    return [f"{rd}/report.html", f"{rd}/summary.json", f"{rd}/junit.xml", f"{rd}/kcidb.json"]
+
+
 def pack_command(k: Kernel) -> str:
     return " ".join([".venv/bin/harness", "kernel", *k.args(), "--pack", k.file])
 
@@ -201,10 +212,10 @@ def github(matrix: Matrix) -> dict[str, Any]:
             _github_install(["make", "python3-venv"], "make venv"),
             {"name": "download every cell's results", "uses": "actions/download-artifact@v4",
              "with": {"pattern": "cell-*", "path": rd, "merge-multiple": True}},
-            {"name": "merged report", "run": f'.venv/bin/harness report {rd} | tee -a "$GITHUB_STEP_SUMMARY"'},
+            {"name": "merged report", "run": f'{report_command(matrix)} | tee -a "$GITHUB_STEP_SUMMARY"'},
             {"name": "upload the report", "if": "always()", "uses": "actions/upload-artifact@v4",
              "with": {"name": f"report-{matrix.name}", "retention-days": ARTIFACT_DAYS,
-                      "path": f"{rd}/report.html\n{rd}/summary.json\n{rd}/junit.xml\n"}},
+                      "path": "".join(f"{p}\n" for p in report_files(matrix))}},
         ],
     }
     return {
@@ -253,9 +264,8 @@ def gitlab(matrix: Matrix) -> dict[str, Any]:
         "stage": "report",
         "when": "always",
         "timeout": f"{REPORT_MINUTES}m",
-        "script": [f"{INSTALL} make python3-venv >/dev/null", "make venv", f".venv/bin/harness report {rd}"],
-        "artifacts": {"when": "always", "expire_in": f"{ARTIFACT_DAYS} days",
-                      "paths": [f"{rd}/report.html", f"{rd}/summary.json", f"{rd}/junit.xml"],
+        "script": [f"{INSTALL} make python3-venv >/dev/null", "make venv", report_command(matrix)],
+        "artifacts": {"when": "always", "expire_in": f"{ARTIFACT_DAYS} days", "paths": report_files(matrix),
                       "reports": {"junit": f"{rd}/junit.xml"}},
     }
     if len(matrix.cells) <= GITLAB_NEEDS_LIMIT:
