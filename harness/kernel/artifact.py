@@ -181,8 +181,8 @@ def pack(build: KernelBuild, ksrc: str, notifier: str, fragments: tuple[str, ...
     bdir = f"{src}/{IN_TREE_PREFIX}{build.key}"
     members: list[tuple[str, Path]] = [(f"{src}/{f}", tree.path / f) for f in tree_files(tree.path)]
     members += [(f"{bdir}/{f}", build.dir / f) for f in build_files(build.dir, values)]
-    for module_dir in sorted({ko.parent for ko in guest_modules}):
-        rel = module_dir.relative_to(build.dir)
+    for module_dir in sorted({ko.parent.resolve() for ko in guest_modules}):
+        rel = module_dir.relative_to(build.dir.resolve())  # spelled through builds/ or the tree: the same
         members += [(f"{bdir}/{f}", build.dir / f) for f in _walk(build.dir, str(rel))]
     members.append((f"configure/by-key/{kept.name}", kept))
     members += [(f"guest/{guest_programs.name}/{f}", guest_programs / f) for f in sorted(os.listdir(guest_programs))]
