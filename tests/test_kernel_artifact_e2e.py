@@ -27,6 +27,7 @@ from harness.kernel.build import (
     ccache_counts,
     event_names_header,
 )
+from harness.observe import ktap
 
 pytestmark = pytest.mark.e2e
 
@@ -68,11 +69,15 @@ def test_a_cell_runs_from_an_imported_build(tmp_path: Path, monkeypatch: pytest.
     log_size = (build_dir / "build.log").stat().st_size
 
     results = tmp_path / "results"
-    harness("run", "--kernel-src", "debian:6.12", "--notifier", "on", "suites/test_notifier_events.py",
-            cache=cache, results=results)
+    ran = harness("run", "--kernel-src", "debian:6.12", "--notifier", "on", "--ktap",
+                  "suites/test_notifier_events.py", cache=cache, results=results)
     (run,) = [p for p in results.iterdir() if not p.is_symlink()]
     outcomes = json.loads((run / "outcomes.json").read_text())
     assert outcomes and {o["outcome"] for o in outcomes} == {"PASS"}, outcomes
+    # --ktap: stdout is the KTAP document alone (pytest and the summary went to stderr)
+    tap = ktap.parse(ran.stdout)
+    assert ran.stdout.startswith("KTAP version 1\n") and tap.complete and tap.plan == len(outcomes)
+    assert {r.status for r in tap.results} == {"pass"}
     assert json.loads((run / "kernel.json").read_text())["build_dir"] == str(build_dir)
 
     monkeypatch.setenv("HARNESS_CACHE", str(cache))
