@@ -84,6 +84,11 @@ def test_a_harness_run_of_a_git_tree(tmp_path: Path):
     (build_dir / STAMP).write_text(json.dumps({"build_s": 512.5, "ccache": {"hits": 3, "misses": 9}}))
     run = plain_run(tmp_path / "results/20261128-090000", f"git:{SHA}-dirty", tmp_path / "linux", build_dir,
                     {"test_mprotect[rw-ro]": "PASS", "test_cow": "XFAIL", "test_hang": "TIMEOUT"})
+    # The evidence suite's mirror counters, as guest.save() keeps the probe's `mirror` line per mode
+    cow_dir = RunDir(run).test_dir("suites/test_events.py::test_cow")
+    (cow_dir / "cow-ro-blind.txt").write_text("id=0 pid=7 start=0x1000 end=0x3000 perm=ro mode=blind received=8 "
+                                              "acted=8 refaults=4 stale=0 events=PROTECTION_VMA:8:0,\n")
+    (cow_dir / "cow-ro-context.txt").write_text("id=0 pid=8 perm=ro mode=context received=8 acted=0 refaults=0\n")
     doc = valid(kcidb.document(run, url_base="https://lab.example/runs/20261128-090000"))
     (checkout,) = doc["checkouts"]
     assert checkout["git_commit_hash"] == SHA and checkout["misc"]["dirty"] is True
@@ -95,6 +100,12 @@ def test_a_harness_run_of_a_git_tree(tmp_path: Path):
                             "mmu_notifier.events.hang"}
     assert by_path["mmu_notifier.events.cow"]["status"] == "PASS"
     assert by_path["mmu_notifier.events.cow"]["misc"]["outcome"] == "XFAIL"
+    cow = by_path["mmu_notifier.events.cow"]
+    assert cow["number"] == {"value": 0, "unit": "re-faults"}, "what the mirror that honours the event re-faults"
+    assert cow["misc"]["evidence"]["blind"] == {"id": 0, "pid": 7, "perm": "ro", "mode": "blind", "received": 8,
+                                                "acted": 8, "refaults": 4, "stale": 0,
+                                                "events": "PROTECTION_VMA:8:0,"}
+    assert by_path["mmu_notifier.events.hang"]["number"] == {"value": 1, "unit": "invalidations"}
     assert by_path["mmu_notifier.events.hang"]["status"] == "ERROR"
     assert by_path["mmu_notifier.events.mprotect_rw-ro"]["output_files"][0]["url"].startswith(
         "https://lab.example/runs/20261128-090000/tests/")

@@ -5,7 +5,8 @@
     builds     one per (tree, final .config): x86_64, the config named by its notifier axis and fragment, status,
                duration (from the build's stamp, where the build is still in this cache), the .config used
     tests      one per test of each cell: path mmu_notifier.<suite>.<test>, status mapped from our outcome,
-               duration, the console log, the dmesg, and the notifier events it saw (total as `number`)
+               duration, the console log, the dmesg, and the notifier events it saw (total as `number`); an
+               evidence test's mirror counters (its re-faults as `number`)
 
 Any run directory `harness report` reads (a matrix run, a `harness run`), or a `harness compare` directory
 (its base/ and patched/ runs). Files are referred to by URL: `url_base` + their path in the run directory when
@@ -24,6 +25,7 @@ from harness.kernel.patches import TREE_STAMP
 from harness.results.model import read_json
 from harness.results.outcome import Outcome
 from harness.results.report import CellReport, Entry, RunReport, load_run
+from harness.results.rundir import RunDir
 
 ORIGIN = "mmu_notifier_harness"
 VERSION = {"major": 5, "minor": 3}
@@ -153,7 +155,26 @@ def _test(build_id: str, run: RunReport, cell: CellReport, entry: Entry, url_bas
         # How many invalidations the notifier saw, by event name in misc, in all as the test's number
         out["misc"]["events"] = entry.events
         out["number"] = {"value": sum(entry.events.values()), "unit": "invalidations"}
+    if evidence := mirror_counters(RunDir(run.dir / cell.dir).test_dir(entry.name)):
+        # The evidence suite's mirror: what each mode received, acted on and re-faulted (docs/evidence.md); the
+        # number is what a mirror that honours the event re-faults (context), else one that ignores it (blind)
+        out["misc"]["evidence"] = evidence
+        mode = evidence.get("context") or evidence.get("blind") or {}
+        if isinstance(mode.get("refaults"), int):
+            out["number"] = {"value": mode["refaults"], "unit": "re-faults"}
     return out
+
+
+def mirror_counters(test_dir: Path) -> dict[str, dict[str, int | str]]:
+    """<workload>-<mode>.txt of an evidence test (the probe's `mirror` line: key=value ...), by mode."""
+    found: dict[str, dict[str, int | str]] = {}
+    for path in sorted(test_dir.glob("*-*.txt")) if test_dir.is_dir() else []:
+        mode = path.stem.rsplit("-", 1)[1]
+        if mode not in ("blind", "context", "unsafe"):
+            continue
+        fields = dict(word.split("=", 1) for word in path.read_text().split() if "=" in word)
+        found[mode] = {k: int(v) if v.isdigit() else v for k, v in fields.items() if k not in ("start", "end")}
+    return found
 
 
 def write(run_dir: Path, dest: Path, url_base: str | None = None) -> dict[str, Any]:
