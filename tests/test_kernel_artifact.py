@@ -149,3 +149,23 @@ def test_only_debian_trees_are_packed(tmp_path: Path, monkeypatch: pytest.Monkey
                        kernel.dir, KEY, "6.12.117")
     with pytest.raises(artifact.ArtifactError, match="only builds of Debian's trees"):
         artifact.pack(mine, "/home/me/linux", "on", (), (), programs, modules, tmp_path / "k.tar.zst")
+
+
+def test_import_next_to_a_full_tree_and_again(packed: artifact.Packed, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch):
+    there = tmp_path / "there"
+    monkeypatch.setenv("HARNESS_CACHE", str(there))
+    full = there / "src/linux-source-6.12"
+    touch(full / "mm/mmap.c")  # a full tree of the same package version, unpacked here before
+    touch(full / source.STAMP, "6.12.117-1~deb12u1")
+    artifact.import_artifact(packed.path)
+    assert not (full / source.IMPORTED).exists(), "a full tree stays full: only the build is added"
+    assert (full / "mm/mmap.c").exists() and (full / f"harness-build-{KEY}" / STAMP).exists()
+    assert os.readlink(there / "builds" / f"6.12.117-{KEY}") == str(full / f"harness-build-{KEY}")
+
+    artifact.import_artifact(packed.path)  # twice: the finished build is kept as it is
+    assert (full / f"harness-build-{KEY}" / STAMP).exists()
+
+    (full / source.STAMP).write_text("6.12.999-1")
+    with pytest.raises(artifact.ArtifactError, match=r"holds debian:linux-source-6.12=6.12.999-1"):
+        artifact.import_artifact(packed.path)
