@@ -4,7 +4,9 @@ mapped to KCIDB's statuses."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -128,6 +130,21 @@ def test_a_compare_run(tmp_path: Path):
     assert len(doc["checkouts"]) == 2 and len(doc["builds"]) == 2 and len(doc["tests"]) == 2
     patched = next(c for c in doc["checkouts"] if c["comment"].endswith("+k1"))
     assert patched["misc"]["patches"] == [{"origin": "0001.patch", "subject": "mm: x"}]
+    assert "patchset_hash" not in patched, "no per-patch sha256 recorded: no hash can be claimed"
+    base = next(c for c in doc["checkouts"] if c["comment"] == base_id)
+    assert base["patchset_hash"] == "", "KCIDB: the empty string for no patches"
+
+    # Where the patched tree recorded each patch's sha256, the patchset hash is KCIDB's:
+    # `sha256sum *.patch | cut -c-64 | sha256sum | cut -c-64`
+    texts = ["From a\n--- a/mm/x.c\n", "From b\n--- a/mm/y.c\n"]
+    sums = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    (patched_tree / TREE_STAMP).write_text(json.dumps({
+        "identity": f"{base_id}+k1", "base_identity": base_id,
+        "patches": [{"origin": f"000{n}.patch", "subject": "mm", "sha256": h} for n, h in enumerate(sums, 1)]}))
+    shell = subprocess.run(["sh", "-c", "sha256sum *.patch | cut -c-64 | sha256sum | cut -c-64"],
+                           cwd=_write_patches(tmp_path / "series", texts), capture_output=True, text=True, check=True)
+    patched = next(c for c in valid(kcidb.document(out))["checkouts"] if c["comment"].endswith("+k1"))
+    assert patched["patchset_hash"] == shell.stdout.strip()
     assert all(c["tree_name"] == "debian-linux-source-6.12" for c in doc["checkouts"])
     statuses = {t["id"].split("/")[1]: t["status"] for t in doc["tests"]}
     assert statuses == {"base": "PASS", "patched": "FAIL"}
@@ -137,6 +154,13 @@ def test_a_compare_run(tmp_path: Path):
     assert main(["report", str(out), "--kcidb", str(dest)]) == 0
     valid(json.loads(dest.read_text()))
     assert not (out / "report.html").exists()
+
+
+def _write_patches(d: Path, texts: list[str]) -> Path:
+    d.mkdir()
+    for n, text in enumerate(texts, 1):
+        (d / f"000{n}.patch").write_text(text)
+    return d
 
 
 def test_the_schema_is_really_applied(tmp_path: Path):

@@ -1,7 +1,8 @@
 """A run's results as a KCIDB v5.3 document, what KernelCI gathers across labs (`harness report RUN --kcidb FILE`).
 
     checkouts  one per kernel tree identity: a Debian source package version, a git commit, or either with a
-               series applied (`harness compare`: the patched side's identity ends in +KEY, the series' key)
+               series applied (`harness compare`: the patched side's identity ends in +KEY, the series' key; its
+               patches by origin and subject, and KCIDB's patchset hash where the tree recorded each patch's sha256)
     builds     one per (tree, final .config): x86_64, the config named by its notifier axis and fragment, status,
                duration (from the build's stamp, where the build is still in this cache), the .config used
     tests      one per test of each cell: path mmu_notifier.<suite>.<test>, status mapped from our outcome,
@@ -15,6 +16,7 @@ the directory is published somewhere, else file:// URLs of this machine.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -106,7 +108,14 @@ def _checkout(checkout_id: str, identity: str, kernel: dict[str, Any]) -> dict[s
     stamp = Path(str(kernel.get("tree") or "")) / TREE_STAMP
     meta = read_json(stamp) if kernel.get("tree") else None
     if isinstance(meta, dict):
-        out["misc"] |= {"base_identity": meta.get("base_identity"), "patches": meta.get("patches") or []}
+        patches = list(meta.get("patches") or [])
+        out["misc"] |= {"base_identity": meta.get("base_identity"), "patches": patches}
+        hashes = [p.get("sha256") for p in patches if isinstance(p, dict)]
+        if patches and all(isinstance(h, str) and re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes):
+            # KCIDB's patchset hash: sha256 over the patches' newline-terminated sha256s, in order
+            out["patchset_hash"] = hashlib.sha256("".join(f"{h}\n" for h in hashes).encode()).hexdigest()
+    elif "+" not in identity:
+        out["patchset_hash"] = ""  # KCIDB: no patches applied to the base
     return out
 
 
