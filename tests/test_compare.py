@@ -6,6 +6,7 @@ down the verdict rules; tests/test_compare_e2e.py builds real kernels and runs r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -94,7 +95,9 @@ def test_patched_tree_leaves_the_base_as_it_was(tmp_path: Path, monkeypatch: pyt
     # the unchanged file is shared (a hard link), the patched one is the copy's own
     assert (tree.path / "mm" / "b.c").stat().st_ino == (base_path / "mm" / "b.c").stat().st_ino
     assert (tree.path / "mm" / "a.c").stat().st_ino != (base_path / "mm" / "a.c").stat().st_ino
-    assert patches.describe(tree) == [{"origin": "0001-edit.patch", "subject": "mm: edit a"}]
+    (applied,) = patches.describe(tree)
+    assert (applied["origin"], applied["subject"]) == ("0001-edit.patch", "mm: edit a")
+    assert applied["sha256"] == hashlib.sha256(patch.read_bytes()).hexdigest()
     assert patches.cached_tree(ksrc) == tree
 
 
