@@ -222,3 +222,29 @@ def test_expect_events_file_errors_are_clear(tmp_path: Path):
     f.write_text("changes: [\n")
     with pytest.raises(compare.ExpectEventsError, match=r"expect\.yaml"):
         compare.load_expected(f)
+
+
+def _git(tree: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_a_git_base_is_its_head_and_a_range_is_its_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    repo = _tree(tmp_path / "repo")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "base")
+    (repo / "mm" / "b.c").write_text("int b2;\n")
+    _git(repo, "commit", "-qam", "mm: b2")
+    (repo / "mm" / "b.c").write_text("int b3;\n")  # uncommitted: not part of the snapshot
+    head = _git(repo, "rev-parse", "HEAD")
+
+    ksrc, snap = patches.fixed_base(str(repo))
+
+    assert ksrc.startswith("patched:") and snap.identity == f"git:{head}" and snap.immutable
+    assert (snap.path / "mm" / "b.c").read_text() == "int b2;\n"
+    series = patches.read_series(["HEAD~1..HEAD"], user_tree(repo))
+    assert [p.subject for p in series] == ["mm: b2"] and series[0].touched() == ["mm/b.c"]
+    with pytest.raises(patches.PatchError, match=r"git format-patch HEAD~5\.\.HEAD"):
+        patches.read_series(["HEAD~5..HEAD"], user_tree(repo))
