@@ -248,3 +248,19 @@ def test_a_git_base_is_its_head_and_a_range_is_its_commits(tmp_path: Path, monke
     assert [p.subject for p in series] == ["mm: b2"] and series[0].touched() == ["mm/b.c"]
     with pytest.raises(patches.PatchError, match=r"git format-patch HEAD~5\.\.HEAD"):
         patches.read_series(["HEAD~5..HEAD"], user_tree(repo))
+
+
+def test_device_counters_are_compared_with_the_access_time_ratio(tmp_path: Path):
+    runs = []
+    for side, faults, times in (("b", 20, [0.010, 0.011, 0.012, 0.013, 0.014]), ("p", 0, [0.005] * 5)):
+        root = _run(tmp_path / side)
+        d = root / "tests" / "suites_test_rxe.py_test_evidence_reader_writeback-ro"
+        d.mkdir()
+        compare.write_device_counters(d, "rxe", "writeback ro", {"invalidations": 40, "device_faults": faults,
+                                                                 "stale": 0}, times)
+        runs.append(root)
+    c = compare.compare("b", "p", [runs[0]], [runs[1]], "6.12")
+    (dev,) = c.devices
+    assert dev.changed and c.exit_code() == compare.EXIT_EVENTS
+    assert dev.line() == ("rxe writeback ro: device_faults 20 → 0, invalidations 40, stale 0, "
+                          "access time x0.42 (0.48 to 0.37)")  # 0.005 over 0.012, 0.0105, 0.0135

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from harness.results.rundir import RunDir
 EXIT_SAME, EXIT_REGRESSED, EXIT_EVENTS = 0, 1, 3
 COMPLETENESS = "invalidates_every_page"  # in the names of the completeness tests
 CHECKS_JSON = "checks.json"  # a test's problems by kind: expectations (events), contract, extra
+DEVICE_JSON = "device.json"  # a device workload's counters (write_device_counters)
 ELSEWHERE = "-"  # the range of an event that touches none of the program's ranges
 
 
@@ -117,6 +119,30 @@ class ExpectedChange:
         return f"{self.case}: {self.vanish or 'nothing'} → {self.appear or 'nothing'}"
 
 
+@dataclass(frozen=True)
+class DeviceChange:
+    """A device's counters for one workload on both kernels, and the ratio of its access times."""
+
+    test: str
+    device: str
+    workload: str
+    before: dict[str, int]
+    after: dict[str, int]
+    time_ratio: tuple[float, float, float] | None  # patched/base: median access time, and its quartiles
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def line(self) -> str:
+        parts = [f"{k} {self.before.get(k, '-')} → {self.after.get(k, '-')}" if self.before.get(k) != self.after.get(k)
+                 else f"{k} {self.before.get(k, '-')}" for k in sorted(self.before.keys() | self.after.keys())]
+        if self.time_ratio:
+            mid, lo, hi = self.time_ratio
+            parts.append(f"access time x{mid:.2f} ({lo:.2f} to {hi:.2f})")
+        return f"{self.device} {self.workload}: " + ", ".join(parts)
+
+
 @dataclass
 class Comparison:
     base: str
@@ -130,6 +156,7 @@ class Comparison:
     completeness: dict[str, list[str]] = field(default_factory=dict)  # side -> failures ("" side: none ran)
     completeness_ran: tuple[int, int] = (0, 0)
     unseen: list[ExpectedChange] = field(default_factory=list)  # intended changes that did not happen
+    devices: list[DeviceChange] = field(default_factory=list)
     builds: dict[str, dict[str, object]] = field(default_factory=dict)  # side -> build figures
     notes: list[str] = field(default_factory=list)
 
@@ -141,13 +168,13 @@ class Comparison:
         if (self.regressions or self.new_splats or self.completeness.get("patched") or self.unseen
                 or any(e.intended is False for e in self.events)):
             return EXIT_REGRESSED
-        if self.events or any(c.kind == "events" for c in self.outcomes):
+        if self.events or any(c.kind == "events" for c in self.outcomes) or any(d.changed for d in self.devices):
             return EXIT_EVENTS
         return EXIT_SAME
 
     def verdict(self) -> str:
         return {EXIT_SAME: "nothing changed", EXIT_REGRESSED: "REGRESSED",
-                EXIT_EVENTS: "only notifier events changed"}[self.exit_code()]
+                EXIT_EVENTS: "only notifier events or a device's counters changed"}[self.exit_code()]
 
 
 def compare(base: str, patched: str, base_runs: list[Path], patched_runs: list[Path], series: str,
@@ -159,6 +186,7 @@ def compare(base: str, patched: str, base_runs: list[Path], patched_runs: list[P
     cases = expectations.load(series)
     out.events = _event_changes(base_runs, patched_runs, cases)
     out.workloads = len(_workload_dirs(base_runs).keys() & _workload_dirs(patched_runs).keys())
+    out.devices = _device_changes(base_runs, patched_runs)
     changed_events = {e.test for e in out.events}
     for test in sorted(before.keys() | after.keys()):
         b, a = before.get(test), after.get(test)
@@ -296,6 +324,35 @@ def _site(case: expectations.Case | None, group: Group) -> str:
     return ", ".join(sites)
 
 
+def write_device_counters(test_dir: Path, device: str, workload: str, counters: dict[str, int],
+                          access_s: list[float]) -> None:
+    """What a device test leaves for compare: its counters for one workload and each access's time."""
+    (test_dir / DEVICE_JSON).write_text(json.dumps({"device": device, "workload": workload, "counters": counters,
+                                                    "access_s": access_s}, indent=1))
+
+
+def _device_changes(base_runs: list[Path], patched_runs: list[Path]) -> list[DeviceChange]:
+    def found(runs: list[Path]) -> dict[str, Path]:
+        return {d.name: d / DEVICE_JSON for run in runs for d in sorted((run / "tests").glob("*"))
+                if (d / DEVICE_JSON).exists()}
+    before, after = found(base_runs), found(patched_runs)
+    out = []
+    for name in sorted(before.keys() & after.keys()):
+        b, a = (json.loads(p.read_text()) for p in (before[name], after[name]))
+        out.append(DeviceChange(_test_name(patched_runs, name), b["device"], b["workload"], b["counters"],
+                                a["counters"], time_ratio(b.get("access_s") or [], a.get("access_s") or [])))
+    return out
+
+
+def time_ratio(before: list[float], after: list[float]) -> tuple[float, float, float] | None:
+    """patched/base of the median access time, with the ratio of the lower and of the upper quartiles as
+    its spread: one sitting, the same machine, so the ratio (not the absolute time) is the figure."""
+    if len(before) < 4 or len(after) < 4 or min(before) <= 0:
+        return None
+    qb, qa = statistics.quantiles(before, n=4), statistics.quantiles(after, n=4)
+    return (statistics.median(after) / statistics.median(before), qa[0] / qb[0], qa[2] / qb[2])
+
+
 def load_expected(path: Path) -> list[ExpectedChange]:
     """An --expect-events file: `changes:` a list of {case: GLOB, from: EVENT|null, to: EVENT|null}."""
     try:
@@ -344,6 +401,9 @@ def render_text(c: Comparison) -> str:
     lines += ["", f"Events: {c.workloads} workloads compared; {len({e.case for e in c.events})} changed"]
     lines += [f"  {e.line()}" for e in c.events]
     lines += [f"  intended but not seen: {x.describe()}" for x in c.unseen]
+    if c.devices:
+        lines += ["", f"Devices: {len(c.devices)} workloads; counters changed in {sum(d.changed for d in c.devices)}"]
+        lines += [f"  {d.line()}" for d in c.devices]
     ran_b, ran_p = c.completeness_ran
     lines += ["", f"Completeness (every moved page invalidated): base {ran_b - len(c.completeness.get('base', []))}"
               f"/{ran_b} pass, patched {ran_p - len(c.completeness.get('patched', []))}/{ran_p} pass"]
@@ -369,6 +429,8 @@ def to_json(c: Comparison) -> dict[str, object]:
                     "relation": e.group.relation, "before": e.before, "after": e.after, "site": e.site,
                     "exact": e.exact, "intended": e.intended} for e in c.events],
         "unseen": [x.describe() for x in c.unseen],
+        "devices": [{"test": d.test, "device": d.device, "workload": d.workload, "before": d.before,
+                     "after": d.after, "time_ratio": d.time_ratio} for d in c.devices],
         "completeness": {"ran": {"base": c.completeness_ran[0], "patched": c.completeness_ran[1]},
                          "failures": c.completeness},
         "builds": c.builds,
