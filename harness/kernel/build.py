@@ -92,8 +92,18 @@ def build_kernel(configured: Configured, jobs: int | None = None) -> KernelBuild
     outdir.mkdir(parents=True, exist_ok=True)
     atomic.write_text(outdir / "harness-config-why.txt", configured.why)
     if not (stamp.exists() and tree.immutable):
-        _make_kernel(tree, outdir, configured.config, key, jobs)
+        # One lock per build directory: other configs of the same tree build meanwhile, and a second
+        # run of this config waits for the first rather than build it twice.
+        with atomic.locked(build_lock(outdir), f"building kernel {tree.version} ({tree.identity}) in {outdir}",
+                           log=outdir / "build.log"):
+            if not (stamp.exists() and tree.immutable):  # or the process we waited for built it
+                _make_kernel(tree, outdir, configured.config, key, jobs)
     return KernelBuild(tree, outdir, key, json.loads(stamp.read_text())["release"])
+
+
+def build_lock(build_dir: Path) -> Path:
+    """The lock of a build directory: exclusive while make writes it, shared while an image is made from it."""
+    return paths.cache_root() / "locks" / f"build-{build_dir.name}.lock"
 
 
 def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: int | None) -> None:
