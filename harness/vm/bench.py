@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 from harness.kernel.prepare import prepare
+from harness.results.outcome import HarnessFault
+from harness.vm import faults
 from harness.vm.machine import VM, load_profile, probe_accel
 
 
@@ -39,12 +41,15 @@ def run_bench(out_dir: Path, ksrc: str | None, machine: str = "default", boots: 
     for i in range(boots):
         vm = VM(profile, prepared.build.bzimage, prepared.image, out_dir / f"vm-{i + 1}", accel=accel)
         try:
-            vm.start(boot_timeout=120)
-            boot_times.append(vm.boot_s)
-            if i == 0:
-                assert vm.ssh
-                for _ in range(roundtrips):
-                    rtts.append(vm.ssh.run(["true"], check=True).duration_s)
+            # A fault of the machine ends the bench, said as every command says it (harness/vm/faults.py).
+            with faults.guarded(vm, f"boot {i + 1} of {boots}") as work:
+                vm.start(boot_timeout=120)
+                boot_times.append(vm.boot_s)
+                if i == 0:
+                    assert vm.ssh
+                    work.doing = "measuring SSH round trips"
+                    for _ in range(roundtrips):
+                        rtts.append(vm.ssh.run(["true"], check=True).duration_s)
         finally:
             vm.stop()
     figures = {
@@ -68,8 +73,6 @@ def run_soak(out_dir: Path, ksrc: str | None, runs: int = 50, machine: str = "de
     A run is clean when the guest boots, mm_smoke and munmap exit 0 over SSH, and dmesg has no splat.
     """
     from harness.observe.splat import find_splats
-    from harness.vm.machine import BootError
-    from harness.vm.ssh import SSHError
 
     out_dir.mkdir(parents=True, exist_ok=True)
     prepared = prepare(ksrc)
@@ -80,25 +83,28 @@ def run_soak(out_dir: Path, ksrc: str | None, runs: int = 50, machine: str = "de
     for i in range(runs):
         vm = VM(profile, prepared.build.bzimage, prepared.image, out_dir / f"run-{i + 1}", accel=accel,
                 extra_append=append)
-        cause = ""
+        cause, outcome = "", "PASS"
         try:
-            vm.start(boot_timeout=120)
-            boots.append(vm.boot_s)
-            assert vm.ssh
-            for program in ("mm_smoke", "munmap"):
-                result = vm.ssh.run([f"/guest/bin/{program}"], timeout=60)
-                if not result.ok:
-                    cause = f"{program} exited {result.exit_status}: {result.stderr.strip()[:200]}"
-                    break
-            if not cause and (splats := find_splats(vm.ssh.run(["dmesg"], check=True).stdout)):
-                cause = f"splat: {splats[0].title}"
-        except (BootError, SSHError) as e:
-            cause = str(e).splitlines()[0]
+            with faults.guarded(vm, "booting the guest") as work:
+                vm.start(boot_timeout=120)
+                boots.append(vm.boot_s)
+                assert vm.ssh
+                for program in ("mm_smoke", "munmap"):
+                    work.doing = f"{program} ran"
+                    result = vm.ssh.run([f"/guest/bin/{program}"], timeout=60)
+                    if not result.ok:
+                        cause, outcome = f"{program} exited {result.exit_status}: {result.stderr.strip()[:200]}", "FAIL"
+                        break
+                work.doing = "reading dmesg"
+                if not cause and (splats := find_splats(vm.ssh.run(["dmesg"], check=True).stdout)):
+                    cause, outcome = f"splat: {splats[0].title}", "FAIL"
+        except HarnessFault as e:  # the one classification (harness/vm/faults.py)
+            cause, outcome = e.reason.splitlines()[0], e.outcome.value
         finally:
             vm.stop()
         if cause:
-            flakes.append({"run": i + 1, "cause": cause, "console_log": str(vm.console_log)})
-        print(f"  soak {i + 1}/{runs}: {'FLAKE ' + cause if cause else 'ok'}", flush=True)
+            flakes.append({"run": i + 1, "outcome": outcome, "cause": cause, "console_log": str(vm.console_log)})
+        print(f"  soak {i + 1}/{runs}: {f'FLAKE {outcome}: {cause}' if cause else 'ok'}", flush=True)
     figures = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kernel": prepared.build.release, "accel": accel,
                "runs": runs, "flakes": len(flakes), "causes": flakes,
                "boot_to_ssh_s": spread(boots) if boots else None}
