@@ -16,11 +16,14 @@ Workloads whose events are not deterministic say so and assert what is:
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from harness.checks import expectations
 from harness.checks.workloads import GuestSetup, Run, Unavailable, run_case
 from harness.observe import pagemap
+from harness.results.compare import CHECKS_JSON
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier]
 
@@ -121,6 +124,7 @@ def test_events_match_the_kernel_source(guest, kernel, cases, setup, name):
     provide(setup, case)
     run = run_case(guest, case)
     extra = EXTRA_CHECKS.get(name, lambda _: [])(run)
+    guest.save(CHECKS_JSON, json.dumps(run.checks(extra), indent=1))
     assert not run.problems() and not extra, run.report(extra)
 
 

@@ -21,7 +21,9 @@ def main(cache: Path, key: str, make_s: float) -> None:
     os.environ["HARNESS_CACHE"] = str(cache)
     tree = KernelTree(cache / "src" / "linux", "6.12.117", "debian:linux-source-6.12=6.12.117-1", immutable=True)
 
-    def make(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: int | None) -> None:
+    tree.path.mkdir(parents=True, exist_ok=True)  # a Debian tree's builds live inside it (build.build_dir)
+
+    def make(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: int | None, seeded: str | None) -> None:
         with open(outdir / "build.log", "a") as log:
             log.write(f"  CC      mm/rmap.o ({key})\n")
         time.sleep(make_s)

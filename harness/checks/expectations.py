@@ -54,6 +54,7 @@ class Case:
     basis: str = ""  # the kernel version whose source these expectations were read from
     since: str = ""  # the first series whose kernel has what the program uses
     feature: str = ""  # what that is, for the skip message
+    deterministic: bool = True  # the kernel gives the same events every run (not KSM, not compaction)
 
     def unavailable(self, series: str) -> str:
         """Why this case cannot run on `series` (it predates `since`), or "" if it can."""
@@ -90,7 +91,7 @@ def _case(name: str, spec: dict, series: str, default_basis: str, path: Path) ->
     where = f"{path}: case {name}"
     if not isinstance(spec, dict) or not spec.get("run"):
         raise ExpectationError(f"{where}: needs 'run' (the guest program and its arguments)")
-    unknown = set(spec) - {"run", "expect", "only", "needs", "why", "versions", "since", "source"}
+    unknown = set(spec) - {"run", "expect", "only", "needs", "why", "versions", "since", "source", "deterministic"}
     if unknown:
         raise ExpectationError(f"{where}: unknown key(s) {sorted(unknown)}")
     chosen, basis = spec, str(spec.get("source", default_basis))  # a case may be read from a newer tree
@@ -108,7 +109,8 @@ def _case(name: str, spec: dict, series: str, default_basis: str, path: Path) ->
     return Case(name=name, argv=tuple(str(a) for a in spec["run"]),
                 expect=tuple(_expectation(e, where) for e in chosen.get("expect") or ()),
                 only=bool(spec.get("only", False)), needs=needs, why=str(chosen.get("why", "")), basis=basis,
-                since=str(since.get("version", "")), feature=str(since.get("feature", "")))
+                since=str(since.get("version", "")), feature=str(since.get("feature", "")),
+                deterministic=bool(spec.get("deterministic", True)))
 
 
 def _series_key(series: str) -> tuple[int, ...]:

@@ -99,7 +99,15 @@ class Run:
 
     def problems(self) -> list[str]:
         """Everything wrong with this run: the case's expectations and the notifier contract."""
-        out = list(self.outcome.failures)
+        return list(self.outcome.failures) + self.contract_problems()
+
+    def checks(self, extra: list[str]) -> dict[str, list[str]]:
+        """The problems by kind, as checks.json keeps them: `harness compare` tells a test that fails only
+        on its event expectations (the series changed the events) from one that broke the contract."""
+        return {"expectations": list(self.outcome.failures), "contract": self.contract_problems(), "extra": extra}
+
+    def contract_problems(self) -> list[str]:
+        out = []
         if self.info.get("probed") != 1:
             out.append("the program ran without the probe watching it")
         classic = [e for e in self.events if e.sub == "mn"]

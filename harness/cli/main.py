@@ -11,12 +11,12 @@ import argparse
 import os
 import sys
 
-from harness.cli import bench, config, driver, evidence, kernel, matrix, report, run, shell, trace
+from harness.cli import bench, compare, config, driver, evidence, kernel, matrix, report, run, shell, trace
 from harness.errors import UserError
 from harness.results.outcome import HarnessFault
 from harness.vm.ssh import SSHError
 
-COMMANDS = (kernel, run, shell, bench, config, matrix, report, trace, driver, evidence)
+COMMANDS = (kernel, run, shell, bench, config, matrix, report, trace, driver, evidence, compare)
 
 
 def parser() -> argparse.ArgumentParser:

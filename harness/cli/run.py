@@ -9,6 +9,8 @@ Other commands run suites through `run(RunRequest)`, not through this command li
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,7 @@ class RunRequest:
     k: str | None = None
     boot_timeout: float | None = None
     guest_modules: str = ""
+    quiet: bool = False  # pytest's progress on stderr, leaving stdout to the caller's report (compare)
 
 
 @dataclass(frozen=True)
@@ -80,5 +83,7 @@ def run(request: RunRequest) -> RunResult:
     # In-process, so that SIGTERM/Ctrl-C reach the code that owns the VMs (harness/vm/console.py stops them).
     import pytest
 
-    return RunResult(int(pytest.main([*pytest_args, f"--rootdir={paths.REPO}"])), run_dir)
+    with contextlib.redirect_stdout(sys.stderr) if request.quiet else contextlib.nullcontext():
+        code = int(pytest.main([*pytest_args, f"--rootdir={paths.REPO}"]))
+    return RunResult(code, run_dir)
 

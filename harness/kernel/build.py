@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # config.py runs olddefconfig through this module; only the t
     from harness.kernel.config import Configured
 
 STAMP = ".harness-built.json"
+IN_TREE_PREFIX = "harness-build-"  # a build directory inside a tree the harness owns (build_dir)
 
 
 class BuildError(UserError):
@@ -63,6 +64,8 @@ def ccache_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("CCACHE_DIR", str(paths.cache_root() / "ccache"))
     env.setdefault("CCACHE_MAXSIZE", "10G")
+    # Builds of two copies of a tree differ only in their directory, which debug info would otherwise hash
+    env.setdefault("CCACHE_NOHASHDIR", "1")
     return env
 
 
@@ -87,18 +90,27 @@ def build_kernel(configured: Configured, jobs: int | None = None) -> KernelBuild
         raise BuildError(f"this host is {host}: the harness builds x86_64 kernels with the host's compiler "
                          "and boots them with qemu-system-x86_64; cross-building is not supported")
     tree, key = configured.tree, configured.key
-    outdir = paths.cache_root() / "builds" / f"{tree.version}-{key}"
-    stamp = outdir / STAMP
-    outdir.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(outdir / "harness-config-why.txt", configured.why)
-    if not (stamp.exists() and tree.immutable):
+    if not ((_build_link(tree, key) / STAMP).exists() and tree.immutable):
         # One lock per build directory: other configs of the same tree build meanwhile, and a second
         # run of this config waits for the first rather than build it twice.
-        with atomic.locked(build_lock(outdir), f"building kernel {tree.version} ({tree.identity}) in {outdir}",
-                           log=outdir / "build.log"):
-            if not (stamp.exists() and tree.immutable):  # or the process we waited for built it
-                _make_kernel(tree, outdir, configured.config, key, jobs)
-    return KernelBuild(tree, outdir, key, json.loads(stamp.read_text())["release"])
+        link = _build_link(tree, key)
+        with atomic.locked(build_lock(link), f"building kernel {tree.version} ({tree.identity}) in {link}",
+                           log=link / "build.log"):
+            outdir = build_dir(tree, key)
+            if not ((outdir / STAMP).exists() and tree.immutable):  # or the process we waited for built it
+                atomic.write_text(outdir / "harness-config-why.txt", configured.why)
+                seeded = None
+                if tree.base and not (outdir / "Makefile").exists():
+                    base_key = config_key(tree.base, configured.config.read_text())
+                    base = paths.cache_root() / "builds" / f"{tree.version}-{base_key}"
+                    if (base / STAMP).exists():
+                        print(f"seeding {outdir} from the base's build {base}", flush=True)
+                        seed_build(outdir, base)
+                        seeded = str(base)
+                _make_kernel(tree, outdir, configured.config, key, jobs, seeded)
+    outdir = build_dir(tree, key)
+    atomic.write_text(outdir / "harness-config-why.txt", configured.why)
+    return KernelBuild(tree, outdir, key, json.loads((outdir / STAMP).read_text())["release"])
 
 
 def build_lock(build_dir: Path) -> Path:
@@ -106,7 +118,47 @@ def build_lock(build_dir: Path) -> Path:
     return paths.cache_root() / "locks" / f"build-{build_dir.name}.lock"
 
 
-def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: int | None) -> None:
+def _build_link(tree: KernelTree, key: str) -> Path:
+    return paths.cache_root() / "builds" / f"{tree.version}-{key}"
+
+
+def build_dir(tree: KernelTree, key: str) -> Path:
+    """The build directory of `tree` for the config `key`: builds/VERSION-KEY, made if missing.
+
+    For a tree the harness owns (a Debian tree, a patched copy: immutable), that name links to a directory
+    directly inside the tree. Kbuild then spells the source tree `..` on every command line (its Makefile:
+    "building in a subdirectory of the source tree"), so a copy of the tree at another path compiles with
+    the same command lines: `harness compare` builds a patched copy on the base's objects and ccache
+    entries. A user's tree is built beside it, out of tree, and nothing is written into it.
+    """
+    link = _build_link(tree, key)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not tree.immutable or ((link / STAMP).exists() and not link.is_symlink()):  # also one made before links
+        link.mkdir(exist_ok=True)
+        return link
+    if link.is_dir() and not link.is_symlink():  # an unfinished build of the old layout
+        shutil.rmtree(link)
+    real = tree.path / f"{IN_TREE_PREFIX}{key}"
+    real.mkdir(exist_ok=True)
+    if not (link.is_symlink() and os.readlink(link) == str(real)):
+        tmp = link.with_name(f".tmp-{link.name}")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(real)
+        os.replace(tmp, link)
+    return link
+
+
+def seed_build(outdir: Path, base: Path) -> None:
+    """Fill an empty build directory with a copy of a finished build of the same .config (the base of a
+    patched tree): Kbuild then recompiles only what the patches change. The harness's own products
+    (modules staging, guest modules, the stamp) are left out: they are rebuilt for this kernel."""
+    entries = [p for p in base.iterdir() if not p.name.startswith(("harness-", ".harness-"))]
+    if entries:
+        subprocess.run(["cp", "-a", "--", *map(str, entries), str(outdir)], check=True)
+
+
+def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: int | None,
+                 seeded: str | None = None) -> None:
     """make bzImage modules in outdir (incremental when it was built before); the stamp is written last."""
     shutil.copyfile(config, outdir / ".config")
     log = outdir / "build.log"
@@ -121,6 +173,7 @@ def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: i
         "release": release, "tree": str(tree.path), "identity": tree.identity, "key": key,
         "build_s": round(time.monotonic() - started, 1),
         "ccache": {k: v - ccache_before.get(k, 0) for k, v in ccache_counts().items()},
+        "seeded": seeded,  # the base build this one started from (a patched tree), or None
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }, indent=2))
 
@@ -206,6 +259,11 @@ def run_logged(cmd: Sequence[str], log: Path, what: str, progress: bool = False,
         raise BuildError(f"{what} failed (exit {rc}); last lines of {log}:\n{tail}")
     if progress:
         print(f"  {what}: done in {time.monotonic() - started:.0f} s", file=sys.stdout, flush=True)
+
+
+def config_key(tree: KernelTree, config_text: str) -> str:
+    """The key of a final .config of a tree: what names its build directory."""
+    return content_key(tree.identity, config_text)
 
 
 def content_key(*parts: str | bytes) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harness import atomic, paths
 from harness.kernel import kconfig, resolver
-from harness.kernel.build import content_key, make_cmd, run_logged
+from harness.kernel.build import config_key, content_key, make_cmd, run_logged
 from harness.kernel.kconfig import ConfigError
 from harness.kernel.source import KernelTree
 
@@ -151,7 +151,7 @@ def compose(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path, str, s
     run_logged(make_cmd(tree, scratch, "olddefconfig"), log, "olddefconfig")
     kconfig.verify(kconf, scratch / ".config", composition.requests)
     text = (scratch / ".config").read_text()
-    return scratch / ".config", content_key(tree.identity, text), describe_composition(spec, composition)
+    return scratch / ".config", config_key(tree, text), describe_composition(spec, composition)
 
 
 def _compose_with_kernel_tools(tree: KernelTree, spec: ConfigSpec, scratch: Path, log: Path,
@@ -179,7 +179,7 @@ def _compose_with_kernel_tools(tree: KernelTree, spec: ConfigSpec, scratch: Path
     why = "\n".join([f"base: {spec.base}", *(f"fragment: {f}" for f in spec.fragments),
                      *(f"--set {s}" for s in spec.settings),
                      f"composed by the kernel's own scripts/kconfig: {unmodelled}"]) + "\n"
-    return config, content_key(tree.identity, config.read_text()), why
+    return config, config_key(tree, config.read_text()), why
 
 
 def _quoted(value: str) -> str:

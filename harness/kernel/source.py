@@ -24,6 +24,7 @@ class KernelTree:
     version: str  # e.g. 6.12.117, from the tree's Makefile
     identity: str  # e.g. "debian:linux-source-6.12=6.12.57-1" or "git:<sha>" or "git:<sha>-dirty"
     immutable: bool  # a Debian tree never changes under us; a user's tree may
+    base: KernelTree | None = None  # a patched copy's base tree (harness/kernel/patches.py)
 
     @property
     def series(self) -> str:
@@ -101,4 +102,8 @@ def resolve(ksrc: str | None) -> KernelTree:
         return debian_tree()
     if ksrc.startswith("debian:"):
         return debian_tree(ksrc.removeprefix("debian:"))
+    if ksrc.startswith("patched:"):
+        from harness.kernel import patches  # it builds on this module's trees
+
+        return patches.cached_tree(ksrc)
     return user_tree(Path(ksrc))
