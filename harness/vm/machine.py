@@ -22,7 +22,7 @@ from harness.errors import UserError
 from harness.kernel.image import Image, client_key
 from harness.profiles import load_named
 from harness.results.outcome import HarnessFault, Outcome
-from harness.vm import qmp
+from harness.vm import faults, qmp
 from harness.vm.console import Console, WaitResult
 from harness.vm.ssh import SSH, SSHError
 
@@ -226,6 +226,8 @@ class VM:
             splat = self.console.fatal_splat()
             if splat:
                 raise BootError("CRASH", f"kernel crashed during boot: {splat.title}", self.console_log)
+            if result.exit_status is not None and result.exit_status < 0:  # killed: not a bad command line
+                raise BootError("CRASH", f"{faults.qemu_end(result.exit_status)} while booting", self.console_log)
             tail = self.console.text.strip().splitlines()[-3:]
             raise BootError("INFRA", f"QEMU exited with status {result.exit_status} before the guest was ready: "
                             + " | ".join(tail), self.console_log)
