@@ -56,7 +56,11 @@ def _new_qemu(before: set[int], proc: subprocess.Popen[str], nth: int = 1, timeo
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"the command ended before its guest #{nth} started: {proc.communicate()}"
         for pid in sorted(qemu_pids() - before):
-            if pid not in seen:
+            try:
+                guest = "-kernel" in _argv(pid)  # not `qemu -device help` (machine.check_devices)
+            except OSError:
+                continue
+            if guest and pid not in seen:
                 seen.append(pid)
         if len(seen) >= nth:
             return seen[nth - 1]
@@ -112,7 +116,7 @@ def _run(tmp_path: Path, command: list[str], inject: Callable[[subprocess.Popen[
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        port = _port(_argv(inject(proc, before)))
+        port = inject(proc, before)  # the faulted guest's forwarded port
         injected = time.monotonic()
         out, err = proc.communicate(timeout=limit)
     finally:
@@ -144,8 +148,9 @@ def test_a_fault_under_a_command_is_named_and_ends_it(tmp_path: Path, command: s
         else:
             _session(pid).close()  # SSH answers: the command is at work, or about to be
             time.sleep(3)
+        port = _port(_argv(pid))  # before the fault: a QEMU that died has no command line left
         action(pid)
-        return pid
+        return port
 
     # A hang is found by the command's own 20 s timeout, then the post-mortem (QMP on a stopped QEMU: 5 s)
     # and the stop (SIGTERM, then SIGKILL after 5 s); a crash at once.
@@ -160,8 +165,9 @@ def test_a_fault_while_bench_boots_its_second_guest(tmp_path: Path, fault: str):
 
     def inject(proc: subprocess.Popen[str], before: set[int]) -> int:
         pid = _new_qemu(before, proc, nth=2)
+        port = _port(_argv(pid))  # before the fault: a QEMU that died has no command line left
         action(pid)
-        return pid
+        return port
 
     _run(tmp_path, ["bench", "--boots=3"], inject, expected, limit=150)
     assert not list((tmp_path / "results").rglob("bench.json")), "a bench whose guest died wrote figures"

@@ -71,11 +71,23 @@ def explain(vm: VM, exc: BaseException, doing: str = "",
     if crash := dead(vm, doing):
         return crash
     if isinstance(exc, CommandTimeout):
-        fault = GuestTimeout(str(exc), vm.console_log)
-        fault.post_mortem = (keep or (lambda: post_mortem(vm)))()
+        found = (keep or (lambda: post_mortem(vm)))()
+        # A command that hangs in a live guest, or a guest that hangs: one more short command tells them apart.
+        state = "the guest still answers" if _answers(vm) else "the guest no longer answers: it hangs"
+        fault = GuestTimeout(f"{exc} ({state})", vm.console_log)
+        fault.post_mortem = found
         return fault
     while_ = f" while {doing}" if doing else ""
     return GuestUnreachable(f"guest stopped answering{while_}: {exc}", vm.console_log)
+
+
+def _answers(vm: VM, timeout: float = 5) -> bool:
+    if not vm.ssh:
+        return False
+    try:
+        return vm.ssh.run(["true"], timeout=timeout).ok
+    except SSHError:
+        return False
 
 
 def post_mortem(vm: VM) -> dict[str, str]:
