@@ -165,6 +165,11 @@ def test_a_fault_while_bench_boots_its_second_guest(tmp_path: Path, fault: str):
 
     def inject(proc: subprocess.Popen[str], before: set[int]) -> int:
         pid = _new_qemu(before, proc, nth=2)
+        log = tmp_path / "results" / "vm-2" / "console.log"
+        deadline = time.monotonic() + 60
+        while not (log.exists() and log.stat().st_size > 0):  # mid-boot: the kernel has started printing
+            assert time.monotonic() < deadline, "the second guest printed nothing"
+            time.sleep(0.05)
         port = _port(_argv(pid))  # before the fault: a QEMU that died has no command line left
         action(pid)
         return port
