@@ -140,9 +140,10 @@ def run_soak(out_dir: Path, ksrc: str | None, runs: int = 50, machine: str = "de
                     if not result.ok:
                         cause, outcome = f"{program} exited {result.exit_status}: {result.stderr.strip()[:200]}", "FAIL"
                         break
-                work.doing = "reading dmesg"
-                if not cause and (splats := find_splats(vm.ssh.run(["dmesg"], check=True).stdout)):
-                    cause, outcome = f"splat: {splats[0].title}", "FAIL"
+                if not cause:
+                    work.doing = "reading dmesg"
+                    if splats := find_splats(vm.ssh.run(["dmesg"], check=True).stdout):
+                        cause, outcome = f"splat: {splats[0].title}", "FAIL"
         except HarnessFault as e:  # the one classification (harness/vm/faults.py)
             cause, outcome = e.reason.splitlines()[0], e.outcome.value
         finally:

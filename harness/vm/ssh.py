@@ -56,6 +56,16 @@ def pinned_client(port: int, host_key_pub: Path) -> paramiko.SSHClient:
     return client
 
 
+def _still_active(transport: paramiko.Transport, grace: float = 1.0) -> bool:
+    """Whether the session outlives a short grace: its end is seen a moment after the channel's."""
+    deadline = time.monotonic() + grace
+    while transport.is_active():
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 class SSH:
     def __init__(self, client: paramiko.SSHClient, log: Path | None, reconnect: Callable[[], SSH] | None = None):
         self.client = client
@@ -134,6 +144,10 @@ class SSH:
                 else:
                     time.sleep(0.005)
             status = chan.recv_exit_status()
+            if status == -1 and not _still_active(transport):
+                # No exit status because the session itself went (QEMU died, the kernel panicked): a lost
+                # channel, not a result. (-1 with a live session is a command killed by a signal.)
+                raise SSHError(f"SSH session dropped while running: {command}")
         except TimeoutError:
             raise CommandTimeout(f"command did not finish within {timeout:.0f} s: {command}") from None
         except (paramiko.SSHException, EOFError, OSError) as e:
