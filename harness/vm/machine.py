@@ -209,6 +209,7 @@ class VM:
             try:
                 self.ssh = SSH.connect(self.ssh_port, self.image.host_key_pub, client_key(), timeout=ssh_timeout,
                                        log=self.workdir / "commands.log")
+                self.ssh.peer_alive = self.alive  # a dead QEMU or a crashed kernel: say so now, not in 15 s
             except SSHError as e:
                 self.stop()
                 raise BootError("INFRA", f"guest booted but SSH is unreachable: {e}", self.console_log) from None

@@ -71,6 +71,7 @@ class SSH:
         self.client = client
         self.log = log
         self._reconnect = reconnect  # used once, when the session is found dropped before a command
+        self.peer_alive: Callable[[], bool] = lambda: True  # the VM's: no reconnecting to a QEMU that is gone
 
     @classmethod
     def connect(cls, port: int, host_key_pub: Path, key: Path, timeout: float, log: Path | None = None) -> SSH:
@@ -110,7 +111,7 @@ class SSH:
         command = shlex.join(argv)
         started = time.monotonic()
         transport = self.client.get_transport()
-        if (transport is None or not transport.is_active()) and self._reconnect:
+        if (transport is None or not transport.is_active()) and self._reconnect and self.peer_alive():
             # Reconnect once: the command was not sent yet, so running it now is not running it twice.
             self._note(f"session dropped; reconnecting before: {command}")
             fresh, self._reconnect = self._reconnect(), None
