@@ -180,14 +180,14 @@ def test_a_fault_while_bench_boots_its_second_guest(tmp_path: Path, fault: str):
     assert not list((tmp_path / "results").rglob("bench.json")), "a bench whose guest died wrote figures"
 
 
-def test_trace_exits_with_the_programs_status_and_refuses_a_dynamic_program(tmp_path: Path):
+def test_trace_exits_with_the_programs_status_and_runs_a_dynamic_program(tmp_path: Path):
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "trace", "--json", "--", BUSYBOX, "sh", "-c",
                            "exit 7"], cwd=paths.REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 7, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["exit_status"] == 7
-    before = qemu_pids()
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "trace", "--", "/bin/ls"], cwd=paths.REPO,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    assert "/bin/ls is dynamically linked (it asks for /lib64/ld-linux-x86-64.so.2)" in proc.stderr
-    assert qemu_pids() == before  # said before booting anything
+    # /bin/ls needs libselinux, libpcre2 and libc: copied in at the paths the host's loader resolves
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "trace", "--json", "--", "/bin/ls", "/guest"],
+                          cwd=paths.REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "bin" in doc["stdout"].split() and doc["events"][-1]["event"] == "RELEASE", doc

@@ -11,7 +11,8 @@ Events are the notifier's invalidate_range_start calls, in order, and its releas
 the kernel shows release to interval notifiers: RELEASE over [0, ULONG_MAX).
 Its exit status is the program's (128 + signal when it was killed), as with strace; a fault of the
 guest (a crash, QEMU killed, a hang, the channel lost) is one paragraph naming it, and exit status 2.
-A dynamically linked program is refused before booting: the guest has no shared libraries.
+A dynamically linked program gets its loader and shared libraries copied into the guest at the paths the
+host's loader resolves them to (`ld.so --list`, as ldd does); one it cannot resolve is refused before booting.
 With --json, one document: {"exit_status": N, "stdout": "...", "events": [{"seq": N, "event": "UNMAP",
 "start": N, "end": N, "flags": N}, ...]}. The program's stderr goes to stderr either way.
 """
@@ -21,11 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
 from harness.cli import options
+from harness.errors import UserError
 from harness.kernel.prepare import prepare
 from harness.observe.probe import Probe
 from harness.observe.trace import events_of, render
@@ -55,10 +59,9 @@ def main(args: argparse.Namespace) -> int:
     if not program.is_file() or not os.access(program, os.X_OK):
         print(f"harness trace: {program} is not an executable file", file=sys.stderr)
         return 2
-    if interpreter := elf_interpreter(program):  # said before booting, not as a failure in the guest
-        print(f"harness trace: {program} is dynamically linked (it asks for {interpreter}); the guest has no "
-              "shared libraries: build it with -static", file=sys.stderr)
-        return 2
+    # A dynamic program gets its loader and libraries copied to the same paths in the guest, as the
+    # host's loader resolves them; one it cannot resolve is refused before booting, saying why.
+    libraries = shared_libraries(program, interpreter) if (interpreter := elf_interpreter(program)) else []
     prepared = prepare(args.kernel_src, "on")
     if not prepared.build.has("MMU_NOTIFIER"):
         print(f"harness trace: the kernel {prepared.build.config} has no CONFIG_MMU_NOTIFIER", file=sys.stderr)
@@ -76,7 +79,9 @@ def main(args: argparse.Namespace) -> int:
             ssh = vm.ssh
             target = f"{GUEST_DIR}/{program.name}"
             work.doing = f"copying {program} into the guest"
-            ssh.run(["mkdir", "-p", GUEST_DIR], check=True)
+            ssh.run(["mkdir", "-p", GUEST_DIR, *sorted({str(Path(p).parent) for p, _ in libraries})], check=True)
+            for guest_path, host_file in libraries:
+                ssh.put(host_file, guest_path)
             ssh.put(program, target)
             work.doing = f"{program.name} ran"
             result = ssh.run(["/guest/bin/trace-launch", f"{GUEST_DIR}/status.json", target, *argv],
@@ -102,6 +107,29 @@ def main(args: argparse.Namespace) -> int:
               f"probe subscribed at exec; console log: {vm.console_log}")
         print(render(events, result.stdout, status["exit_status"]))
     return int(status["exit_status"])  # as strace does: the traced program's status (128 + signal if killed)
+
+
+# The host's own loaders, trusted to list a program's libraries without running it (`ld.so --list`, what
+# ldd does). A program naming another interpreter is not run on the host to find out.
+KNOWN_LOADERS = ("/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+
+
+def shared_libraries(program: Path, interpreter: str) -> list[tuple[str, Path]]:
+    """(path in the guest, file on the host) of the loader and every library `program` needs."""
+    if interpreter not in KNOWN_LOADERS or not Path(interpreter).exists():
+        raise UserError(f"harness trace: {program} is dynamically linked with the interpreter {interpreter}, "
+                        f"which this host does not have as its loader: build it with -static")
+    listed = subprocess.run([interpreter, "--list", str(program)], capture_output=True, text=True)
+    missing = [line.split()[0] for line in listed.stdout.splitlines() if "=> not found" in line]
+    if listed.returncode != 0 or missing:
+        raise UserError(f"harness trace: the shared libraries of {program} cannot be resolved on this host "
+                        f"({', '.join(missing) or listed.stderr.strip() or f'exit {listed.returncode}'}): "
+                        "build it with -static")
+    found = [(interpreter, Path(interpreter).resolve())]
+    for line in listed.stdout.splitlines():
+        if m := re.search(r"=> (/\S+) \(", line):
+            found.append((m[1], Path(m[1]).resolve()))  # at the path the loader asks for, the file it names
+    return found
 
 
 def elf_interpreter(path: Path) -> str:

@@ -163,8 +163,10 @@ class SSH:
         return result
 
     def put(self, local: Path, remote: str, mode: int = 0o755) -> None:
-        self.run(["sh", "-c", 'cat > "$1" && chmod "$2" "$1"', "put", remote, f"{mode:o}"],
-                 stdin=local.read_bytes(), check=True)
+        # Written beside, then renamed over: a file in use (the loader or libc a running dropbear maps)
+        # keeps its old inode instead of being truncated under that process.
+        self.run(["sh", "-c", 'cat > "$1.part" && chmod "$2" "$1.part" && mv -f "$1.part" "$1"', "put", remote,
+                  f"{mode:o}"], stdin=local.read_bytes(), check=True)
 
     def close(self) -> None:
         self.client.close()
