@@ -66,7 +66,7 @@ def explain(vm: VM, exc: BaseException, doing: str = "",
         return exc  # already classified where it happened (a boot, the test watchdog)
     if not isinstance(exc, SSHError) or isinstance(exc, CommandFailed):
         return None
-    if vm.console:
+    if vm.console and not isinstance(exc, CommandTimeout):  # a timeout is no sign of a dying QEMU
         vm.console.wait_exit(CHANNEL_GRACE_S)
     if crash := dead(vm, doing):
         return crash
