@@ -15,7 +15,7 @@ export KSRC MACHINE
 
 DEB_PACKAGES := $(shell grep -v '^\#' configs/debian-packages.txt)
 
-.PHONY: help deps venv kernel run test unit shell bench matrix report lint clean evidence driver
+.PHONY: help deps venv kernel run test unit shell bench matrix report lint clean evidence driver compare
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -88,3 +88,7 @@ driver: deps ## one driver's tests and a verdict: DRIVER=test_hmm|kvm|virtio-gpu
 
 clean: ## remove results and the virtualenv (the artifact cache stays: HARNESS_CACHE or ~/.cache)
 	rm -rf results $(VENV)
+
+compare: deps ## a tree against the same tree plus a series: BASE=KSRC PATCH="a.patch b.patch" (exit 0/1/3)
+	$(HARNESS) compare $(if $(BASE),--base=$(BASE)) $(foreach p,$(PATCH),--patch=$(p)) \
+	    $(if $(PATCHED),--patched=$(PATCHED)) $(if $(EXPECT),--expect-events=$(EXPECT)) $(SUITES)

@@ -20,7 +20,8 @@ def cache_root() -> Path:
     Outside the checkout on purpose: a fresh clone (as CI makes) still finds the warm ccache.
     """
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmu-notifier-harness"
-    return Path(os.environ.get("HARNESS_CACHE", default))
+    # absolute: build directories are symlinks into the trees (harness/kernel/build.py:build_dir)
+    return Path(os.environ.get("HARNESS_CACHE", default)).absolute()
 
 
 def results_root() -> Path:

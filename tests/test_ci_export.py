@@ -1,10 +1,23 @@
-"""`harness matrix export`: the CI files parse, and follow the engines' documented schemas as far as we can
-check offline (GitHub's workflow syntax; GitLab's .gitlab-ci.yml keyword reference)."""
+"""`harness matrix export`: the CI files pass the engines' own schemas (check-jsonschema's vendored GitHub
+workflow and GitLab CI schemas), and read as a runner would run them they work:
+
+- every `needs` names a job that exists;
+- every job installs what it uses before it uses it, starting from a stock debian:12 container (no make, no
+  python3): each command is checked against what the job's earlier commands installed;
+- one build job per distinct kernel (tree x notifier x fragment) packs it; each cell job needs its kernel's
+  build job, downloads and imports the artifact that job uploads, and compiles no kernel (it never runs a
+  kernel build and installs none of Kbuild's tools for one);
+- timeouts come from the matrix, and each kernel's ccache key is its own (fragment included).
+"""
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -12,24 +25,20 @@ import yaml
 
 from harness.matrix import export, spec
 
-# https://docs.github.com/actions/reference/workflow-syntax-for-github-actions
-GITHUB_TOP = {"name", "run-name", "on", "permissions", "env", "defaults", "concurrency", "jobs"}
-GITHUB_JOB = {"name", "permissions", "needs", "if", "runs-on", "environment", "concurrency", "outputs", "env",
-              "defaults", "steps", "timeout-minutes", "strategy", "continue-on-error", "container", "services"}
-GITHUB_STEP = {"id", "if", "name", "uses", "run", "working-directory", "shell", "with", "env", "continue-on-error",
-               "timeout-minutes"}
-GITHUB_JOB_ID = re.compile(r"^[_a-zA-Z][a-zA-Z0-9_-]*$")
-EXPRESSION = re.compile(r"^\$\{\{.*\}\}$")
-# https://docs.gitlab.com/ci/yaml/ : global keywords, which are not jobs, and the job keywords.
 GITLAB_GLOBAL = {"default", "include", "stages", "variables", "workflow", "image", "services", "cache",
                  "before_script", "after_script", "spec"}
-GITLAB_JOB = {"after_script", "allow_failure", "artifacts", "before_script", "cache", "coverage", "dependencies",
-              "environment", "extends", "hooks", "id_tokens", "image", "inherit", "interruptible", "needs", "pages",
-              "parallel", "release", "resource_group", "retry", "rules", "script", "secrets", "services", "stage",
-              "tags", "timeout", "trigger", "variables", "when"}
-GITLAB_WHEN = {"on_success", "on_failure", "always", "manual", "delayed", "never"}
-GITLAB_ARTIFACTS = {"paths", "exclude", "expire_in", "expose_as", "name", "public", "access", "reports",
-                    "untracked", "when"}
+# What a stock debian:12 container has (the base image's essential packages): everything else is installed.
+BASE_TOOLS = {"apt-get", "tar", "gzip", "sh", "tee", "cat", "ls", "mkdir", "cp", "rm", "echo", "test"}
+# What each harness command runs on the host (harness/kernel/image.py: busybox, dropbear, cpio, gzip, ssh-keygen;
+# harness/vm/machine.py: qemu-system-x86_64; module and program builds against an imported kernel: make, gcc,
+# ccache; --import: zstd; modules: kmod's depmod). A kernel build (`harness kernel` without --import) needs all.
+HARNESS_NEEDS = {
+    "kernel --import": {"zstd", "python3-venv"},
+    "matrix run": {"qemu-system-x86", "busybox-static", "dropbear-bin", "openssh-client", "cpio", "gzip", "gcc",
+                   "make", "ccache", "kmod", "python3-venv"},
+    "report": {"python3-venv"},
+}
+KERNEL_BUILD_TOOLS = {"flex", "bison", "bc"}  # Kbuild cannot build a kernel without them (scripts/kconfig, timeconst)
 
 
 @pytest.fixture(params=["nightly", "smoke"])
@@ -43,104 +52,224 @@ def exported(m: spec.Matrix, ci: str) -> dict:
     return yaml.safe_load(text)
 
 
-def test_github_workflow(m: spec.Matrix):
-    wf = exported(m, "github")
-    assert set(wf) <= GITHUB_TOP
-    assert "on" in wf, "a bare `on` key would load as True: it must be quoted"
-    assert {"schedule", "workflow_dispatch"} <= set(wf["on"])
-    jobs = wf["jobs"]
-    for job_id, job in jobs.items():
-        assert GITHUB_JOB_ID.match(job_id), job_id
-        assert set(job) <= GITHUB_JOB, set(job) - GITHUB_JOB
-        assert "runs-on" in job and job["steps"]
-        minutes = job["timeout-minutes"]
-        assert isinstance(minutes, int) or EXPRESSION.match(minutes)
+# -- the engines' schemas -----------------------------------------------------------------------------------
+
+SCHEMA = {"github": "vendor.github-workflows", "gitlab": "vendor.gitlab-ci"}
+
+
+def check_schema(ci: str, path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", SCHEMA[ci], str(path)],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("ci", ["github", "gitlab"])
+def test_export_passes_the_engines_schema(m: spec.Matrix, ci: str, tmp_path: Path):
+    good = tmp_path / f"{m.name}-{ci}.yml"
+    good.write_text(export.export(m, ci))
+    proc = check_schema(ci, good)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # The same file with one mistake a hand edit could make must fail: the schema really is applied.
+    data = yaml.safe_load(good.read_text())
+    if ci == "github":
+        next(iter(data["jobs"].values()))["timeout-minutes"] = "soon"
+    else:
+        data["report"]["when"] = "sometimes"
+    bad = tmp_path / f"bad-{ci}.yml"
+    bad.write_text(yaml.safe_dump(data))
+    assert check_schema(ci, bad).returncode != 0
+
+
+# -- the pipeline as a runner would run it ------------------------------------------------------------------
+
+@dataclass
+class Job:
+    id: str
+    needs: list[str]
+    commands: list[str]  # shell commands in order (each `&&` part and each line apart)
+    uploads: list[str] = field(default_factory=list)  # artifact names (GitHub) or paths (GitLab)
+    downloads: list[str] = field(default_factory=list)
+    timeout_min: str | int | None = None
+    cache_key: str | None = None
+    container_options: str = ""
+
+
+def _split(script: str) -> list[str]:
+    return [part.strip() for line in script.splitlines() for part in line.split("&&") if part.strip()]
+
+
+def github_jobs(wf: dict) -> dict[str, Job]:
+    jobs = {}
+    for job_id, job in wf["jobs"].items():
         needs = job.get("needs", [])
-        for need in [needs] if isinstance(needs, str) else needs:
-            assert need in jobs and need != job_id
+        j = Job(job_id, [needs] if isinstance(needs, str) else list(needs), [], timeout_min=job["timeout-minutes"],
+                container_options=job.get("container", {}).get("options", ""))
         for step in job["steps"]:
-            assert set(step) <= GITHUB_STEP, set(step) - GITHUB_STEP
-            assert ("uses" in step) != ("run" in step), step
-            if "uses" in step:
-                assert re.match(r"^[\w.-]+/[\w.-]+@v\d+$", step["uses"]), step["uses"]
+            if "run" in step:
+                j.commands += _split(step["run"])
+            uses = step.get("uses", "")
+            if uses.startswith("actions/upload-artifact@"):
+                j.uploads.append(step["with"]["name"])
+            elif uses.startswith("actions/download-artifact@"):
+                j.downloads.append(step["with"].get("name") or step["with"]["pattern"])
+            elif uses.startswith("actions/cache@"):
+                j.cache_key = step["with"]["key"]
+        jobs[job_id] = j
+    return jobs
 
-    cells = jobs["cells"]
-    assert cells["strategy"]["fail-fast"] is False, "one failing cell must not cancel the others"
-    include = cells["strategy"]["matrix"]["include"]
-    assert [i["cell"] for i in include] == [c.id for c in m.cells]
-    for entry, cell in zip(include, m.cells, strict=True):
-        assert entry["minutes"] == export.job_minutes(cell) > cell.timeout_s / 60
-    run = [s["run"] for s in cells["steps"] if "run" in s]
-    assert f"harness matrix run {m.name} --cell ${{{{ matrix.cell }}}} --run-dir results/matrix-{m.name}/ci" in run[-1]
-    upload = cells["steps"][-1]
-    assert upload["uses"].startswith("actions/upload-artifact@") and upload["if"] == "always()"
-    assert upload["with"]["path"].rstrip("/") == f"results/matrix-{m.name}/ci"
 
+def gitlab_jobs(config: dict) -> dict[str, Job]:
+    jobs = {}
+    for name, job in config.items():
+        if name in GITLAB_GLOBAL or name.startswith("."):
+            continue
+        full = {**config.get(job.get("extends", ""), {}), **job}
+        needs = [n["job"] if isinstance(n, dict) else n for n in full.get("needs", [])]
+        j = Job(name, needs, [c for line in full["script"] for c in _split(line)], timeout_min=full.get("timeout"),
+                cache_key=full.get("cache", {}).get("key"))
+        j.uploads = list(full.get("artifacts", {}).get("paths", []))
+        j.downloads = needs if full.get("needs") else list(full.get("dependencies", []))
+        jobs[name] = j
+    return jobs
+
+
+def runner_view(m: spec.Matrix, ci: str) -> dict[str, Job]:
+    data = exported(m, ci)
+    return github_jobs(data) if ci == "github" else gitlab_jobs(data)
+
+
+def simulate(job: Job) -> None:
+    """Walk a job's commands from a stock debian:12: each must find what it uses already installed."""
+    installed: set[str] = set()
+    venv = updated = False
+    for command in job.commands:
+        words = shlex.split(command.replace('"$CELL"', "CELL"))
+        tool = words[0]
+        if tool == "apt-get":
+            updated |= words[1] == "update"
+            if words[1] == "install":
+                assert updated, f"{job.id}: apt-get install before apt-get update (the image has no package lists)"
+                installed |= {w for w in words[2:] if not w.startswith("-") and not w.startswith(">")}
+            continue
+        if tool == "make":
+            assert "make" in installed, f"{job.id}: `{command}` before make is installed"
+            target = words[1]
+            if target == "deps":  # the Makefile installs configs/debian-packages.txt, then the virtualenv
+                installed |= set(export.debian_packages())
+            else:
+                assert target == "venv", f"{job.id}: make {target}"
+            assert "python3-venv" in installed, f"{job.id}: make {target} needs python3-venv"
+            venv = True
+            continue
+        if tool == ".venv/bin/harness":
+            assert venv, f"{job.id}: `{command}` before the virtualenv exists"
+            sub = " ".join(words[1:3]) if words[1] == "matrix" else ("kernel --import" if "--import" in words
+                                                                     else words[1])
+            needs = set(export.debian_packages()) if sub == "kernel" else HARNESS_NEEDS[sub]
+            missing = needs - installed
+            assert not missing, f"{job.id}: `{command}` needs {sorted(missing)}, not installed before it"
+            continue
+        assert tool in BASE_TOOLS or tool in installed, f"{job.id}: `{command}`: {tool} is not installed"
+
+
+@pytest.mark.parametrize("ci", ["github", "gitlab"])
+def test_pipeline_semantics(m: spec.Matrix, ci: str):
+    jobs = runner_view(m, ci)
+    for job in jobs.values():
+        for need in job.needs:
+            assert need in jobs and need != job.id, f"{job.id} needs {need!r}, which is not a job"
+        if ci == "gitlab":
+            assert len(job.needs) <= export.GITLAB_NEEDS_LIMIT
+        simulate(job)
+
+    kernels = {(c.kernel, c.notifier, c.fragment) for c in m.cells}
+    builds = {j.id: j for j in jobs.values() if any("--pack" in c for c in j.commands)}
+    packed = {}
+    for job in builds.values():
+        (cmd,) = [c for c in job.commands if "--pack" in c]
+        words = shlex.split(cmd)
+        key = (words[words.index("--kernel-src") + 1], words[words.index("--notifier") + 1],
+               words[words.index("--fragment") + 1] if "--fragment" in words else "")
+        assert key not in packed.values(), f"{key} is built twice"
+        packed[job.id] = key
+        assert job.timeout_min in (export.build_minutes(m), f"{export.build_minutes(m)}m")
+        assert math.ceil(m.build_timeout_s / 60) < export.build_minutes(m)
+        assert job.cache_key and export.Kernel(*key).id in job.cache_key
+    assert set(packed.values()) == kernels, "one build job per distinct kernel of the matrix"
+    assert len({builds[b].cache_key for b in builds}) == len(builds), "each kernel has its own ccache"
+
+    cells = {c.id: c for c in m.cells}
+    ran = set()
+    for job in jobs.values():
+        runs = [c for c in job.commands if " matrix run " in f" {c} "]
+        if not runs:
+            continue
+        (build,) = job.needs
+        k = export.Kernel(*packed[build])
+        text = " ".join(job.commands)
+        assert "make deps" not in text and not any(c.startswith(".venv/bin/harness kernel") and "--import" not in c
+                                                   for c in job.commands), f"{job.id} builds a kernel"
+        installed = {w for c in job.commands if c.startswith("apt-get install") for w in c.split()}
+        assert not installed & KERNEL_BUILD_TOOLS, f"{job.id} installs kernel build tools"
+        imports = [i for i, c in enumerate(job.commands) if "--import" in c]
+        assert imports and imports[0] < job.commands.index(runs[0]), f"{job.id} runs before importing its kernel"
+        assert job.commands[imports[0]].endswith(k.file)
+        assert (k.artifact if ci == "github" else build) in job.downloads
+        assert (k.artifact in jobs[build].uploads) if ci == "github" else (k.file in jobs[build].uploads)
+        if ci == "github":
+            assert "--device /dev/kvm" in job.container_options
+            assert job.timeout_min == "${{ matrix.minutes }}"
+            ran |= {cid for cid, c in cells.items() if export.kernel_of(c) == k}
+        else:
+            cell = cells[job.id]
+            assert export.kernel_of(cell) == k
+            assert job.timeout_min == f"{export.job_minutes(cell)}m" and export.job_minutes(cell) > cell.timeout_s / 60
+            ran.add(job.id)
+    assert ran == set(cells)
     report = jobs["report"]
-    assert report["needs"] == ["cells"] and report["if"] == "always()"
-    download = next(s for s in report["steps"] if s.get("uses", "").startswith("actions/download-artifact@"))
-    assert download["with"] == {"pattern": "cell-*", "path": f"results/matrix-{m.name}/ci", "merge-multiple": True}
-    assert any(s.get("run", "").startswith(f".venv/bin/harness report results/matrix-{m.name}/ci")
-               for s in report["steps"])
+    assert any(c.startswith(f".venv/bin/harness report {export.run_dir(m)} --kcidb ") for c in report.commands)
+    assert set(report.needs or report.downloads) == ({j.id for j in jobs.values() if j.id.startswith("cells-")}
+                                                     if ci == "github" else set(cells))
 
 
-def _script(config: dict, job: dict) -> list[str]:
-    return job.get("script") or config[job["extends"]]["script"]
+def test_github_cells_and_minutes(m: spec.Matrix):
+    wf = exported(m, "github")
+    assert "on" in wf, "a bare `on` key would load as True: it must be quoted"
+    include = [i for job in wf["jobs"].values() if "strategy" in job for i in job["strategy"]["matrix"]["include"]]
+    assert sorted(i["cell"] for i in include) == sorted(c.id for c in m.cells)
+    by_id = {c.id: c for c in m.cells}
+    for entry in include:
+        assert entry["minutes"] == export.job_minutes(by_id[entry["cell"]])
+    for job in wf["jobs"].values():
+        if "strategy" in job:
+            assert job["strategy"]["fail-fast"] is False, "one failing cell must not cancel the others"
+            assert re.fullmatch(r"cells-[A-Za-z0-9_-]+", job["needs"].replace("build-", "cells-"))
 
 
-def test_gitlab_pipeline(m: spec.Matrix):
-    config = exported(m, "gitlab")
-    stages = config["stages"]
-    jobs = {name: job for name, job in config.items() if name not in GITLAB_GLOBAL}
-    visible = {name: job for name, job in jobs.items() if not name.startswith(".")}
-    assert set(visible) == {c.id for c in m.cells} | {"report"}
-    for name, job in jobs.items():
-        assert len(name) <= 255
-        assert set(job) <= GITLAB_JOB, set(job) - GITLAB_JOB
-        if "extends" in job:
-            assert job["extends"] in jobs
-        template = {**jobs.get(job.get("extends"), {}), **job}
-        assert template.get("stage", "test") in stages
-        if not name.startswith("."):
-            assert _script(config, job), name
-        assert template.get("when", "on_success") in GITLAB_WHEN
-        if "timeout" in job:
-            assert re.fullmatch(r"\d+m", job["timeout"])
-        artifacts = template.get("artifacts", {})
-        assert set(artifacts) <= GITLAB_ARTIFACTS
-        assert artifacts.get("when", "on_success") in {"on_success", "on_failure", "always"}
-        for need in job.get("needs", []):
-            need_name = need["job"] if isinstance(need, dict) else need
-            assert need_name in visible and need_name != name
-    for cell in m.cells:
-        job = visible[cell.id]
-        assert job["variables"]["CELL"] == cell.id
-        assert job["timeout"] == f"{export.job_minutes(cell)}m"
-        command = _script(config, job)[-1].replace('"$CELL"', cell.id)
-        assert shlex.split(command)[1:] == ["matrix", "run", m.name, "--cell", cell.id, "--run-dir",
-                                            f"results/matrix-{m.name}/ci"]
-    cell_template = config[".cell"]
-    assert cell_template["artifacts"]["when"] == "always", "a failed cell's logs are what one needs most"
-    assert cell_template["artifacts"]["reports"]["junit"].startswith(f"results/matrix-{m.name}/ci/")
-    report = visible["report"]
-    assert stages.index(report["stage"]) > stages.index(cell_template["stage"])
-    assert report["when"] == "always"
-    assert report["artifacts"]["reports"]["junit"] == f"results/matrix-{m.name}/ci/junit.xml"
-    if len(m.cells) <= export.GITLAB_NEEDS_LIMIT:
-        assert [n["job"] for n in report["needs"]] == [c.id for c in m.cells]
-        assert all(n["artifacts"] for n in report["needs"])
+def test_the_cache_key_follows_the_build_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # GitLab's key is computed at export time: another fragment text must give another key.
+    before = export.build_inputs_digest()
+    fake = tmp_path / "repo"
+    for d in ("configs/fragments", "harness/kernel"):
+        (fake / d).mkdir(parents=True)
+    (fake / "configs/fragments/base.config").write_text("CONFIG_A=y\n")
+    monkeypatch.setattr(export.paths, "REPO", fake)
+    one = export.build_inputs_digest()
+    (fake / "configs/fragments/base.config").write_text("CONFIG_A=n\n")
+    assert export.build_inputs_digest() != one != before
 
 
 def test_gitlab_needs_limit(tmp_path: Path):
-    # 60 cells: past GitLab's default needs limit the report job waits on its stage instead.
+    # 60 cells: past GitLab's default needs limit the report job waits on its stage, taking the cells' artifacts.
     suites = []
     for n in range(15):
         suite = tmp_path / f"test_s{n}.py"
         suite.write_text("def test_x(): pass\n")
         suites.append(str(suite))
     m = spec.expand({"axes": {"kernel": ["debian:6.12", "debian:6.1"], "notifier": ["on", "off"],
-                                "suite": suites}}, tmp_path / "big.yaml")
+                              "suite": suites}}, tmp_path / "big.yaml")
     assert len(m.cells) == 60
     config = yaml.safe_load(export.export(m, "gitlab"))
     assert "needs" not in config["report"]
-    assert config["stages"] == ["cells", "report"]
+    assert config["report"]["dependencies"] == [c.id for c in m.cells]
+    assert config["stages"] == ["build", "cells", "report"]
+    simulate(gitlab_jobs(config)["report"])

@@ -6,6 +6,7 @@ down the verdict rules; tests/test_compare_e2e.py builds real kernels and runs r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -94,7 +95,9 @@ def test_patched_tree_leaves_the_base_as_it_was(tmp_path: Path, monkeypatch: pyt
     # the unchanged file is shared (a hard link), the patched one is the copy's own
     assert (tree.path / "mm" / "b.c").stat().st_ino == (base_path / "mm" / "b.c").stat().st_ino
     assert (tree.path / "mm" / "a.c").stat().st_ino != (base_path / "mm" / "a.c").stat().st_ino
-    assert patches.describe(tree) == [{"origin": "0001-edit.patch", "subject": "mm: edit a"}]
+    (applied,) = patches.describe(tree)
+    assert (applied["origin"], applied["subject"]) == ("0001-edit.patch", "mm: edit a")
+    assert applied["sha256"] == hashlib.sha256(patch.read_bytes()).hexdigest()
     assert patches.cached_tree(ksrc) == tree
 
 
@@ -219,3 +222,45 @@ def test_expect_events_file_errors_are_clear(tmp_path: Path):
     f.write_text("changes: [\n")
     with pytest.raises(compare.ExpectEventsError, match=r"expect\.yaml"):
         compare.load_expected(f)
+
+
+def _git(tree: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_a_git_base_is_its_head_and_a_range_is_its_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    repo = _tree(tmp_path / "repo")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "base")
+    (repo / "mm" / "b.c").write_text("int b2;\n")
+    _git(repo, "commit", "-qam", "mm: b2")
+    (repo / "mm" / "b.c").write_text("int b3;\n")  # uncommitted: not part of the snapshot
+    head = _git(repo, "rev-parse", "HEAD")
+
+    ksrc, snap = patches.fixed_base(str(repo))
+
+    assert ksrc.startswith("patched:") and snap.identity == f"git:{head}" and snap.immutable
+    assert (snap.path / "mm" / "b.c").read_text() == "int b2;\n"
+    series = patches.read_series(["HEAD~1..HEAD"], user_tree(repo))
+    assert [p.subject for p in series] == ["mm: b2"] and series[0].touched() == ["mm/b.c"]
+    with pytest.raises(patches.PatchError, match=r"git format-patch HEAD~5\.\.HEAD"):
+        patches.read_series(["HEAD~5..HEAD"], user_tree(repo))
+
+
+def test_device_counters_are_compared_with_the_access_time_ratio(tmp_path: Path):
+    runs = []
+    for side, faults, times in (("b", 20, [0.010, 0.011, 0.012, 0.013, 0.014]), ("p", 0, [0.005] * 5)):
+        root = _run(tmp_path / side)
+        d = root / "tests" / "suites_test_rxe.py_test_evidence_reader_writeback-ro"
+        d.mkdir()
+        compare.write_device_counters(d, "rxe", "writeback ro", {"invalidations": 40, "device_faults": faults,
+                                                                 "stale": 0}, times)
+        runs.append(root)
+    c = compare.compare("b", "p", [runs[0]], [runs[1]], "6.12")
+    (dev,) = c.devices
+    assert dev.changed and c.exit_code() == compare.EXIT_EVENTS
+    assert dev.line() == ("rxe writeback ro: device_faults 20 → 0, invalidations 40, stale 0, "
+                          "access time x0.42 (0.48 to 0.37)")  # 0.005 over 0.012, 0.0105, 0.0135

@@ -1,27 +1,90 @@
-"""`harness kernel`: build (or find cached) the kernel and image; print their paths as JSON."""
+"""`harness kernel`: build (or find cached) the kernel and image; print their paths as JSON.
+
+    harness kernel [--kernel-src KSRC] [--notifier on|off] [--fragment NAME]... [--pack OUT.tar.zst]
+    harness kernel --import ARTIFACT.tar.zst
+
+--pack also writes the build as an artifact (harness/kernel/artifact.py: what a cell needs, not the object
+tree); --import unpacks one into this cache and prepares its kernel from it, with no compiler work on the kernel.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 from harness.cli import options
 from harness.cli.options import KernelChoice
-from harness.kernel.prepare import prepare
+from harness.errors import UserError
+from harness.kernel import artifact
+from harness.kernel.build import build_guest_modules, build_probe_module
+from harness.kernel.image import build_guest_programs
+from harness.kernel.prepare import Prepared, prepare
+from harness.kernel.source import DEFAULT_SERIES
+from harness.kernel.userprogs import uapi_headers
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("kernel", help="build (or find cached) the kernel and image; print their paths")
+    p = sub.add_parser("kernel", help="build (or find cached) the kernel and image; print their paths; pack or "
+                       "import a build artifact", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     options.add_kernel(p)
     p.add_argument("--set", action="append", default=[], metavar="SYM=VALUE",
                    help="one more config setting on top of the fragments (checked like them)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--pack", type=Path, default=None, metavar="OUT",
+                      help="also write the build as an artifact (.tar.zst, .tar.gz or .tar) for `--import` elsewhere")
+    what.add_argument("--import", dest="import_", type=Path, default=None, metavar="ARTIFACT",
+                      help="unpack a build artifact into the cache (HARNESS_CACHE) and prepare its kernel from it")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.import_:
+        return import_(args)
     kernel = KernelChoice.from_args(args)
     prepared = prepare(kernel.kernel_src, kernel.notifier, tuple(args.set), kernel.fragments)
-    print(json.dumps({"bzImage": str(prepared.build.bzimage), "config": str(prepared.build.config),
-                      "release": prepared.build.release, "initramfs": str(prepared.image.initramfs),
-                      "tree": prepared.tree.identity, "timings": prepared.timings}, indent=2))
+    summary = describe(prepared)
+    if args.pack:
+        packed = pack(prepared, kernel.kernel_src or f"debian:{DEFAULT_SERIES}", tuple(args.set), args.pack)
+        summary["artifact"] = {"path": str(packed.path), "bytes": packed.bytes, "unpacked_bytes": packed.unpacked_bytes,
+                               "files": packed.files}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def describe(prepared: Prepared) -> dict:
+    return {"bzImage": str(prepared.build.bzimage), "config": str(prepared.build.config),
+            "release": prepared.build.release, "initramfs": str(prepared.image.initramfs),
+            "tree": prepared.tree.identity, "timings": prepared.timings}
+
+
+def pack(prepared: Prepared, ksrc: str, settings: tuple[str, ...], out: Path) -> artifact.Packed:
+    """The artifact of a prepared kernel, with what its cells would otherwise compile made first."""
+    build = prepared.build
+    uapi_headers(build)  # `make headers`: the kprograms and selftests compile against them
+    if build.has("MMU_NOTIFIER"):
+        from harness.observe.kprobe import range_layout  # compiled once against the build, kept in it
+
+        range_layout(build)
+    modules = build_guest_modules(build, "faults")
+    if build.has("MMU_NOTIFIER"):
+        modules.append(build_probe_module(build))
+    packed = artifact.pack(build, ksrc, prepared.notifier, prepared.fragments, settings, build_guest_programs(),
+                           modules, out)
+    print(f"packed {packed.files} files ({packed.unpacked_bytes / 2**20:.1f} MiB) into {out}: "
+          f"{packed.bytes / 2**20:.1f} MiB", file=sys.stderr)
+    return packed
+
+
+def import_(args: argparse.Namespace) -> int:
+    if args.set or args.fragment or args.notifier != "on":
+        raise UserError("--import takes the kernel from the artifact: no --notifier, --fragment or --set with it")
+    m = artifact.import_artifact(args.import_)
+    prepared = prepare(m["ksrc"], m["notifier"], tuple(m["settings"]), tuple(m["fragments"]))
+    if prepared.build.key != m["key"]:  # prepare found another configuration: the import did not take
+        raise artifact.ArtifactError(f"prepared build {prepared.build.key}, imported {m['key']}")
+    print(json.dumps({**describe(prepared), "imported": {k: m[k] for k in ("ksrc", "notifier", "fragments", "key",
+                                                                           "identity", "made")}}, indent=2))
     return 0

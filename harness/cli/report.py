@@ -1,7 +1,9 @@
-"""`harness report RUN_DIR [--compare [PREV]]`: merged JUnit, summary.json and report.html for a run directory.
+"""`harness report RUN_DIR [--compare [PREV]] [--kcidb FILE [--kcidb-url URL]]`: merged JUnit, summary.json and
+report.html for a run directory.
 
 With --compare, also compare with a previous run (a directory, or by default the run before RUN_DIR in
-the same results store) and exit 1 if anything regressed.
+the same results store) and exit 1 if anything regressed. With --kcidb, also write the run as a KCIDB v5.3
+document (harness/results/kcidb.py); RUN_DIR may then also be a `harness compare` directory.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.results import report
+from harness.results import kcidb, report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,10 +23,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--compare", nargs="?", const="previous", default=None, metavar="PREV",
                    help="a previous run directory (default: the one before RUN_DIR in its store)")
+    p.add_argument("--kcidb", type=Path, default=None, metavar="FILE",
+                   help="also write the results as a KCIDB v5.3 JSON document (for kcidb-submit)")
+    p.add_argument("--kcidb-url", default=None, metavar="URL",
+                   help="where RUN_DIR is published: the document's log and config URLs are URL/<path in RUN_DIR> "
+                        "(default: file:// URLs of this machine)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.kcidb:
+        doc = kcidb.write(args.run_dir, args.kcidb, args.kcidb_url)
+        print(f"wrote {args.kcidb}: KCIDB v{doc['version']['major']}.{doc['version']['minor']}, "
+              f"{len(doc['checkouts'])} checkout(s), {len(doc['builds'])} build(s), {len(doc['tests'])} test(s)",
+              file=sys.stderr)
+        if (args.run_dir / "compare.json").exists():  # `harness compare` writes its own reports
+            return 0
     comparison = None
     if args.compare:
         prev = report.previous_run(args.run_dir) if args.compare == "previous" else Path(args.compare)

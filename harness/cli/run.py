@@ -1,7 +1,9 @@
 """`harness run`: prepare the kernel, then run suites under pytest with every result in one directory.
 
     harness run [--kernel-src KSRC] [--notifier on|off] [--fragment NAME]... [--machine PROFILE]
-                [--results-dir DIR] [-k EXPR] [--boot-timeout S] [--guest-modules M,...] [SUITES...]
+                [--results-dir DIR] [-k EXPR] [--boot-timeout S] [--guest-modules M,...] [--ktap] [SUITES...]
+
+--ktap prints the results as KTAP v1 on stdout (harness/results/ktap.py), everything else on stderr.
 
 Other commands run suites through `run(RunRequest)`, not through this command line.
 """
@@ -19,7 +21,8 @@ from harness.atomic import check_output_dir
 from harness.cli import options
 from harness.cli.options import KernelChoice
 from harness.kernel.prepare import prepare
-from harness.results import junit, rundir
+from harness.results import junit, ktap, rundir
+from harness.results.model import read_results
 from harness.vm.machine import check_devices, load_profile
 
 
@@ -48,13 +51,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.add_machine(p)
     options.add_results_dir(p)
     options.add_run_tuning(p)
+    p.add_argument("--ktap", action="store_true",
+                   help="print the results as KTAP v1 on stdout; pytest's output and the summary go to stderr")
     p.add_argument("suites", nargs="*", help="suite files or directories (default: suites/)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     result = run(RunRequest(KernelChoice.from_args(args), args.machine, tuple(args.suites), args.results_dir,
-                            args.k, args.boot_timeout, args.guest_modules))
+                            args.k, args.boot_timeout, args.guest_modules, quiet=args.ktap))
+    if args.ktap:
+        print(junit.run_summary(result.run_dir), file=sys.stderr)
+        sys.stdout.write(ktap.render(read_results(rundir.RunDir(result.run_dir).outcomes),
+                                     f"mmu-notifier-harness: results in {result.run_dir}"))
+        return result.exit_code
     print(junit.run_summary(result.run_dir))
     return result.exit_code
 
@@ -65,7 +75,8 @@ def run(request: RunRequest) -> RunResult:
     check_output_dir(run_dir)
     check_devices(load_profile(request.machine))
     kernel = request.kernel
-    prepare(kernel.kernel_src, kernel.notifier, fragments=kernel.fragments)  # build errors, before pytest
+    with contextlib.redirect_stdout(sys.stderr) if request.quiet else contextlib.nullcontext():
+        prepare(kernel.kernel_src, kernel.notifier, fragments=kernel.fragments)  # build errors, before pytest
     pytest_args = [*(request.suites or [str(paths.REPO / "suites")]), f"--results-dir={run_dir}",
                    f"--junitxml={run_dir / 'junit.xml'}", f"--machine={request.machine}",
                    f"--notifier={kernel.notifier}", "-o", "junit_family=xunit2",

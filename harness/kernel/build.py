@@ -69,12 +69,12 @@ def ccache_env() -> dict[str, str]:
     return env
 
 
-def ccache_counts() -> dict[str, int]:
-    """Compilations ccache answered from its cache (hits) and had to run (misses), so far."""
-    out = subprocess.run(["ccache", "--print-stats"], env=ccache_env(), capture_output=True, text=True).stdout
-    stats = dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
-    hits = int(stats.get("direct_cache_hit", 0)) + int(stats.get("preprocessed_cache_hit", 0))
-    return {"hits": hits, "misses": int(stats.get("cache_miss", 0))}
+def ccache_outcomes(stats_log: Path) -> dict[str, int]:
+    """Compilations ccache answered from its cache (hits) and had to run (misses), from one build's
+    CCACHE_STATSLOG: the global counters would count every other build running meanwhile."""
+    lines = stats_log.read_text().splitlines() if stats_log.exists() else []
+    hits = sum(line in ("direct_cache_hit", "preprocessed_cache_hit") for line in lines)
+    return {"hits": hits, "misses": lines.count("cache_miss")}
 
 
 def make_cmd(tree: KernelTree, outdir: Path, *targets: str, jobs: int | None = None) -> list[str]:
@@ -151,10 +151,29 @@ def build_dir(tree: KernelTree, key: str) -> Path:
 def seed_build(outdir: Path, base: Path) -> None:
     """Fill an empty build directory with a copy of a finished build of the same .config (the base of a
     patched tree): Kbuild then recompiles only what the patches change. The harness's own products
-    (modules staging, guest modules, the stamp) are left out: they are rebuilt for this kernel."""
-    entries = [p for p in base.iterdir() if not p.name.startswith(("harness-", ".harness-"))]
+    (modules staging, guest modules, the stamp, the logs) are left out: they are remade for this kernel."""
+    entries = [p for p in base.iterdir()
+               if not p.name.startswith(("harness-", ".harness-")) and not p.name.endswith(".log")]
     if entries:
         subprocess.run(["cp", "-a", "--", *map(str, entries), str(outdir)], check=True)
+
+
+def _keep_objtool(tree: KernelTree, outdir: Path, base: Path, log: Path, env: dict[str, str]) -> None:
+    """Rebuild objtool in a seeded build, then give it back the base's mtime if the series left tools/ alone.
+
+    Unlike the kernel's objects, objtool is built with absolute paths (the top Makefile's objtool_O), so a
+    copy of the build at another path rebuilds it; every object depends on the objtool binary, and a new
+    one would recompile the whole kernel. Built from the same sources with the same flags it is the same
+    program (only its debug info names another directory), so the old mtime tells Kbuild the truth."""
+    built, before = outdir / "tools/objtool", base / "tools/objtool"
+    if not (before / "objtool").exists() or any(f.startswith("tools/") for f in tree.changed):
+        return
+    run_logged(make_cmd(tree, outdir, "tools/objtool"), log, "objtool", env=env)
+    for path in built.rglob("*"):  # its objects too, or the next make relinks it
+        old = before / path.relative_to(built)
+        if path.is_file() and not path.is_symlink() and old.is_file():
+            st = old.stat()
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: int | None,
@@ -163,16 +182,21 @@ def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: i
     shutil.copyfile(config, outdir / ".config")
     log = outdir / "build.log"
     print(f"building kernel {tree.version} ({tree.identity}) in {outdir}\n  log: {log}", flush=True)
-    started, ccache_before = time.monotonic(), ccache_counts()
-    run_logged(make_cmd(tree, outdir, "olddefconfig"), log, "olddefconfig")
+    started = time.monotonic()
+    stats = outdir / ".harness-ccache.log"  # this build's own ccache outcomes (others may run at once)
+    stats.unlink(missing_ok=True)
+    env = {"CCACHE_STATSLOG": str(stats)}
+    run_logged(make_cmd(tree, outdir, "olddefconfig"), log, "olddefconfig", env=env)
+    if seeded:
+        _keep_objtool(tree, outdir, Path(seeded), log, env)
     run_logged(make_cmd(tree, outdir, "bzImage", "modules", jobs=jobs or os.cpu_count() or 1), log,
-               "kernel build", progress=True)
+               "kernel build", progress=True, env=env)
     release = subprocess.run(make_cmd(tree, outdir, "-s", "kernelrelease"), capture_output=True, text=True,
                              check=True).stdout.strip()
     atomic.write_text(outdir / STAMP, json.dumps({
         "release": release, "tree": str(tree.path), "identity": tree.identity, "key": key,
         "build_s": round(time.monotonic() - started, 1),
-        "ccache": {k: v - ccache_before.get(k, 0) for k, v in ccache_counts().items()},
+        "ccache": ccache_outcomes(stats),
         "seeded": seeded,  # the base build this one started from (a patched tree), or None
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }, indent=2))

@@ -115,6 +115,10 @@ def configure(tree: KernelTree, spec: ConfigSpec) -> Configured:
         kept = root / "by-key" / f"{tree.version}-{known['key']}.config"
         if kept.exists():
             return Configured(tree, kept, known["key"], known["why"])
+    if tree.imported:
+        raise ConfigError(f"{tree.path} was imported from a build artifact (harness kernel --import) and holds only "
+                          "the kernels packed with it; this configuration is not one of them. Import its artifact, "
+                          f"or remove {tree.path} so that the full tree is unpacked")
     # compose() works in the tree's one scratch directory: one composition per tree at a time (seconds).
     with atomic.locked(paths.cache_root() / "locks" / f"configure-{content_key(tree.identity, str(tree.path))}.lock",
                        f"composing a .config for {tree.version} ({tree.identity})", log=root / "configure.log"):

@@ -10,6 +10,7 @@ recompiles one file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -134,10 +135,11 @@ def patched_tree(base: KernelTree, base_ksrc: str, series: list[Patch]) -> tuple
         subprocess.run(["cp", "-al", "--", *map(str, entries), str(tmp)], check=True)
         for i, patch in enumerate(series, 1):
             _apply(tmp, patch, f"patch {i}/{len(series)}")
-        applied = [{"origin": p.origin, "subject": p.subject} for p in series]
+        applied = [{"origin": p.origin, "subject": p.subject, "sha256": hashlib.sha256(p.text.encode()).hexdigest()}
+                   for p in series]
         (tmp / TREE_STAMP).write_text(json.dumps({
             "identity": f"{base.identity}+{key}", "base": base_ksrc, "base_identity": base.identity,
-            "patches": applied}, indent=1))
+            "patches": applied, "changed": sorted({f for p in series for f in p.touched()})}, indent=1))
     return ksrc, cached_tree(ksrc)
 
 
@@ -177,7 +179,8 @@ def cached_tree(ksrc: str) -> KernelTree:
     except FileNotFoundError:
         raise PatchError(f"{ksrc}: no such patched tree in {dest.parent} (harness compare makes them)") from None
     base = resolve(meta["base"]) if meta["base"] else None
-    return KernelTree(dest, tree_version(dest), meta["identity"], immutable=True, base=base)
+    return KernelTree(dest, tree_version(dest), meta["identity"], immutable=True, base=base,
+                      changed=tuple(meta.get("changed", ())))
 
 
 def describe(tree: KernelTree) -> list[dict[str, str]]:

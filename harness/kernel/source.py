@@ -16,6 +16,8 @@ from harness.kernel import debian
 from harness.kernel.kconfig import tree_version
 
 DEFAULT_SERIES = "6.12"
+STAMP = ".harness-package-version"  # in an unpacked Debian tree, written last: the package version
+IMPORTED = ".harness-imported.json"  # a pruned tree from a build artifact (harness/kernel/artifact.py)
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,8 @@ class KernelTree:
     identity: str  # e.g. "debian:linux-source-6.12=6.12.57-1" or "git:<sha>" or "git:<sha>-dirty"
     immutable: bool  # a Debian tree never changes under us; a user's tree may
     base: KernelTree | None = None  # a patched copy's base tree (harness/kernel/patches.py)
+    changed: tuple[str, ...] = ()  # the files its patches touch, relative to the tree
+    imported: bool = False  # a pruned tree from a build artifact: its builds run, nothing else builds
 
     @property
     def series(self) -> str:
@@ -53,7 +57,11 @@ def debian_tree(series: str = DEFAULT_SERIES) -> KernelTree:
     """
     package = f"linux-source-{series}"
     dest = paths.cache_root() / "src" / package
-    stamp = dest / ".harness-package-version"  # written last: a tree without it is incomplete or stale
+    stamp = dest / STAMP  # written last: a tree without it is incomplete or stale
+    if (dest / IMPORTED).exists() and stamp.exists():
+        # From `harness kernel --import`: never install or unpack the package over it (a CI cell has no source)
+        return KernelTree(dest, tree_version(dest), f"debian:{package}={stamp.read_text()}", immutable=True,
+                          imported=True)
     tarball = Path(f"/usr/src/{package}.tar.xz")
     if tarball.exists() and stamp.exists() and stamp.read_text() == debian.installed_version(package):
         return _debian(dest, stamp.read_text(), package)  # unpacked and current: no lock, no wait

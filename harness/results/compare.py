@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from harness.results.rundir import RunDir
 EXIT_SAME, EXIT_REGRESSED, EXIT_EVENTS = 0, 1, 3
 COMPLETENESS = "invalidates_every_page"  # in the names of the completeness tests
 CHECKS_JSON = "checks.json"  # a test's problems by kind: expectations (events), contract, extra
+DEVICE_JSON = "device.json"  # a device workload's counters (write_device_counters)
 ELSEWHERE = "-"  # the range of an event that touches none of the program's ranges
 
 
@@ -92,11 +94,12 @@ class OutcomeChange:
     after: Outcome | None
     reason: str  # the patched side's reason (or the base's, for a fix)
     kind: str  # regressed | events | fixed | changed
+    details: tuple[str, ...] = ()  # the patched side's problems, from the test's checks.json
 
     def line(self) -> str:
         b, a = (o.value if o else "absent" for o in (self.before, self.after))
-        tail = f": {self.reason}" if self.reason else ""
-        return f"{b} → {a}  {self.test}{tail}"
+        tail = f": {self.reason}" if self.reason and not self.details else ""
+        return "\n      ".join([f"{b} → {a}  {self.test}{tail}", *self.details])
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,30 @@ class ExpectedChange:
         return f"{self.case}: {self.vanish or 'nothing'} → {self.appear or 'nothing'}"
 
 
+@dataclass(frozen=True)
+class DeviceChange:
+    """A device's counters for one workload on both kernels, and the ratio of its access times."""
+
+    test: str
+    device: str
+    workload: str
+    before: dict[str, int]
+    after: dict[str, int]
+    time_ratio: tuple[float, float, float] | None  # patched/base: median access time, and its quartiles
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def line(self) -> str:
+        parts = [f"{k} {self.before.get(k, '-')} → {self.after.get(k, '-')}" if self.before.get(k) != self.after.get(k)
+                 else f"{k} {self.before.get(k, '-')}" for k in sorted(self.before.keys() | self.after.keys())]
+        if self.time_ratio:
+            mid, lo, hi = self.time_ratio
+            parts.append(f"access time x{mid:.2f} ({lo:.2f} to {hi:.2f})")
+        return f"{self.device} {self.workload}: " + ", ".join(parts)
+
+
 @dataclass
 class Comparison:
     base: str
@@ -129,6 +156,7 @@ class Comparison:
     completeness: dict[str, list[str]] = field(default_factory=dict)  # side -> failures ("" side: none ran)
     completeness_ran: tuple[int, int] = (0, 0)
     unseen: list[ExpectedChange] = field(default_factory=list)  # intended changes that did not happen
+    devices: list[DeviceChange] = field(default_factory=list)
     builds: dict[str, dict[str, object]] = field(default_factory=dict)  # side -> build figures
     notes: list[str] = field(default_factory=list)
 
@@ -140,13 +168,13 @@ class Comparison:
         if (self.regressions or self.new_splats or self.completeness.get("patched") or self.unseen
                 or any(e.intended is False for e in self.events)):
             return EXIT_REGRESSED
-        if self.events or any(c.kind == "events" for c in self.outcomes):
+        if self.events or any(c.kind == "events" for c in self.outcomes) or any(d.changed for d in self.devices):
             return EXIT_EVENTS
         return EXIT_SAME
 
     def verdict(self) -> str:
         return {EXIT_SAME: "nothing changed", EXIT_REGRESSED: "REGRESSED",
-                EXIT_EVENTS: "only notifier events changed"}[self.exit_code()]
+                EXIT_EVENTS: "only notifier events or a device's counters changed"}[self.exit_code()]
 
 
 def compare(base: str, patched: str, base_runs: list[Path], patched_runs: list[Path], series: str,
@@ -158,6 +186,7 @@ def compare(base: str, patched: str, base_runs: list[Path], patched_runs: list[P
     cases = expectations.load(series)
     out.events = _event_changes(base_runs, patched_runs, cases)
     out.workloads = len(_workload_dirs(base_runs).keys() & _workload_dirs(patched_runs).keys())
+    out.devices = _device_changes(base_runs, patched_runs)
     changed_events = {e.test for e in out.events}
     for test in sorted(before.keys() | after.keys()):
         b, a = before.get(test), after.get(test)
@@ -168,7 +197,9 @@ def compare(base: str, patched: str, base_runs: list[Path], patched_runs: list[P
     out.gone_splats = sorted(base_titles - patched_titles)
     for side, results in (("base", before), ("patched", after)):
         checks = [r for name, r in results.items() if COMPLETENESS in name]
-        out.completeness[side] = [f"{r.test}: {r.reason}" for r in checks if r.outcome in FAILED]
+        runs = base_runs if side == "base" else patched_runs
+        out.completeness[side] = ["\n      ".join([f"{r.test}:", *(_details(r.test, runs) or (r.reason,))])
+                                  for r in checks if r.outcome in FAILED]
     out.completeness_ran = (sum(COMPLETENESS in t for t in before), sum(COMPLETENESS in t for t in after))
     if expected is not None:
         out.events = [_judged(e, expected) for e in out.events]
@@ -192,7 +223,7 @@ def _outcome_change(test: str, b: Result | None, a: Result | None, changed_event
         return None
     if after in FAILED or after == Outcome.INFRA:
         kind = "events" if test in changed_events and _only_expectations_failed(test, patched_runs) else "regressed"
-        return OutcomeChange(test, before, after, a.reason if a else "", kind)
+        return OutcomeChange(test, before, after, a.reason if a else "", kind, _details(test, patched_runs))
     if before in FAILED and after == Outcome.PASS:
         return OutcomeChange(test, before, after, b.reason if b else "", "fixed")
     either = a or b
@@ -208,6 +239,18 @@ def _only_expectations_failed(test: str, run_dirs: list[Path]) -> bool:
             checks = json.loads(path.read_text())
             return bool(checks.get("expectations")) and not any(v for k, v in checks.items() if k != "expectations")
     return False
+
+
+def _details(test: str, run_dirs: list[Path], most: int = 4) -> tuple[str, ...]:
+    """The first problems a test recorded in its checks.json, the ones that break a mirror first."""
+    for run in run_dirs:
+        path = RunDir(run).test_dir(test) / CHECKS_JSON
+        if path.exists():
+            checks = json.loads(path.read_text())
+            found = [p for kind in ("completeness", "contract", "extra", "expectations") for p in checks.get(kind, [])]
+            more = [f"... and {len(found) - most} more"] if len(found) > most else []
+            return tuple(line.splitlines()[0] for line in found[:most]) + tuple(more)
+    return ()
 
 
 def _splat_titles(run_dirs: list[Path]) -> set[str]:
@@ -281,6 +324,35 @@ def _site(case: expectations.Case | None, group: Group) -> str:
     return ", ".join(sites)
 
 
+def write_device_counters(test_dir: Path, device: str, workload: str, counters: dict[str, int],
+                          access_s: list[float]) -> None:
+    """What a device test leaves for compare: its counters for one workload and each access's time."""
+    (test_dir / DEVICE_JSON).write_text(json.dumps({"device": device, "workload": workload, "counters": counters,
+                                                    "access_s": access_s}, indent=1))
+
+
+def _device_changes(base_runs: list[Path], patched_runs: list[Path]) -> list[DeviceChange]:
+    def found(runs: list[Path]) -> dict[str, Path]:
+        return {d.name: d / DEVICE_JSON for run in runs for d in sorted((run / "tests").glob("*"))
+                if (d / DEVICE_JSON).exists()}
+    before, after = found(base_runs), found(patched_runs)
+    out = []
+    for name in sorted(before.keys() & after.keys()):
+        b, a = (json.loads(p.read_text()) for p in (before[name], after[name]))
+        out.append(DeviceChange(_test_name(patched_runs, name), b["device"], b["workload"], b["counters"],
+                                a["counters"], time_ratio(b.get("access_s") or [], a.get("access_s") or [])))
+    return out
+
+
+def time_ratio(before: list[float], after: list[float]) -> tuple[float, float, float] | None:
+    """patched/base of the median access time, with the ratio of the lower and of the upper quartiles as
+    its spread: one sitting, the same machine, so the ratio (not the absolute time) is the figure."""
+    if len(before) < 4 or len(after) < 4 or min(before) <= 0:
+        return None
+    qb, qa = statistics.quantiles(before, n=4), statistics.quantiles(after, n=4)
+    return (statistics.median(after) / statistics.median(before), qa[0] / qb[0], qa[2] / qb[2])
+
+
 def load_expected(path: Path) -> list[ExpectedChange]:
     """An --expect-events file: `changes:` a list of {case: GLOB, from: EVENT|null, to: EVENT|null}."""
     try:
@@ -329,6 +401,9 @@ def render_text(c: Comparison) -> str:
     lines += ["", f"Events: {c.workloads} workloads compared; {len({e.case for e in c.events})} changed"]
     lines += [f"  {e.line()}" for e in c.events]
     lines += [f"  intended but not seen: {x.describe()}" for x in c.unseen]
+    if c.devices:
+        lines += ["", f"Devices: {len(c.devices)} workloads; counters changed in {sum(d.changed for d in c.devices)}"]
+        lines += [f"  {d.line()}" for d in c.devices]
     ran_b, ran_p = c.completeness_ran
     lines += ["", f"Completeness (every moved page invalidated): base {ran_b - len(c.completeness.get('base', []))}"
               f"/{ran_b} pass, patched {ran_p - len(c.completeness.get('patched', []))}/{ran_p} pass"]
@@ -354,6 +429,8 @@ def to_json(c: Comparison) -> dict[str, object]:
                     "relation": e.group.relation, "before": e.before, "after": e.after, "site": e.site,
                     "exact": e.exact, "intended": e.intended} for e in c.events],
         "unseen": [x.describe() for x in c.unseen],
+        "devices": [{"test": d.test, "device": d.device, "workload": d.workload, "before": d.before,
+                     "after": d.after, "time_ratio": d.time_ratio} for d in c.devices],
         "completeness": {"ran": {"base": c.completeness_ran[0], "patched": c.completeness_ran[1]},
                          "failures": c.completeness},
         "builds": c.builds,

@@ -1,0 +1,332 @@
+"""A kernel build as one file: packed where it was built, imported into another cache, run there with no compiler.
+
+    harness kernel [--kernel-src ... --notifier ... --fragment ...] --pack OUT.tar.zst
+    harness kernel --import ARTIFACT.tar.zst
+
+What a cell needs from a build, and nothing of its object tree (a CI build job uploads it, its cell jobs
+download it): the bzImage and System.map; the modules staging tree; what out-of-tree modules (the probe,
+`make -C <build> M=...`) and kprograms need to build against it, chosen as the kernel's own
+scripts/package/install-extmod-build chooses it (Module.symvers, .config, include/generated,
+arch/x86/include/generated, the host programs of scripts/, objtool) plus the source tree's Makefiles,
+headers and scripts, the selftests' sources and the uapi headers; the image's inputs made for it (guest
+programs and modules, the kprobe layout); and the build's metadata (its stamp, build.log, the config's why).
+
+The archive holds paths relative to a cache root, as a cache lays them out: src/linux-source-X.Y/ (the
+pruned tree) with the build in its harness-build-KEY/ (as harness/kernel/build.py:build_dir places it, so
+Kbuild spells the source tree `..`), configure/by-key/, guest/, and artifact.json at the top. No kernel C
+file is in it: an imported tree cannot compile a kernel, only modules and programs against one.
+
+Only builds of trees the harness owns (Debian's) are packed: a user's tree is not a name another machine
+can resolve.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from harness import atomic, paths
+from harness.errors import UserError
+from harness.kernel import config, source
+from harness.kernel.build import IN_TREE_PREFIX, STAMP, KernelBuild, build_dir, content_key
+from harness.kernel.config import ConfigSpec, config_spec, spec_key
+
+FORMAT = 1
+MANIFEST = "artifact.json"
+OBJTREE, SRCTREE = "@HARNESS_OBJTREE@", "@HARNESS_SRCTREE@"  # in an artifact's build Makefile (portable_makefile)
+IMPORTED = source.IMPORTED
+# Host programs and helpers of scripts/ that a module build never runs (install-extmod-build's find_in_scripts).
+_SCRIPTS_PRUNE = {"atomic", "dtc", "kconfig", "package"}
+_SCRIPTS_SKIP = {"unifdef", "mk_elfconfig"}
+# What the harness reads or builds from the source tree besides Kbuild's own files (harness/kernel/userprogs.py).
+_TREE_EXTRA = ("lib/test_hmm_uapi.h", "mm/gup_test.h", "tools/include", "tools/testing/selftests/mm",
+               "tools/testing/selftests/vm", "tools/testing/selftests/kselftest.h",
+               "tools/testing/selftests/kselftest_harness.h", "tools/testing/selftests/lib.mk",
+               "tools/testing/selftests/Makefile")
+# The harness's own products in a build directory: the modules staging tree, guest modules, kprobe layout,
+# static programs, uapi headers' stamp, the why file and the stamp that says the build finished.
+# (Guest modules are added by name: their directory keeps every version ever built. Static programs built
+# against the tree are not shipped: a cell's gcc makes those it runs, from the headers shipped.)
+_BUILD_HARNESS = ("harness-config-why.txt", "harness-modules", "harness-kprobe", ".harness-headers.json", STAMP,
+                  "build.log")
+
+
+class ArtifactError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class Packed:
+    path: Path
+    bytes: int  # the compressed file
+    unpacked_bytes: int
+    files: int
+    manifest: dict[str, Any]
+
+
+def spec_digest(identity: str, spec: ConfigSpec) -> str:
+    """What decides the final .config, as spec_key() has it, less the tree's path (which differs per cache)."""
+    base = Path(spec.base)
+    return content_key(identity, spec.base, base.read_bytes() if base.is_file() else b"",
+                       *(f.read_bytes() for f in spec.fragments), *spec.settings, "off", *spec.off, "on", *spec.on,
+                       *(code.read_bytes() for code in config.ENGINE))
+
+
+def _package(tree: source.KernelTree) -> str:
+    if not tree.identity.startswith("debian:") or tree.base is not None:
+        raise ArtifactError(f"only builds of Debian's trees can be packed (debian:X.Y); {tree.path} is "
+                            f"{tree.identity}: another machine cannot resolve it")
+    return tree.identity.removeprefix("debian:").split("=", 1)[0]
+
+
+def _walk(root: Path, rel: str) -> Iterator[str]:
+    """`rel` (a file, a link, or a directory and everything under it) relative to root, if it exists."""
+    top = root / rel
+    if top.is_symlink() or top.is_file():
+        yield rel
+    elif top.is_dir():
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            for name in sorted(filenames) + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
+                yield str((Path(dirpath) / name).relative_to(root))
+
+
+def _scripts(root: Path) -> Iterator[str]:
+    for dirpath, dirnames, filenames in os.walk(root / "scripts"):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SCRIPTS_PRUNE)
+        for name in sorted(filenames):
+            if name not in _SCRIPTS_SKIP and not name.endswith((".o", ".cmd")):
+                yield str((Path(dirpath) / name).relative_to(root))
+
+
+def tree_files(tree: Path, arch: str = "x86") -> list[str]:
+    """The source tree's part: install-extmod-build's first list, plus what the harness's programs read."""
+    # Kconfig and arch's Kconfig only so that the tree is recognised as one (kconfig.check_tree)
+    files = ["Makefile", "Kconfig", f"arch/{arch}/Kconfig", source.STAMP]
+    files += sorted(str(p.relative_to(tree)) for p in (tree / "arch" / arch).glob("Makefile*"))
+    for dirpath, dirnames, _ in os.walk(tree / "arch" / arch):
+        dirnames[:] = sorted(d for d in dirnames if d != "generated" and not d.startswith(IN_TREE_PREFIX))
+        for d in list(dirnames):
+            if d == "include":
+                files += _walk(tree, str((Path(dirpath) / d).relative_to(tree)))
+                dirnames.remove(d)
+    files += sorted(str(p.relative_to(tree)) for name in ("Kbuild.platforms", "Platform")
+                    for p in (tree / "arch" / arch).rglob(name))
+    for dirpath, dirnames, filenames in os.walk(tree / "include"):
+        dirnames[:] = sorted(d for d in dirnames if d not in ("config", "generated"))
+        files += [str((Path(dirpath) / n).relative_to(tree)) for n in sorted(filenames)]
+    files += _scripts(tree)
+    for rel in _TREE_EXTRA:
+        files += _walk(tree, rel)
+    return list(dict.fromkeys(f for f in files if (tree / f).exists() or (tree / f).is_symlink()))
+
+
+def build_files(build: Path, values: dict[str, str], arch: str = "x86") -> list[str]:
+    """The build directory's part: install-extmod-build's second list, the boot files, the harness's products."""
+    files = [".config", "Module.symvers", "System.map", f"arch/{arch}/boot/bzImage", "include/config/auto.conf",
+             "include/config/kernel.release"]
+    if values.get("OBJTOOL") == "y":
+        files.append("tools/objtool/objtool")
+    if values.get("DEBUG_INFO_BTF_MODULES") == "y":
+        files.append("tools/bpf/resolve_btfids/resolve_btfids")
+    for rel in (f"arch/{arch}/include/generated", "include/generated", "usr/include", *_BUILD_HARNESS):
+        files += _walk(build, rel)
+    files += _scripts(build)
+    if values.get("GCC_PLUGINS") == "y":
+        files += sorted(str(p.relative_to(build)) for p in (build / "scripts/gcc-plugins").glob("*.so"))
+    # The staging tree's build/ and source/ links name this cache's directories: meaningless elsewhere.
+    staged_links = {"build", "source"}
+    files = [f for f in files if not (f.startswith("harness-modules/") and Path(f).name in staged_links)]
+    files = [f for f in files if not f.endswith((".o", ".cmd"))]
+    missing = [f for f in (".config", "Module.symvers", f"arch/{arch}/boot/bzImage", STAMP) if f not in files
+               or not (build / f).exists()]
+    if missing:
+        raise ArtifactError(f"{build} is not a finished build: no {', '.join(missing)}")
+    return list(dict.fromkeys(files))
+
+
+def _compressor(path: Path, decompress: bool = False) -> list[str] | None:
+    name = path.name
+    if name.endswith((".tar.zst", ".tzst")):
+        return ["zstd", "-q", "-d", "-c"] if decompress else ["zstd", "-q", "-T0", "-12", "-c"]
+    if name.endswith((".tar.gz", ".tgz")):
+        return ["gzip", "-d", "-c"] if decompress else ["gzip", "-6", "-n", "-c"]
+    if name.endswith(".tar"):
+        return None
+    raise ArtifactError(f"{path}: an artifact is .tar.zst, .tar.gz or .tar")
+
+
+def pack(build: KernelBuild, ksrc: str, notifier: str, fragments: tuple[str, ...], settings: tuple[str, ...],
+         guest_programs: Path, guest_modules: Sequence[Path], out: Path) -> Packed:
+    """Write the artifact of a finished build (of a Debian tree) to `out`; `guest_programs` is the image's
+    programs directory, `guest_modules` the image's modules (.ko files under the build directory)."""
+    tree = build.tree
+    package = _package(tree)
+    values = build.config_values()
+    stamp = json.loads((build.dir / STAMP).read_text())
+    spec = config_spec(notifier, tree.series, settings, fragments)
+    kept = paths.cache_root() / "configure" / "by-key" / f"{tree.version}-{build.key}.config"
+    if not kept.exists():
+        raise ArtifactError(f"{kept} is missing: pack a build right after `harness kernel` made or found it")
+    src = f"src/{package}"
+    bdir = f"{src}/{IN_TREE_PREFIX}{build.key}"
+    members: list[tuple[str, Path]] = [(f"{src}/{f}", tree.path / f) for f in tree_files(tree.path)]
+    members += [(f"{bdir}/{f}", build.dir / f) for f in build_files(build.dir, values)]
+    for module_dir in sorted({ko.parent.resolve() for ko in guest_modules}):
+        rel = module_dir.relative_to(build.dir.resolve())  # spelled through builds/ or the tree: the same
+        members += [(f"{bdir}/{f}", build.dir / f) for f in _walk(build.dir, str(rel))]
+    members.append((f"configure/by-key/{kept.name}", kept))
+    members += [(f"guest/{guest_programs.name}/{f}", guest_programs / f) for f in sorted(os.listdir(guest_programs))]
+    manifest = {
+        "format": FORMAT, "ksrc": ksrc, "package": package, "version": tree.version, "identity": tree.identity,
+        "series": tree.series, "key": build.key, "release": build.release, "notifier": notifier,
+        "fragments": list(fragments), "settings": list(settings), "spec_digest": spec_digest(tree.identity, spec),
+        "guest_programs": guest_programs.name, "build": stamp, "config_values": len(values),
+        "made": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": len(members),
+        "unpacked_bytes": sum((p.lstat().st_size for _, p in members), 0),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "wb") as raw:
+        compress = _compressor(out)
+        proc = subprocess.Popen(compress, stdin=subprocess.PIPE, stdout=raw) if compress else None
+        sink: IO[bytes] = proc.stdin if proc and proc.stdin else raw
+        try:
+            with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2).encode())
+                for name, path in members:
+                    if name == f"{bdir}/Makefile":
+                        continue
+                    tar.add(path, arcname=name, recursive=False, filter=_owned_by_root)
+                _add_bytes(tar, f"{bdir}/Makefile", portable_makefile(build.dir, tree.path).encode())
+        finally:
+            if proc and proc.stdin:
+                proc.stdin.close()
+        if proc and proc.wait() != 0:
+            raise ArtifactError(f"{compress and compress[0]} failed writing {out}")
+    os.replace(tmp, out)
+    return Packed(out, out.stat().st_size, manifest["unpacked_bytes"], len(members), manifest)
+
+
+def portable_makefile(build: Path, tree: Path) -> str:
+    """The build directory's Makefile (Kbuild's outputmakefile) with its absolute paths as placeholders.
+
+    6.12 writes `include ../Makefile` for a build inside the tree, but names the tree by its absolute path for
+    one beside it (the layout before in-tree builds), and 7.x always does, with `export KBUILD_OUTPUT = <build>`.
+    import_artifact() writes them back for the cache the build lands in.
+    """
+    text = (build / "Makefile").read_text()
+    for path, mark in ((build.resolve(), OBJTREE), (build, OBJTREE), (tree.resolve(), SRCTREE), (tree, SRCTREE)):
+        text = text.replace(str(path), mark)
+    return text
+
+
+def _owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _extract(artifact: Path, into: Path) -> None:
+    decompress = _compressor(artifact, decompress=True)
+    with open(artifact, "rb") as raw:
+        proc = subprocess.Popen(decompress, stdin=raw, stdout=subprocess.PIPE) if decompress else None
+        stream: IO[bytes] = proc.stdout if proc and proc.stdout else raw
+        try:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                tar.extractall(into, filter="data")  # nothing outside `into`, no device files
+        except tarfile.TarError as e:
+            raise ArtifactError(f"{artifact} is not a build artifact: {e}") from None
+        finally:
+            if proc:
+                rc = proc.wait()
+                if rc != 0:
+                    raise ArtifactError(f"{artifact}: {decompress and decompress[0]} failed (exit {rc})")
+
+
+def import_artifact(artifact: Path) -> dict[str, Any]:
+    """Unpack an artifact into this cache, so that `prepare()` of its kernel finds a finished build.
+
+    The tree goes to src/<package>/ when the cache has none (marked imported: source.debian_tree then uses
+    it as it is and never installs the package over it); into a full tree of the same version, only the
+    build is added. The config stage's memory is written for this cache, after checking that this
+    checkout's fragments and config engine are the ones the build was made with.
+    """
+    if not artifact.is_file():
+        raise ArtifactError(f"{artifact}: no such file")
+    root = paths.cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(dir=root, prefix=".import-"))
+    try:
+        _extract(artifact, staged)
+        try:
+            manifest = json.loads((staged / MANIFEST).read_text())
+        except FileNotFoundError:
+            raise ArtifactError(f"{artifact} has no {MANIFEST}: not made by `harness kernel --pack`") from None
+        if manifest.get("format") != FORMAT:
+            raise ArtifactError(f"{artifact}: artifact format {manifest.get('format')}, this harness reads {FORMAT}")
+        # Into the tree's directory: its lock, exclusive (no run reads it meanwhile; source.py, prepare.py)
+        dest = root / "src" / manifest["package"]
+        with atomic.locked(source.tree_lock(dest), f"importing {artifact.name} into {dest}"):
+            _place(staged, manifest)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return manifest
+
+
+def _place(staged: Path, m: dict[str, Any]) -> None:
+    root = paths.cache_root()
+    package, key, version = m["package"], m["key"], m["version"]
+    spec = config_spec(m["notifier"], m["series"], tuple(m["settings"]), tuple(m["fragments"]))
+    if (digest := spec_digest(m["identity"], spec)) != m["spec_digest"]:
+        raise ArtifactError(f"the artifact's kernel ({m['ksrc']}, notifier {m['notifier']}, fragments "
+                            f"{m['fragments'] or 'none'}) was configured by other fragments or another config engine "
+                            f"than this checkout's (digest {m['spec_digest']}, here {digest}): import it in the "
+                            "checkout that packed it, or build this kernel")
+    new_tree, dest = staged / "src" / package, root / "src" / package
+    makefile = new_tree / f"{IN_TREE_PREFIX}{key}" / "Makefile"
+    where = dest.resolve()  # Kbuild wants absolute paths, whatever HARNESS_CACHE says
+    makefile.write_text(makefile.read_text().replace(OBJTREE, str(where / makefile.parent.name))
+                        .replace(SRCTREE, str(where)))
+    stamp = dest / source.STAMP
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not stamp.exists():
+        if dest.exists():  # an unpacking that never finished
+            shutil.rmtree(dest)
+        atomic.write_text(new_tree / IMPORTED, json.dumps({"from": m["identity"], "key": key, "made": m["made"]}))
+        os.replace(new_tree, dest)
+    else:
+        identity = f"debian:{package}={stamp.read_text()}"
+        if identity != m["identity"]:
+            raise ArtifactError(f"{dest} holds {identity}, the artifact {m['identity']}: remove {dest} to import it")
+        build = dest / f"{IN_TREE_PREFIX}{key}"
+        if not (build / STAMP).exists():
+            shutil.rmtree(build, ignore_errors=True)
+            os.replace(new_tree / build.name, build)
+    tree = source.KernelTree(dest, version, m["identity"], immutable=True, imported=(dest / IMPORTED).exists())
+    build_dir(tree, key)  # builds/VERSION-KEY -> the tree's harness-build-KEY
+    kept = root / "configure" / "by-key" / f"{version}-{key}.config"
+    atomic.write_text(kept, (staged / "configure" / "by-key" / kept.name).read_text())
+    why = (dest / f"{IN_TREE_PREFIX}{key}" / "harness-config-why.txt").read_text()
+    memo = root / "configure" / "by-spec" / f"{spec_key(tree, spec)}.json"
+    atomic.write_text(memo, json.dumps({"key": key, "why": why}))
+    programs = root / "guest" / m["guest_programs"]
+    if not programs.exists():
+        programs.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged / "guest" / m["guest_programs"], programs)
