@@ -29,7 +29,7 @@ from harness.observe.splat import Splat, find_splats, is_allowed
 from harness.results.model import Boot, Result, write_results
 from harness.results.outcome import GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault, Outcome
 from harness.results.rundir import RunDir, new_run_dir
-from harness.vm import qmp
+from harness.vm import faults, qmp
 from harness.vm.machine import VM, BootError, load_profile, probe_accel
 from harness.vm.ssh import CommandFailed, CommandResult, CommandTimeout, SSHError
 
@@ -226,7 +226,7 @@ class Guest:
         path.write_text(text)
         return path
 
-    def collect_post_mortem(self) -> None:
+    def collect_post_mortem(self) -> dict[str, str]:
         """A timed-out guest, before it is stopped: (QMP) its registers and screen, first, since an
         SSH attempt wakes the guest's network; then dmesg if SSH still answers. Bounded: a wedged
         guest costs a few seconds here."""
@@ -237,6 +237,7 @@ class Guest:
         except (SSHError, OSError, RuntimeError) as e:
             self.post_mortem["dmesg"] = f"not captured: {e}"
         qmp.save(self.post_mortem, self.dir)
+        return self.post_mortem
 
     def check_after_test(self, allow: list[str]) -> None:
         """Raise the fault this test left behind: a dead or crashed guest, or splats in its dmesg."""
@@ -247,12 +248,9 @@ class Guest:
         if self.timed_out is not None:
             raise GuestTimeout(f"test exceeded its {self.timed_out:g} s watchdog; QEMU was stopped",
                                vm.console_log)
-        if not vm.alive():
-            fatal = console.fatal_splat()
+        if crash := faults.dead(vm):  # the one wording of every command (harness/vm/faults.py)
             self.vms.discard()
-            if fatal:
-                raise GuestCrash(f"kernel crashed: {fatal.title}", vm.console_log)
-            raise GuestCrash(f"QEMU died (exit status {console.exit_status})", vm.console_log)
+            raise crash
         try:
             log = self.dmesg.since_mark()
         except (SSHError, OSError) as e:
@@ -321,16 +319,15 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
             raise  # Ctrl-C or SIGTERM (harness/vm/console.py): stop the run, don't call it a crash
-        if isinstance(g, Guest) and isinstance(e, SSHError) and not isinstance(e, CommandFailed) and g.vm.console:
-            # A lost channel may be QEMU dying: its sockets close before its exit can be seen. Wait for it
-            # briefly, so that a dead QEMU is a CRASH and not an unreachable guest.
-            g.vm.console.wait_exit(3)
-        if isinstance(g, Guest) and (g.timed_out is not None or not g.vm.alive()):
-            g.check_after_test([])  # the watchdog or a crash explains the failure better than the symptom
-        if isinstance(g, Guest) and isinstance(e, SSHError) and not isinstance(e, CommandFailed):
-            if isinstance(e, CommandTimeout):
-                g.collect_post_mortem()
-            g.vms.discard()  # a wedged command or a lost session: the next test gets a fresh guest
+        if isinstance(g, Guest):
+            if g.timed_out is not None:
+                g.check_after_test([])  # the watchdog explains the failure better than the symptom
+            # The one classification of every command (harness/vm/faults.py): a dead QEMU or a crashed
+            # kernel over a lost channel, then a command past its timeout, then an unreachable guest.
+            fault = faults.explain(g.vm, e, keep=g.collect_post_mortem) or faults.dead(g.vm)
+            if fault is not None and fault is not e:
+                g.vms.discard()  # a crash, a wedged command or a lost session: the next test gets a fresh guest
+                raise fault from None
         raise
     if isinstance(g, Guest):
         marker = item.get_closest_marker("allow_splats")

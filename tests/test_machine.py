@@ -46,11 +46,16 @@ def test_ready_marker_needs_the_whole_line():
     assert re.search(machine.READY_RE, "boot\r\r\nHARNESS-READY 6.1", re.M) is None
 
 
-def test_qmp_listens_on_an_abstract_socket_only():
-    argv = qemu_argv(Profile("t", ""), Path("/k"), Path("/i"), 40022, "tcg", qmp_socket="harness-qmp-x")
-    chardev = argv[argv.index("-chardev") + 1]
-    assert "path=harness-qmp-x" in chardev and "abstract=on" in chardev  # nothing on disk, no TCP port
+def test_qemu_opens_no_door_of_its_own():
+    """QMP is an inherited socketpair end (no name, no listener); SSH is forwarded on loopback only;
+    the human monitor is off. tests/test_exposure.py checks the running QEMU as an attacker would."""
+    argv = qemu_argv(Profile("t", ""), Path("/k"), Path("/i"), 40022, "tcg", qmp_fd=7)
+    assert argv[argv.index("-chardev") + 1] == "socket,id=qmp,fd=7"
     assert argv[argv.index("-mon") + 1] == "chardev=qmp,mode=control"
+    assert argv[argv.index("-monitor") + 1] == "none"
+    assert argv[argv.index("-netdev") + 1] == "user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22"
+    joined = " ".join(argv)
+    assert "abstract" not in joined and "path=" not in joined and "server" not in joined
 
 
 def test_profile_for_another_architecture_is_refused(tmp_path: Path):

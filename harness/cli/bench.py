@@ -23,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.add_machine(p)
     options.add_results_dir(p)
     p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--fault-rate", type=float, default=0.0, metavar="P",
+                   help="inject a fault (QEMU SIGKILL, guest panic, hung guest) into this share of the runs, at "
+                        "random; each must be classified as such (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="the random draw of --fault-rate, to repeat a soak")
     p.set_defaults(func=soak)
 
 
@@ -36,6 +40,7 @@ def bench(args: argparse.Namespace) -> int:
 
 def soak(args: argparse.Namespace) -> int:
     out = rundir.new_run_dir(args.results_dir)
-    figures = run_soak(out, args.kernel_src, args.runs, args.machine)
-    print(f"soak: {figures['runs']} runs, {figures['flakes']} flakes; {out / 'soak.json'}")
-    return 1 if figures["flakes"] else 0
+    figures = run_soak(out, args.kernel_src, args.runs, args.machine, fault_rate=args.fault_rate, seed=args.seed)
+    print(f"soak: {figures['runs']} runs, {figures['flakes']} flakes among {figures['healthy_runs']} healthy runs; "
+          f"{figures['injected']} faults injected, {figures['misclassified']} misclassified; {out / 'soak.json'}")
+    return 1 if figures["flakes"] or figures["misclassified"] else 0

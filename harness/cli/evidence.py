@@ -15,11 +15,10 @@ import time
 from harness import paths
 from harness.checks.evidence import BY_NAME, WORKLOADS, HmmUnavailable, collect, prepare_hmm, write_report
 from harness.cli import options
-from harness.kernel.build import BuildError
 from harness.kernel.prepare import prepare
 from harness.results import rundir
-from harness.vm.machine import VM, BootError, MachineError, load_profile, probe_accel
-from harness.vm.ssh import SSHError
+from harness.vm import faults
+from harness.vm.machine import VM, load_profile, probe_accel
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,18 +44,19 @@ def main(args: argparse.Namespace) -> int:
     workloads = [BY_NAME[n] for n in args.only] if args.only else WORKLOADS
     hmm_binary, hmm_skipped = None, "--no-hmm" if args.no_hmm else ""
     try:
-        vm.start(boot_timeout=120)
-        assert vm.ssh
-        if not args.no_hmm:
-            try:
-                hmm_binary = prepare_hmm(vm.ssh, prepared.build)
-            except HmmUnavailable as e:
-                hmm_skipped = str(e)
-                print(f"harness evidence: test_hmm will not run: {e}", file=sys.stderr)
-        runs, skipped = collect(vm.ssh, workloads, args.repeats, hmm_binary=hmm_binary)
-    except (BootError, SSHError, MachineError, BuildError) as e:
-        print(f"harness evidence: {e}\n  console log: {vm.console_log}", file=sys.stderr)
-        return 2
+        # Faults of the machine leave as one paragraph naming them (harness/vm/faults.py, exit status 2).
+        with faults.guarded(vm, "booting the guest") as work:
+            vm.start(boot_timeout=120)
+            assert vm.ssh
+            if not args.no_hmm:
+                work.doing = "preparing test_hmm"
+                try:
+                    hmm_binary = prepare_hmm(vm.ssh, prepared.build)
+                except HmmUnavailable as e:
+                    hmm_skipped = str(e)
+                    print(f"harness evidence: test_hmm will not run: {e}", file=sys.stderr)
+            work.doing = "the evidence workloads ran"
+            runs, skipped = collect(vm.ssh, workloads, args.repeats, hmm_binary=hmm_binary)
     finally:
         vm.stop()
     meta = {"date": time.strftime("%Y-%m-%d"), "release": prepared.build.release, "accel": accel,

@@ -17,8 +17,6 @@ from harness.results.outcome import HarnessFault
 from harness.vm.ssh import SSHError
 
 COMMANDS = (kernel, run, shell, bench, config, matrix, report, trace, driver, evidence, compare)
-# A guest that never booted or stopped answering, met outside a test (where the pytest plugin classifies it).
-FAULTS = (HarnessFault, SSHError)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,7 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (UserError, *FAULTS) as e:
+    except HarnessFault as e:  # the machine's fault, said the one way (harness/vm/faults.py): outcome first
+        text = str(e)
+        print(f"harness: {text if text.startswith(e.outcome.value) else f'{e.outcome.value}: {text}'}",
+              file=sys.stderr)
+        return 2
+    except (UserError, SSHError) as e:
         print(f"harness: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `harness matrix list | head`: the reader is gone, and so is the point of output

@@ -281,9 +281,9 @@ def import_artifact(artifact: Path) -> dict[str, Any]:
             raise ArtifactError(f"{artifact} has no {MANIFEST}: not made by `harness kernel --pack`") from None
         if manifest.get("format") != FORMAT:
             raise ArtifactError(f"{artifact}: artifact format {manifest.get('format')}, this harness reads {FORMAT}")
-        from harness.kernel.prepare import _tree_lock  # prepare imports the stages; the lock is its own
-
-        with atomic.locked(_tree_lock(manifest["ksrc"])):
+        # Into the tree's directory: its lock, exclusive (no run reads it meanwhile; source.py, prepare.py)
+        dest = root / "src" / manifest["package"]
+        with atomic.locked(source.tree_lock(dest), f"importing {artifact.name} into {dest}"):
             _place(staged, manifest)
     finally:
         shutil.rmtree(staged, ignore_errors=True)

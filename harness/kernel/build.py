@@ -90,20 +90,36 @@ def build_kernel(configured: Configured, jobs: int | None = None) -> KernelBuild
         raise BuildError(f"this host is {host}: the harness builds x86_64 kernels with the host's compiler "
                          "and boots them with qemu-system-x86_64; cross-building is not supported")
     tree, key = configured.tree, configured.key
+    if not ((_build_link(tree, key) / STAMP).exists() and tree.immutable):
+        # One lock per build directory: other configs of the same tree build meanwhile, and a second
+        # run of this config waits for the first rather than build it twice.
+        link = _build_link(tree, key)
+        with atomic.locked(build_lock(link), f"building kernel {tree.version} ({tree.identity}) in {link}",
+                           log=link / "build.log"):
+            outdir = build_dir(tree, key)
+            if not ((outdir / STAMP).exists() and tree.immutable):  # or the process we waited for built it
+                atomic.write_text(outdir / "harness-config-why.txt", configured.why)
+                seeded = None
+                if tree.base and not (outdir / "Makefile").exists():
+                    base_key = config_key(tree.base, configured.config.read_text())
+                    base = paths.cache_root() / "builds" / f"{tree.version}-{base_key}"
+                    if (base / STAMP).exists():
+                        print(f"seeding {outdir} from the base's build {base}", flush=True)
+                        seed_build(outdir, base)
+                        seeded = str(base)
+                _make_kernel(tree, outdir, configured.config, key, jobs, seeded)
     outdir = build_dir(tree, key)
-    stamp = outdir / STAMP
     atomic.write_text(outdir / "harness-config-why.txt", configured.why)
-    if not (stamp.exists() and tree.immutable):
-        seeded = None
-        if tree.base and not (outdir / "Makefile").exists():
-            base_key = config_key(tree.base, configured.config.read_text())
-            base = paths.cache_root() / "builds" / f"{tree.version}-{base_key}"
-            if (base / STAMP).exists():
-                print(f"seeding {outdir} from the base's build {base}", flush=True)
-                seed_build(outdir, base)
-                seeded = str(base)
-        _make_kernel(tree, outdir, configured.config, key, jobs, seeded)
-    return KernelBuild(tree, outdir, key, json.loads(stamp.read_text())["release"])
+    return KernelBuild(tree, outdir, key, json.loads((outdir / STAMP).read_text())["release"])
+
+
+def build_lock(build_dir: Path) -> Path:
+    """The lock of a build directory: exclusive while make writes it, shared while an image is made from it."""
+    return paths.cache_root() / "locks" / f"build-{build_dir.name}.lock"
+
+
+def _build_link(tree: KernelTree, key: str) -> Path:
+    return paths.cache_root() / "builds" / f"{tree.version}-{key}"
 
 
 def build_dir(tree: KernelTree, key: str) -> Path:
@@ -115,7 +131,7 @@ def build_dir(tree: KernelTree, key: str) -> Path:
     the same command lines: `harness compare` builds a patched copy on the base's objects and ccache
     entries. A user's tree is built beside it, out of tree, and nothing is written into it.
     """
-    link = paths.cache_root() / "builds" / f"{tree.version}-{key}"
+    link = _build_link(tree, key)
     link.parent.mkdir(parents=True, exist_ok=True)
     if not tree.immutable or ((link / STAMP).exists() and not link.is_symlink()):  # also one made before links
         link.mkdir(exist_ok=True)

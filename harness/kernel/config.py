@@ -119,9 +119,12 @@ def configure(tree: KernelTree, spec: ConfigSpec) -> Configured:
         raise ConfigError(f"{tree.path} was imported from a build artifact (harness kernel --import) and holds only "
                           "the kernels packed with it; this configuration is not one of them. Import its artifact, "
                           f"or remove {tree.path} so that the full tree is unpacked")
-    scratch_config, key, why = compose(tree, spec, root / "configure.log")
-    kept = root / "by-key" / f"{tree.version}-{key}.config"
-    atomic.write_text(kept, scratch_config.read_text())
+    # compose() works in the tree's one scratch directory: one composition per tree at a time (seconds).
+    with atomic.locked(paths.cache_root() / "locks" / f"configure-{content_key(tree.identity, str(tree.path))}.lock",
+                       f"composing a .config for {tree.version} ({tree.identity})", log=root / "configure.log"):
+        scratch_config, key, why = compose(tree, spec, root / "configure.log")
+        kept = root / "by-key" / f"{tree.version}-{key}.config"
+        atomic.write_text(kept, scratch_config.read_text())
     if tree.immutable:
         atomic.write_text(memo, json.dumps({"key": key, "why": why}))
     return Configured(tree, kept, key, why)

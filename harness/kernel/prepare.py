@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness import atomic, paths
 from harness.kernel import source
-from harness.kernel.build import KernelBuild, build_kernel, content_key
+from harness.kernel.build import KernelBuild, build_kernel, build_lock
 from harness.kernel.config import config_spec, configure
 from harness.kernel.image import Image, build_image
 
@@ -33,23 +33,27 @@ class Prepared:
 def prepare(ksrc: str | None = None, notifier: str = "on", settings: tuple[str, ...] = (),
             fragments: tuple[str, ...] = ()) -> Prepared:
     timings: dict[str, float] = {}
-    # One process prepares a given tree at a time: parallel runs (matrix cells, the fault tests)
-    # share its unpacked source, scratch and build directories. Other trees go ahead meanwhile.
-    with atomic.locked(_tree_lock(ksrc)):
-        with _timed(timings, "source_s"):
-            tree = source.resolve(ksrc)
+    # Each lock guards one thing, so that a ready kernel never waits for another config's build:
+    # unpacking a tree (exclusive, in source.py; taken only when there is something to unpack), reading
+    # it (shared, from here to the image), composing in its scratch directory (config.py), one build
+    # directory (build.py), one image. A wait of more than a second says who holds what (atomic.locked).
+    with _timed(timings, "source_s"):
+        tree = source.resolve(ksrc)
+    with atomic.locked(source.tree_lock(tree.path), f"reading {tree.path} for a build", shared=True):
         with _timed(timings, "config_s"):
             configured = configure(tree, config_spec(notifier, tree.series, settings, fragments))
         with _timed(timings, "kernel_s"):
             kernel = build_kernel(configured)
-        with _timed(timings, "image_s"):
+        with _timed(timings, "image_s"), \
+                atomic.locked(build_lock(kernel.dir), f"making an image from {kernel.dir}", shared=True), \
+                atomic.locked(_image_lock(kernel), f"making the image (guest modules, initramfs) of {kernel.dir}"):
             image = build_image(kernel)
     return Prepared(tree, kernel, image, notifier, fragments, timings)
 
 
-def _tree_lock(ksrc: str | None) -> Path:
-    """The lock file of a tree, named from how it was asked for (resolving it is a stage under the lock)."""
-    return paths.cache_root() / "locks" / f"{content_key(ksrc or f'debian:{source.DEFAULT_SERIES}')}.lock"
+def _image_lock(kernel: KernelBuild) -> Path:
+    """Images of one build share its guest-module and modules_install directories: one at a time."""
+    return paths.cache_root() / "locks" / f"image-{kernel.dir.name}.lock"
 
 
 @contextmanager

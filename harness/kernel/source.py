@@ -5,6 +5,7 @@ A tree's identity (version, and git commit when it is a git tree) goes into cach
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import tarfile
 from dataclasses import dataclass
@@ -62,28 +63,45 @@ def debian_tree(series: str = DEFAULT_SERIES) -> KernelTree:
         return KernelTree(dest, tree_version(dest), f"debian:{package}={stamp.read_text()}", immutable=True,
                           imported=True)
     tarball = Path(f"/usr/src/{package}.tar.xz")
-    if not tarball.exists() and debian.candidate(package):
-        debian.install(package)
-    if tarball.exists():
-        version = debian.installed_version(package) or "unknown"
-    elif stamp.exists():  # fetched and unpacked before: a Debian package version never changes its files
-        version = stamp.read_text()
-    else:
-        deb, version = debian.fetch(package)
-        tarball = dest.with_name(f"{package}.tar.xz")
-        debian.extract_tarball(deb, tarball)
-    if not stamp.exists() or stamp.read_text() != version:
-        print(f"unpacking {tarball} into {dest} ...", flush=True)
-        with atomic.staged_dir(dest) as tmp, tarfile.open(tarball) as tar:
-            tar.extractall(tmp, filter="tar")
-            (top,) = [p for p in tmp.iterdir()]  # the tarball holds one directory, linux-source-X.Y
-            for child in top.iterdir():
-                child.rename(tmp / child.name)
-            top.rmdir()
-            (tmp / stamp.name).write_text(version)
-        if not tarball.is_relative_to("/usr/src"):
-            tarball.unlink()  # extracted from a fetched .deb only to be unpacked
+    if tarball.exists() and stamp.exists() and stamp.read_text() == debian.installed_version(package):
+        return _debian(dest, stamp.read_text(), package)  # unpacked and current: no lock, no wait
+    if not tarball.exists() and stamp.exists() and not debian.candidate(package):
+        return _debian(dest, stamp.read_text(), package)  # fetched (7.x) and unpacked before: never changes
+    # Installing, fetching, unpacking: one process per tree, and none while a build reads it (prepare.py
+    # holds this lock shared from the config stage to the image).
+    with atomic.locked(tree_lock(dest), f"installing and unpacking {package} into {dest}"):
+        if not tarball.exists() and debian.candidate(package):
+            debian.install(package)
+        if tarball.exists():
+            version = debian.installed_version(package) or "unknown"
+        elif stamp.exists():  # fetched and unpacked before: a Debian package version never changes its files
+            version = stamp.read_text()
+        else:
+            deb, version = debian.fetch(package)
+            tarball = dest.with_name(f"{package}.tar.xz")
+            debian.extract_tarball(deb, tarball)
+        if not stamp.exists() or stamp.read_text() != version:
+            print(f"unpacking {tarball} into {dest} ...", flush=True)
+            with atomic.staged_dir(dest) as tmp, tarfile.open(tarball) as tar:
+                tar.extractall(tmp, filter="tar")
+                (top,) = [p for p in tmp.iterdir()]  # the tarball holds one directory, linux-source-X.Y
+                for child in top.iterdir():
+                    child.rename(tmp / child.name)
+                top.rmdir()
+                (tmp / stamp.name).write_text(version)
+            if not tarball.is_relative_to("/usr/src"):
+                tarball.unlink()  # extracted from a fetched .deb only to be unpacked
+    return _debian(dest, version, package)
+
+
+def _debian(dest: Path, version: str, package: str) -> KernelTree:
     return KernelTree(dest, tree_version(dest), f"debian:{package}={version}", immutable=True)
+
+
+def tree_lock(path: Path) -> Path:
+    """The lock of a tree's files: exclusive to unpack it, shared while a build reads it."""
+    key = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    return paths.cache_root() / "locks" / f"tree-{path.name}-{key}.lock"
 
 
 def resolve(ksrc: str | None) -> KernelTree:

@@ -56,6 +56,7 @@ class HarnessFault(Exception):
         super().__init__(reason if console_log is None else f"{reason}\n  console log: {console_log}")
         self.reason = reason
         self.console_log = console_log
+        self.post_mortem: dict[str, str] = {}  # what a wedged guest left before it was stopped (vm/faults.py)
 
 
 class GuestCrash(HarnessFault):

@@ -11,12 +11,19 @@ Keys (times in seconds):
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import random
+import signal
 import statistics
+import threading
 import time
 from pathlib import Path
 
 from harness.kernel.prepare import prepare
+from harness.results.outcome import HarnessFault
+from harness.vm import faults
 from harness.vm.machine import VM, load_profile, probe_accel
 
 
@@ -39,12 +46,15 @@ def run_bench(out_dir: Path, ksrc: str | None, machine: str = "default", boots: 
     for i in range(boots):
         vm = VM(profile, prepared.build.bzimage, prepared.image, out_dir / f"vm-{i + 1}", accel=accel)
         try:
-            vm.start(boot_timeout=120)
-            boot_times.append(vm.boot_s)
-            if i == 0:
-                assert vm.ssh
-                for _ in range(roundtrips):
-                    rtts.append(vm.ssh.run(["true"], check=True).duration_s)
+            # A fault of the machine ends the bench, said as every command says it (harness/vm/faults.py).
+            with faults.guarded(vm, f"boot {i + 1} of {boots}") as work:
+                vm.start(boot_timeout=120)
+                boot_times.append(vm.boot_s)
+                if i == 0:
+                    assert vm.ssh
+                    work.doing = "measuring SSH round trips"
+                    for _ in range(roundtrips):
+                        rtts.append(vm.ssh.run(["true"], check=True).duration_s)
         finally:
             vm.stop()
     figures = {
@@ -62,45 +72,97 @@ def run_bench(out_dir: Path, ksrc: str | None, machine: str = "default", boots: 
     return figures
 
 
-def run_soak(out_dir: Path, ksrc: str | None, runs: int = 50, machine: str = "default") -> dict:
+# Faults a soak can inject (--fault-rate): what each does to a booted guest, and how it must be classified.
+SOAK_FAULTS: dict[str, tuple[str, str]] = {
+    "kill": ("CRASH", "QEMU died (killed by SIGKILL)"),  # QEMU SIGKILLed under the workload
+    "panic": ("CRASH", "kernel crashed: kernel panic"),  # sysrq c: a real guest panic
+    "hang": ("TIMEOUT", "command did not finish within"),  # QEMU SIGSTOPped: nothing runs, nothing answers
+}
+SOAK_COMMAND_TIMEOUT = 30.0  # a hung guest is found this long after it hung
+
+
+def _inject(vm: VM, fault: str, delay: float) -> threading.Thread:
+    """Do `fault` to the guest `delay` seconds from now, from another thread: it lands under the workload."""
+
+    def act() -> None:
+        time.sleep(delay)
+        if not (vm.console and vm.console.child.isalive()):
+            return
+        if fault == "kill":
+            os.kill(vm.console.pid, signal.SIGKILL)
+        elif fault == "hang":
+            os.kill(vm.console.pid, signal.SIGSTOP)  # console.kill()'s SIGKILL ends it
+        elif vm.ssh:
+            with contextlib.suppress(Exception):  # the guest dies under this very command
+                vm.ssh.run(["sh", "-c", "echo c > /proc/sysrq-trigger"], timeout=10)
+
+    thread = threading.Thread(target=act, name=f"inject-{fault}", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_soak(out_dir: Path, ksrc: str | None, runs: int = 50, machine: str = "default",
+             fault_rate: float = 0.0, seed: int | None = None, command_timeout: float = SOAK_COMMAND_TIMEOUT) -> dict:
     """Boot and run the smoke workloads `runs` times; every run that is not clean is a flake, with its cause.
 
     A run is clean when the guest boots, mm_smoke and munmap exit 0 over SSH, and dmesg has no splat.
+    With fault_rate, that share of the runs (drawn at random, `seed` to repeat) gets one of SOAK_FAULTS
+    while its workload runs: such a run must end in that fault's outcome and words (harness/vm/faults.py),
+    and is counted apart from flakes; a fault classified otherwise is a misclassification.
     """
     from harness.observe.splat import find_splats
-    from harness.vm.machine import BootError
-    from harness.vm.ssh import SSHError
 
     out_dir.mkdir(parents=True, exist_ok=True)
     prepared = prepare(ksrc)
     accel = probe_accel(prepared.build.bzimage, prepared.image)
     profile = load_profile(machine)
     append = ("harness.modules=mmu_probe",) if prepared.build.has("MMU_NOTIFIER") else ()
-    flakes, boots = [], []
+    rng = random.Random(seed)
+    flakes, boots, injected = [], [], []
     for i in range(runs):
         vm = VM(profile, prepared.build.bzimage, prepared.image, out_dir / f"run-{i + 1}", accel=accel,
                 extra_append=append)
-        cause = ""
+        fault = rng.choice(sorted(SOAK_FAULTS)) if rng.random() < fault_rate else ""
+        cause, outcome = "", "PASS"
         try:
-            vm.start(boot_timeout=120)
-            boots.append(vm.boot_s)
-            assert vm.ssh
-            for program in ("mm_smoke", "munmap"):
-                result = vm.ssh.run([f"/guest/bin/{program}"], timeout=60)
-                if not result.ok:
-                    cause = f"{program} exited {result.exit_status}: {result.stderr.strip()[:200]}"
-                    break
-            if not cause and (splats := find_splats(vm.ssh.run(["dmesg"], check=True).stdout)):
-                cause = f"splat: {splats[0].title}"
-        except (BootError, SSHError) as e:
-            cause = str(e).splitlines()[0]
+            with faults.guarded(vm, "booting the guest") as work:
+                vm.start(boot_timeout=120)
+                boots.append(vm.boot_s)
+                assert vm.ssh
+                if fault:
+                    # mm_smoke and munmap take about a second: land inside them, or just before
+                    _inject(vm, fault, rng.uniform(0, 0.5))
+                for program in ("mm_smoke", "munmap", *(["sleep"] if fault else [])):
+                    work.doing = f"{program} ran"
+                    # with a fault, a last long command, so that a fault that missed the short ones lands
+                    argv = ["sleep", "15"] if program == "sleep" else [f"/guest/bin/{program}"]
+                    result = vm.ssh.run(argv, timeout=command_timeout)
+                    if not result.ok:
+                        cause, outcome = f"{program} exited {result.exit_status}: {result.stderr.strip()[:200]}", "FAIL"
+                        break
+                if not cause:
+                    work.doing = "reading dmesg"
+                    if splats := find_splats(vm.ssh.run(["dmesg"], check=True).stdout):
+                        cause, outcome = f"splat: {splats[0].title}", "FAIL"
+        except HarnessFault as e:  # the one classification (harness/vm/faults.py)
+            cause, outcome = e.reason.splitlines()[0], e.outcome.value
         finally:
             vm.stop()
+        entry = {"run": i + 1, "outcome": outcome, "cause": cause, "console_log": str(vm.console_log)}
+        if fault:
+            want_outcome, want_words = SOAK_FAULTS[fault]
+            entry |= {"fault": fault, "classified": outcome == want_outcome and want_words in cause}
+            injected.append(entry)
+            verdict = "classified" if entry["classified"] else "MISCLASSIFIED"
+            print(f"  soak {i + 1}/{runs}: injected {fault}: {outcome}: {cause} ({verdict})", flush=True)
+            continue
         if cause:
-            flakes.append({"run": i + 1, "cause": cause, "console_log": str(vm.console_log)})
-        print(f"  soak {i + 1}/{runs}: {'FLAKE ' + cause if cause else 'ok'}", flush=True)
+            flakes.append(entry)
+        print(f"  soak {i + 1}/{runs}: {f'FLAKE {outcome}: {cause}' if cause else 'ok'}", flush=True)
     figures = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kernel": prepared.build.release, "accel": accel,
                "runs": runs, "flakes": len(flakes), "causes": flakes,
-               "boot_to_ssh_s": spread(boots) if boots else None}
+               "healthy_runs": runs - len(injected), "fault_rate": fault_rate, "seed": seed,
+               "injected": len(injected), "misclassified": sum(not e["classified"] for e in injected),
+               "faults": injected, "boot_to_ssh_s": spread(boots) if boots else None}
     (out_dir / "soak.json").write_text(json.dumps(figures, indent=2) + "\n")
     return figures

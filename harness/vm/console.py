@@ -16,8 +16,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pexpect
+import ptyprocess
 
 from harness.observe.splat import Splat, SplatScanner
 
@@ -28,6 +30,18 @@ _PR_SET_PDEATHSIG = 1
 def _die_with_parent() -> None:
     """In the QEMU child: the kernel SIGKILLs it when the harness dies, even by SIGKILL."""
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class _Spawn(pexpect.spawn):
+    """pexpect.spawn that lets the child keep some file descriptors (ptyprocess closes all the others)."""
+
+    def __init__(self, *args: Any, pass_fds: Sequence[int] = (), **kwargs: Any):
+        self._pass_fds = tuple(pass_fds)
+        super().__init__(*args, **kwargs)
+
+    def _spawnpty(self, args: list[str], **kwargs: Any) -> ptyprocess.PtyProcess:
+        # pexpect's own _spawnpty, plus pass_fds
+        return ptyprocess.PtyProcess.spawn(args, pass_fds=self._pass_fds, **kwargs)
 
 
 def kill_all() -> None:
@@ -58,7 +72,9 @@ class WaitResult:
 
 
 class Console:
-    def __init__(self, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None):
+    def __init__(self, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
+                 pass_fds: Sequence[int] = ()):
+        """pass_fds: descriptors QEMU inherits (the QMP socketpair's end); every other one is closed."""
         if os.environ.get("HARNESS_NO_QEMU"):  # `make unit`: a test that boots here is missing its e2e mark
             raise RuntimeError(f"HARNESS_NO_QEMU is set: refusing to start {argv[0]} (mark the test e2e)")
         self.log_path = log_path
@@ -72,8 +88,16 @@ class Console:
         self.exit_status: int | None = None
         self._closed = False
         self.log_error = ""  # why the log on disk stopped short of what QEMU printed (a full disk)
-        self.child = pexpect.spawn(argv[0], list(argv[1:]), env=env, encoding="utf-8", codec_errors="replace",
-                                   timeout=None, echo=False, maxread=65536, preexec_fn=_die_with_parent)
+        def preexec() -> None:
+            _die_with_parent()
+            # The serial console's pty: devpts makes it group tty writable, and a line written there would
+            # read as the guest's (a fake ready marker or panic). Only the harness's user may open it.
+            os.fchmod(0, 0o600)
+            for fd in pass_fds:  # close-on-exec in the harness (no other child gets it), kept across this exec
+                os.set_inheritable(fd, True)
+
+        self.child = _Spawn(argv[0], list(argv[1:]), env=env, encoding="utf-8", codec_errors="replace",
+                            timeout=None, echo=False, maxread=65536, preexec_fn=preexec, pass_fds=pass_fds)
         _LIVE.add(self)
         self._thread = threading.Thread(target=self._read, name=f"console:{log_path.name}", daemon=True)
         self._thread.start()

@@ -22,7 +22,7 @@ from harness.errors import UserError
 from harness.kernel.image import Image, client_key
 from harness.profiles import load_named
 from harness.results.outcome import HarnessFault, Outcome
-from harness.vm import qmp
+from harness.vm import faults, qmp
 from harness.vm.console import Console, WaitResult
 from harness.vm.ssh import SSH, SSHError
 
@@ -102,9 +102,11 @@ def check_devices(profile: Profile) -> None:
 
 
 def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel: str,
-              extra_append: tuple[str, ...] = (), qmp_socket: str = "") -> list[str]:
-    """The whole QEMU command line. Guest ports are forwarded on 127.0.0.1 only; QMP, where asked
-    for, listens on an abstract unix socket (harness/vm/qmp.py)."""
+              extra_append: tuple[str, ...] = (), qmp_fd: int | None = None) -> list[str]:
+    """The whole QEMU command line. QEMU listens on nothing another user could reach: the guest's SSH
+    is forwarded on 127.0.0.1 only (and its host key is pinned), the serial console is QEMU's stdio
+    (a pty only the harness holds), the human monitor is off, and QMP, where asked for, is an
+    inherited socketpair end with no name (harness/vm/qmp.py)."""
     argv = [
         qemu_binary(),
         "-machine", f"{profile.machine},accel={accel}",
@@ -125,7 +127,7 @@ def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel
     ]
     for dev in profile.devices:
         argv += ["-device", dev]
-    return argv + (qmp.qemu_args(qmp_socket) if qmp_socket else [])
+    return argv + (qmp.qemu_args(qmp_fd) if qmp_fd is not None else [])
 
 
 def free_port() -> int:
@@ -173,7 +175,7 @@ class VM:
     release: str = ""
     boot_s: float = 0.0
     argv: list[str] = field(default_factory=list)
-    qmp_socket: str = field(default_factory=qmp.new_socket_name)
+    qmp_channel: qmp.Channel | None = None  # this boot's QMP socketpair
 
     @property
     def console_log(self) -> Path:
@@ -187,10 +189,14 @@ class VM:
         started = time.monotonic()
         for attempt in range(3):
             self.ssh_port = free_port()
+            if self.qmp_channel:
+                self.qmp_channel.close()
+            self.qmp_channel = qmp.Channel()
             self.argv = qemu_argv(self.profile, self.kernel, self.image.initramfs, self.ssh_port, self.accel,
-                                  self.extra_append, self.qmp_socket)
+                                  self.extra_append, self.qmp_channel.qemu_fd)
             (self.workdir / "qemu-argv.json").write_text(json.dumps(self.argv, indent=1))
-            self.console = Console(self.argv, self.console_log)
+            self.console = Console(self.argv, self.console_log, pass_fds=(self.qmp_channel.qemu_fd,))
+            self.qmp_channel.handed_over()
             result = self.console.wait_for(READY_RE, boot_timeout, silence_timeout=silence_timeout)
             if result.status == "exited" and "Could not set up host forwarding" in self.console.text and attempt < 2:
                 continue  # lost the race for the port to another process: take another
@@ -203,6 +209,7 @@ class VM:
             try:
                 self.ssh = SSH.connect(self.ssh_port, self.image.host_key_pub, client_key(), timeout=ssh_timeout,
                                        log=self.workdir / "commands.log")
+                self.ssh.peer_alive = self.alive  # a dead QEMU or a crashed kernel: say so now, not in 15 s
             except SSHError as e:
                 self.stop()
                 raise BootError("INFRA", f"guest booted but SSH is unreachable: {e}", self.console_log) from None
@@ -220,6 +227,8 @@ class VM:
             splat = self.console.fatal_splat()
             if splat:
                 raise BootError("CRASH", f"kernel crashed during boot: {splat.title}", self.console_log)
+            if result.exit_status is not None and result.exit_status < 0:  # killed: not a bad command line
+                raise BootError("CRASH", f"{faults.qemu_end(result.exit_status)} while booting", self.console_log)
             tail = self.console.text.strip().splitlines()[-3:]
             raise BootError("INFRA", f"QEMU exited with status {result.exit_status} before the guest was ready: "
                             + " | ".join(tail), self.console_log)
@@ -231,9 +240,9 @@ class VM:
         """Before a guest that timed out is stopped: its registers and screen (harness/vm/qmp.py).
 
         The kernel is <build>/arch/x86/boot/bzImage; its System.map names where each CPU was."""
-        if not (self.console and self.console.child.isalive()):
+        if not (self.console and self.console.child.isalive() and self.qmp_channel):
             return {}
-        return qmp.post_mortem(self.qmp_socket, into, system_map=self.kernel.parents[3] / "System.map")
+        return qmp.post_mortem(self.qmp_channel, into, system_map=self.kernel.parents[3] / "System.map")
 
     def alive(self) -> bool:
         return bool(self.console and self.console.child.isalive() and not self.console.fatal_splat())
@@ -245,3 +254,5 @@ class VM:
             self.ssh = None
         if self.console:
             self.console.kill()
+        if self.qmp_channel:
+            self.qmp_channel.close()

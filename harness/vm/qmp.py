@@ -1,6 +1,9 @@
 """QEMU's machine protocol (QMP), just enough for a post-mortem: CPU registers and the screen.
 
-Each VM listens on an abstract unix socket (nothing on disk to clean up, no TCP port to race for).
+The channel is a socketpair: QEMU inherits one end as a file descriptor (`-chardev socket,fd=N`), the
+harness keeps the other. It has no name, so no other process can reach it: QMP controls a process
+that runs as the harness's user (root, often), and `human-monitor-command` reaches `migrate exec:`,
+a shell. An abstract unix socket, as before, was reachable by any local user (issue 18).
 Used when a guest timed out, before QEMU is stopped: what the CPUs were doing tells a guest spinning
 in the kernel from one waiting on something. Best effort and bounded: a wedged QEMU costs seconds.
 """
@@ -12,18 +15,47 @@ import collections
 import json
 import re
 import socket
+import threading
 import time
-import uuid
 from pathlib import Path
 
 
-def new_socket_name() -> str:
-    return f"harness-qmp-{uuid.uuid4().hex}"
+class Channel:
+    """One VM's QMP socketpair: `qemu_fd` goes to QEMU (and is closed here once QEMU has it), the
+    other end stays with the harness for the VM's life. QEMU greets once, at start, so one session
+    (`session()`) serves every post-mortem of that VM."""
+
+    def __init__(self) -> None:
+        # Both ends close-on-exec (Python's default): only the QEMU child gets its end, through pass_fds.
+        self._ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._lock = threading.Lock()  # the test watchdog's thread and the main thread may both look
+        self._qmp: QMP | None = None
+
+    @property
+    def qemu_fd(self) -> int:
+        return self._theirs.fileno()
+
+    def qemu_args(self) -> list[str]:
+        return qemu_args(self.qemu_fd)
+
+    def handed_over(self) -> None:
+        """QEMU holds its own copy of the fd now: drop ours, so QEMU's exit shows as EOF here."""
+        self._theirs.close()
+
+    def session(self, timeout: float = 5) -> QMP:
+        with self._lock:
+            if self._qmp is None:
+                self._qmp = QMP(self._ours, timeout)
+            return self._qmp
+
+    def close(self) -> None:
+        self._theirs.close()
+        self._ours.close()
 
 
-def qemu_args(name: str) -> list[str]:
-    return ["-chardev", f"socket,id=qmp,path={name},abstract=on,server=on,wait=off",
-            "-mon", "chardev=qmp,mode=control"]
+def qemu_args(fd: int) -> list[str]:
+    """A client chardev on an already connected socket: QEMU opens no listener of its own."""
+    return ["-chardev", f"socket,id=qmp,fd={fd}", "-mon", "chardev=qmp,mode=control"]
 
 
 KERNEL_SPACE = 0xFFFF800000000000  # x86-64: addresses from here up are the kernel's
@@ -34,16 +66,17 @@ class QMPError(Exception):
 
 
 class QMP:
-    def __init__(self, name: str, timeout: float = 5):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    """A QMP session over a connected socket: the greeting read, capabilities negotiated."""
+
+    def __init__(self, sock: socket.socket, timeout: float = 5):
+        self.sock = sock
         self.sock.settimeout(timeout)
+        self.lock = threading.Lock()
         try:
-            self.sock.connect("\0" + name)
             self.file = self.sock.makefile("rwb")
             self._read()  # the greeting
             self.execute("qmp_capabilities")
-        except OSError as e:
-            self.sock.close()
+        except (OSError, ValueError) as e:
             raise QMPError(f"QMP unreachable: {e}") from None
 
     def _read(self) -> dict:
@@ -62,9 +95,6 @@ class QMP:
         if "error" in reply:
             raise QMPError(f"{command}: {reply['error'].get('desc', reply['error'])}")
         return reply.get("return")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class SymbolMap:
@@ -97,7 +127,7 @@ def instruction_pointers(registers: str) -> dict[str, int]:
     return {cpu: int(rip, 16) for cpu, rip in found}
 
 
-def post_mortem(name: str, into: Path, system_map: Path | None = None, samples: int = 5) -> dict[str, str]:
+def post_mortem(channel: Channel, into: Path, system_map: Path | None = None, samples: int = 5) -> dict[str, str]:
     """Write registers.txt (every CPU) and screen.ppm (where the machine has a display) into `into`.
 
     Returns what was written or why not, by artifact: {"registers": path, "screen": "not captured: ..."},
@@ -108,10 +138,10 @@ def post_mortem(name: str, into: Path, system_map: Path | None = None, samples: 
     found: dict[str, str] = {}
     symbols = SymbolMap(system_map) if system_map and system_map.exists() else None
     try:
-        qmp = QMP(name)
+        qmp = channel.session()
     except QMPError as e:
         return {"qmp": str(e)}
-    try:
+    with qmp.lock:
         try:
             seen: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
             for n in range(samples):
@@ -134,8 +164,6 @@ def post_mortem(name: str, into: Path, system_map: Path | None = None, samples: 
             found["screen"] = str(screen)
         except (QMPError, OSError) as e:  # e.g. -vga none and no display device: nothing to dump
             found["screen"] = f"not captured: {e}"
-    finally:
-        qmp.close()
     return found
 
 

@@ -56,11 +56,22 @@ def pinned_client(port: int, host_key_pub: Path) -> paramiko.SSHClient:
     return client
 
 
+def _still_active(transport: paramiko.Transport, grace: float = 1.0) -> bool:
+    """Whether the session outlives a short grace: its end is seen a moment after the channel's."""
+    deadline = time.monotonic() + grace
+    while transport.is_active():
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 class SSH:
     def __init__(self, client: paramiko.SSHClient, log: Path | None, reconnect: Callable[[], SSH] | None = None):
         self.client = client
         self.log = log
         self._reconnect = reconnect  # used once, when the session is found dropped before a command
+        self.peer_alive: Callable[[], bool] = lambda: True  # the VM's: no reconnecting to a QEMU that is gone
 
     @classmethod
     def connect(cls, port: int, host_key_pub: Path, key: Path, timeout: float, log: Path | None = None) -> SSH:
@@ -100,7 +111,7 @@ class SSH:
         command = shlex.join(argv)
         started = time.monotonic()
         transport = self.client.get_transport()
-        if (transport is None or not transport.is_active()) and self._reconnect:
+        if (transport is None or not transport.is_active()) and self._reconnect and self.peer_alive():
             # Reconnect once: the command was not sent yet, so running it now is not running it twice.
             self._note(f"session dropped; reconnecting before: {command}")
             fresh, self._reconnect = self._reconnect(), None
@@ -134,6 +145,10 @@ class SSH:
                 else:
                     time.sleep(0.005)
             status = chan.recv_exit_status()
+            if status == -1 and not _still_active(transport):
+                # No exit status because the session itself went (QEMU died, the kernel panicked): a lost
+                # channel, not a result. (-1 with a live session is a command killed by a signal.)
+                raise SSHError(f"SSH session dropped while running: {command}")
         except TimeoutError:
             raise CommandTimeout(f"command did not finish within {timeout:.0f} s: {command}") from None
         except (paramiko.SSHException, EOFError, OSError) as e:
@@ -148,8 +163,10 @@ class SSH:
         return result
 
     def put(self, local: Path, remote: str, mode: int = 0o755) -> None:
-        self.run(["sh", "-c", 'cat > "$1" && chmod "$2" "$1"', "put", remote, f"{mode:o}"],
-                 stdin=local.read_bytes(), check=True)
+        # Written beside, then renamed over: a file in use (the loader or libc a running dropbear maps)
+        # keeps its old inode instead of being truncated under that process.
+        self.run(["sh", "-c", 'cat > "$1.part" && chmod "$2" "$1.part" && mv -f "$1.part" "$1"', "put", remote,
+                  f"{mode:o}"], stdin=local.read_bytes(), check=True)
 
     def close(self) -> None:
         self.client.close()
