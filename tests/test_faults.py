@@ -92,10 +92,12 @@ def test_a_timeout_keeps_a_post_mortem(tmp_path: Path):
     # nothing runs, the CPU idles.
     assert hung["CPU#0"].startswith("default_idle "), hung
     spun = results["test_spin_in_kernel"]["extra"]["post_mortem"]
-    # Spinning with mdelay() in a loop, the CPU is in the kernel's delay code (arch/x86/lib/delay.c)
-    # nearly all the time; sshd never runs again, so dmesg cannot be had.
-    assert spun["CPU#0"].startswith("delay_"), spun
-    assert spun["dmesg"].startswith("not captured"), spun
+    # Spinning with mdelay() in a loop, the CPU that ran the write is in the kernel's delay code
+    # (arch/x86/lib/delay.c) nearly all the time. Which CPU that is, the scheduler decides; the guest has
+    # two (configs/machines/default.yaml) and the other one still serves SSH, so dmesg is captured.
+    cpus = {name: where for name, where in spun.items() if name.startswith("CPU#")}
+    assert sorted(cpus) == ["CPU#0", "CPU#1"] and any(w.startswith("delay_") for w in cpus.values()), spun
+    assert Path(spun["dmesg"]).exists(), spun
     # The default machine has no display: QMP says so instead of a picture.
     assert spun["screen"].startswith("not captured"), spun
 
