@@ -17,7 +17,7 @@ from harness.results import junit
 
 
 def test_every_profile_loads_and_names_real_things():
-    assert drivers.known_drivers() == ["kvm", "mm-selftests", "test_hmm", "virtio-gpu"]
+    assert drivers.known_drivers() == ["kvm", "mm-selftests", "rxe", "test_hmm", "virtio-gpu"]
     hmm = drivers.load_driver("test_hmm")
     assert (hmm.machine, hmm.module, hmm.device) == ("default", "test_hmm", "/dev/hmm_dmirror0")
     assert hmm.suites == ("suites/test_hmm.py",)

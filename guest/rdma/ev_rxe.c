@@ -12,7 +12,8 @@
  *
  * Prints ev_json_common's fields and "mode", "stale_bytes", "stale_iters", "errors", "first_error" (a
  * completion status), "access_ms" (every access: the host computes ops/s and the latency spread from them).
- * The device's faults and invalidations are counted on the host (kprobes: harness/checks/rdma.py).
+ * The device's faults and invalidations are counted on the host (kprobes: harness/checks/rdma.py), between
+ * the trace markers "ev_rxe: loop" and "ev_rxe: done" (the iterations, without registration and exit).
  */
 #include "../programs/ev_cases.h"
 #include "rxe_loop.h"
@@ -88,7 +89,9 @@ int main(int argc, char **argv)
 	rxe_verify(&ev);
 	stale_bytes = stale_iters = iter = 0;
 
+	trace_mark("ev_rxe: loop");
 	ev_loop(&ev, rxe_access, rxe_verify);
+	trace_mark("ev_rxe: done");
 
 	json_begin("ev_rxe", ev.kase);
 	printf(",\"mode\":\"%s\",\"first_error\":\"%s\",\"access_ms\":[", ev.pos[1], first_error);

@@ -45,6 +45,15 @@ static inline double now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/*
+ * A line in the kernel's trace buffer (trace_marker): the host reads it between the hits of its kprobes, so
+ * it can tell what the driver did in each phase of the program. Without tracefs nothing is written.
+ */
+static inline void trace_mark(const char *what)
+{
+	write_file("/sys/kernel/tracing/trace_marker", what);
+}
+
 /* --dev=NAME, or NULL for the first device. */
 static inline const char *dev_arg(int argc, char **argv)
 {

@@ -18,6 +18,8 @@
  *                   the MR spans all N, each kept page is read on its own (a read of a hole would fill it)
  *     unmapped      munmap the second half and leave it unmapped: a read of the first half, one of the
  *                   second (must complete with an error, not hang), and the first half again
+ *   Trace markers (rxe_loop.h:trace_mark) "rxe_odp: ops" (access) or "rxe_odp: op" (follow, after the first
+ *   read) and "rxe_odp: done" delimit what the host counts.
  *   "reads" lists each read: "when", "status", "mismatch" (bytes unlike the CPU's), "stale" (of those, bytes
  *   still equal to the pattern the CPU had before), "ms". "frames_changed" counts pages whose frame changed
  *   across OP (pagemap), "moved" pages move_pages put on the other node, "nodes" the online NUMA nodes.
@@ -128,6 +130,7 @@ static int access_case(size_t pages, int odp)
 	json_str("reg_ro", reg_ro);
 	json_str("reg_rw", reg_rw);
 	printf(",\"ops\":{");
+	trace_mark("rxe_odp: ops");
 	if (mr_ro && mr_rw) {
 		memset(local, 0, len);
 		s = loop_rdma(&l, IBV_WR_RDMA_READ, local, local_mr->lkey, ro, mr_ro->rkey, len, NULL);
@@ -144,6 +147,7 @@ static int access_case(size_t pages, int odp)
 		s = loop_rdma(&l, IBV_WR_RDMA_WRITE, local, local_mr->lkey, ro, mr_ro->rkey, len, NULL);
 		op_json("write_ro", s, differ(before, ro, len), 1);
 	}
+	trace_mark("rxe_odp: done");
 	printf("}");
 	add_range("ro", ro, len);
 	add_range("rw", rw, len);
@@ -299,6 +303,7 @@ static int follow(const char *op, size_t pages)
 	printf(",\"reads\":[");
 	read_area(&a, "before", 0);
 	frames(&a, before);
+	trace_mark("rxe_odp: op");
 	if (!strcmp(op, "munmap")) {
 		if (munmap(a.p, a.len))
 			die("munmap");
@@ -346,6 +351,7 @@ static int follow(const char *op, size_t pages)
 	} else {
 		fail("unknown follow operation: munmap, mprotect, dontneed, migrate, compact, unmapped");
 	}
+	trace_mark("rxe_odp: done");
 	printf("]");
 	json_int("frames_changed", have_frames ? (long long)frames_changed(&a, before, after) : -1);
 	json_int("moved", moved);

@@ -1,0 +1,201 @@
+"""Soft-RoCE (rdma_rxe) on eth0: real verbs over a loopback RC connection, and ODP memory regions that must
+follow the process's mm.
+
+guest/rdma/rxe_odp.c registers memory and RDMA-READs/WRITEs it from a second QP of the same process, so the
+memory region's pages are the ones the process's own munmap, mprotect, MADV_DONTNEED, move_pages and
+compaction change. Each read is compared byte for byte with what the CPU sees at that moment: a stale byte
+is a failure. kprobes on the driver's own functions (harness/checks/rdma.py) count, between the program's
+trace markers, the invalidations rxe received (rxe_odp.c:rxe_ib_invalidate_range, with the range's event)
+and the device page faults it took (umem_odp.c:ib_umem_odp_map_dma_and_lock with `fault`).
+
+rxe has ODP since Linux 6.15: on 6.1 and 6.12 the ODP cases skip, saying so, and the pinned ones still run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from harness.checks import drivers, rdma
+from harness.checks.workloads import GuestSetup, Unavailable
+from harness.observe import kprobe
+
+PROFILE = drivers.load_driver("rxe")
+pytestmark = [pytest.mark.e2e, pytest.mark.machine(PROFILE.machine)]
+REM_ACCESS_ERR = "remote access error"  # ibv_wc_status_str(IBV_WC_REM_ACCESS_ERR)
+
+
+@pytest.fixture
+def rxe(guest, kernel):
+    """The guest with rxe0 up over eth0 (the kernel's RDMA_RXE and uverbs required)."""
+    drivers.require_config(kernel.build, *PROFILE.config)
+    try:
+        guest.save("rdma-link.txt", rdma.link_up(guest.ssh) + "\n")
+    except rdma.RxeError as e:
+        pytest.fail(str(e))
+    return guest
+
+
+@pytest.fixture
+def caps(rxe):
+    _, info = rxe.program("rxe_odp", "caps")
+    rxe.save("caps.json", json.dumps(info, indent=1))
+    return info
+
+
+@pytest.fixture
+def odp(rxe, kernel, caps):
+    """The guest, on a kernel whose rxe0 does on-demand paging; a skip naming why not otherwise."""
+    try:
+        reason = rdma.odp_unavailable(kernel.build, kernel.tree, caps)
+    except rdma.RxeError as e:
+        pytest.fail(str(e))
+    if reason:
+        pytest.skip(reason)
+    return rxe
+
+
+def counted(g, kernel, first: str, last: str, program: str, *args: str, timeout: float = 180) -> tuple[dict,
+                                                                                                        rdma.OdpCounts]:
+    """Run a guest program under the ODP kprobes; its summary and what rxe did between two of its markers."""
+    with kprobe.CallProbes(g.ssh, rdma.odp_probes(kernel.build)) as probes:
+        _, info = g.program(program, *args, timeout=timeout)
+        calls = probes.calls()
+    g.save("calls.txt", "\n".join(map(str, calls)) + "\n")
+    counts = rdma.OdpCounts.from_calls(kprobe.between(calls, first, last), kprobe.event_names(kernel.build))
+    g.save(f"{program}.json", json.dumps(info | {"odp_counts": counts.as_dict()}, indent=1))
+    return info, counts
+
+
+def test_rxe_link_is_up(rxe, caps):
+    """rxe0 sits on eth0, its port is active, and the GID the loopback uses is eth0's IPv4 address (RoCE v2)."""
+    link = rxe.run(["rdma", "link", "show", f"{rdma.DEVICE}/1"], check=True).stdout
+    assert f"netdev {rdma.NETDEV}" in link, link
+    devinfo = rxe.run(["ibv_devinfo", "-d", rdma.DEVICE], check=True).stdout
+    rxe.save("ibv_devinfo.txt", devinfo)
+    assert "PORT_ACTIVE" in devinfo, devinfo
+    address = rdma.ipv4_of(rxe.ssh)
+    assert address, f"{rdma.NETDEV} has no IPv4 address (images/init sets 10.0.2.15)"
+    assert caps["gid"] == rdma.gid_of_ipv4(address), (
+        f"the loopback picked GID {caps['gid']} (index {caps['gid_index']}), not {rdma.NETDEV}'s {address}")
+
+
+def test_odp_capability(odp, caps):
+    """rxe0 offers ODP for RC READ and WRITE (rxe.c:rxe_init_device_param, with INFINIBAND_ON_DEMAND_PAGING)."""
+    assert caps["odp_rc_read"] and caps["odp_rc_write"], caps
+
+
+@pytest.mark.parametrize("mr", ["pinned", "odp"])
+def test_loopback_read_write(rxe, kernel, caps, request, mr):
+    """A read-only and a read-write MR: RDMA READ of each returns the CPU's bytes, an RDMA WRITE to the
+    read-write one lands where the CPU sees it, and one to the read-only MR is refused, its bytes untouched."""
+    if mr == "odp":
+        request.getfixturevalue("odp")
+    info, counts = counted(rxe, kernel, "rxe_odp: ops", "rxe_odp: done", "rxe_odp", "access", f"--mr={mr}")
+    assert (info["reg_ro"], info["reg_rw"]) == ("ok", "ok"), f"registration failed: {info}"
+    ops = info["ops"]
+    for op in ("read_ro", "read_rw", "write_rw"):
+        assert ops[op] == {"status": "success", "mismatch": 0}, f"{op}: {ops[op]}"
+    # rxe_resp.c:check_rkey: no IB_ACCESS_REMOTE_WRITE on the MR -> RESPST_ERR_RKEY_VIOLATION -> NAK
+    assert ops["write_ro"] == {"status": REM_ACCESS_ERR, "mismatch": 0}, f"write_ro: {ops['write_ro']}"
+    if mr == "pinned":  # pinned MRs have no notifier and never fault
+        assert (counts.invalidations, counts.faults) == (0, 0), counts
+
+
+# op: the event the mm sends over the MR's pages (7.3 call site), and the read that must see the new bytes
+FOLLOW = {
+    "munmap": ("UNMAP", "mm/memory.c:unmap_vmas (munmap -> do_vmi_munmap)", "after_remap"),
+    "mprotect": ("PROTECTION_VMA", "mm/mprotect.c:change_pud_range", "after_write"),
+    "dontneed": ("CLEAR", "mm/memory.c:zap_vma_range_batched (madvise_dontneed_single_vma)", "after_dontneed"),
+    "migrate": ("CLEAR", "mm/rmap.c:try_to_migrate_one", "after_write"),
+    "compact": ("CLEAR", "mm/rmap.c:try_to_migrate_one", "after_write"),
+}
+
+
+@pytest.mark.parametrize("op", FOLLOW)
+def test_mr_follows_the_process(odp, kernel, op):
+    """After the operation, every RDMA READ of the ODP MR returns what the CPU sees now, never the old bytes:
+    rxe received the operation's invalidation and faulted the pages again."""
+    setup = GuestSetup(odp.ssh)
+    if op == "migrate":
+        try:
+            setup.provide("numa")
+        except Unavailable as e:
+            pytest.skip(str(e))
+    info, counts = counted(odp, kernel, "rxe_odp: op", "rxe_odp: done", "rxe_odp", "follow", op, timeout=300)
+    event, call_site, final = FOLLOW[op]
+    reads = {r["when"]: r for r in info["reads"]}
+    if op == "compact" and info["frames_changed"] == 0:
+        pytest.skip(f"compaction moved none of the MR's {info['pages'] // 16} kept pages this time: nothing to follow")
+    if op == "migrate":
+        assert info["moved"] == info["pages"], (
+            f"move_pages put {info['moved']} of {info['pages']} pages on node {info['target_node']}")
+        assert info["frames_changed"] == info["pages"], info
+    for r in info["reads"]:
+        assert r["status"] == "success" and r["mismatch"] == 0, (
+            f"RDMA READ {r['when']}: {r['status']}, {r['mismatch']} bytes unlike the CPU's, {r['stale']} of them the "
+            f"old bytes (a stale page); all reads: {info['reads']}; rxe: {counts}")
+    assert final in reads, info["reads"]
+    assert counts.events[event] >= 1, f"{call_site} sends {event} over the MR's pages; rxe received {counts}"
+    assert counts.faults >= 1, f"the reads after {op} must fault the dropped pages back; rxe: {counts}"
+
+
+def test_unmapped_access_fails_cleanly(odp, kernel):
+    """An RDMA READ of the part of an ODP MR whose memory was unmapped completes with an error (no hang, no
+    splat), and the MR's mapped part still reads right afterwards."""
+    info, counts = counted(odp, kernel, "rxe_odp: op", "rxe_odp: done", "rxe_odp", "follow", "unmapped")
+    reads = {r["when"]: r for r in info["reads"]}
+    for when in ("mapped_half", "mapped_half_again"):
+        assert (reads[when]["status"], reads[when]["mismatch"]) == ("success", 0), reads[when]
+    # umem_odp.c: hmm_range_fault finds no VMA -> -EFAULT -> rxe_resp.c:read_reply `if (err)` ->
+    # RESPST_ERR_RKEY_VIOLATION -> a NAK the requester completes with IBV_WC_REM_ACCESS_ERR
+    assert reads["unmapped_half"]["status"] == REM_ACCESS_ERR, reads["unmapped_half"]
+    assert counts.fault_errors >= 1, f"the device fault of the unmapped half must fail; rxe: {counts}"
+    assert counts.events["UNMAP"] >= 1, counts
+
+
+def test_evidence_reader(odp, kernel):
+    """ev_rxe (the evidence workloads on an ODP MR) on its writeback case: the log file's pages, written and
+    msync'd on ext2 every iteration, RDMA-READ through a read-only ODP MR: never a stale byte, and rxe took
+    the invalidations writeback sends (PROTECTION_PAGE, mm/rmap.c:page_vma_mkclean_one) and refaulted."""
+    setup = GuestSetup(odp.ssh)
+    try:
+        setup.provide("writeback_fs")
+    except Unavailable as e:
+        pytest.skip(str(e))
+    try:
+        iters = 10
+        info, counts = counted(odp, kernel, "ev_rxe: loop", "ev_rxe: done", "ev_rxe", "writeback", "ro",
+                               "--pages=64", f"--iters={iters}")
+    finally:
+        setup.restore()
+    assert (info["errors"], info["stale_bytes"]) == (0, 0), info
+    assert len(info["access_ms"]) == iters and all(ms > 0 for ms in info["access_ms"]), info["access_ms"]
+    assert counts.events["PROTECTION_PAGE"] >= iters, counts
+    assert counts.faults >= iters, f"every iteration's read must refault what writeback invalidated: {counts}"
+
+
+@pytest.mark.test_timeout(300)
+def test_perftest_ib_read_bw_odp(odp, caps):
+    """perftest's ib_read_bw --odp, server and client on the guest over rxe0: it completes and reports a
+    bandwidth (a tool we did not write, on the same ODP path)."""
+    gid = str(caps["gid_index"])
+    common = ["ib_read_bw", "-d", rdma.DEVICE, "-x", gid, "--odp", "-n", "200", "-s", "65536", "-F"]
+    odp.run(["sh", "-c", f"{rdma.shell_line(common)} >/tmp/ib_read_bw.server 2>&1 &"], check=True)
+    try:
+        client = None
+        for _ in range(20):  # the server needs a moment to listen on its TCP port
+            time.sleep(1)
+            client = odp.run([*common, "127.0.0.1"], timeout=240)
+            if client.ok or "Couldn't connect" not in client.stdout + client.stderr:
+                break
+        assert client is not None
+        server = odp.run(["cat", "/tmp/ib_read_bw.server"]).stdout
+        odp.save("ib_read_bw.txt", f"--- client\n{client.stdout}{client.stderr}\n--- server\n{server}")
+        assert client.ok, f"ib_read_bw client failed:\n{client.describe()}\nserver:\n{server}"
+        rows = [line.split() for line in client.stdout.splitlines() if line.strip().startswith("65536")]
+        assert rows and float(rows[0][3]) > 0, f"no bandwidth line for 65536-byte reads:\n{client.stdout}"
+    finally:
+        odp.run(["sh", "-c", "kill $(pidof ib_read_bw) 2>/dev/null; true"])
