@@ -44,7 +44,7 @@ def test_malformed_profiles_say_what_is_wrong(tmp_path: Path, monkeypatch, text,
 
 
 def test_unknown_driver():
-    with pytest.raises(drivers.DriverError, match="known: kvm, mm-selftests, test_hmm, virtio-gpu"):
+    with pytest.raises(drivers.DriverError, match="known: kvm, mm-selftests, rxe, test_hmm, virtio-gpu"):
         drivers.load_driver("nvidia")
 
 

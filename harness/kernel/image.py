@@ -115,7 +115,7 @@ def build_image(build: KernelBuild) -> Image:
             raise BuildError(f"{tool} is missing: apt-get install busybox-static dropbear-bin")
     programs = build_guest_programs()
     rdma = build_rdma_programs()
-    extra = userspace_files()
+    extra = sorted(set(userspace_files()) | {lib for prog in rdma.iterdir() for lib in _shared_libs(prog)})
     modules = [build_probe_module(build)] if build.has("MMU_NOTIFIER") else []
     modules += build_guest_modules(build, "faults")  # loaded only when a test asks (harness.modules=)
     mod_tree = install_modules(build) if build.has("MODULES") else None
