@@ -16,22 +16,8 @@ from harness.observe import kprobe
 NAMES = ["MMU_NOTIFY_UNMAP", "MMU_NOTIFY_CLEAR", "MMU_NOTIFY_PROTECTION_VMA", "MMU_NOTIFY_PROTECTION_PAGE",
          "MMU_NOTIFY_SOFT_DIRTY", "MMU_NOTIFY_RELEASE", "MMU_NOTIFY_MIGRATE", "MMU_NOTIFY_EXCLUSIVE"]
 
-# The shapes tracefs prints for a kprobe on a module function, a kretprobe, and a trace_marker write.
-TRACE = """\
-# tracer: nop
-#
-#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION
-#              | |         |   |||||     |         |
-         rxe_odp-91      [001] .....    30.101000: odp_map: (ib_umem_odp_map_dma_and_lock+0x0/0x3a0) va=0x7f0000000000 bcnt=262144 fault=0
-         rxe_odp-91      [001] .....    30.102000: odp_map_ret: (rxe_odp_mr_init_user+0x9e/0x150 [rdma_rxe] <- ib_umem_odp_map_dma_and_lock) ret=64
-         rxe_odp-91      [001] .....    30.200000: tracing_mark_write: rxe_odp: op
-         rxe_odp-91      [001] .....    30.201000: rxe_invalidate: (rxe_ib_invalidate_range+0x0/0x90 [rdma_rxe]) start=0x7f0000000000 end=0x7f0000020000 event=1
-     kworker/1:2-40      [001] d..1.    30.202000: rxe_invalidate: (rxe_ib_invalidate_range+0x0/0x90 [rdma_rxe]) start=0x7f0000020000 end=0x7f0000021000 event=2
-         rxe_odp-91      [001] .....    30.301000: odp_map: (ib_umem_odp_map_dma_and_lock+0x0/0x3a0) va=0x7f0000000000 bcnt=262144 fault=1
-         rxe_odp-91      [001] .....    30.302000: odp_map_ret: (rxe_odp_mr_copy+0x5c/0x170 [rdma_rxe] <- ib_umem_odp_map_dma_and_lock) ret=-14
-         rxe_odp-91      [001] .....    30.400000: tracing_mark_write: rxe_odp: done
-         rxe_odp-91      [001] .....    30.500000: rxe_invalidate: (rxe_ib_invalidate_range+0x0/0x90 [rdma_rxe]) start=0x0 end=0xffffffffffffffff event=5
-"""
+# The shapes tracefs prints for a kprobe on a module function, a kretprobe, and a trace_marker write:
+TRACE = (Path(__file__).parent / "data/rxe_calls_trace.txt").read_text()
 EVENTS = {"rxe_invalidate", "odp_map", "odp_map_ret"}
 
 
