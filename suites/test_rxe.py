@@ -32,7 +32,7 @@ def rxe(guest, kernel):
     """The guest with rxe0 up over eth0 (the kernel's RDMA_RXE and uverbs required)."""
     drivers.require_config(kernel.build, *PROFILE.config)
     try:
-        guest.save("rdma-link.txt", rdma.link_up(guest.ssh) + "\n")
+        guest.save("rdma-link.txt", rdma.link_up(guest.ssh, kernel.build) + "\n")
     except rdma.RxeError as e:
         pytest.fail(str(e))
     return guest

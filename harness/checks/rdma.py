@@ -33,13 +33,20 @@ class RxeError(Exception):
     """rxe0 could not be brought up: the message says which step failed and what it printed."""
 
 
-def link_up(ssh: SSH, timeout: float = 30) -> str:
+def link_up(ssh: SSH, build: KernelBuild, timeout: float = 30) -> str:
     """rxe0 over eth0 (modprobe rdma_rxe, `rdma link add`), once per guest; its `rdma link show` line once the
     port is ACTIVE."""
     if not ssh.run(["test", "-d", f"/sys/class/infiniband/{DEVICE}"]).ok:
-        loaded = ssh.run(["modprobe", MODULE])
-        if not loaded.ok and not ssh.run(["test", "-d", f"/sys/module/{MODULE}"]).ok:
-            raise RxeError(f"modprobe {MODULE} failed: {loaded.stderr.strip()}")
+        # Before 6.15 rxe computes its ICRC through the crypto API: rxe_icrc.c:rxe_icrc_init asks for
+        # crypto_alloc_shash("crc32"), whose module the kernel would load by request_module("crypto-crc32"), but
+        # the initramfs has no /sbin/modprobe for it, and `rdma link add` fails with ENOENT. Load it by its alias.
+        values = build.config_values()
+        for symbol, module in (("RDMA_RXE", MODULE), ("CRYPTO_CRC32", "crypto-crc32")):
+            if values.get(symbol) != "m":
+                continue
+            loaded = ssh.run(["modprobe", module])
+            if not loaded.ok:
+                raise RxeError(f"modprobe {module} failed: {(loaded.stderr or loaded.stdout).strip()}")
         added = ssh.run(["rdma", "link", "add", DEVICE, "type", "rxe", "netdev", NETDEV])
         if not added.ok:
             raise RxeError(f"rdma link add {DEVICE} type rxe netdev {NETDEV} failed: "
