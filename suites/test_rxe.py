@@ -182,24 +182,30 @@ def test_evidence_reader(odp, kernel):
 
 
 @pytest.mark.test_timeout(300)
-def test_perftest_ib_read_bw_odp(odp, caps):
-    """perftest's ib_read_bw --odp, server and client on the guest over rxe0: it completes and reports a
-    bandwidth (a tool we did not write, on the same ODP path)."""
-    gid = str(caps["gid_index"])
-    common = ["ib_read_bw", "-d", rdma.DEVICE, "-x", gid, "--odp", "-n", "200", "-s", "65536", "-F"]
-    odp.run(["sh", "-c", f"{rdma.shell_line(common)} >/tmp/ib_read_bw.server 2>&1 &"], check=True)
+@pytest.mark.parametrize("mr", ["pinned", "odp"])
+@pytest.mark.parametrize("tool", ["ib_read_bw", "ib_write_bw"])
+def test_perftest(rxe, caps, request, tool, mr):
+    """perftest (a tool we did not write), server and client on the guest over rxe0, with pinned or --odp
+    memory: it completes and reports a bandwidth."""
+    if mr == "odp":
+        request.getfixturevalue("odp")
+    size = "65536"
+    common = [tool, "-d", rdma.DEVICE, "-x", str(caps["gid_index"]), "-n", "200", "-s", size, "-F",
+              *(["--odp"] if mr == "odp" else [])]
+    rxe.run(["sh", "-c", f"{rdma.shell_line(common)} >/tmp/perftest.server 2>&1 &"], check=True)
     try:
         client = None
-        for _ in range(20):  # the server needs a moment to listen on its TCP port
+        for _ in range(20):  # the server needs a moment to listen on its TCP port (18515)
             time.sleep(1)
-            client = odp.run([*common, "127.0.0.1"], timeout=240)
+            client = rxe.run([*common, "127.0.0.1"], timeout=240)
             if client.ok or "Couldn't connect" not in client.stdout + client.stderr:
                 break
         assert client is not None
-        server = odp.run(["cat", "/tmp/ib_read_bw.server"]).stdout
-        odp.save("ib_read_bw.txt", f"--- client\n{client.stdout}{client.stderr}\n--- server\n{server}")
-        assert client.ok, f"ib_read_bw client failed:\n{client.describe()}\nserver:\n{server}"
-        rows = [line.split() for line in client.stdout.splitlines() if line.strip().startswith("65536")]
-        assert rows and float(rows[0][3]) > 0, f"no bandwidth line for 65536-byte reads:\n{client.stdout}"
+        server = rxe.run(["cat", "/tmp/perftest.server"]).stdout
+        rxe.save(f"{tool}.txt", f"--- client\n{client.stdout}{client.stderr}\n--- server\n{server}")
+        assert client.ok, f"{tool} client failed:\n{client.describe()}\nserver:\n{server}"
+        # " #bytes  #iterations  BW peak[MB/sec]  BW average[MB/sec]  MsgRate[Mpps]"
+        rows = [line.split() for line in client.stdout.splitlines() if line.split()[:2] == [size, "200"]]
+        assert rows and float(rows[0][3]) > 0, f"no bandwidth line for {size}-byte messages:\n{client.stdout}"
     finally:
-        odp.run(["sh", "-c", "kill $(pidof ib_read_bw) 2>/dev/null; true"])
+        rxe.run(["sh", "-c", f"kill $(pidof {tool}) 2>/dev/null; true"])
