@@ -160,25 +160,36 @@ def test_unmapped_access_fails_cleanly(odp, kernel):
     assert counts.events["UNMAP"] >= 1, counts
 
 
-def test_evidence_reader(odp, kernel):
-    """ev_rxe (the evidence workloads on an ODP MR) on its writeback case: the log file's pages, written and
-    msync'd on ext2 every iteration, RDMA-READ through a read-only ODP MR: never a stale byte, and rxe took
-    the invalidations writeback sends (PROTECTION_PAGE, mm/rmap.c:page_vma_mkclean_one) and refaulted."""
+# case, mode: the event the case's operation sends over the mirrored pages (7.3 call site), and the setup
+READER = {
+    ("writeback", "ro"): ("PROTECTION_PAGE", "mm/rmap.c:page_vma_mkclean_one (msync -> folio_mkclean)", "writeback_fs"),
+    ("mprotect", "rw"): ("PROTECTION_VMA", "mm/mprotect.c:change_pud_range", None),
+}
+
+
+@pytest.mark.parametrize("case,mode", READER)
+def test_evidence_reader(odp, kernel, case, mode):
+    """ev_rxe, the evidence workloads on an ODP MR: each iteration's operation, then one RDMA access of the
+    mirrored pages (ro: a READ compared with the CPU's bytes; rw: a WRITE the CPU must see). No stale byte, no
+    error, and rxe took the operation's invalidations and faulted the pages back every iteration. writeback-ro
+    is the log-export scenario: a file on ext2 written and msync'd, its pages in a read-only ODP MR."""
+    event, call_site, need = READER[case, mode]
     setup = GuestSetup(odp.ssh)
     try:
-        setup.provide("writeback_fs")
+        if need:
+            setup.provide(need)
     except Unavailable as e:
         pytest.skip(str(e))
+    iters = 10
     try:
-        iters = 10
-        info, counts = counted(odp, kernel, "ev_rxe: loop", "ev_rxe: done", "ev_rxe", "writeback", "ro",
-                               "--pages=64", f"--iters={iters}")
+        info, counts = counted(odp, kernel, "ev_rxe: loop", "ev_rxe: done", "ev_rxe", case, mode, "--pages=64",
+                               f"--iters={iters}")
     finally:
         setup.restore()
     assert (info["errors"], info["stale_bytes"]) == (0, 0), info
     assert len(info["access_ms"]) == iters and all(ms > 0 for ms in info["access_ms"]), info["access_ms"]
-    assert counts.events["PROTECTION_PAGE"] >= iters, counts
-    assert counts.faults >= iters, f"every iteration's read must refault what writeback invalidated: {counts}"
+    assert counts.events[event] >= iters, f"{call_site} sends {event} every iteration; rxe received {counts}"
+    assert counts.faults >= iters, f"every iteration's access must refault what was invalidated: {counts}"
 
 
 @pytest.mark.test_timeout(300)
