@@ -69,6 +69,25 @@ def counted(g, kernel, first: str, last: str, program: str, *args: str, timeout:
     return info, counts
 
 
+def odp_copy_bug(kernel) -> str | None:
+    """The profile's known ODP copy bug, when the tree under test has its code (configs/drivers/rxe.yaml)."""
+    return PROFILE.known_failure("odp-copy", kernel.tree.series, tree=kernel.tree.path)
+
+
+def assert_current(r: dict, bug: str | None, what: str) -> None:
+    """A device read returned what the CPU sees now. Where the tree has the ODP copy bug, only each page's
+    first packet comes back right (which still tells the current page from a stale one: every byte of a stale
+    page is old), and every other wrong byte must be exactly the bug's copy of it, nothing else."""
+    assert r["status"] == "success", f"{what}: {r}"
+    if bug:
+        assert r["head_mismatch"] == 0 and r["mismatch"] == r["as_page_start"], (
+            f"{what}: {r['head_mismatch']} bytes of the pages' first packets unlike the CPU's, "
+            f"{r['mismatch'] - r['as_page_start']} more wrong bytes than the known ODP copy bug explains: {r}")
+    else:
+        assert r["mismatch"] == 0, f"{what}: {r['mismatch']} bytes unlike the CPU's ({r.get('stale', '?')} of them " \
+                                   f"the old bytes: a stale page): {r}"
+
+
 def test_rxe_link_is_up(rxe, caps):
     """rxe0 sits on eth0, its port is active, and the GID the loopback uses is eth0's IPv4 address (RoCE v2)."""
     link = rxe.run(["rdma", "link", "show", f"{rdma.DEVICE}/1"], check=True).stdout
@@ -100,12 +119,18 @@ def test_loopback_read_write(rxe, kernel, caps, request, mr):
         counts = None
     assert (info["reg_ro"], info["reg_rw"]) == ("ok", "ok"), f"registration failed: {info}"
     ops = info["ops"]
-    for op in ("read_ro", "read_rw", "write_rw"):
-        assert ops[op] == {"status": "success", "mismatch": 0}, f"{op}: {ops[op]}"
     # rxe_resp.c:check_rkey: no IB_ACCESS_REMOTE_WRITE on the MR -> RESPST_ERR_RKEY_VIOLATION -> NAK
-    assert ops["write_ro"] == {"status": REM_ACCESS_ERR, "mismatch": 0}, f"write_ro: {ops['write_ro']}"
+    assert (ops["write_ro"]["status"], ops["write_ro"]["mismatch"]) == (REM_ACCESS_ERR, 0), ops["write_ro"]
     if mr == "pinned" and counts:  # pinned MRs have no notifier and never fault
         assert (counts.invalidations, counts.faults, counts.snapshots) == (0, 0, 0), counts
+    bug = odp_copy_bug(kernel) if mr == "odp" else None
+    for op in ("read_ro", "read_rw"):
+        assert_current(ops[op], bug, op)
+    assert ops["write_rw"]["status"] == "success", ops["write_rw"]
+    wrong = {op: ops[op]["mismatch"] for op in ("read_ro", "read_rw", "write_rw") if ops[op]["mismatch"]}
+    if bug and wrong:
+        pytest.xfail(f"known kernel bug, {wrong} bytes wrong in {info['pages']} pages: {bug}")
+    assert not wrong, f"bytes unlike what was read or written: {wrong}; {ops}"
 
 
 # op: the event the mm sends over the MR's pages (7.3 call site), and the read that must see the new bytes
@@ -137,10 +162,9 @@ def test_mr_follows_the_process(odp, kernel, op):
         assert info["moved"] == info["pages"], (
             f"move_pages put {info['moved']} of {info['pages']} pages on node {info['target_node']}")
         assert info["frames_changed"] == info["pages"], info
+    bug = odp_copy_bug(kernel)
     for r in info["reads"]:
-        assert r["status"] == "success" and r["mismatch"] == 0, (
-            f"RDMA READ {r['when']}: {r['status']}, {r['mismatch']} bytes unlike the CPU's, {r['stale']} of them the "
-            f"old bytes (a stale page); all reads: {info['reads']}; rxe: {counts}")
+        assert_current(r, bug, f"RDMA READ {r['when']} (rxe: {counts})")
     assert final in reads, info["reads"]
     assert counts.events[event] >= 1, f"{call_site} sends {event} over the MR's pages; rxe received {counts}"
     assert counts.faults >= 1, f"the reads after {op} must fault the dropped pages back; rxe: {counts}"
@@ -152,7 +176,7 @@ def test_unmapped_access_fails_cleanly(odp, kernel):
     info, counts = counted(odp, kernel, "rxe_odp: op", "rxe_odp: done", "rxe_odp", "follow", "unmapped")
     reads = {r["when"]: r for r in info["reads"]}
     for when in ("mapped_half", "mapped_half_again"):
-        assert (reads[when]["status"], reads[when]["mismatch"]) == ("success", 0), reads[when]
+        assert_current(reads[when], odp_copy_bug(kernel), when)
     # umem_odp.c: hmm_range_fault finds no VMA -> -EFAULT -> rxe_resp.c:read_reply `if (err)` ->
     # RESPST_ERR_RKEY_VIOLATION -> a NAK the requester completes with IBV_WC_REM_ACCESS_ERR
     assert reads["unmapped_half"]["status"] == REM_ACCESS_ERR, reads["unmapped_half"]
@@ -186,10 +210,18 @@ def test_evidence_reader(odp, kernel, case, mode):
                                f"--iters={iters}")
     finally:
         setup.restore()
-    assert (info["errors"], info["stale_bytes"]) == (0, 0), info
+    assert info["errors"] == 0, info
     assert len(info["access_ms"]) == iters and all(ms > 0 for ms in info["access_ms"]), info["access_ms"]
     assert counts.events[event] >= iters, f"{call_site} sends {event} every iteration; rxe received {counts}"
     assert counts.faults >= iters, f"every iteration's access must refault what was invalidated: {counts}"
+    stale = {k: info[k] for k in ("stale_bytes", "head_stale_bytes", "as_page_start_bytes", "stale_iters")}
+    bug = odp_copy_bug(kernel)
+    if bug and mode == "rw" and info["stale_bytes"]:  # a write that lost its offset cannot be told from stale
+        pytest.xfail(f"known kernel bug ({stale}): {bug}")
+    if bug:
+        assert stale["head_stale_bytes"] == 0 and stale["stale_bytes"] == stale["as_page_start_bytes"], stale
+    else:
+        assert stale["stale_bytes"] == 0, stale
 
 
 @pytest.mark.test_timeout(300)

@@ -105,3 +105,14 @@ def test_userspace_files_name_the_missing_package(tmp_path: Path):
     config.write_text("files: [/bin/true]\n")
     with pytest.raises(BuildError, match="files must be a list"):
         image.userspace_files(config)
+
+
+@pytest.mark.parametrize("series,buggy", [("7.2", True), ("7.3", True), ("6.12", False)])
+def test_odp_copy_bug_is_tied_to_the_trees_code(series, buggy):
+    from harness import paths
+    from harness.checks import drivers
+
+    tree = paths.cache_root() / f"src/linux-source-{series}"
+    if not (tree / "Makefile").exists():
+        pytest.skip(f"{tree} is not unpacked in this cache")
+    assert bool(drivers.load_driver("rxe").known_failure("odp-copy", series, tree=tree)) is buggy

@@ -10,8 +10,9 @@
  *   rw   the MR is writable; each access RDMA-WRITEs a fresh pattern over the mirrored range, and the verify
  *        checks that the CPU sees every byte of it (one it does not see went to a stale frame)
  *
- * Prints ev_json_common's fields and "mode", "stale_bytes", "stale_iters", "errors", "first_error" (a
- * completion status), "access_ms" (every access: the host computes ops/s and the latency spread from them).
+ * Prints ev_json_common's fields and "mode", "stale_bytes", "head_stale_bytes" (of those, bytes in the first
+ * packet, "mtu" bytes, of their page), "as_page_start_bytes" (rxe_loop.h:loop_compare), "stale_iters",
+ * "errors", "first_error" (a completion status), "access_ms" (every access: the host computes ops/s and the latency spread from them).
  * The device's faults and invalidations are counted on the host (kprobes: harness/checks/rdma.py), between
  * the trace markers "ev_rxe: loop" and "ev_rxe: done" (the iterations, without registration and exit).
  */
@@ -22,7 +23,7 @@ static struct loop l;
 static struct ibv_mr *mr, *local_mr;
 static unsigned char *local;
 static int writable;
-static size_t stale_bytes, stale_iters, errors, iter;
+static size_t stale_bytes, head_stale_bytes, as_page_start_bytes, stale_iters, errors, iter;
 static int last_status;
 static const char *first_error = "";
 static double *access_s;
@@ -50,12 +51,14 @@ static void rxe_access(struct ev *ev)
 
 static void rxe_verify(struct ev *ev)
 {
-	size_t n = 0;
+	struct cmp c = {0, 0, 0};
 
-	for (size_t i = 0; i < ev->mlen && last_status == IBV_WC_SUCCESS; i++)	/* a failed access is an error */
-		n += local[i] != (unsigned char)ev->p[i];
-	stale_bytes += n;
-	stale_iters += n > 0;
+	if (last_status == IBV_WC_SUCCESS)	/* a failed access is counted as an error */
+		c = loop_compare(local, (unsigned char *)ev->p, ev->mlen, loop_mtu_bytes(&l));
+	stale_bytes += c.mismatch;
+	head_stale_bytes += c.head_mismatch;
+	as_page_start_bytes += c.as_page_start;
+	stale_iters += c.mismatch > 0;
 	iter++;
 }
 
@@ -87,7 +90,7 @@ int main(int argc, char **argv)
 		die("calloc");
 	rxe_access(&ev);	/* the first faults, outside the timed loop */
 	rxe_verify(&ev);
-	stale_bytes = stale_iters = iter = 0;
+	stale_bytes = head_stale_bytes = as_page_start_bytes = stale_iters = iter = 0;
 
 	trace_mark("ev_rxe: loop");
 	ev_loop(&ev, rxe_access, rxe_verify);
@@ -99,6 +102,9 @@ int main(int argc, char **argv)
 		printf("%s%.3f", i ? "," : "", access_s[i] * 1e3);
 	printf("]");
 	json_int("stale_bytes", stale_bytes);
+	json_int("head_stale_bytes", head_stale_bytes);
+	json_int("as_page_start_bytes", as_page_start_bytes);
+	json_int("mtu", loop_mtu_bytes(&l));
 	json_int("stale_iters", stale_iters);
 	json_int("errors", errors);
 	ev_json_common(&ev);

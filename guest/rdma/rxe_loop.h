@@ -229,6 +229,46 @@ static inline const char *loop_status(int status)
 	return status == LOOP_TIMED_OUT ? "timeout" : ibv_wc_status_str((enum ibv_wc_status)status);
 }
 
+/* The loopback's path MTU in bytes: an RDMA READ or WRITE travels in packets of this size. */
+static inline size_t loop_mtu_bytes(const struct loop *l)
+{
+	return (size_t)128 << l->mtu;	/* IBV_MTU_256 is 1 */
+}
+
+/*
+ * What the device delivered (dev) against what the CPU sees (cpu), for len bytes from a page boundary:
+ * "mismatch" bytes that differ; "head_mismatch" those in the first packet (head bytes) of their page;
+ * "as_page_start" those equal to the byte one or more packets earlier at the same place in the page's first
+ * packet: what a copy that lost the in-page offset delivers (7.3's rxe_odp.c:__rxe_odp_mr_copy).
+ */
+struct cmp {
+	size_t mismatch, head_mismatch, as_page_start;
+};
+
+static inline struct cmp loop_compare(const unsigned char *dev, const unsigned char *cpu, size_t len, size_t head)
+{
+	struct cmp c = {0, 0, 0};
+
+	for (size_t i = 0; i < len; i++) {
+		size_t in_page = i % page;
+
+		if (dev[i] == cpu[i])
+			continue;
+		c.mismatch++;
+		if (in_page < head)
+			c.head_mismatch++;
+		else if (dev[i] == cpu[i - in_page + in_page % head])
+			c.as_page_start++;
+	}
+	return c;
+}
+
+static inline void cmp_json(const struct cmp *c)
+{
+	printf("\"mismatch\":%zu,\"head_mismatch\":%zu,\"as_page_start\":%zu", c->mismatch, c->head_mismatch,
+	       c->as_page_start);
+}
+
 /* The device's on-demand paging capabilities, as the kernel reports them (ibv_query_device_ex). */
 static inline void loop_odp_caps(struct loop *l, uint32_t *general, uint32_t *rc)
 {

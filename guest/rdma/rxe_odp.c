@@ -7,7 +7,8 @@
  *   access          one read-only and one read-write MR (--mr=odp: IBV_ACCESS_ON_DEMAND, the default;
  *                   pinned: without), each RDMA READ, then an RDMA WRITE to each: "reg_ro"/"reg_rw" ("ok" or
  *                   the error), and per operation "status" and "mismatch" (bytes that differ from what the
- *                   CPU sees: for a read the MR's bytes, for a write what was sent)
+ *                   CPU sees: for a read the MR's bytes, for a write what was sent; with "head_mismatch" and
+ *                   "as_page_start" as rxe_loop.h:loop_compare counts them)
  *   follow OP       one read-only ODP MR over N pages (default 64) filled with pattern A and read once, then
  *                   OP, then more reads, each compared byte for byte with what the CPU sees at that moment:
  *     munmap        munmap, mmap again at the same address, write pattern B
@@ -21,7 +22,8 @@
  *   Trace markers (rxe_loop.h:trace_mark) "rxe_odp: ops" (access) or "rxe_odp: op" (follow, after the first
  *   read) and "rxe_odp: done" delimit what the host counts.
  *   "reads" lists each read: "when", "status", "mismatch" (bytes unlike the CPU's), "stale" (of those, bytes
- *   still equal to the pattern the CPU had before), "ms". "frames_changed" counts pages whose frame changed
+ *   still equal to the pattern the CPU had before), "head_mismatch"/"head_stale" (the same within the first
+ *   packet, "mtu" bytes, of each page), "as_page_start" (rxe_loop.h:loop_compare), "ms". "frames_changed" counts pages whose frame changed
  *   across OP (pagemap), "moved" pages move_pages put on the other node, "nodes" the online NUMA nodes.
  */
 #include "rxe_loop.h"
@@ -87,19 +89,15 @@ static int caps(void)
 
 /* ---- access -------------------------------------------------------------------------------------- */
 
-static size_t differ(const unsigned char *a, const unsigned char *b, size_t len)
+/* One operation's result: its status and how the bytes compare (expected first, then what is there). */
+static void op_json(const char *name, int status, const unsigned char *dev, const unsigned char *cpu, size_t len,
+		    int comma)
 {
-	size_t n = 0;
+	struct cmp c = loop_compare(dev, cpu, len, loop_mtu_bytes(&l));
 
-	for (size_t i = 0; i < len; i++)
-		n += a[i] != b[i];
-	return n;
-}
-
-static void op_json(const char *name, int status, size_t mismatch, int comma)
-{
-	printf("%s\"%s\":{\"status\":\"%s\",\"mismatch\":%zu}", comma ? "," : "", name, loop_status(status),
-	       mismatch);
+	printf("%s\"%s\":{\"status\":\"%s\",", comma ? "," : "", name, loop_status(status));
+	cmp_json(&c);
+	printf("}");
 }
 
 static int access_case(size_t pages, int odp)
@@ -127,6 +125,7 @@ static int access_case(size_t pages, int odp)
 	json_begin("rxe_odp", "access");
 	json_str("mr", odp ? "odp" : "pinned");
 	json_int("pages", pages);
+	json_int("mtu", loop_mtu_bytes(&l));
 	json_str("reg_ro", reg_ro);
 	json_str("reg_rw", reg_rw);
 	printf(",\"ops\":{");
@@ -134,18 +133,18 @@ static int access_case(size_t pages, int odp)
 	if (mr_ro && mr_rw) {
 		memset(local, 0, len);
 		s = loop_rdma(&l, IBV_WR_RDMA_READ, local, local_mr->lkey, ro, mr_ro->rkey, len, NULL);
-		op_json("read_ro", s, differ(local, ro, len), 0);
+		op_json("read_ro", s, local, ro, len, 0);
 		memset(local, 0, len);
 		s = loop_rdma(&l, IBV_WR_RDMA_READ, local, local_mr->lkey, rw, mr_rw->rkey, len, NULL);
-		op_json("read_rw", s, differ(local, rw, len), 1);
+		op_json("read_rw", s, local, rw, len, 1);
 		fill(local, len, 3);
 		s = loop_rdma(&l, IBV_WR_RDMA_WRITE, local, local_mr->lkey, rw, mr_rw->rkey, len, NULL);
-		op_json("write_rw", s, differ(local, rw, len), 1);
+		op_json("write_rw", s, local, rw, len, 1);
 		/* the read-only MR grants no remote write: the responder must refuse, and the bytes stay */
 		memcpy(before, ro, len);
 		fill(local, len, 4);
 		s = loop_rdma(&l, IBV_WR_RDMA_WRITE, local, local_mr->lkey, ro, mr_ro->rkey, len, NULL);
-		op_json("write_ro", s, differ(before, ro, len), 1);
+		op_json("write_ro", s, before, ro, len, 1);
 	}
 	trace_mark("rxe_odp: done");
 	printf("}");
@@ -163,45 +162,60 @@ struct area {
 	struct ibv_mr *mr;
 };
 
-/* Read the area (its kept pages) into `local`; compare with the CPU's bytes now and with pattern `old`. */
+/*
+ * Read the area (its kept pages) into `local`, and compare with the CPU's bytes now; "stale" counts the
+ * differing bytes still equal to pattern `old`, "head_stale" those in the first packet of their page.
+ */
 static void read_area(struct area *a, const char *when, unsigned old)
 {
-	size_t mismatch = 0, stale = 0, chunk = a->stride > 1 ? (size_t)page : a->len;
+	size_t stale = 0, head_stale = 0, head = loop_mtu_bytes(&l), chunk = a->stride > 1 ? (size_t)page : a->len;
+	struct cmp c = {0, 0, 0}, one;
 	double secs = 0, t;
 	int status = IBV_WC_SUCCESS;
 
-	for (size_t off = 0; off < a->len && status == IBV_WC_SUCCESS; off += chunk * (a->stride > 1 ? a->stride : 1)) {
+	for (size_t off = 0; off < a->len; off += chunk * (a->stride > 1 ? a->stride : 1)) {
 		memset(local, 0, chunk);
 		status = loop_rdma(&l, IBV_WR_RDMA_READ, local, local_mr->lkey, a->p + off, a->mr->rkey, chunk, &t);
 		secs += t;
 		if (status != IBV_WC_SUCCESS)
 			break;
+		one = loop_compare(local, a->p + off, chunk, head);
+		c.mismatch += one.mismatch;
+		c.head_mismatch += one.head_mismatch;
+		c.as_page_start += one.as_page_start;
 		for (size_t i = 0; i < chunk; i++)
-			if (local[i] != a->p[off + i]) {
-				mismatch++;
-				stale += local[i] == pattern(off + i, old);
+			if (local[i] != a->p[off + i] && local[i] == pattern(off + i, old)) {
+				stale++;
+				head_stale += i % page < head;
 			}
 	}
-	printf("%s{\"when\":\"%s\",\"status\":\"%s\",\"mismatch\":%zu,\"stale\":%zu,\"ms\":%.3f}",
-	       first_read ? "" : ",", when, loop_status(status), mismatch, stale, secs * 1e3);
+	printf("%s{\"when\":\"%s\",\"status\":\"%s\",", first_read ? "" : ",", when, loop_status(status));
+	cmp_json(&c);
+	printf(",\"stale\":%zu,\"head_stale\":%zu,\"ms\":%.3f}", stale, head_stale, secs * 1e3);
 	first_read = 0;
 }
 
-/* Read [off, off+len) of the area once (the unmapped case's halves). */
+/* Read [off, off+len) of the area once (the unmapped case's halves), compared with pattern `gen`. */
 static void read_part(struct area *a, size_t off, size_t len, const char *when, unsigned gen)
 {
+	unsigned char *want = malloc(len);
+	struct cmp c = {0, 0, 0};
 	double t;
 	int status;
-	size_t mismatch = 0;
 
+	if (!want)
+		die("malloc");
+	for (size_t i = 0; i < len; i++)
+		want[i] = pattern(off + i, gen);
 	memset(local, 0, len);
 	status = loop_rdma(&l, IBV_WR_RDMA_READ, local, local_mr->lkey, a->p + off, a->mr->rkey, len, &t);
 	if (status == IBV_WC_SUCCESS)
-		for (size_t i = 0; i < len; i++)
-			mismatch += local[i] != pattern(off + i, gen);
-	printf("%s{\"when\":\"%s\",\"status\":\"%s\",\"mismatch\":%zu,\"stale\":0,\"ms\":%.3f}", first_read ? "" : ",",
-	       when, loop_status(status), mismatch, t * 1e3);
+		c = loop_compare(local, want, len, loop_mtu_bytes(&l));
+	printf("%s{\"when\":\"%s\",\"status\":\"%s\",", first_read ? "" : ",", when, loop_status(status));
+	cmp_json(&c);
+	printf(",\"stale\":0,\"head_stale\":0,\"ms\":%.3f}", t * 1e3);
 	first_read = 0;
+	free(want);
 }
 
 static void fill_kept(struct area *a, unsigned gen)
@@ -300,6 +314,7 @@ static int follow(const char *op, size_t pages)
 	json_begin("rxe_odp", "follow");
 	json_str("op", op);
 	json_int("pages", n);
+	json_int("mtu", loop_mtu_bytes(&l));
 	printf(",\"reads\":[");
 	read_area(&a, "before", 0);
 	frames(&a, before);
