@@ -157,7 +157,7 @@ def test_mr_follows_the_process(odp, kernel, op):
     event, call_site, final = FOLLOW[op]
     reads = {r["when"]: r for r in info["reads"]}
     if op == "compact" and info["frames_changed"] == 0:
-        pytest.skip(f"compaction moved none of the MR's {info['pages'] // 16} kept pages this time: nothing to follow")
+        pytest.skip(f"compaction moved none of the MR's {info["pages"] // 16} kept pages this time: nothing to follow")
     if op == "migrate":
         assert info["moved"] == info["pages"], (
             f"move_pages put {info['moved']} of {info['pages']} pages on node {info['target_node']}")

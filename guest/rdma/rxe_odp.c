@@ -15,7 +15,7 @@
  *     mprotect      mprotect read-only, read, then read-write again and write B
  *     dontneed      MADV_DONTNEED the first half (the CPU now sees zeros there)
  *     migrate       move_pages every page to the other NUMA node, read, write B
- *     compact       N (default 4096) pages with 1 in 16 kept, /proc/sys/vm/compact_memory, read, write B;
+ *     compact       N (default 32768, as programs/compaction.c) pages with 1 in 16 kept, /proc/sys/vm/compact_memory, read, write B;
  *                   the MR spans all N, each kept page is read on its own (a read of a hole would fill it)
  *     unmapped      munmap the second half and leave it unmapped: a read of the first half, one of the
  *                   second (must complete with an error, not hang), and the first half again
@@ -285,7 +285,7 @@ static int follow(const char *op, size_t pages)
 {
 	int compact = !strcmp(op, "compact");
 	struct area a = {.stride = compact ? 16 : 1};
-	size_t n = compact && !pages ? 4096 : pages ? pages : 64, moved = 0;
+	size_t n = compact && !pages ? 32768 : pages ? pages : 64, moved = 0;
 	uint64_t *before, *after;
 	int target = -1, have_frames = 0;
 
