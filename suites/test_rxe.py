@@ -203,9 +203,11 @@ READER = {
 @pytest.mark.parametrize("case,mode", READER)
 def test_evidence_reader(odp, kernel, case, mode):
     """ev_rxe, the evidence workloads on an ODP MR: each iteration's operation, then one RDMA access of the
-    mirrored pages (ro: a READ compared with the CPU's bytes; rw: a WRITE the CPU must see). No stale byte, no
-    error, and rxe took the operation's invalidations and faulted the pages back every iteration. writeback-ro
-    is the log-export scenario: a file on ext2 written and msync'd, its pages in a read-only ODP MR."""
+    mirrored pages (ro: a READ compared with the CPU's bytes; rw: a WRITE the CPU must see). rxe took the
+    operation's invalidations and faulted the pages back every iteration, no access failed, and no byte came back
+    wrong. writeback-ro is the log-export scenario: a file on ext2 written and msync'd, its pages in a read-only
+    ODP MR. (ev_cases.h writes the same byte every iteration, so the byte check here catches a wrong copy, not
+    a stale frame: test_mr_follows_the_process changes the bytes between reads for that.)"""
     event, call_site, need = READER[case, mode]
     setup = GuestSetup(odp.ssh)
     try:
