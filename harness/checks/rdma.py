@@ -5,7 +5,9 @@ Since Linux 6.15 an ODP MR of rxe is an mmu_interval_notifier (drivers/infiniban
 `ib_umem_odp_get(..., &rxe_mn_ops)`): `rxe_ib_invalidate_range()` receives every invalidation of its range,
 and a device access to a page it dropped faults through `ib_umem_odp_map_dma_and_lock()` (drivers/infiniband/
 core/umem_odp.c, exported, called by rxe_odp.c:rxe_odp_do_pagefault_and_lock with `fault` true, and once with
-`fault` false at registration: rxe_odp_init_pages snapshots what is already mapped).
+`fault` false at registration: rxe_odp_init_pages snapshots what is already mapped). The exported function is
+the sturdier probe point: in 7.3's build rxe's own static helper is `rxe_odp_do_pagefault_and_lock.isra.0` in
+kallsyms, a name the compiler chose.
 """
 
 from __future__ import annotations
