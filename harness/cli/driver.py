@@ -4,8 +4,8 @@
                         [--suite PATH]... [--guest-modules M,..] [--boot-timeout S]
     harness driver --list
 
-NAME is a configs/drivers/NAME.yaml profile (test_hmm, kvm, virtio-gpu). The run is `harness run` with
-the profile's machine and suites, and every test's captured output (a kernel selftest's own log)
+NAME is a configs/drivers/NAME.yaml profile (test_hmm, kvm, virtio-gpu, mm-selftests, rxe). The run is
+`harness run` with the profile's machine and suites, and every test's captured output (a kernel selftest's own log)
 written into the JUnit XML. The verdict is the worst outcome of its tests, in the one severity order
 of harness/results/outcome.py; XFAIL counts known kernel bugs, listed in the profile with their reason.
 """

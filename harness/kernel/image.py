@@ -6,6 +6,7 @@ pins it and refuses any other. The client key is the harness's own, made once in
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -13,6 +14,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from harness import atomic, paths
 from harness.kernel.build import (
@@ -27,6 +30,7 @@ from harness.kernel.build import (
 
 BUSYBOX = Path("/bin/busybox")
 DROPBEAR = Path("/usr/sbin/dropbear")
+USERSPACE = paths.CONFIGS / "guest-userspace.yaml"  # host tools the guest gets, with their libraries
 
 
 @dataclass(frozen=True)
@@ -65,25 +69,67 @@ def build_guest_programs() -> Path:
     return out
 
 
+def build_rdma_programs() -> Path:
+    """guest/rdma/*.c, linked against the host's libibverbs (the image carries it); cached by their sources."""
+    if not Path("/usr/include/infiniband/verbs.h").exists():
+        raise BuildError("infiniband/verbs.h is missing: apt-get install libibverbs-dev")
+    sources = sorted((paths.GUEST / "rdma").iterdir()) + sorted((paths.GUEST / "programs").glob("*.h"))
+    key = content_key(*(p.name.encode() + p.read_bytes() for p in sources), (paths.GUEST / "Makefile").read_bytes())
+    out = paths.cache_root() / "guest-rdma" / key
+    if out.exists():
+        return out
+    (paths.cache_root() / "guest-rdma").mkdir(parents=True, exist_ok=True)
+    with atomic.staged_dir(out) as tmp:
+        run_logged(["make", "-C", str(paths.GUEST), f"O={tmp}", "rdma"],
+                   paths.cache_root() / "guest-rdma" / "build.log", "guest RDMA programs")
+    return out
+
+
+def userspace_files(config: Path = USERSPACE) -> list[Path]:
+    """The host files `config` lists, and every shared library (and the loader) that an ELF among them needs."""
+    data = yaml.safe_load(config.read_text()) or {}
+    entries = data.get("files") or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("path"), str)
+                                                for e in entries):
+        raise BuildError(f"{config}: files must be a list of {{path: GLOB, package: NAME}}")
+    found: list[Path] = []
+    for entry in entries:
+        matches = sorted(glob.glob(entry["path"]))
+        if not matches:
+            raise BuildError(f"{entry['path']} is missing ({config.name}): "
+                             f"apt-get install {entry.get('package', '<its package>')}")
+        found += [Path(m) for m in matches]
+    libs = [lib for f in found if _is_elf(f) for lib in _shared_libs(f)]
+    return sorted(set(found + libs))
+
+
+def _is_elf(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"\x7fELF"
+
+
 def build_image(build: KernelBuild) -> Image:
     """Everything the guest needs for this kernel build; cached by all of its inputs."""
     for tool in (BUSYBOX, DROPBEAR):
         if not tool.exists():
             raise BuildError(f"{tool} is missing: apt-get install busybox-static dropbear-bin")
     programs = build_guest_programs()
+    rdma = build_rdma_programs()
+    extra = sorted(set(userspace_files()) | {lib for prog in rdma.iterdir() for lib in _shared_libs(prog)})
     modules = [build_probe_module(build)] if build.has("MMU_NOTIFIER") else []
     modules += build_guest_modules(build, "faults")  # loaded only when a test asks (harness.modules=)
     mod_tree = install_modules(build) if build.has("MODULES") else None
     pub = client_key().with_name("id_ed25519.pub")
     inputs = [build.key.encode(), programs.name.encode(), pub.read_bytes(), (paths.IMAGES / "init").read_bytes(),
-              BUSYBOX.read_bytes(), DROPBEAR.read_bytes()] + [m.read_bytes() for m in modules]
+              BUSYBOX.read_bytes(), DROPBEAR.read_bytes(), rdma.name.encode(), USERSPACE.read_bytes()]
+    inputs += [m.read_bytes() for m in modules] + [str(f).encode() + f.read_bytes() for f in extra]
     out = paths.cache_root() / "images" / content_key(*inputs)
     image = Image(out / "initramfs.cpio.gz", out / "host_key.pub", out)
     if image.initramfs.exists():
         return image
     with atomic.staged_dir(out) as tmp:
         root = tmp / "root"
-        _populate(root, programs, modules, mod_tree, pub)
+        _populate(root, [programs, rdma], modules, mod_tree, pub, extra)
         host_key = root / "etc/dropbear/host_key"
         subprocess.run(["dropbearkey", "-t", "ed25519", "-f", str(host_key)], check=True, capture_output=True)
         shown = subprocess.run(["dropbearkey", "-y", "-f", str(host_key)], check=True, capture_output=True,
@@ -94,19 +140,21 @@ def build_image(build: KernelBuild) -> Image:
         shutil.rmtree(root)
         (tmp / "manifest.json").write_text(json.dumps({
             "kernel_build": str(build.dir), "release": build.release, "guest_programs": str(programs),
+            "guest_rdma_programs": str(rdma), "host_files": [str(f) for f in extra],
             "modules": [m.name for m in modules],
         }, indent=2))
     return image
 
 
-def _populate(root: Path, programs: Path, modules: list[Path], mod_tree: Path | None, client_pub: Path) -> None:
+def _populate(root: Path, programs: list[Path], modules: list[Path], mod_tree: Path | None, client_pub: Path,
+              extra: list[Path]) -> None:
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc/dropbear", "proc", "sys", "dev", "tmp", "run",
               "root/.ssh", "guest/bin", "guest/modules", "lib", "lib64", "var/log"):
         (root / d).mkdir(parents=True, exist_ok=True)
     shutil.copy(BUSYBOX, root / "bin/busybox")
     shutil.copy(paths.IMAGES / "init", root / "init")
     shutil.copy(DROPBEAR, root / "usr/sbin/dropbear")
-    for lib in _shared_libs(DROPBEAR):
+    for lib in [*_shared_libs(DROPBEAR), *extra]:
         dest = root / lib.relative_to("/")
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(lib, dest)
@@ -117,7 +165,7 @@ def _populate(root: Path, programs: Path, modules: list[Path], mod_tree: Path | 
     (root / "root/.ssh/authorized_keys").write_text(client_pub.read_text())
     os.chmod(root / "root", 0o700)
     os.chmod(root / "root/.ssh", 0o700)
-    for prog in programs.iterdir():
+    for prog in (p for d in programs for p in d.iterdir()):
         shutil.copy(prog, root / "guest/bin" / prog.name)
     for ko in modules:
         shutil.copy(ko, root / "guest/modules" / ko.name)

@@ -169,3 +169,104 @@ class KprobeObserver:
     def remove(self) -> None:
         self._sh(f"cd {TRACEFS} && if [ -d events/{GROUP}/{EVENT} ]; then "
                  f"echo 0 > events/{GROUP}/{EVENT}/enable && echo '-:{GROUP}/{EVENT}' >> kprobe_events; fi")
+
+
+# --- calls of any kernel function: a driver's own entry points ---------------------------------------------
+
+CALLS_GROUP = "harness_calls"
+
+
+@dataclass(frozen=True)
+class CallProbe:
+    """A kprobe (or, with `ret`, a kretprobe) event named `name` on `symbol`, fetching `name=FETCHARG:TYPE`
+    fields (tracefs' kprobetrace syntax). A module's function can be probed once the module is loaded."""
+
+    name: str
+    symbol: str
+    fetch: tuple[str, ...] = ()
+    ret: bool = False
+
+    def line(self) -> str:
+        return " ".join((f"{'r' if self.ret else 'p'}:{CALLS_GROUP}/{self.name}", self.symbol, *self.fetch))
+
+
+@dataclass(frozen=True)
+class Call:
+    """One hit of a CallProbe: which event, the task that made the call, and the fields it fetched; or a line a
+    program wrote to trace_marker (event MARKER, its text in `text`), which orders the hits around it."""
+
+    event: str
+    comm: str
+    pid: int
+    fields: dict[str, int]
+    text: str = ""
+
+
+MARKER = "tracing_mark_write"
+_CALL_RE = re.compile(r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+\[\d+\]\s+\S+\s+\d+\.\d+:\s+(?P<event>\w+):\s+"
+                      r"(?:\([^)]*\))?(?P<args>.*)$")
+
+
+def parse_calls(text: str, events: set[str]) -> list[Call]:
+    """The hits of `events`, and the trace markers, in the text of /sys/kernel/tracing/trace, in order."""
+    calls = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        m = _CALL_RE.match(line)
+        if m and m["event"] == MARKER:
+            calls.append(Call(MARKER, m["comm"], int(m["pid"]), {}, m["args"].strip()))
+            continue
+        if not m or m["event"] not in events:
+            continue
+        try:
+            fields = {k: int(v, 0) for k, v in (tok.split("=", 1) for tok in m["args"].split() if "=" in tok)}
+        except ValueError as e:
+            raise KprobeError(f"trace line {lineno}: {e}: {line!r}") from None
+        calls.append(Call(m["event"], m["comm"], int(m["pid"]), fields))
+    return calls
+
+
+class CallProbes:
+    """CallProbes in a running guest, as a context manager: installed (trace emptied) on entry, removed on exit."""
+
+    def __init__(self, ssh: SSH, probes: list[CallProbe]):
+        self.ssh = ssh
+        self.probes = probes
+
+    def _sh(self, script: str, *args: str) -> str:
+        return self.ssh.run(["sh", "-c", script, "kprobe", *args], check=True).stdout
+
+    def install(self) -> None:
+        self.remove()
+        for p in self.probes:
+            placed = self.ssh.run(["sh", "-c", f'echo "$1" >> {TRACEFS}/kprobe_events', "kprobe", p.line()])
+            if not placed.ok:  # e.g. the symbol is not in this kernel, or was inlined away
+                self.remove()
+                raise KprobeError(f"cannot place `{p.line()}`: {placed.stderr.strip()}")
+        self._sh(f"cd {TRACEFS} && echo > trace && for e in \"$@\"; do echo 1 > events/{CALLS_GROUP}/$e/enable; "
+                 "done", *(p.name for p in self.probes))
+
+    def calls(self) -> list[Call]:
+        return parse_calls(self._sh(f"cat {TRACEFS}/trace"), {p.name for p in self.probes})
+
+    def remove(self) -> None:
+        self._sh(f"cd {TRACEFS} && for e in \"$@\"; do if [ -d events/{CALLS_GROUP}/$e ]; then "
+                 f"echo 0 > events/{CALLS_GROUP}/$e/enable; echo \"-:{CALLS_GROUP}/$e\" >> kprobe_events; fi; done",
+                 *(p.name for p in self.probes))
+
+    def __enter__(self) -> CallProbes:
+        self.install()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def between(calls: list[Call], first: str, last: str | None = None) -> list[Call]:
+    """The calls after the first marker whose text is `first` and before the next marker `last` (or the end):
+    what happened during one phase of a program that marks its phases."""
+    texts = [c.text if c.event == MARKER else None for c in calls]
+    if first not in texts:
+        raise KprobeError(f"no trace marker {first!r} among {[t for t in texts if t]}")
+    start = texts.index(first) + 1
+    end = texts.index(last, start) if last is not None and last in texts[start:] else len(calls)
+    return [c for c in calls[start:end] if c.event != MARKER]
