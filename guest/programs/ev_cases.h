@@ -41,7 +41,21 @@ struct ev {
 	int fd;				/* the writeback file, or -1 */
 	size_t frames_changed, changed_iters;
 	long long access_cycles, access_median_cycles;
+	unsigned int gen;		/* iterations so far: the byte the operations write */
 };
+
+/*
+ * The writes of one iteration: each page's first byte becomes this iteration's value, so that a device
+ * that kept an old frame (or missed a write) reads a byte the CPU no longer sees (ev_rxe's stale check;
+ * the log-export scenario appends new bytes every time).
+ */
+static inline void ev_write(struct ev *ev, char *p, size_t len, long step)
+{
+	char value = (char)(1 + ev->gen % 250);
+
+	for (size_t off = 0; off < len; off += step)
+		p[off] = value;
+}
 
 /* CASE and npos-1 more positional arguments, --pages=N, --iters=K, --dir=D (other --options ignored). */
 static inline void ev_args(struct ev *ev, int argc, char **argv, int npos, const char *usage)
@@ -102,14 +116,16 @@ static inline void ev_operation(struct ev *ev)
 	char *p = ev->p;
 	size_t len = ev->len;
 
+	ev->gen++;
+
 	if (!strcmp(kase, "writeback")) {
-		touch(p, len, page);
+		ev_write(ev, p, len, page);
 		if (msync(p, len, MS_SYNC))
 			die("msync");
 	} else if (!strcmp(kase, "softdirty")) {
 		if (write_file("/proc/self/clear_refs", "4"))
 			die("clear_refs");
-		touch(p, len, page);
+		ev_write(ev, p, len, page);
 	} else if (!strcmp(kase, "mprotect")) {
 		if (mprotect(p, len, PROT_READ) || mprotect(p, len, PROT_READ | PROT_WRITE))
 			die("mprotect");
@@ -133,20 +149,20 @@ static inline void ev_operation(struct ev *ev)
 		close(fds[0]);
 		if (!strcmp(kase, "fork") && waitpid(child, &status, 0) != child)
 			die("waitpid");
-		touch(p, len, page);
+		ev_write(ev, p, len, page);
 		close(fds[1]);
 		if (!strcmp(kase, "fork-cow") && waitpid(child, &status, 0) != child)
 			die("waitpid");
 	} else if (!strcmp(kase, "dontneed")) {
 		if (madvise(p, len, MADV_DONTNEED))
 			die("madvise DONTNEED");
-		touch(p, len, page);
+		ev_write(ev, p, len, page);
 	} else if (!strcmp(kase, "munmap")) {
 		if (munmap(p, len))
 			die("munmap");
 		if (mmap(p, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != p)
 			die("mmap fixed");
-		touch(p, len, page);
+		ev_write(ev, p, len, page);
 	} else if (!strcmp(kase, "compaction")) {
 		if (write_file("/proc/sys/vm/compact_memory", "1"))
 			die("compact_memory");

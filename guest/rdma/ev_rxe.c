@@ -6,9 +6,8 @@
  *
  *   ro   the MR grants remote read only; each access RDMA-READs the whole mirrored range, and the verify
  *        compares it byte for byte with what the CPU sees (nothing else runs in between): a byte that differs
- *        is a wrong read. ev_cases.h's operations write the same byte (1 at each page start) every iteration,
- *        so a stale frame holds the same bytes as the current one: to tell them apart, the bytes must change
- *        between the operation and the access (rxe_odp.c's follow cases do that).
+ *        is a wrong read. ev_cases.h's operations write a new byte at each page start every iteration
+ *        (ev_write), so a device that kept a stale frame, or missed a write, reads a byte the CPU no longer has.
  *   rw   the MR is writable; each access RDMA-WRITEs a fresh pattern over the mirrored range, and the verify
  *        checks that the CPU sees every byte of it (one it does not see went to a stale frame)
  *

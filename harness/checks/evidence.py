@@ -24,6 +24,7 @@ from harness.checks import drivers
 from harness.checks.workloads import WRITEBACK_MNT, GuestSetup, Unavailable
 from harness.kernel import userprogs
 from harness.kernel.build import KernelBuild
+from harness.results.compare import DeviceChange
 from harness.vm.ssh import SSH, SSHError
 
 MODES = ("blind", "context")
@@ -340,14 +341,45 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
     return files
 
 
-def write_report(out: Path, runs: list[dict], meta: dict) -> list[dict]:
+def write_report(out: Path, runs: list[dict], meta: dict, devices: dict | None = None) -> list[dict]:
+    """evidence.json (meta, summary, runs, and `devices`: device -> workload -> counters), evidence.md, plots."""
     out.mkdir(parents=True, exist_ok=True)
     rows = summarise(runs)
-    (out / "evidence.json").write_text(json.dumps({"meta": meta, "summary": rows, "runs": runs}, indent=1) + "\n")
-    (out / "evidence.md").write_text(markdown(rows, meta))
+    (out / "evidence.json").write_text(json.dumps({"meta": meta, "summary": rows, "runs": runs,
+                                                   "devices": devices or {}}, indent=1) + "\n")
+    (out / "evidence.md").write_text(markdown(rows, meta) + device_markdown(devices or {}))
     if rows:
         plot(rows, out)
     return rows
+
+
+def devices_of(changes: list[DeviceChange], stock: str, aware: str) -> dict:
+    """A compare's device counters as evidence.json's `devices`: the base is the stock driver, the patched one
+    the event-aware driver; per workload the counters and the access-time ratio (event-aware over stock)."""
+    out: dict[str, dict] = {}
+    for d in changes:
+        out.setdefault(d.device, {})[d.workload] = {stock: d.before, aware: d.after,
+                                                    "access_time_ratio": d.time_ratio}
+    return out
+
+
+def device_markdown(devices: dict) -> str:
+    lines = []
+    for device, workloads in devices.items():
+        sides = [k for k in next(iter(workloads.values()), {}) if k != "access_time_ratio"]
+        if len(sides) != 2:
+            continue
+        stock, aware = sides
+        lines += ["", f"## {device}: {stock} → {aware}", "",
+                  "| workload | invalidations | acted on | device faults | stale bytes | access time ratio |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for name, w in workloads.items():
+            a, b = w[stock], w[aware]
+            ratio = w["access_time_ratio"]
+            cells = [f"{a.get(k, '-')} → {b.get(k, '-')}" for k in ("invalidations", "acted", "device_faults", "stale")]
+            shown = f"{ratio[0]:.2f} ({ratio[1]:.2f} to {ratio[2]:.2f})" if ratio else "-"
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {shown} |")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def collect(ssh: SSH, workloads: list[Workload], repeats: int, log=print,

@@ -29,6 +29,8 @@ MODULE = "rdma_rxe"
 ODP_SOURCE = "drivers/infiniband/sw/rxe/rxe_odp.c"  # added in 6.15 ("RDMA/rxe: Add page invalidation support")
 INVALIDATE = "rxe_ib_invalidate_range"
 ODP_MAP = "ib_umem_odp_map_dma_and_lock"
+ODP_UNMAP = "ib_umem_odp_unmap_dma_pages"  # what an invalidation that acts does (exported, ib_core)
+EVENT_AWARE = "rxe_odp_write_protect_only"  # configs/patches/rxe-odp-honour-event.patch: rxe skips write-protects
 
 
 class RxeError(Exception):
@@ -96,6 +98,8 @@ def odp_probes(build: KernelBuild) -> list[kprobe.CallProbe]:
         # ib_umem_odp_map_dma_and_lock(umem_odp, user_virt, bcnt, access_mask, bool fault)
         kprobe.CallProbe("odp_map", ODP_MAP, ("va=$arg2:x64", "bcnt=$arg3:u64", "fault=$arg5:u8")),
         kprobe.CallProbe("odp_map_ret", ODP_MAP, ("ret=$retval:s32",), ret=True),
+        # ib_umem_odp_unmap_dma_pages(umem_odp, u64 start_offset, u64 end): the invalidation acted on the MR
+        kprobe.CallProbe("odp_unmap", ODP_UNMAP, ("start=$arg2:x64", "end=$arg3:x64")),
     ]
 
 
@@ -104,6 +108,7 @@ class OdpCounts:
     """What rxe's ODP saw while a program ran."""
 
     invalidations: int = 0  # calls of rxe_ib_invalidate_range
+    acted: int = 0  # of those, the ones that unmapped DMA pages (ib_umem_odp_unmap_dma_pages)
     events: Counter[str] = field(default_factory=Counter)  # the same, by the range's event name
     faults: int = 0  # device page faults: ib_umem_odp_map_dma_and_lock(..., fault=true)
     snapshots: int = 0  # registration's snapshot of present pages (fault=false)
@@ -121,13 +126,22 @@ class OdpCounts:
                 counts.faults += 1
             elif c.event == "odp_map":
                 counts.snapshots += 1
+            elif c.event == "odp_unmap":
+                counts.acted += 1
             elif c.event == "odp_map_ret" and c.fields.get("ret", 0) < 0:
                 counts.fault_errors += 1
         return counts
 
     def as_dict(self) -> dict:
-        return {"invalidations": self.invalidations, "events": dict(self.events), "faults": self.faults,
+        return {"invalidations": self.invalidations, "acted": self.acted, "events": dict(self.events),
+                "faults": self.faults,
                 "snapshots": self.snapshots, "fault_errors": self.fault_errors}
+
+
+def event_aware(tree: KernelTree) -> bool:
+    """Whether this tree's rxe skips write-protect invalidations of a read-only ODP MR (the event-aware patch)."""
+    source = tree.path / ODP_SOURCE
+    return source.exists() and EVENT_AWARE in source.read_text()
 
 
 def gid_of_ipv4(address: str) -> str:

@@ -1,13 +1,14 @@
 """`harness compare`: a tree against the same tree plus a patch series; what the series changes.
 
-    harness compare [--base KSRC] (--patch FILE|A..B ... | --patched KSRC) [--notifier on|off]
+    harness compare [--base KSRC] [--base-patch FILE]... (--patch FILE|A..B ... | --patched KSRC) [--notifier on|off]
                     [--fragment NAME]... [--machine M] [--driver NAME]... [--expect-events FILE]
                     [--results-dir DIR] [-k EXPR] [--boot-timeout S] [SUITES...]
 
 --base defaults to Debian's 6.12; a git tree is compared at its HEAD (a snapshot in the cache).
 --patch takes `git format-patch` files, an mbox of a series (b4 am), or A..B of a git base, applied
 in order to a copy of the base; the patched kernel is built on a copy of the base's build, so an
-unchanged file costs nothing. --patched takes a second tree instead.
+unchanged file costs nothing. --patched takes a second tree instead. --base-patch puts patches under the
+series, in the base (a fix the series builds on): both kernels carry them.
 
 Both kernels run the same suites in one sitting, one after the other, group by group: by default the
 event, migration and observer suites and every driver profile the base's config supports; with
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness import paths
@@ -51,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="a tree against the same tree plus a series: what changed (exit 0/1/3)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", default=None, metavar="KSRC", help="the base tree (default: Debian's 6.12)")
+    p.add_argument("--base-patch", action="append", default=[], metavar="FILE|A..B",
+                   help="patches the base itself carries, under the series (a fix the series needs; repeatable)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--patch", action="append", default=[], metavar="FILE|A..B",
                        help="a patch, an mbox of a series, or a commit range of a git base (repeatable, in order)")
@@ -68,49 +72,79 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
+@dataclass(frozen=True)
+class CompareRequest:
+    base: str | None = None
+    base_patch: tuple[str, ...] = ()
+    patch: tuple[str, ...] = ()
+    patched: str | None = None
+    notifier: str = "on"
+    fragments: tuple[str, ...] = ()
+    machine: str = "default"
+    drivers: tuple[str, ...] = ()
+    suites: tuple[str, ...] = ()
+    expect_events: Path | None = None
+    results_dir: Path | None = None
+    k: str | None = None
+    boot_timeout: float | None = None
+    guest_modules: str = ""
+
+
 def main(args: argparse.Namespace) -> int:
-    expected = compare.load_expected(args.expect_events) if args.expect_events else None
-    out_dir = rundir.new_run_dir(args.results_dir)
+    comparison, out_dir = run_compare(CompareRequest(
+        args.base, tuple(args.base_patch), tuple(args.patch), args.patched, args.notifier, tuple(args.fragment),
+        args.machine, tuple(args.driver), tuple(args.suites), args.expect_events, args.results_dir, args.k,
+        args.boot_timeout, args.guest_modules))
+    print(compare.render_text(comparison), end="")
+    print(f"results: {out_dir}", file=sys.stderr)
+    return comparison.exit_code()
+
+
+def run_compare(req: CompareRequest) -> tuple[compare.Comparison, Path]:
+    """Build both kernels, run the groups on both, compare; the report files are written in the results dir."""
+    expected = compare.load_expected(req.expect_events) if req.expect_events else None
+    out_dir = rundir.new_run_dir(req.results_dir)
     check_output_dir(out_dir)
     notes: list[str] = []
-    base_ksrc, base_tree = patches.fixed_base(args.base)
-    if base_tree.identity != (given := source.resolve(args.base)).identity:
+    base_ksrc, base_tree = patches.fixed_base(req.base)
+    if base_tree.identity != (given := source.resolve(req.base)).identity:
         notes.append(f"note: {given.path} is compared at its HEAD ({base_tree.identity}); uncommitted "
                      "changes are not part of it")
-    if args.patch:
-        series = patches.read_series(args.patch, given)
+    if req.base_patch:
+        under = patches.read_series(list(req.base_patch), given)
+        base_ksrc, base_tree = patches.patched_tree(base_tree, base_ksrc, under)
+        notes += [f"  base patch {i}/{len(under)}: {p.origin}: {p.subject}" for i, p in enumerate(under, 1)]
+    if req.patch:
+        series = patches.read_series(list(req.patch), given)
         patched_ksrc, patched_tree = patches.patched_tree(base_tree, base_ksrc, series)
         what = f"{base_ksrc} + {len(series)} patch(es)"
         notes += [f"  patch {i}/{len(series)}: {p.origin}: {p.subject}" for i, p in enumerate(series, 1)]
+    elif req.patched:
+        patched_ksrc, patched_tree = patches.fixed_base(req.patched)
+        what = f"{req.patched} ({patched_tree.identity})"
     else:
-        patched_ksrc, patched_tree = patches.fixed_base(args.patched)
-        what = f"{args.patched} ({patched_tree.identity})"
-    fragments = tuple(args.fragment)
-    built = {side: _prepare(side, ksrc, args.notifier, fragments)
+        raise UserError("compare needs --patch or --patched")
+    built = {side: _prepare(side, ksrc, req.notifier, req.fragments)
              for side, ksrc in (("base", base_ksrc), ("patched", patched_ksrc))}
-    groups = _groups(args, built["base"])
+    groups = _groups(req, built["base"])
     runs: dict[str, list[Path]] = {"base": [], "patched": []}
     for name, machine, suites in groups:
         for side, ksrc in (("base", base_ksrc), ("patched", patched_ksrc)):
             print(f"compare: {side}: {name} on machine {machine} ...", file=sys.stderr, flush=True)
-            result = run(RunRequest(KernelChoice(ksrc, args.notifier, fragments), machine, suites,
-                                    out_dir / side / name, args.k, args.boot_timeout, args.guest_modules,
-                                    quiet=True))
+            result = run(RunRequest(KernelChoice(ksrc, req.notifier, req.fragments), machine, suites,
+                                    out_dir / side / name, req.k, req.boot_timeout, req.guest_modules, quiet=True))
             print(junit.run_summary(result.run_dir), file=sys.stderr, flush=True)
             runs[side].append(result.run_dir)
     base_label = f"{base_ksrc} ({built['base'].tree.identity}, {built['base'].build.release})"
     comparison = compare.compare(base_label, f"{what}: {patched_ksrc}", runs["base"], runs["patched"],
                                  base_tree.series, expected)
-    comparison.notes = [*notes, f"machine {args.machine}, notifier {args.notifier}; groups: "
+    comparison.notes = [*notes, f"machine {req.machine}, notifier {req.notifier}; groups: "
                         + ", ".join(g[0] for g in groups)]
     comparison.builds = {side: _build_figures(p) for side, p in built.items()}
-    text = compare.render_text(comparison)
-    write_text(out_dir / "compare.txt", text)
+    write_text(out_dir / "compare.txt", compare.render_text(comparison))
     write_text(out_dir / "compare.md", compare.render_markdown(comparison))
     write_text(out_dir / "compare.json", json.dumps(compare.to_json(comparison), indent=1))
-    print(text, end="")
-    print(f"results: {out_dir}", file=sys.stderr)
-    return comparison.exit_code()
+    return comparison, out_dir
 
 
 def _prepare(side: str, ksrc: str, notifier: str, fragments: tuple[str, ...]) -> Prepared:
@@ -120,14 +154,14 @@ def _prepare(side: str, ksrc: str, notifier: str, fragments: tuple[str, ...]) ->
         raise UserError(f"the {side} kernel ({ksrc}) did not build: {e}") from None
 
 
-def _groups(args: argparse.Namespace, base: Prepared) -> list[tuple[str, str, tuple[str, ...]]]:
+def _groups(req: CompareRequest, base: Prepared) -> list[tuple[str, str, tuple[str, ...]]]:
     """(name, machine, suites) of each run: the suites first, then one per driver profile."""
-    groups = [("suites", args.machine, tuple(args.suites) or tuple(str(paths.REPO / s) for s in DEFAULT_SUITES))]
-    names = args.driver or ([] if args.suites else drivers.known_drivers())
+    groups = [("suites", req.machine, req.suites or tuple(str(paths.REPO / s) for s in DEFAULT_SUITES))]
+    names = req.drivers or (() if req.suites else tuple(drivers.known_drivers()))
     config = kconfig.read_config_values(base.build.config)
     for name in names:
         profile = drivers.load_driver(name)
-        if not args.driver and fragment_notes(profile, args.notifier, base.tree.series, config):
+        if not req.drivers and fragment_notes(profile, req.notifier, base.tree.series, config):
             continue  # this config cannot run it: the driver's own command says why
         groups.append((f"driver-{name}", profile.machine, tuple(str(paths.REPO / s) for s in profile.suites)))
     return groups

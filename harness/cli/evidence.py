@@ -11,12 +11,23 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 from harness import paths
-from harness.checks.evidence import BY_NAME, WORKLOADS, HmmUnavailable, collect, prepare_hmm, write_report
+from harness.checks.evidence import (
+    BY_NAME,
+    WORKLOADS,
+    HmmUnavailable,
+    collect,
+    devices_of,
+    prepare_hmm,
+    write_report,
+)
 from harness.cli import options
+from harness.cli.compare import CompareRequest, run_compare
+from harness.errors import UserError
 from harness.kernel.prepare import prepare
-from harness.results import rundir
+from harness.results import compare, rundir
 from harness.vm import faults
 from harness.vm.machine import VM, load_profile, probe_accel
 
@@ -32,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-hmm", action="store_true",
                    help="do not run the workloads against lib/test_hmm.c's device too (default: where the kernel "
                         "has CONFIG_TEST_HMM)")
+    p.add_argument("--rxe", action="store_true",
+                   help="also soft-RoCE's on-demand paging, stock against event-aware (configs/patches/"
+                        "rxe-odp-*.patch), measured by harness compare on this kernel (7.x: rxe has ODP since 6.15)")
     p.set_defaults(func=main)
 
 
@@ -62,9 +76,26 @@ def main(args: argparse.Namespace) -> int:
     meta = {"date": time.strftime("%Y-%m-%d"), "release": prepared.build.release, "accel": accel,
             "repeats": args.repeats, "tree": prepared.tree.identity, "skipped": skipped,
             "hmm_skipped": hmm_skipped, "repo": str(paths.REPO)}
-    rows = write_report(out, runs, meta)
+    devices = _rxe(args.kernel_src, out / "rxe-compare") if args.rxe else {}
+    rows = write_report(out, runs, meta, devices)
     print((out / "evidence.md").read_text())
     for s in skipped:
         print(f"skipped {s}")
     print(f"report: {out}")
     return 0 if rows else 1
+
+
+RXE_FIX = paths.CONFIGS / "patches" / "rxe-odp-copy-offset.patch"  # under both: reads are byte-exact
+RXE_AWARE = paths.CONFIGS / "patches" / "rxe-odp-honour-event.patch"
+
+
+def _rxe(kernel_src: str | None, results: Path) -> dict:
+    """The rxe evidence workloads (suites/test_rxe.py test_evidence_reader) through harness compare: the kernel
+    with rxe's copy fix, against the same plus the event-aware patch; their device counters."""
+    comparison, out = run_compare(CompareRequest(base=kernel_src, base_patch=(str(RXE_FIX),), patch=(str(RXE_AWARE),),
+                                                 suites=(str(paths.REPO / "suites/test_rxe.py"),),
+                                                 k="test_evidence_reader", results_dir=results))
+    print(compare.render_text(comparison), file=sys.stderr)
+    if comparison.regressions or not comparison.devices:
+        raise UserError(f"the rxe comparison did not give device counters without regressions: {out}/compare.txt")
+    return devices_of(comparison.devices, "stock", "event-aware")
