@@ -107,6 +107,12 @@ def build_kernel(configured: Configured, jobs: int | None = None) -> KernelBuild
                         print(f"seeding {outdir} from the base's build {base}", flush=True)
                         seed_build(outdir, base)
                         seeded = str(base)
+                        # The base may have been built after the patches were applied (compare builds the
+                        # base first): what they changed must be newer than every object copied, or make
+                        # keeps the base's objects.
+                        for name in tree.changed:
+                            if (tree.path / name).is_file():  # the patched tree's own copy (patches._unshare)
+                                os.utime(tree.path / name)
                 _make_kernel(tree, outdir, configured.config, key, jobs, seeded)
     outdir = build_dir(tree, key)
     atomic.write_text(outdir / "harness-config-why.txt", configured.why)
