@@ -102,6 +102,7 @@ def test_a_timeout_keeps_a_post_mortem(tmp_path: Path):
     assert spun["screen"].startswith("not captured"), spun
 
 
+@pytest.mark.debug_kernel
 def test_a_kasan_report_fails_an_otherwise_passing_test(tmp_path: Path):
     """The debug kernel (configs/fragments/debug/kasan.config): its report fails the test that made
     it, unless allow-listed; its timeouts are scaled for a debug kernel."""

@@ -238,11 +238,16 @@ def build_guest_modules(build: KernelBuild, subdir: str, generated: dict[str, st
 def install_modules(build: KernelBuild) -> Path:
     """`make modules_install` into a staging tree (lib/modules/<release>/...) for the image."""
     dest = build.dir / "harness-modules"
-    if (dest / "lib/modules" / build.release / "modules.dep").exists():
+    # made from this very build (its stamp): a tree rebuilt under the same key must not ship the old modules
+    made_from = dest / ".harness-built-from.json"
+    stamp = (build.dir / STAMP).read_text() if (build.dir / STAMP).exists() else ""
+    if (dest / "lib/modules" / build.release / "modules.dep").exists() and made_from.exists() \
+            and made_from.read_text() == stamp:
         return dest
     with atomic.staged_dir(dest) as tmp:
         run_logged(make_cmd(build.tree, build.dir, f"INSTALL_MOD_PATH={tmp}", "INSTALL_MOD_STRIP=1",
                             "DEPMOD=/sbin/depmod", "modules_install"), build.dir / "build.log", "modules_install")
+        (tmp / made_from.name).write_text(stamp)
     return dest
 
 
