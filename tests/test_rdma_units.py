@@ -18,7 +18,7 @@ NAMES = ["MMU_NOTIFY_UNMAP", "MMU_NOTIFY_CLEAR", "MMU_NOTIFY_PROTECTION_VMA", "M
 
 # The shapes tracefs prints for a kprobe on a module function, a kretprobe, and a trace_marker write:
 TRACE = (Path(__file__).parent / "data/rxe_calls_trace.txt").read_text()
-EVENTS = {"rxe_invalidate", "odp_map", "odp_map_ret"}
+EVENTS = {"rxe_invalidate", "odp_unmap", "odp_map", "odp_map_ret"}
 
 
 def test_call_probe_lines():
@@ -29,11 +29,11 @@ def test_call_probe_lines():
 
 def test_parse_calls_reads_kprobes_kretprobes_and_markers():
     calls = kprobe.parse_calls(TRACE, EVENTS)
-    assert [c.event for c in calls] == ["odp_map", "odp_map_ret", kprobe.MARKER, "rxe_invalidate", "rxe_invalidate",
-                                        "odp_map", "odp_map_ret", kprobe.MARKER, "rxe_invalidate"]
+    assert [c.event for c in calls] == ["odp_map", "odp_map_ret", kprobe.MARKER, "rxe_invalidate", "odp_unmap",
+                                        "rxe_invalidate", "odp_map", "odp_map_ret", kprobe.MARKER, "rxe_invalidate"]
     assert calls[0].fields == {"va": 0x7f0000000000, "bcnt": 262144, "fault": 0}
-    assert calls[6].fields == {"ret": -14}
-    assert calls[2].text == "rxe_odp: op" and calls[4].comm == "kworker/1:2" and calls[4].pid == 40
+    assert calls[7].fields == {"ret": -14}
+    assert calls[2].text == "rxe_odp: op" and calls[5].comm == "kworker/1:2" and calls[5].pid == 40
     assert kprobe.parse_calls(TRACE, {"odp_map"})[0].event == "odp_map"  # others left out, markers kept
     assert len(kprobe.parse_calls(TRACE, {"odp_map"})) == 4
 
@@ -41,8 +41,8 @@ def test_parse_calls_reads_kprobes_kretprobes_and_markers():
 def test_between_markers():
     calls = kprobe.parse_calls(TRACE, EVENTS)
     phase = kprobe.between(calls, "rxe_odp: op", "rxe_odp: done")
-    assert [c.event for c in phase] == ["rxe_invalidate", "rxe_invalidate", "odp_map", "odp_map_ret"]
-    assert len(kprobe.between(calls, "rxe_odp: op")) == 5  # to the end, the marker itself left out
+    assert [c.event for c in phase] == ["rxe_invalidate", "odp_unmap", "rxe_invalidate", "odp_map", "odp_map_ret"]
+    assert len(kprobe.between(calls, "rxe_odp: op")) == 6  # to the end, the marker itself left out
     with pytest.raises(kprobe.KprobeError, match="no trace marker 'nope'"):
         kprobe.between(calls, "nope")
 
@@ -50,7 +50,8 @@ def test_between_markers():
 def test_odp_counts():
     calls = kprobe.parse_calls(TRACE, EVENTS)
     whole = rdma.OdpCounts.from_calls([c for c in calls if c.event != kprobe.MARKER], NAMES)
-    assert whole.as_dict() == {"invalidations": 3, "events": {"CLEAR": 1, "PROTECTION_VMA": 1, "RELEASE": 1},
+    assert whole.as_dict() == {"invalidations": 3, "acted": 1, "events": {"CLEAR": 1, "PROTECTION_VMA": 1,
+                                                                          "RELEASE": 1},
                                "faults": 1, "snapshots": 1, "fault_errors": 1}
     phase = rdma.OdpCounts.from_calls(kprobe.between(calls, "rxe_odp: op", "rxe_odp: done"), NAMES)
     assert (phase.invalidations, phase.faults, phase.snapshots, phase.events["RELEASE"]) == (2, 1, 0, 0)
