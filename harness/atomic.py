@@ -102,11 +102,6 @@ def locked(lock_file: Path, what: str = "", log: Path | None = None, shared: boo
 
 
 def _acquire(f: IO[str], lock_file: Path, what: str, mode: int, notice_after: float, progress_every: float) -> None:
-    try:
-        fcntl.flock(f, mode | fcntl.LOCK_NB)
-        return
-    except BlockingIOError:
-        pass
     started = time.monotonic()
     told_at: float | None = None
     wanted = f" ({what})" if what else ""
