@@ -12,6 +12,10 @@ After every case:
     zero. A race test that never raced proves nothing.
 The negative controls run the same checks on a mirror whose fault path ignores mmu_interval_read_retry()
 (noretry) and on one that ignores invalidations (unsafe): the checks must catch both.
+
+The same races run against lib/test_hmm.c's device (guest/kprograms/race_hmm.c): after every round, with
+both threads quiet, what the device reads must be what the CPU reads, and the device's faults must have
+retried (mmu_interval_read_begin() calls, counted by a kprobe, beyond the faults that succeeded).
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ import json
 
 import pytest
 
-from harness.checks.evidence import parse_mirror
+from harness.checks import drivers
+from harness.checks.evidence import parse_mirror, prepare_hmm
+from harness.kernel import userprogs
+from harness.observe.kprobe import TRACEFS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier]
 
@@ -99,3 +106,51 @@ def test_mirror_that_ignores_invalidations_is_caught(guest, case):
     assert "no_race" in found, f"unsafe mode retried: {summary(info)}"
     if case == "munmap":
         assert "stale" in found, summary(info)
+
+
+# --- lib/test_hmm.c's device ------------------------------------------------------------------------------
+
+KPROBE = "p:race/read_begin mmu_interval_read_begin"
+# Compaction is left to the model: the device would read 4096 pages per access (too slow under TCG) and the
+# kernel may move none of them.
+HMM_CASES = ["munmap", "mprotect", "dontneed", "fork-cow", pytest.param("migrate", marks=NUMA)]
+
+
+@pytest.fixture
+def race_hmm(guest, kernel):
+    """test_hmm loaded, race_hmm built against this tree and installed, and a kprobe counting the calls of
+    mmu_interval_read_begin() (only test_hmm's faults call it here: the model mirror is not in use)."""
+    drivers.require_config(kernel.build, *drivers.load_driver("test_hmm").config)
+    prepare_hmm(guest.ssh, kernel.build)  # loads test_hmm
+    binary = drivers.install(guest.ssh, userprogs.kprogram(kernel.build, "race_hmm"))
+    guest.run(["sh", "-c", f"cd {TRACEFS} && echo '{KPROBE}' >> kprobe_events && "
+                           "echo 1 > events/race/read_begin/enable"], check=True)
+    yield binary
+    guest.run(["sh", "-c", f"cd {TRACEFS} && echo 0 > events/race/read_begin/enable && "
+                           "echo '-:race/read_begin' >> kprobe_events"])
+
+
+def read_begin_hits(guest) -> int:
+    out = guest.run(["cat", f"{TRACEFS}/kprobe_profile"], check=True).stdout
+    (hits,) = [int(line.split()[1]) for line in out.splitlines() if line.split()[:1] == ["read_begin"]]
+    return hits
+
+
+@pytest.mark.parametrize("case", HMM_CASES)
+def test_test_hmm_device_survives_the_race(guest, race_hmm, case):
+    guest.probe.clear()
+    before = read_begin_hits(guest)
+    _, info = guest.program(race_hmm.rsplit("/", 1)[-1], case, timeout=240)  # it runs /guest/bin/NAME
+    calls = read_begin_hits(guest) - before
+    info["read_begin_calls"] = calls
+    # one mmu_interval_read_begin per successful fault and per failed access; every other call is a retry
+    info["retries"] = calls - info["faults"] - info["access_errors"] - info["access_busy"]
+    info["contract"] = k = guest.probe.counters()
+    guest.save(f"race_hmm-{case}.json", json.dumps(info, indent=1) + "\n")
+    print(f"test_hmm {case}: retries >= {info['retries']} ({calls} read_begin, {info['faults']} faults, "
+          f"{info['access_errors']} EFAULT, {info['access_busy']} EBUSY), {info['accesses']} accesses, "
+          f"{info['mismatched']} mismatched, {info['rounds']} rounds in {info['elapsed_ms']} ms")
+    assert info["cpus"][0] != info["cpus"][1], info["cpus"]
+    assert info["mismatched"] == 0, f"the device read other bytes than the CPU after a round: {info}"
+    assert (k["open"], k["unmatched_ends"], k["releases"], k["after_release"]) == (0, 0, 1, 0), k
+    assert info["retries"] > 0, f"no device fault had to retry: the race window was never hit: {info}"

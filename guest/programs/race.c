@@ -1,60 +1,18 @@
 /*
- * race CASE MODE [--pages=N] [--rounds=R] [--ops=K] [--seconds=S]: a device fault racing a change of the
- * page tables on another CPU, against the probe's model driver (mmu_probe "mirror", MODE blind, context,
- * unsafe or noretry) on N pages (default 64; compaction mirrors the first 4096 of a sparse range).
+ * race CASE blind|context|unsafe|noretry [--pages=N] [--rounds=R] [--ops=K] [--seconds=S]: the race
+ * workloads (race.h) against the probe's model driver (mmu_probe "mirror", read-only, in MODE) on N pages
+ * (default 64; compaction mirrors the first 4096 of a sparse range 16 times larger).
  *
- * The main thread is the device: pinned to one CPU, it writes our mirror id to "access" (a torn-down
- * mirror re-faults under mmu_interval_read_begin/retry) and then to "verify" (a still-valid mirror whose
- * frames differ from the process's is stale), over and over. A second thread, pinned to another CPU, runs
- * K operations of CASE per round meanwhile:
- *   munmap      munmap the range, mmap it again at the same address, write every page (UNMAP)
- *   mprotect    mprotect PROT_READ, then PROT_READ|PROT_WRITE (PROTECTION_VMA; frames stay)
- *   dontneed    MADV_DONTNEED the range, write every page (CLEAR; new frames)
- *   migrate     move_pages(2) every page to the other NUMA node (MIGRATE; needs two nodes)
- *   compaction  write /proc/sys/vm/compact_memory (the kernel picks the pages: CLEAR/MIGRATE, maybe none)
- *   fork-cow    fork a child that waits, write every page while it lives (PROTECTION_PAGE, then CLEAR
- *               per copied page), let it exit
- * After each round (both threads quiet) the device accesses and verifies once more. R rounds, or fewer
- * if S seconds pass. The probe's classic notifier watches the mm too (contract: every start has its end).
- *
- * Prints the mirror's line from the probe ("mirror") and: rounds, ops, accesses, access_errors (the
- * range was unmapped when the device looked: EFAULT), verify_busy (verify gave up: the range kept
- * changing), cpus (the CPU each thread ran on), elapsed_ms.
+ * The device access writes our mirror id to "access" (a torn-down mirror re-faults under
+ * mmu_interval_read_begin/retry; "retries" counts the faults that had to look again), the verify to
+ * "verify" (a still-valid mirror whose frames differ from the process's is stale). The probe's classic
+ * notifier watches the mm too, for the contract (every start has its end, nothing after release).
+ * Prints "mode" and "mirror", the probe's line for our mirror at the end, with race.h's fields.
  */
-#include "probe.h"
+#include "race.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <time.h>
-
-#define MPOL_MF_MOVE (1 << 1)
-
-static const char *kase, *mode;
-static char *p;			/* the mirrored range */
-static size_t npages, len, mpages;	/* mapped pages, bytes, mirrored pages */
-static int rounds = 20, ops = 50, seconds = 20;
+static const char *mode;
 static int mirror_id = -1;
-static atomic_int go, stop;	/* the mutator's round: started by the device, stopped when done */
-static int cpu_dev = -1, cpu_mut = -1, seen_dev = -1, seen_mut = -1;
-static long long accesses, access_errors, verify_busy, ops_done;
-
-static void pin(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	if (sched_setaffinity(0, sizeof(set), &set))	/* 0: the calling thread */
-		die("sched_setaffinity");
-}
-
-static void fill(void)
-{
-	for (size_t i = 0; i < npages; i++)
-		p[i * page] = (char)i;
-}
 
 /* Write our mirror id to the probe's FILE; the errno of a failed write, 0 on success. */
 static int mirror_op(const char *file)
@@ -71,104 +29,6 @@ static int mirror_op(const char *file)
 		err = errno;
 	close(fd);
 	return err;
-}
-
-static void device_round(void)
-{
-	int err = mirror_op("access");
-
-	accesses++;
-	if (err == EFAULT)	/* between munmap and mmap: nothing to map; the mirror stays torn down */
-		access_errors++;
-	else if (err)
-		die("access");
-	err = mirror_op("verify");
-	if (err == EBUSY)
-		verify_busy++;
-	else if (err)
-		die("verify");
-}
-
-static void mutate_once(void)
-{
-	if (!strcmp(kase, "munmap")) {
-		if (munmap(p, len))
-			die("munmap");
-		if (mmap(p, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) != p)
-			die("mmap again");	/* the hole is between our own guards: nobody else maps there */
-		fill();
-	} else if (!strcmp(kase, "mprotect")) {
-		if (mprotect(p, len, PROT_READ) || mprotect(p, len, PROT_READ | PROT_WRITE))
-			die("mprotect");
-	} else if (!strcmp(kase, "dontneed")) {
-		if (madvise(p, len, MADV_DONTNEED))
-			die("madvise");
-		fill();
-	} else if (!strcmp(kase, "migrate")) {
-		static void *pages[4096];
-		static int nodes[4096], status[4096];
-		static int to = 1;
-
-		for (size_t i = 0; i < mpages; i++) {
-			pages[i] = p + i * page;
-			nodes[i] = to;
-		}
-		if (syscall(SYS_move_pages, 0, mpages, pages, nodes, status, MPOL_MF_MOVE) < 0)
-			die("move_pages");
-		to ^= 1;
-	} else if (!strcmp(kase, "compaction")) {
-		if (write_file("/proc/sys/vm/compact_memory", "1"))
-			die("write /proc/sys/vm/compact_memory");
-	} else if (!strcmp(kase, "fork-cow")) {
-		int fds[2];
-		pid_t child;
-		char c = 0;
-
-		if (pipe(fds))
-			die("pipe");
-		child = fork();
-		if (child < 0)
-			die("fork");
-		if (!child) {	/* keeps the pages shared until the parent has written them all */
-			close(fds[1]);
-			while (read(fds[0], &c, 1) < 0 && errno == EINTR)
-				;
-			_exit(0);
-		}
-		close(fds[0]);
-		for (size_t i = 0; i < mpages; i++)
-			p[i * page]++;
-		close(fds[1]);
-		if (waitpid(child, NULL, 0) != child)
-			die("waitpid");
-	} else {
-		fail("unknown case");
-	}
-}
-
-static void *mutator(void *arg)
-{
-	(void)arg;
-	pin(cpu_mut);
-	seen_mut = sched_getcpu();
-	for (;;) {
-		while (!atomic_load(&go)) {
-			if (atomic_load(&stop))
-				return NULL;
-			sched_yield();
-		}
-		for (int i = 0; i < ops; i++, ops_done++)
-			mutate_once();
-		atomic_store(&go, 0);
-	}
-}
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
 }
 
 /* The probe's line for our mirror; sets mirror_id. */
@@ -190,59 +50,11 @@ static void mirror_line(char *out, size_t size)
 	fclose(f);
 }
 
-int main(int argc, char **argv)
+static void device_setup(const char **pos)
 {
 	char buf[160], line[1024];
-	const char *pos[2];
-	int npos = 0, done = 0;
-	size_t pages_arg = 64;
-	cpu_set_t online;
-	pthread_t thread;
-	long long t0;
 
-	page = sysconf(_SC_PAGESIZE);
-	for (int i = 1; i < argc; i++) {
-		if (sscanf(argv[i], "--pages=%zu", &pages_arg) == 1 || sscanf(argv[i], "--rounds=%d", &rounds) == 1 ||
-		    sscanf(argv[i], "--ops=%d", &ops) == 1 || sscanf(argv[i], "--seconds=%d", &seconds) == 1)
-			continue;
-		if (!strncmp(argv[i], "--", 2) || npos == 2)
-			fail("usage: race CASE blind|context|unsafe|noretry [--pages=N] [--rounds=R] [--ops=K] [--seconds=S]");
-		pos[npos++] = argv[i];
-	}
-	if (npos != 2)
-		fail("usage: race CASE blind|context|unsafe|noretry [--pages=N] [--rounds=R] [--ops=K] [--seconds=S]");
-	kase = pos[0];
 	mode = pos[1];
-
-	/* Two different CPUs, or there is no race to speak of. */
-	if (sched_getaffinity(0, sizeof(online), &online))
-		die("sched_getaffinity");
-	for (int c = 0; c < CPU_SETSIZE && cpu_mut < 0; c++)
-		if (CPU_ISSET(c, &online)) {
-			if (cpu_dev < 0)
-				cpu_dev = c;
-			else
-				cpu_mut = c;
-		}
-	if (cpu_mut < 0)
-		fail("race needs two online CPUs");
-	pin(cpu_dev);
-	seen_dev = sched_getcpu();
-
-	npages = pages_arg;
-	if (!strcmp(kase, "compaction")) {
-		/* 1 page in 16 kept over 16x the range: partly used pageblocks that compaction empties */
-		npages = pages_arg < 4096 ? 16384 : pages_arg;
-	}
-	mpages = npages < 4096 ? npages : 4096;
-	len = npages * page;
-	p = map_isolated(len, PROT_READ | PROT_WRITE);
-	fill();
-	if (!strcmp(kase, "compaction"))
-		for (size_t i = 0; i < npages; i++)
-			if (i % 16 && madvise(p + i * page, page, MADV_DONTNEED))
-				die("madvise");
-	probe_watch_self(argc, argv);
 	snprintf(buf, sizeof(buf), "%d %lu %lu ro %s", getpid(), (unsigned long)p, (unsigned long)p + mpages * page,
 		 mode);
 	if (write_file(PROBE_DIR "/mirror", buf))
@@ -250,31 +62,31 @@ int main(int argc, char **argv)
 	mirror_line(line, sizeof(line));
 	if (mirror_id < 0)
 		fail("our mirror is not in " PROBE_DIR "/mirror");
-	if (pthread_create(&thread, NULL, mutator, NULL))
-		fail("pthread_create");
+}
 
-	t0 = now_ms();
-	while (done < rounds && now_ms() - t0 < seconds * 1000LL) {
-		atomic_store(&go, 1);
-		while (atomic_load(&go))	/* the device faults while the other CPU changes the range */
-			device_round();
-		device_round();			/* and once with both quiet */
-		done++;
-	}
-	atomic_store(&stop, 1);
-	pthread_join(thread, NULL);
+static int device_access(void)
+{
+	return mirror_op("access");
+}
+
+static int device_verify(int quiet)
+{
+	(void)quiet;	/* the probe's verify reads the frames under the notifier's sequence: safe any time */
+	return mirror_op("verify");
+}
+
+static void device_json(void)
+{
+	char line[1024];
 
 	mirror_line(line, sizeof(line));
-	json_begin("race", kase);
 	printf(",\"mode\":\"%s\",\"mirror\":\"%s\"", mode, line);
-	json_int("rounds", done);
-	json_int("ops", ops_done);
-	json_int("accesses", accesses);
-	json_int("access_errors", access_errors);
-	json_int("verify_busy", verify_busy);
-	json_int("elapsed_ms", now_ms() - t0);
-	printf(",\"cpus\":[%d,%d]", seen_dev, seen_mut);
-	add_range("mirror", p, mpages * page);
-	json_end();
-	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *pos[2] = { 0 };
+
+	return race_main(argc, argv, pos, 2,
+			 "usage: race CASE blind|context|unsafe|noretry [--pages=N] [--rounds=R] [--ops=K] [--seconds=S]");
 }
