@@ -1,7 +1,7 @@
 /*
  * race CASE blind|context|unsafe|noretry [--pages=N] [--rounds=R] [--ops=K] [--seconds=S]: the race
  * workloads (race.h) against the probe's model driver (mmu_probe "mirror", read-only, in MODE) on N pages
- * (default 64; compaction mirrors the first 4096 of a sparse range 16 times larger).
+ * (default 64; compaction mirrors the first 4096 of a sparse range of 32768).
  *
  * The device access writes our mirror id to "access" (a torn-down mirror re-faults under
  * mmu_interval_read_begin/retry; "retries" counts the faults that had to look again), the verify to

@@ -6,7 +6,8 @@
  *   mprotect    mprotect PROT_READ, then PROT_READ|PROT_WRITE (PROTECTION_VMA; frames stay)
  *   dontneed    MADV_DONTNEED the range, write every page (CLEAR; new frames)
  *   migrate     move_pages(2) every page to the other NUMA node (MIGRATE; needs two nodes)
- *   compaction  write /proc/sys/vm/compact_memory (the kernel picks the pages: maybe none of ours)
+ *   compaction  over 32768 pages of which 1 in 16 is kept (another 1 each time: the holes are written,
+ *               then dropped again), write /proc/sys/vm/compact_memory (the kernel picks what moves)
  *   fork-cow    fork a child that waits, write every page while it lives (PROTECTION_PAGE, then CLEAR
  *               per copied page), let it exit
  * After each round (both threads quiet) the device accesses and verifies once more. R rounds, or fewer
@@ -63,6 +64,18 @@ static void fill(void)
 		p[i * page] = (char)(gen + i);
 }
 
+/* Every page written (the holes get new frames), then all but 1 in 16 dropped, a different 1 each time. */
+static void fragment(void)
+{
+	static size_t keep = 15;
+
+	keep = (keep + 1) % 16;
+	fill();
+	for (size_t i = 0; i < npages; i++)
+		if (i % 16 != keep && madvise(p + i * page, page, MADV_DONTNEED))
+			die("madvise");
+}
+
 static void device_round(int quiet)
 {
 	int err = device_access();
@@ -109,6 +122,8 @@ static void mutate_once(void)
 			die("move_pages");
 		to ^= 1;
 	} else if (!strcmp(kase, "compaction")) {
+		/* Fresh pages, another 1 in 16 kept: what the last compaction packed is scattered again. */
+		fragment();
 		if (write_file("/proc/sys/vm/compact_memory", "1"))
 			die("write /proc/sys/vm/compact_memory");
 	} else if (!strcmp(kase, "fork-cow")) {
@@ -204,17 +219,16 @@ static int race_main(int argc, char **argv, const char **pos, int npos, const ch
 
 	npages = pages_arg;
 	if (!strcmp(kase, "compaction")) {
-		/* 1 page in 16 kept over 16x the range: partly used pageblocks that compaction empties */
-		npages = pages_arg < 4096 ? 16384 : pages_arg;
+		/* 1 page in 16 kept over 128 MiB: partly used pageblocks that compaction empties (evidence's) */
+		npages = pages_arg < 4096 ? 32768 : pages_arg;
 	}
 	mpages = npages < 4096 ? npages : 4096;
 	len = npages * page;
 	p = map_isolated(len, PROT_READ | PROT_WRITE);
-	fill();
 	if (!strcmp(kase, "compaction"))
-		for (size_t i = 0; i < npages; i++)
-			if (i % 16 && madvise(p + i * page, page, MADV_DONTNEED))
-				die("madvise");
+		fragment();
+	else
+		fill();
 	probe_watch_self(argc, argv);
 	device_setup(pos);
 	if (pthread_create(&thread, NULL, mutator, NULL))
