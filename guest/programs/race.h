@@ -5,9 +5,11 @@
  *   munmap      munmap the range, mmap it again at the same address, write every page (UNMAP)
  *   mprotect    mprotect PROT_READ, then PROT_READ|PROT_WRITE (PROTECTION_VMA; frames stay)
  *   dontneed    MADV_DONTNEED the range, write every page (CLEAR; new frames)
- *   migrate     move_pages(2) every page to the other NUMA node (MIGRATE; needs two nodes)
+ *   migrate     move_pages(2) every page to the other NUMA node (needs two nodes): CLEAR per page from
+ *               mm/rmap.c:try_to_migrate_one; MIGRATE is only device migration's (mm/migrate_device.c)
  *   compaction  over 32768 pages of which 1 in 16 is kept (another 1 each time: the holes are written,
- *               then dropped again), write /proc/sys/vm/compact_memory (the kernel picks what moves)
+ *               then dropped again), write /proc/sys/vm/compact_memory (the kernel picks what moves;
+ *               CLEAR per moved page, try_to_migrate_one again)
  *   fork-cow    fork a child that waits, write every page while it lives (PROTECTION_PAGE, then CLEAR
  *               per copied page), let it exit
  * After each round (both threads quiet) the device accesses and verifies once more. R rounds, or fewer
