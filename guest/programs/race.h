@@ -38,7 +38,7 @@
 static const char *kase;
 static char *p;			/* the range */
 static size_t npages, len, mpages;	/* mapped pages, bytes, pages the device uses */
-static int rounds = 20, ops = 50, seconds = 20;
+static int rounds = 20, ops = 50, seconds = 12;	/* a few hundred retries per case under TCG (2026-11-28) */
 static atomic_int go, stop;	/* the mutator's round: started by the device, stopped when done */
 static int cpu_dev = -1, cpu_mut = -1, seen_dev = -1, seen_mut = -1;
 static long long accesses, access_errors, access_busy, verify_busy, ops_done;
