@@ -61,6 +61,8 @@ def problems(info: dict) -> dict[str, str]:
     out = {}
     if info["cpus"][0] == info["cpus"][1]:
         out["one_cpu"] = f"both threads ran on CPU {info['cpus'][0]}"
+    if c["verifies"] < info["rounds"]:  # verify gives up (EBUSY) while the range keeps changing, never when quiet
+        out["unverified"] = f"{c['verifies']} verifies completed in {info['rounds']} rounds"
     if c["stale"]:
         out["stale"] = f"{c['stale']} stale page(s) found by {c['verifies']} verifies"
     if k["open"] or k["unmatched_ends"]:
