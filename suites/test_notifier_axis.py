@@ -13,6 +13,18 @@ from harness.kernel.build import BuildError, build_probe_module
 pytestmark = pytest.mark.e2e
 
 
+def test_every_vcpu_is_online(guest):
+    # The profile's -smp N is only a promise: SeaBIOS's MP table lists CPU 0 alone, so without ACPI
+    # (CONFIG_ACPI, whose MADT lists every vCPU: arch/x86/kernel/acpi/boot.c:acpi_parse_madt_lapic_entries)
+    # the guest brings up one CPU and every race between CPUs is silently never run.
+    want = guest.vm.profile.cpus
+    nproc = int(guest.run(["nproc"], check=True).stdout)
+    online = guest.run(["cat", "/sys/devices/system/cpu/online"], check=True).stdout.strip()
+    assert nproc == want, f"profile {guest.vm.profile.name!r} asks for {want} CPUs, the guest has {nproc} online " \
+                          f"(/sys/devices/system/cpu/online: {online})"
+    assert online == (f"0-{want - 1}" if want > 1 else "0"), online
+
+
 def test_kallsyms_agrees_with_the_config(guest, kernel):
     # mm/mmu_notifier.c (the home of __mmu_notifier_invalidate_range_start) is built only with
     # CONFIG_MMU_NOTIFIER (mm/Makefile: obj-$(CONFIG_MMU_NOTIFIER) += mmu_notifier.o).

@@ -37,7 +37,11 @@ def test_argv_forwards_ssh_on_loopback_only_and_never_reboots():
     assert "-no-reboot" in argv
     assert argv[argv.index("-append") + 1] == "console=ttyS0 harness.modules=mmu_probe"
     assert argv[-2:] == ["-device", "virtio-gpu-pci"]
-    assert argv[argv.index("-machine") + 1] == "pc,accel=tcg"
+    assert argv[argv.index("-machine") + 1] == "pc"
+    # "-machine pc,accel=" and "-accel" together are refused by QEMU: the accelerator is named once
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=multi" and not any("accel=" in a for a in argv)
+    kvm = qemu_argv(p, Path("/k/bzImage"), Path("/i.cpio.gz"), 40022, "kvm")
+    assert kvm[kvm.index("-accel") + 1] == "kvm"
 
 
 def test_ready_marker_needs_the_whole_line():

@@ -536,6 +536,26 @@ Call Trace:
     )
 
 
+def test_kcsan_data_race_is_named_by_both_sides_and_not_a_crash() -> None:
+    (splat,) = _splats("""
+==================================================================
+BUG: KCSAN: data-race in mirror_access [mmu_probe] / mirror_show [mmu_probe]
+
+write to 0xffff888004c2a0e8 of 8 bytes by task 81 on cpu 1:
+ mirror_access+0x1a2/0x2f0 [mmu_probe]
+ mirror_op_write+0x9c/0xd0 [mmu_probe]
+
+read to 0xffff888004c2a0e8 of 8 bytes by task 82 on cpu 0:
+ mirror_show+0x120/0x2a0 [mmu_probe]
+ seq_read_iter+0x11f/0x4b0
+
+Reported by Kernel Concurrency Sanitizer on:
+CPU: 0 UID: 0 PID: 82 Comm: cat Tainted: G           O       6.12.117 #1
+==================================================================
+""")
+    assert (splat.kind, splat.title, splat.fatal) == ("KCSAN", "KCSAN: data-race in mirror_access / mirror_show", False)
+
+
 def test_hard_lockup() -> None:
     (splat,) = _splats("""
 watchdog: Watchdog detected hard LOCKUP on cpu 1

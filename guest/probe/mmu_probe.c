@@ -24,12 +24,17 @@
  * longer the one the process maps: a stale mirror). Reading "mirror" prints one line per mirror with
  * its counters. blind acts on every invalidation; context skips what cannot affect it (see
  * mirror_skips()) and frees its per-range tracking only when the range goes away (UNMAP, RELEASE);
- * unsafe skips everything but RELEASE (a negative control for verify, never a policy).
+ * unsafe skips everything but RELEASE (a negative control for verify, never a policy); noretry acts
+ * like blind but its fault path never calls mmu_interval_read_retry() (the other negative control: a
+ * driver that forgot the check; verify must catch it once an invalidation races a fault).
+ * "retries" counts faults that looked again because mmu_interval_read_retry() said the sequence
+ * moved: proof that an invalidation raced a fault (for noretry, the times the check would have said so).
  *
  * Builds on 6.1 (struct mmu_notifier_range has a vma there) and 6.12: only named fields are read.
  */
 #include <linux/debugfs.h>
 #include <linux/kernel.h>
+#include <linux/kref.h>
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
 #include <linux/module.h>
@@ -60,6 +65,7 @@ struct subscription {
 	struct mmu_notifier mn;
 	struct mm_struct *mm;
 	pid_t pid;
+	bool released;			/* release() came: no callback may follow it */
 	struct list_head node;
 };
 
@@ -74,7 +80,7 @@ static struct rec *ring;
 static u64 next_seq;			/* records ever written; the ring keeps the last RING_SIZE */
 static u64 counts[ARRAY_SIZE(mmu_probe_event_names)];	/* classic starts by event */
 static u64 itv_counts[ARRAY_SIZE(mmu_probe_event_names)];	/* interval invalidations by event */
-static u64 unknown_events, starts, ends, releases, invalidates, unmatched_ends;
+static u64 unknown_events, starts, ends, releases, invalidates, unmatched_ends, after_release;
 
 static DEFINE_MUTEX(subs_lock);
 static LIST_HEAD(subs);
@@ -119,20 +125,41 @@ static void record(pid_t pid, enum rec_kind kind, const struct mmu_notifier_rang
 	spin_unlock_irqrestore(&ring_lock, irqflags);
 }
 
+/* The contract says nothing follows release(); count what does (read with the other counters). */
+static void check_not_released(struct subscription *sub)
+{
+	unsigned long irqflags;
+
+	if (!READ_ONCE(sub->released))
+		return;
+	spin_lock_irqsave(&ring_lock, irqflags);
+	after_release++;
+	spin_unlock_irqrestore(&ring_lock, irqflags);
+}
+
 static int probe_invalidate_range_start(struct mmu_notifier *mn, const struct mmu_notifier_range *range)
 {
-	record(container_of(mn, struct subscription, mn)->pid, REC_START, range);
+	struct subscription *sub = container_of(mn, struct subscription, mn);
+
+	check_not_released(sub);
+	record(sub->pid, REC_START, range);
 	return 0;
 }
 
 static void probe_invalidate_range_end(struct mmu_notifier *mn, const struct mmu_notifier_range *range)
 {
-	record(container_of(mn, struct subscription, mn)->pid, REC_END, range);
+	struct subscription *sub = container_of(mn, struct subscription, mn);
+
+	check_not_released(sub);
+	record(sub->pid, REC_END, range);
 }
 
 static void probe_release(struct mmu_notifier *mn, struct mm_struct *mm)
 {
-	record(container_of(mn, struct subscription, mn)->pid, REC_RELEASE, NULL);
+	struct subscription *sub = container_of(mn, struct subscription, mn);
+
+	WRITE_ONCE(sub->released, true);
+	record(sub->pid, REC_RELEASE, NULL);
 }
 
 static bool probe_interval_invalidate(struct mmu_interval_notifier *ni, const struct mmu_notifier_range *range,
@@ -303,7 +330,7 @@ static ssize_t clear_write(struct file *file, const char __user *buf, size_t len
 	next_seq = 0;
 	memset(counts, 0, sizeof(counts));
 	memset(itv_counts, 0, sizeof(itv_counts));
-	unknown_events = starts = ends = releases = invalidates = unmatched_ends = 0;
+	unknown_events = starts = ends = releases = invalidates = unmatched_ends = after_release = 0;
 	spin_unlock_irqrestore(&ring_lock, irqflags);
 	return len;
 }
@@ -381,7 +408,7 @@ static int counters_show(struct seq_file *m, void *v)
 			seq_printf(m, "itv_%s %llu\n", mmu_probe_event_names[i], itv_counts[i]);
 	seq_printf(m, "unknown %llu\nstarts %llu\nends %llu\nopen %llu\nunmatched_ends %llu\n", unknown_events,
 		   starts, ends, starts - ends, unmatched_ends);
-	seq_printf(m, "releases %llu\ninvalidates %llu\n", releases, invalidates);
+	seq_printf(m, "releases %llu\ninvalidates %llu\nafter_release %llu\n", releases, invalidates, after_release);
 	seq_printf(m, "subscriptions %d\ninterval_subscriptions %d\n", nsubs, nisubs);
 	seq_printf(m, "recorded %llu\ndropped %llu\n", next_seq,
 		   next_seq > RING_SIZE ? next_seq - RING_SIZE : 0);
@@ -395,20 +422,30 @@ DEFINE_SHOW_ATTRIBUTE(counters);
 #define MIRROR_MAX_PAGES 4096	/* the tracking array stays a small kmalloc, freed from a callback */
 #define NEVENTS ARRAY_SIZE(mmu_probe_event_names)
 
+/* What "mirror" prints: copied out under the mirror's lock, without the lock or notifier around it. */
+struct mirror_stats {
+	bool valid;			/* the device may use pfns[] */
+	bool tracked;			/* pfns[] is allocated */
+	u64 received, acted, skipped, accesses, faults, refaults, tracking_frees, tracking_allocs;
+	u64 verifies, stale;
+	u64 retries;			/* faults that had to look again: mmu_interval_read_retry() was true */
+	u64 verify_retries;		/* the same for verify's own lookups */
+	u64 ev_received[NEVENTS], ev_skipped[NEVENTS];
+};
+
 struct mirror {
 	struct mmu_interval_notifier ni;
-	struct list_head node;
-	spinlock_t lock;		/* callbacks may not sleep */
+	struct list_head node;		/* on mirrors, under subs_lock, until clear or rmmod */
+	struct kref ref;		/* the list's, and one per access/verify in progress */
+	struct mutex fault_lock;	/* one device fault or verify at a time, as a driver's fault handler */
+	spinlock_t lock;		/* callbacks may not sleep; guards pfns and st */
 	int id;
 	pid_t pid;
 	struct mm_struct *mm;		/* for access/verify only: compared with current->mm, never dereferenced */
 	unsigned long start, end;
-	bool rw, context, unsafe;
-	bool valid;			/* the device may use pfns[] */
+	bool rw, context, unsafe, noretry;
 	unsigned long *pfns;		/* per-range tracking: the frames the device maps; NULL when freed */
-	u64 received, acted, skipped, accesses, faults, refaults, tracking_frees, tracking_allocs;
-	u64 verifies, stale;
-	u64 ev_received[NEVENTS], ev_skipped[NEVENTS];
+	struct mirror_stats st;
 };
 
 static LIST_HEAD(mirrors);
@@ -440,26 +477,27 @@ static bool mirror_invalidate(struct mmu_interval_notifier *ni, const struct mmu
 	unsigned long irqflags;
 
 	spin_lock_irqsave(&m->lock, irqflags);
-	m->received++;
+	m->st.received++;
 	if (event >= 0 && event < NEVENTS)
-		m->ev_received[event]++;
+		m->st.ev_received[event]++;
 	if (mirror_skips(m, event)) {
 		/* No mmu_interval_set_seq() either: a fault in progress stays valid. */
-		m->skipped++;
+		m->st.skipped++;
 		if (event >= 0 && event < NEVENTS)
-			m->ev_skipped[event]++;
+			m->st.ev_skipped[event]++;
 		spin_unlock_irqrestore(&m->lock, irqflags);
 		return true;
 	}
-	m->acted++;
+	m->st.acted++;
 	mmu_interval_set_seq(ni, cur_seq);
-	m->valid = false;
+	m->st.valid = false;
 	/* Without the event a driver cannot tell "the range is going away" from "a page moved". */
 	if (!m->context || event == MMU_NOTIFY_UNMAP || event == MMU_NOTIFY_RELEASE) {
 		tracking = m->pfns;
 		m->pfns = NULL;
 		if (tracking)
-			m->tracking_frees++;
+			m->st.tracking_frees++;
+		m->st.tracked = false;
 	}
 	spin_unlock_irqrestore(&m->lock, irqflags);
 	kfree(tracking);
@@ -502,71 +540,117 @@ static int mirror_lookup(struct mirror *m, unsigned long *pfns, unsigned int gup
 	return 0;
 }
 
-/* A device access: a torn-down mirror re-faults (frames looked up again, under the notifier's seq). */
+/*
+ * A device access: a torn-down mirror re-faults (frames looked up again, under the notifier's seq), the
+ * way hmm_range_fault() users do. Called with fault_lock held.
+ */
 static int mirror_access(struct mirror *m)
 {
 	unsigned long n = (m->end - m->start) >> PAGE_SHIFT, *buf, irqflags, seq;
+	bool allocated = false;
 	int ret;
 
 	spin_lock_irqsave(&m->lock, irqflags);
-	m->accesses++;
-	if (m->valid) {
+	m->st.accesses++;
+	if (m->st.valid) {
 		spin_unlock_irqrestore(&m->lock, irqflags);
 		return 0;
 	}
 	buf = m->pfns;	/* kept across a CLEAR in context mode: nothing to allocate */
 	m->pfns = NULL;
+	m->st.tracked = false;
 	spin_unlock_irqrestore(&m->lock, irqflags);
 	if (!buf) {
 		buf = kcalloc(n, sizeof(*buf), GFP_KERNEL);
 		if (!buf)
 			return -ENOMEM;
-		m->tracking_allocs++;	/* only the mirrored process itself calls access */
+		allocated = true;
 	}
 	for (;;) {
+		bool moved;
+
 		seq = mmu_interval_read_begin(&m->ni);
 		ret = mirror_lookup(m, buf, m->rw ? FOLL_WRITE : 0);
 		if (ret)
 			break;
 		spin_lock_irqsave(&m->lock, irqflags);
-		if (!mmu_interval_read_retry(&m->ni, seq)) {
+		moved = mmu_interval_read_retry(&m->ni, seq);
+		if (moved)
+			m->st.retries++;
+		if (!moved || m->noretry) {	/* noretry: a driver that never looks at the answer */
 			m->pfns = buf;
-			m->valid = true;
-			if (m->faults++)
-				m->refaults++;
+			m->st.tracked = true;
+			m->st.valid = true;
+			if (allocated)
+				m->st.tracking_allocs++;
+			if (m->st.faults++)
+				m->st.refaults++;
 			spin_unlock_irqrestore(&m->lock, irqflags);
 			return 0;
 		}
-		/* Invalidated while we looked: look again, as hmm_range_fault() users do. */
+		/* Invalidated while we looked: look again. */
 		spin_unlock_irqrestore(&m->lock, irqflags);
+		cond_resched();
 	}
 	spin_lock_irqsave(&m->lock, irqflags);
 	m->pfns = buf;
+	m->st.tracked = true;
+	if (allocated)
+		m->st.tracking_allocs++;
 	spin_unlock_irqrestore(&m->lock, irqflags);
 	return ret;
 }
 
-/* Stale: a valid mirror whose frame differs from the one the process maps now (or that is gone). */
+#define VERIFY_TRIES 100	/* then -EBUSY: the process keeps changing the range faster than we can look */
+
+/*
+ * Stale: a valid mirror whose frame differs from the one the process maps now (or that is gone). The
+ * frames are read under the notifier's seq, like a fault: a lookup that an invalidation overtook would
+ * compare a valid mirror refaulted since with frames already replaced, and call a correct mirror stale.
+ * Called with fault_lock held.
+ */
 static int mirror_verify(struct mirror *m)
 {
-	unsigned long n = (m->end - m->start) >> PAGE_SHIFT, *now, irqflags, i, bad = 0;
-	int ret;
+	unsigned long n = (m->end - m->start) >> PAGE_SHIFT, *now, irqflags, i, bad = 0, seq;
+	int ret, tries;
 
 	now = kcalloc(n, sizeof(*now), GFP_KERNEL);
 	if (!now)
 		return -ENOMEM;
-	ret = mirror_lookup(m, now, 0);
-	spin_lock_irqsave(&m->lock, irqflags);
-	m->verifies++;
-	if (m->valid) {
+	for (tries = 0; tries < VERIFY_TRIES; tries++) {
+		seq = mmu_interval_read_begin(&m->ni);
+		ret = mirror_lookup(m, now, 0);
+		spin_lock_irqsave(&m->lock, irqflags);
+		if (!mmu_interval_read_retry(&m->ni, seq))
+			break;	/* with the lock held */
+		m->st.verify_retries++;
+		spin_unlock_irqrestore(&m->lock, irqflags);
+		cond_resched();
+	}
+	if (tries == VERIFY_TRIES) {
+		kfree(now);
+		return -EBUSY;
+	}
+	m->st.verifies++;
+	if (m->st.valid) {
 		for (i = 0; i < n; i++)
 			if (ret || !m->pfns || m->pfns[i] != now[i])
 				bad++;
-		m->stale += bad;
+		m->st.stale += bad;
 	}
 	spin_unlock_irqrestore(&m->lock, irqflags);
 	kfree(now);
 	return 0;
+}
+
+static void mirror_free(struct kref *ref)
+{
+	struct mirror *m = container_of(ref, struct mirror, ref);
+
+	/* Waits for an invalidate callback in progress; none can start after it returns. */
+	mmu_interval_notifier_remove(&m->ni);
+	kfree(m->pfns);
+	kfree(m);
 }
 
 static int mirror_create(pid_t pid, unsigned long start, unsigned long end, bool rw, const char *mode)
@@ -586,13 +670,17 @@ static int mirror_create(pid_t pid, unsigned long start, unsigned long end, bool
 		return -ENOMEM;
 	}
 	spin_lock_init(&m->lock);
+	mutex_init(&m->fault_lock);
+	kref_init(&m->ref);
 	m->pid = pid;
 	m->mm = mm;
 	m->start = start;
 	m->end = end;
 	m->rw = rw;
-	m->context = strcmp(mode, "blind");	/* context, or unsafe (which frees tracking like context) */
+	/* context, or unsafe (which frees tracking like context); noretry acts like blind */
+	m->context = strcmp(mode, "blind") && strcmp(mode, "noretry");
 	m->unsafe = !strcmp(mode, "unsafe");
+	m->noretry = !strcmp(mode, "noretry");
 	ret = mmu_interval_notifier_insert(&m->ni, mm, start, end - start, &mirror_ops);
 	mmput(mm);
 	if (ret) {
@@ -612,10 +700,8 @@ static void mirrors_remove_all(void)
 
 	mutex_lock(&subs_lock);
 	list_for_each_entry_safe(m, tmp, &mirrors, node) {
-		mmu_interval_notifier_remove(&m->ni);
 		list_del(&m->node);
-		kfree(m->pfns);
-		kfree(m);
+		kref_put(&m->ref, mirror_free);	/* an access in progress frees it when it ends */
 	}
 	next_mirror_id = 0;
 	mutex_unlock(&subs_lock);
@@ -635,40 +721,49 @@ static ssize_t mirror_write(struct file *file, const char __user *buf, size_t le
 	if (sscanf(text, "%d %li %li %3s %7s", &pid, &start, &end, perm, mode) != 5)
 		return -EINVAL;
 	if ((strcmp(perm, "ro") && strcmp(perm, "rw")) ||
-	    (strcmp(mode, "blind") && strcmp(mode, "context") && strcmp(mode, "unsafe")))
+	    (strcmp(mode, "blind") && strcmp(mode, "context") && strcmp(mode, "unsafe") && strcmp(mode, "noretry")))
 		return -EINVAL;
 	ret = mirror_create(pid, start, end, !strcmp(perm, "rw"), mode);
 	return ret ? ret : len;
 }
 
+static const char *mirror_mode(const struct mirror *m)
+{
+	return m->unsafe ? "unsafe" : m->noretry ? "noretry" : m->context ? "context" : "blind";
+}
+
 static int mirror_show(struct seq_file *s, void *v)
 {
+	struct mirror_stats *c;
 	unsigned long irqflags;
 	struct mirror *m;
 	int i;
 
+	c = kmalloc(sizeof(*c), GFP_KERNEL);	/* two event arrays: too big for the stack */
+	if (!c)
+		return -ENOMEM;
 	mutex_lock(&subs_lock);
 	list_for_each_entry(m, &mirrors, node) {
-		struct mirror c;
-
+		/* Only the counters: the lock and the notifier stay where they are. */
 		spin_lock_irqsave(&m->lock, irqflags);
-		c = *m;
+		*c = m->st;
 		spin_unlock_irqrestore(&m->lock, irqflags);
-		seq_printf(s, "id=%d pid=%d start=0x%lx end=0x%lx perm=%s mode=%s valid=%d tracked=%d", c.id, c.pid,
-			   c.start, c.end, c.rw ? "rw" : "ro",
-			   c.unsafe ? "unsafe" : c.context ? "context" : "blind", c.valid, !!c.pfns);
+		seq_printf(s, "id=%d pid=%d start=0x%lx end=0x%lx perm=%s mode=%s valid=%d tracked=%d", m->id, m->pid,
+			   m->start, m->end, m->rw ? "rw" : "ro", mirror_mode(m), c->valid, c->tracked);
 		seq_printf(s, " received=%llu acted=%llu skipped=%llu accesses=%llu faults=%llu refaults=%llu",
-			   c.received, c.acted, c.skipped, c.accesses, c.faults, c.refaults);
+			   c->received, c->acted, c->skipped, c->accesses, c->faults, c->refaults);
+		seq_printf(s, " retries=%llu verify_retries=%llu", c->retries, c->verify_retries);
 		seq_printf(s, " tracking_frees=%llu tracking_allocs=%llu verifies=%llu stale=%llu events=",
-			   c.tracking_frees, c.tracking_allocs, c.verifies, c.stale);
+			   c->tracking_frees, c->tracking_allocs, c->verifies, c->stale);
 		/* NAME:received:skipped for each event seen, comma-separated */
 		for (i = 0; i < NEVENTS; i++)
-			if (c.ev_received[i] && mmu_probe_event_names[i])
-				seq_printf(s, "%s:%llu:%llu,", mmu_probe_event_names[i], c.ev_received[i],
-					   c.ev_skipped[i]);
+			if (c->ev_received[i] && mmu_probe_event_names[i])
+				seq_printf(s, "%s:%llu:%llu,", mmu_probe_event_names[i], c->ev_received[i],
+					   c->ev_skipped[i]);
 		seq_putc(s, '\n');
 	}
 	mutex_unlock(&subs_lock);
+	kfree(c);
 	return 0;
 }
 
@@ -701,10 +796,16 @@ static ssize_t mirror_op_write(const char __user *buf, size_t len, int (*op)(str
 		ret = -ENOENT;
 	else if (m->mm != current->mm || m->pid != task_tgid_nr(current))
 		ret = -EPERM;
+	else
+		kref_get(&m->ref);	/* a clear while op runs must not free it under us */
 	mutex_unlock(&subs_lock);
-	/* The mirror outlives this call: only clear removes it, and nobody clears while the workload runs. */
-	if (!ret)
-		ret = op(m);
+	if (ret)
+		return ret;
+	/* Not under subs_lock: a fault may sleep for long, and clear, show and other mirrors must not wait. */
+	mutex_lock(&m->fault_lock);
+	ret = op(m);
+	mutex_unlock(&m->fault_lock);
+	kref_put(&m->ref, mirror_free);
 	return ret ? ret : len;
 }
 

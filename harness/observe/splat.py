@@ -39,6 +39,7 @@ KINDS = (
     "BUG",
     "WARNING",
     "KASAN",
+    "KCSAN",
     "UBSAN",
     "lockdep",
     "hung_task",
@@ -107,6 +108,8 @@ _HEADERS = (
     _h("rcu_stall", "rcu_stall", r"^(?:rcu: )?INFO: \w+ (?:self-)?detected (?:expedited )?stalls?\b"),
     _h("hung_task", "hung_task", r"^INFO: task .+:\d+ blocked for more than \d+ seconds"),
     _h("KASAN", "kasan", r"^BUG: KASAN: ([\w-]+)(?: in (\S+))?"),
+    # A data race is a test failure, not a crash: without this it would be a generic "BUG:" (CRASH).
+    _h("KCSAN", "kcsan", r"^BUG: KCSAN: ([\w-]+) in (\S+)(?: \[\w+\])?(?: / (\S+))?"),
     _h("kfence", "kfence", r"^BUG: KFENCE: ([\w -]+?)(?: in (\S+).*)?$"),
     _h("UBSAN", "ubsan", r"^UBSAN: (.+?) (?:in|at) (\S+)"),
     _h("WARNING", "warning", r"^WARNING: CPU: \d+ PID: \d+ at (?:\S+:\d+ )?(\S+)"),
@@ -489,6 +492,9 @@ def _title(h: _Header, m: re.Match[str], msgs: list[str]) -> str:
         access = next((w for msg in msgs[1:4] for w in ("Read", "Write") if msg.startswith(f"{w} of size ")), None)
         what = f"KASAN: {m.group(1)} {access}" if access else f"KASAN: {m.group(1)}"
         return _in(what, _symbol(m.group(2)) or _culprit(msgs, "kasan", rip_first=False))
+    if rule == "kcsan":  # "BUG: KCSAN: data-race in a / b": both sides name it
+        sides = " / ".join(_symbol(g) or g for g in m.groups()[1:] if g)
+        return f"KCSAN: {m.group(1)} in {sides}"
     if rule == "kfence":
         return _in(f"KFENCE: {m.group(1).strip()}", _symbol(m.group(2)) or _culprit(msgs, "base", rip_first=False))
     if rule == "ubsan":

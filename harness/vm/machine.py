@@ -109,7 +109,11 @@ def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel
     inherited socketpair end with no name (harness/vm/qmp.py)."""
     argv = [
         qemu_binary(),
-        "-machine", f"{profile.machine},accel={accel}",
+        "-machine", profile.machine,
+        # One host thread per vCPU (MTTCG), so that two guest CPUs really run at once and a race between
+        # them can happen. QEMU 7.2 already defaults to it for x86 on x86 ("CPU 0/TCG", "CPU 1/TCG"
+        # threads with -name debug-threads=on); said here so that no QEMU's default can take it away.
+        "-accel", "tcg,thread=multi" if accel == "tcg" else accel,
         "-cpu", "host" if accel == "kvm" and profile.cpu == "host" else profile.cpu,
         "-smp", str(profile.cpus),
         "-m", str(profile.memory_mib),
