@@ -147,7 +147,8 @@ class VMs:
             except BootError as e:
                 self.boot_error = e
                 raise
-            self.run_dir.timings.boots.append(Boot(self.boots, round(vm.boot_s, 2), self.accel, self.boot_timeout))
+            self.run_dir.timings.boots.append(Boot(self.boots, round(vm.boot_s, 2), self.accel, self.boot_timeout,
+                                                    vm.timeline.to_json()))
             self.vm = vm
         return self.vm
 

@@ -81,6 +81,8 @@ class Boot:
     boot_to_ssh_s: float | None
     accel: str = ""
     boot_timeout_s: float | None = None
+    # stage -> host seconds since QEMU started, and the guest's uptimes (harness/vm/timeline.py)
+    timeline: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,7 +95,8 @@ class Timings:
 
     @classmethod
     def from_json(cls, d: JSONObject) -> Timings:
-        boots = [Boot(int(b.get("vm", n)), b.get("boot_to_ssh_s"), str(b.get("accel", "")), b.get("boot_timeout_s"))
+        boots = [Boot(int(b.get("vm", n)), b.get("boot_to_ssh_s"), str(b.get("accel", "")), b.get("boot_timeout_s"),
+                      dict(b.get("timeline") or {}))
                  for n, b in enumerate(d.get("boots") or [], 1)]
         return cls(dict(d.get("prepare") or {}), boots)
 

@@ -22,6 +22,7 @@ import pexpect
 import ptyprocess
 
 from harness.observe.splat import Splat, SplatScanner
+from harness.vm.timeline import Timeline
 
 _LIVE: set[Console] = set()  # every QEMU not yet killed, for the exit handlers below
 _PR_SET_PDEATHSIG = 1
@@ -86,6 +87,11 @@ class Console:
         self.splats: list[Splat] = []  # every splat started so far (fatal or not)
         self.last_output = time.monotonic()
         self.exit_status: int | None = None
+        # Arrival times (time.monotonic()) for the boot timeline (harness/vm/timeline.py): taken here, on
+        # the host, as each line arrives; `started` just before QEMU is spawned.
+        self.kernel_line_at: float | None = None  # the kernel's first line ("Linux version ...")
+        self.markers: list[tuple[float, str]] = []  # every "HARNESS-..." line /init printed, with its time
+        self.exited_at: float | None = None  # when QEMU's end (EOF on the pty) was seen
         self._closed = False
         self.log_error = ""  # why the log on disk stopped short of what QEMU printed (a full disk)
         def preexec() -> None:
@@ -96,6 +102,7 @@ class Console:
             for fd in pass_fds:  # close-on-exec in the harness (no other child gets it), kept across this exec
                 os.set_inheritable(fd, True)
 
+        self.started = time.monotonic()
         self.child = _Spawn(argv[0], list(argv[1:]), env=env, encoding="utf-8", codec_errors="replace",
                             timeout=None, echo=False, maxread=65536, preexec_fn=preexec, pass_fds=pass_fds)
         _LIVE.add(self)
@@ -119,16 +126,17 @@ class Console:
             except pexpect.TIMEOUT:
                 continue
             except (pexpect.EOF, OSError):
+                self.exited_at = time.monotonic()
                 break
             with self._cond:
                 self._write_log(chunk)
                 self._text += chunk
                 self.last_output = time.monotonic()
-                self._scan(chunk)
+                self._scan(chunk, arrived=self.last_output)
                 self._cond.notify_all()
         self.child.close()  # reaps QEMU, so that its exit status is known
         with self._cond:
-            self._scan("\n", final=True)
+            self._scan("\n", final=True, arrived=time.monotonic())
             self.exit_status = self.child.exitstatus if self.child.exitstatus is not None else -(
                 self.child.signalstatus or 0)
             self._closed = True
@@ -148,13 +156,22 @@ class Console:
         except OSError as e:
             self.log_error = f"console log {self.log_path} is incomplete: {e.strerror}"
 
-    def _scan(self, chunk: str, final: bool = False) -> None:
+    def _scan(self, chunk: str, arrived: float, final: bool = False) -> None:
         lines = (self._partial + chunk.replace("\r", "")).split("\n")
         self._partial = "" if final else lines.pop()
         for line in lines:
+            if line.startswith("HARNESS-"):
+                self.markers.append((arrived, line))
+            elif self.kernel_line_at is None and "Linux version" in line:
+                self.kernel_line_at = arrived
             started = self._scanner.feed(line)
             if started is not None:
                 self.splats.append(started)
+
+    def timeline(self) -> Timeline:
+        """This boot's stages so far, from the arrival times of its console lines."""
+        with self._cond:
+            return Timeline.from_console(self.started, self.kernel_line_at, list(self.markers))
 
     def fatal_splat(self) -> Splat | None:
         with self._cond:

@@ -25,6 +25,7 @@ from harness.results.outcome import HarnessFault, Outcome
 from harness.vm import faults, qmp
 from harness.vm.console import Console, WaitResult
 from harness.vm.ssh import SSH, SSHError
+from harness.vm.timeline import Timeline
 
 READY_RE = r"^HARNESS-READY (\S+)\r*\n"  # the whole line: a half-printed release is no release
 
@@ -134,6 +135,14 @@ def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel
     return argv + (qmp.qemu_args(qmp_fd) if qmp_fd is not None else [])
 
 
+def _seconds(uptime: str) -> float | None:
+    """The first field of /proc/uptime ("12.34 20.01"), or None when it is not a number."""
+    try:
+        return float(uptime.split()[0])
+    except (IndexError, ValueError):
+        return None
+
+
 def free_port() -> int:
     """A port free on 127.0.0.1 right now; QEMU may still lose a race for it, so boots retry."""
     with socket.socket() as s:
@@ -165,6 +174,41 @@ def probe_accel(kernel: Path, image: Image, timeout: float = 30) -> str:
     return accel
 
 
+BARE_MARKER = "HARNESS-BARE init"  # what images/bare-init.c prints before it powers off
+
+
+@dataclass(frozen=True)
+class BareBoot:
+    """A bare boot: QEMU start to the kernel's first line, to /init's line, and to QEMU's exit (seconds)."""
+
+    kernel_s: float
+    init_s: float
+    exit_s: float
+
+
+def boot_bare(profile: Profile, kernel: Path, initrd: Path, workdir: Path, accel: str,
+              timeout: float = 120) -> BareBoot:
+    """Boot `kernel` on the profile's machine (the same QEMU command line as a VM's) with the bare
+    initramfs (harness/kernel/image.py build_bare_image), whose /init prints one line and powers off;
+    BootError when it does not end that way."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "console.log"
+    argv = qemu_argv(profile, kernel, initrd, free_port(), accel)
+    console = Console(argv, log)
+    try:
+        if not console.wait_exit(timeout):
+            raise BootError("TIMEOUT", f"bare boot did not power off within {timeout:g} s", log)
+    finally:
+        console.kill()
+    exited = console.exited_at or console.last_output
+    init_at = next((at for at, line in console.markers if line.startswith(BARE_MARKER)), None)
+    if console.fatal_splat() or console.kernel_line_at is None or init_at is None:
+        raise BootError("CRASH" if console.fatal_splat() else "INFRA",
+                        f"bare boot ended (status {console.exit_status}) without reaching its /init", log)
+    return BareBoot(round(console.kernel_line_at - console.started, 4), round(init_at - console.started, 4),
+                    round(exited - console.started, 4))
+
+
 @dataclass
 class VM:
     profile: Profile
@@ -177,7 +221,8 @@ class VM:
     ssh: SSH | None = None
     ssh_port: int = 0
     release: str = ""
-    boot_s: float = 0.0
+    boot_s: float = 0.0  # QEMU start to an authenticated SSH session (to the ready marker without SSH)
+    timeline: Timeline = field(default_factory=Timeline)  # the last boot's stages (harness/vm/timeline.py)
     argv: list[str] = field(default_factory=list)
     qmp_channel: qmp.Channel | None = None  # this boot's QMP socketpair
 
@@ -206,17 +251,26 @@ class VM:
                 continue  # lost the race for the port to another process: take another
             break
         self._check_boot(result, boot_timeout)
-        assert result.match
+        assert result.match and self.console
         self.release = result.match[1]
-        self.boot_s = time.monotonic() - started
+        self.timeline = self.console.timeline()
         if connect_ssh:
             try:
                 self.ssh = SSH.connect(self.ssh_port, self.image.host_key_pub, client_key(), timeout=ssh_timeout,
                                        log=self.workdir / "commands.log")
                 self.ssh.peer_alive = self.alive  # a dead QEMU or a crashed kernel: say so now, not in 15 s
+                self.timeline.mark("ssh", time.monotonic() - self.console.started)
+                self.boot_s = time.monotonic() - started
+                # The first command closes the timeline: the session does run commands, and the guest's clock
+                # then is kept beside the host's.
+                uptime = self.ssh.run(["cat", "/proc/uptime"], timeout=ssh_timeout, check=True).stdout
+                self.timeline.mark("command", time.monotonic() - self.console.started, _seconds(uptime))
             except SSHError as e:
                 self.stop()
-                raise BootError("INFRA", f"guest booted but SSH is unreachable: {e}", self.console_log) from None
+                raise BootError("INFRA", f"guest booted but SSH is unreachable: {e} ({self.timeline.describe_last()})",
+                                self.console_log) from None
+        else:
+            self.boot_s = time.monotonic() - started
 
     def _check_boot(self, result: WaitResult, timeout: float) -> None:
         if result.status == "matched":
@@ -225,20 +279,24 @@ class VM:
         if result.status in ("timeout", "silent"):
             qmp.save(self.post_mortem(self.workdir), self.workdir)
         self.stop()
+        stopped_at = self.console.timeline().describe_last()  # where the boot got to, from the host's view
         if result.status == "crashed" and result.splat:
-            raise BootError("CRASH", f"kernel crashed during boot: {result.splat.title}", self.console_log)
+            raise BootError("CRASH", f"kernel crashed during boot: {result.splat.title} ({stopped_at})",
+                            self.console_log)
         if result.status == "exited":
             splat = self.console.fatal_splat()
             if splat:
-                raise BootError("CRASH", f"kernel crashed during boot: {splat.title}", self.console_log)
+                raise BootError("CRASH", f"kernel crashed during boot: {splat.title} ({stopped_at})", self.console_log)
             if result.exit_status is not None and result.exit_status < 0:  # killed: not a bad command line
-                raise BootError("CRASH", f"{faults.qemu_end(result.exit_status)} while booting", self.console_log)
+                raise BootError("CRASH", f"{faults.qemu_end(result.exit_status)} while booting ({stopped_at})",
+                                self.console_log)
             tail = self.console.text.strip().splitlines()[-3:]
-            raise BootError("INFRA", f"QEMU exited with status {result.exit_status} before the guest was ready: "
-                            + " | ".join(tail), self.console_log)
+            raise BootError("INFRA", f"QEMU exited with status {result.exit_status} before the guest was ready "
+                            f"({stopped_at}): " + " | ".join(tail), self.console_log)
         if result.status == "silent":
-            raise BootError("TIMEOUT", f"console silent for {result.silent_s:g} s during boot", self.console_log)
-        raise BootError("TIMEOUT", f"guest not ready within {timeout:g} s", self.console_log)
+            raise BootError("TIMEOUT", f"console silent for {result.silent_s:g} s during boot ({stopped_at})",
+                            self.console_log)
+        raise BootError("TIMEOUT", f"guest not ready within {timeout:g} s ({stopped_at})", self.console_log)
 
     def post_mortem(self, into: Path) -> dict[str, str]:
         """Before a guest that timed out is stopped: its registers and screen (harness/vm/qmp.py).

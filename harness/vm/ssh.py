@@ -75,9 +75,12 @@ class SSH:
 
     @classmethod
     def connect(cls, port: int, host_key_pub: Path, key: Path, timeout: float, log: Path | None = None) -> SSH:
-        """Retry with backoff while the guest's network and dropbear come up; a wrong host key is final."""
+        """Retry while the guest's dropbear comes up; a wrong host key is final.
+
+        The boot calls this once /init saw dropbear listening, so the first try normally succeeds; a try
+        that fails is retried soon (50 ms, growing slowly): a long first sleep would be most of the wait."""
         deadline = time.monotonic() + timeout
-        delay = 0.2
+        delay = 0.05
         last: Exception | None = None
         while True:
             client = pinned_client(port, host_key_pub)
@@ -104,7 +107,7 @@ class SSH:
             if time.monotonic() + delay > deadline:
                 raise SSHError(f"no SSH session with 127.0.0.1:{port} within {timeout:.0f} s: {last!r}")
             time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 1.5, 1.0)
 
     def run(self, argv: Sequence[str], timeout: float = 60, stdin: bytes | None = None, check: bool = False
             ) -> CommandResult:
