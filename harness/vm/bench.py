@@ -4,7 +4,18 @@ Keys (times in seconds):
   kernel_build_s          how long the cached kernel's build took when it was built (from its stamp)
   kernel_build_ccache     ccache hits/misses of that build ("cold" means mostly misses)
   prepare_cached_s        source + config + build + image when everything is cached (the no-rebuild path)
-  boot_to_ssh_s           QEMU start to an SSH session, median of `boots` boots (min and max beside it)
+  boot_to_ssh_s           QEMU start to an authenticated SSH session, over `boots` boots (median, min, max, n)
+  boot_timeline_s         per stage of harness/vm/timeline.py (kernel, init, modules, net, sshd, ssh, command):
+                          host seconds from QEMU start to that stage, median over the boots (min, max, n)
+  boot_stage_s            per stage: seconds from the stage before it to that stage, median over the boots
+                          (where a boot spends its time: "init" is the kernel from its first line to /init)
+  bare_boot_s             the bare boot: the same kernel on the same QEMU command line (the profile's machine,
+                          devices and kernel command line, no harness.modules) with an initramfs that holds only
+                          /dev/console and a static /init (images/bare-init.c) that prints one line and powers
+                          off; QEMU start to QEMU's exit, over `boots` boots, each run right after one of the
+                          SSH boots (same sitting, same load)
+  bare_timeline_s         the bare boot's kernel (first line), init (its line) and exit, medians (min, max, n)
+  boot_to_ssh_ratio       boot_to_ssh_s median / bare_boot_s median (issue 19's target: <= 1.3)
   ssh_roundtrip_s         one `true` over the open SSH session, median of `roundtrips` runs
   accel                   tcg or kvm, as probed
 """
@@ -12,6 +23,7 @@ Keys (times in seconds):
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -21,15 +33,33 @@ import threading
 import time
 from pathlib import Path
 
+from harness.kernel.image import build_bare_image
 from harness.kernel.prepare import prepare
 from harness.results.outcome import HarnessFault
 from harness.vm import faults
-from harness.vm.machine import VM, load_profile, probe_accel
+from harness.vm.machine import VM, BareBoot, boot_bare, load_profile, probe_accel
+from harness.vm.timeline import STAGES, Timeline
 
 
 def spread(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values), 4), "min": round(min(values), 4),
             "max": round(max(values), 4), "n": len(values)}
+
+
+def stage_spreads(timelines: list[Timeline]) -> dict[str, dict[str, float]]:
+    """Per stage, its time from QEMU start over the boots that reached it."""
+    return {stage: spread(values) for stage in STAGES[1:]
+            if (values := [t.at[stage] for t in timelines if stage in t.at])}
+
+
+def stage_durations(timelines: list[Timeline]) -> dict[str, float]:
+    """Per stage, the median time from the stage before it (over the boots that have both)."""
+    out = {}
+    for before, stage in itertools.pairwise(STAGES):
+        values = [t.at[stage] - t.at[before] for t in timelines if stage in t.at and before in t.at]
+        if values:
+            out[stage] = round(statistics.median(values), 4)
+    return out
 
 
 def run_bench(out_dir: Path, ksrc: str | None, machine: str = "default", boots: int = 3,
@@ -42,7 +72,11 @@ def run_bench(out_dir: Path, ksrc: str | None, machine: str = "default", boots: 
     stamp = json.loads((prepared.build.dir / ".harness-built.json").read_text())
     accel = probe_accel(prepared.build.bzimage, prepared.image)
     profile = load_profile(machine)
-    boot_times, rtts = [], []
+    bare_initrd = build_bare_image()
+    boot_times: list[float] = []
+    rtts: list[float] = []
+    timelines: list[Timeline] = []
+    bares: list[BareBoot] = []
     for i in range(boots):
         vm = VM(profile, prepared.build.bzimage, prepared.image, out_dir / f"vm-{i + 1}", accel=accel)
         try:
@@ -50,6 +84,7 @@ def run_bench(out_dir: Path, ksrc: str | None, machine: str = "default", boots: 
             with faults.guarded(vm, f"boot {i + 1} of {boots}") as work:
                 vm.start(boot_timeout=120)
                 boot_times.append(vm.boot_s)
+                timelines.append(vm.timeline)
                 if i == 0:
                     assert vm.ssh
                     work.doing = "measuring SSH round trips"
@@ -57,6 +92,8 @@ def run_bench(out_dir: Path, ksrc: str | None, machine: str = "default", boots: 
                         rtts.append(vm.ssh.run(["true"], check=True).duration_s)
         finally:
             vm.stop()
+        # Right after each SSH boot: both see the same load on a noisy machine.
+        bares.append(boot_bare(profile, prepared.build.bzimage, bare_initrd, out_dir / f"bare-{i + 1}", accel))
     figures = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "kernel": prepared.build.release,
@@ -66,6 +103,12 @@ def run_bench(out_dir: Path, ksrc: str | None, machine: str = "default", boots: 
         "kernel_build_ccache": stamp.get("ccache"),
         "prepare_cached_s": round(prepare_cached, 3),
         "boot_to_ssh_s": spread(boot_times),
+        "boot_timeline_s": stage_spreads(timelines),
+        "boot_stage_s": stage_durations(timelines),
+        "bare_boot_s": spread([b.exit_s for b in bares]),
+        "bare_timeline_s": {"kernel": spread([b.kernel_s for b in bares]), "init": spread([b.init_s for b in bares]),
+                            "exit": spread([b.exit_s for b in bares])},
+        "boot_to_ssh_ratio": round(statistics.median(boot_times) / statistics.median([b.exit_s for b in bares]), 3),
         "ssh_roundtrip_s": spread(rtts),
     }
     (out_dir / "bench.json").write_text(json.dumps(figures, indent=2) + "\n")
