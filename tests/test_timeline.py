@@ -6,21 +6,28 @@ import subprocess
 
 from harness.kernel.image import newc
 from harness.results.model import Boot, Timings
-from harness.vm.timeline import STAGES, Timeline, parse_marker
+from harness.vm.timeline import STAGES, Arrival, Timeline, parse_marker
 
 T0 = 1000.0  # a QEMU start, in time.monotonic() seconds
 
 
+def line(at: float, text: str, cpu_s: float | None = None) -> Arrival:
+    return Arrival(T0 + at, cpu_s, text)
+
+
+KERNEL_LINE = line(0.4, "[    0.000000] Linux version 6.12.117", 0.3)
+
+
 def whole_boot() -> Timeline:
-    timeline = Timeline.from_console(T0, T0 + 0.4, [
-        (T0 + 1.5, "HARNESS-STAGE init 1.02"),
-        (T0 + 1.7, "HARNESS-STAGE modules 1.20"),
-        (T0 + 1.8, "HARNESS-STAGE net 1.31"),
-        (T0 + 1.9, "HARNESS-STAGE sshd 1.40"),
-        (T0 + 1.95, "HARNESS-READY 6.12.117"),
+    timeline = Timeline.from_console(T0, KERNEL_LINE, [
+        line(1.5, "HARNESS-STAGE init 1.02", 1.9),
+        line(1.7, "HARNESS-STAGE modules 1.20", 2.1),
+        line(1.8, "HARNESS-STAGE net 1.31", 2.2),
+        line(1.9, "HARNESS-STAGE sshd 1.40"),  # QEMU's CPU time unknown (its /proc entry unreadable)
+        line(1.95, "HARNESS-READY 6.12.117", 2.4),
     ])
-    timeline.mark("ssh", 2.2)
-    timeline.mark("command", 2.25, 1.71)
+    timeline.mark("ssh", 2.2, 2.6)
+    timeline.mark("command", 2.25, 2.7, guest_uptime=1.71)
     return timeline
 
 
@@ -43,12 +50,13 @@ def test_times_are_relative_to_qemu_start_with_the_guest_uptime_beside():
     assert timeline.at == {"qemu": 0.0, "kernel": 0.4, "init": 1.5, "modules": 1.7, "net": 1.8, "sshd": 1.9,
                            "ssh": 2.2, "command": 2.25}
     assert timeline.guest_uptime == {"init": 1.02, "modules": 1.2, "net": 1.31, "sshd": 1.4, "command": 1.71}
+    assert timeline.cpu == {"kernel": 0.3, "init": 1.9, "modules": 2.1, "net": 2.2, "ssh": 2.6, "command": 2.7}
     assert timeline.problems() == []
 
 
 def test_a_stage_announced_twice_keeps_its_first_arrival():
-    timeline = Timeline.from_console(T0, T0 + 0.4, [(T0 + 1.5, "HARNESS-STAGE init 1.0"),
-                                                   (T0 + 9.0, "HARNESS-STAGE init 0.9")])
+    timeline = Timeline.from_console(T0, KERNEL_LINE, [line(1.5, "HARNESS-STAGE init 1.0"),
+                                                      line(9.0, "HARNESS-STAGE init 0.9")])
     assert timeline.at["init"] == 1.5
     assert timeline.guest_uptime["init"] == 1.0
 
@@ -66,7 +74,7 @@ def test_problems_name_missing_stages_and_stages_out_of_order():
 def test_last_stage_is_the_furthest_reached_in_stage_order():
     assert Timeline({"qemu": 0.0}).last_stage() == "qemu"
     assert Timeline().last_stage() == "qemu"
-    hung = Timeline.from_console(T0, T0 + 0.3, [(T0 + 1.2, "HARNESS-STAGE init 0.8")])
+    hung = Timeline.from_console(T0, KERNEL_LINE, [line(1.2, "HARNESS-STAGE init 0.8")])
     assert hung.last_stage() == "init"
     assert hung.describe_last() == "last stage reached: init (at 1.20 s)"
     no_kernel_line = Timeline.from_console(T0, None, [])
@@ -77,7 +85,7 @@ def test_last_stage_is_the_furthest_reached_in_stage_order():
 def test_json_round_trip_in_stage_order():
     timeline = whole_boot()
     data = timeline.to_json()
-    assert [k for k in data if k != "guest_uptime"] == list(STAGES)
+    assert [k for k in data if k not in ("guest_uptime", "qemu_cpu_s")] == list(STAGES)
     assert Timeline.from_json(data) == timeline
 
 

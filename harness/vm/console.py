@@ -22,10 +22,11 @@ import pexpect
 import ptyprocess
 
 from harness.observe.splat import Splat, SplatScanner
-from harness.vm.timeline import Timeline
+from harness.vm.timeline import Arrival, Timeline
 
 _LIVE: set[Console] = set()  # every QEMU not yet killed, for the exit handlers below
 _PR_SET_PDEATHSIG = 1
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # the unit of utime and stime in /proc/PID/stat
 
 
 def _die_with_parent() -> None:
@@ -89,9 +90,9 @@ class Console:
         self.exit_status: int | None = None
         # Arrival times (time.monotonic()) for the boot timeline (harness/vm/timeline.py): taken here, on
         # the host, as each line arrives; `started` just before QEMU is spawned.
-        self.kernel_line_at: float | None = None  # the kernel's first line ("Linux version ...")
-        self.markers: list[tuple[float, str]] = []  # every "HARNESS-..." line /init printed, with its time
-        self.exited_at: float | None = None  # when QEMU's end (EOF on the pty) was seen
+        self.kernel_line: Arrival | None = None  # the kernel's first line ("Linux version ...")
+        self.markers: list[Arrival] = []  # every "HARNESS-..." line /init printed
+        self.exit: Arrival | None = None  # QEMU's end (EOF on the pty)
         self._closed = False
         self.log_error = ""  # why the log on disk stopped short of what QEMU printed (a full disk)
         def preexec() -> None:
@@ -126,7 +127,7 @@ class Console:
             except pexpect.TIMEOUT:
                 continue
             except (pexpect.EOF, OSError):
-                self.exited_at = time.monotonic()
+                self.exit = Arrival(time.monotonic(), self.qemu_cpu_s(), "")  # before the reaping ends /proc/PID
                 break
             with self._cond:
                 self._write_log(chunk)
@@ -161,9 +162,9 @@ class Console:
         self._partial = "" if final else lines.pop()
         for line in lines:
             if line.startswith("HARNESS-"):
-                self.markers.append((arrived, line))
-            elif self.kernel_line_at is None and "Linux version" in line:
-                self.kernel_line_at = arrived
+                self.markers.append(Arrival(arrived, self.qemu_cpu_s(), line))
+            elif self.kernel_line is None and "Linux version" in line:
+                self.kernel_line = Arrival(arrived, self.qemu_cpu_s(), line)
             started = self._scanner.feed(line)
             if started is not None:
                 self.splats.append(started)
@@ -171,7 +172,17 @@ class Console:
     def timeline(self) -> Timeline:
         """This boot's stages so far, from the arrival times of its console lines."""
         with self._cond:
-            return Timeline.from_console(self.started, self.kernel_line_at, list(self.markers))
+            return Timeline.from_console(self.started, self.kernel_line, list(self.markers))
+
+    def qemu_cpu_s(self) -> float | None:
+        """CPU seconds QEMU has used so far (user + system, every thread): the work a boot took, which a
+        loaded host stretches far less than it stretches the wall clock. None once QEMU is reaped."""
+        try:
+            with open(f"/proc/{self.child.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
     def fatal_splat(self) -> Splat | None:
         with self._cond:

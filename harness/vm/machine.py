@@ -179,11 +179,13 @@ BARE_MARKER = "HARNESS-BARE init"  # what images/bare-init.c prints before it po
 
 @dataclass(frozen=True)
 class BareBoot:
-    """A bare boot: QEMU start to the kernel's first line, to /init's line, and to QEMU's exit (seconds)."""
+    """A bare boot: QEMU start to the kernel's first line, to /init's line, and to QEMU's exit (seconds),
+    and the CPU seconds QEMU used in all (harness/vm/timeline.py says why both)."""
 
     kernel_s: float
     init_s: float
     exit_s: float
+    cpu_s: float | None
 
 
 def boot_bare(profile: Profile, kernel: Path, initrd: Path, workdir: Path, accel: str,
@@ -200,13 +202,12 @@ def boot_bare(profile: Profile, kernel: Path, initrd: Path, workdir: Path, accel
             raise BootError("TIMEOUT", f"bare boot did not power off within {timeout:g} s", log)
     finally:
         console.kill()
-    exited = console.exited_at or console.last_output
-    init_at = next((at for at, line in console.markers if line.startswith(BARE_MARKER)), None)
-    if console.fatal_splat() or console.kernel_line_at is None or init_at is None:
+    init = next((a for a in console.markers if a.line.startswith(BARE_MARKER)), None)
+    if console.fatal_splat() or console.kernel_line is None or init is None or console.exit is None:
         raise BootError("CRASH" if console.fatal_splat() else "INFRA",
                         f"bare boot ended (status {console.exit_status}) without reaching its /init", log)
-    return BareBoot(round(console.kernel_line_at - console.started, 4), round(init_at - console.started, 4),
-                    round(exited - console.started, 4))
+    return BareBoot(round(console.kernel_line.at - console.started, 4), round(init.at - console.started, 4),
+                    round(console.exit.at - console.started, 4), console.exit.cpu_s)
 
 
 @dataclass
@@ -259,12 +260,13 @@ class VM:
                 self.ssh = SSH.connect(self.ssh_port, self.image.host_key_pub, client_key(), timeout=ssh_timeout,
                                        log=self.workdir / "commands.log")
                 self.ssh.peer_alive = self.alive  # a dead QEMU or a crashed kernel: say so now, not in 15 s
-                self.timeline.mark("ssh", time.monotonic() - self.console.started)
+                self.timeline.mark("ssh", time.monotonic() - self.console.started, self.console.qemu_cpu_s())
                 self.boot_s = time.monotonic() - started
                 # The first command closes the timeline: the session does run commands, and the guest's clock
                 # then is kept beside the host's.
                 uptime = self.ssh.run(["cat", "/proc/uptime"], timeout=ssh_timeout, check=True).stdout
-                self.timeline.mark("command", time.monotonic() - self.console.started, _seconds(uptime))
+                self.timeline.mark("command", time.monotonic() - self.console.started, self.console.qemu_cpu_s(),
+                                   guest_uptime=_seconds(uptime))
             except SSHError as e:
                 self.stop()
                 raise BootError("INFRA", f"guest booted but SSH is unreachable: {e} ({self.timeline.describe_last()})",

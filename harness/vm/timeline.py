@@ -12,12 +12,15 @@
 Times are taken on the host, when a console line arrives (harness/vm/console.py) or an SSH step
 returns: guest clocks under TCG drift, and the guest cannot see QEMU's start. /init prints its markers
 as `HARNESS-STAGE <stage> <guest uptime>`; the guest's uptime is kept beside, for reading only.
+Beside each time, the CPU seconds QEMU had used by then (`qemu_cpu_s`): on a host busy with other
+work the wall clock of a boot stretches two or three times, its CPU time much less.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 STAGES = ("qemu", "kernel", "init", "modules", "net", "sshd", "ssh", "command")
@@ -33,29 +36,37 @@ def parse_marker(line: str) -> tuple[str, float | None] | None:
     return m[1], float(m[2]) if m[2] else None
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """A console line as the host saw it arrive: time.monotonic(), QEMU's CPU seconds then, the line."""
+
+    at: float
+    cpu_s: float | None
+    line: str
+
+
 @dataclass
 class Timeline:
     at: dict[str, float] = field(default_factory=dict)  # stage -> host seconds since QEMU started
     guest_uptime: dict[str, float] = field(default_factory=dict)  # stage -> the guest's /proc/uptime then
+    cpu: dict[str, float] = field(default_factory=dict)  # stage -> CPU seconds QEMU had used by then
 
     @classmethod
-    def from_console(cls, started: float, first_line_at: float | None,
-                     markers: list[tuple[float, str]]) -> Timeline:
-        """From the console's arrival times (time.monotonic()): its first line and its marker lines.
-        A stage announced twice (a guest that rebooted) keeps its first time."""
+    def from_console(cls, started: float, kernel_line: Arrival | None, markers: list[Arrival]) -> Timeline:
+        """From the console's arrivals: the kernel's first line and the marker lines. A stage announced
+        twice (a guest that rebooted) keeps its first time."""
         timeline = cls({"qemu": 0.0})
-        if first_line_at is not None:
-            timeline.at["kernel"] = round(first_line_at - started, 4)
-        for arrived, line in markers:
-            if (parsed := parse_marker(line)) and parsed[0] not in timeline.at:
-                stage, uptime = parsed
-                timeline.at[stage] = round(arrived - started, 4)
-                if uptime is not None:
-                    timeline.guest_uptime[stage] = uptime
+        if kernel_line is not None:
+            timeline.mark("kernel", kernel_line.at - started, kernel_line.cpu_s)
+        for arrival in markers:
+            if (parsed := parse_marker(arrival.line)) and parsed[0] not in timeline.at:
+                timeline.mark(parsed[0], arrival.at - started, arrival.cpu_s, guest_uptime=parsed[1])
         return timeline
 
-    def mark(self, stage: str, seconds: float, guest_uptime: float | None = None) -> None:
+    def mark(self, stage: str, seconds: float, cpu_s: float | None = None, guest_uptime: float | None = None) -> None:
         self.at[stage] = round(seconds, 4)
+        if cpu_s is not None:
+            self.cpu[stage] = round(cpu_s, 2)
         if guest_uptime is not None:
             self.guest_uptime[stage] = guest_uptime
 
@@ -78,15 +89,18 @@ class Timeline:
         return out
 
     def to_json(self) -> dict[str, object]:
-        """{"kernel": 0.31, ..., "guest_uptime": {"init": 0.93, ...}} in STAGES order."""
+        """{"kernel": 0.31, ..., "guest_uptime": {"init": 0.93, ...}, "qemu_cpu_s": {...}} in STAGES order."""
         out: dict[str, object] = {s: self.at[s] for s in STAGES if s in self.at}
         if self.guest_uptime:
             out["guest_uptime"] = {s: self.guest_uptime[s] for s in STAGES if s in self.guest_uptime}
+        if self.cpu:
+            out["qemu_cpu_s"] = {s: self.cpu[s] for s in STAGES if s in self.cpu}
         return out
 
     @classmethod
-    def from_json(cls, d: dict[str, object]) -> Timeline:
-        uptime = d.get("guest_uptime")
-        return cls({s: float(v) for s, v in d.items() if s in STAGES and isinstance(v, int | float)},
-                   {s: float(v) for s, v in uptime.items() if isinstance(v, int | float)}
-                   if isinstance(uptime, dict) else {})
+    def from_json(cls, d: Mapping[str, object]) -> Timeline:
+        def stages(value: object) -> dict[str, float]:
+            items = value.items() if isinstance(value, Mapping) else ()
+            return {s: float(v) for s, v in items if s in STAGES and isinstance(v, int | float)}
+
+        return cls(stages(d), stages(d.get("guest_uptime")), stages(d.get("qemu_cpu_s")))
