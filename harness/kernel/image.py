@@ -33,6 +33,11 @@ BUSYBOX = Path("/bin/busybox")
 BARE_INIT = paths.IMAGES / "bare-init.c"  # the bare-boot reference's /init (harness/vm/bench.py)
 BARE_CFLAGS = ("-static", "-nostdlib", "-Os", "-fno-stack-protector", "-no-pie")
 DROPBEAR = Path("/usr/sbin/dropbear")
+# What /init mounts after devtmpfs (on /dev, with /dev/pts and /dev/shm made in it) and before tracefs
+# (which a kernel may lack): file system, mount point, type.
+FSTAB = "".join(f"{fs} {where} {kind} defaults 0 0\n" for fs, where, kind in (
+    ("sysfs", "/sys", "sysfs"), ("devpts", "/dev/pts", "devpts"), ("tmpfs", "/dev/shm", "tmpfs"),
+    ("tmpfs", "/tmp", "tmpfs"), ("tmpfs", "/run", "tmpfs"), ("debugfs", "/sys/kernel/debug", "debugfs")))
 USERSPACE = paths.CONFIGS / "guest-userspace.yaml"  # host tools the guest gets, with their libraries
 
 
@@ -125,8 +130,8 @@ def build_image(build: KernelBuild) -> Image:
     pub = client_key().with_name("id_ed25519.pub")
     # The build's stamp, not only its key: a build rebuilt under the same key (a user's tree edited, a cache
     # entry remade) has new modules, and the image must carry them.
-    inputs = [b"newc, uncompressed, busybox links", build.key.encode(), (build.dir / STAMP).read_bytes(),
-              programs.name.encode(), pub.read_bytes(),
+    inputs = [b"newc, uncompressed, busybox links", FSTAB.encode(), build.key.encode(),
+              (build.dir / STAMP).read_bytes(), programs.name.encode(), pub.read_bytes(),
               (paths.IMAGES / "init").read_bytes(),
               BUSYBOX.read_bytes(), DROPBEAR.read_bytes(), rdma.name.encode(), USERSPACE.read_bytes()]
     inputs += [m.read_bytes() for m in modules] + [str(f).encode() + f.read_bytes() for f in extra]
@@ -174,6 +179,7 @@ def _populate(root: Path, programs: list[Path], modules: list[Path], mod_tree: P
     (root / "etc/group").write_text("root:x:0:\n")
     (root / "etc/shadow").write_text("root:*:19000:0:99999:7:::\n")
     (root / "etc/shells").write_text("/bin/sh\n")
+    (root / "etc/fstab").write_text(FSTAB)  # /init mounts them with one `mount -a`
     (root / "root/.ssh/authorized_keys").write_text(client_pub.read_text())
     os.chmod(root / "root", 0o700)
     os.chmod(root / "root/.ssh", 0o700)
