@@ -1,7 +1,8 @@
 """A boot's timeline: when each stage was reached, in host seconds since QEMU started.
 
     qemu     QEMU started (0 by definition)
-    kernel   the kernel's first console line arrived (the console comes up early in start_kernel)
+    kernel   the kernel's first console line arrived ("Linux version": the console comes up early in
+             start_kernel and prints the log from its start; at loglevel 5 or lower it is not printed)
     init     /init started (images/init's first marker)
     modules  the modules the harness asked for are loaded
     net      eth0 is up with its address and route
