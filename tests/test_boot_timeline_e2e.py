@@ -3,13 +3,17 @@ Real kernel, real QEMU: each case boots the default kernel."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from harness.kernel.image import build_bare_image
 from harness.kernel.prepare import Prepared, prepare
+from harness.vm import machine
 from harness.vm.machine import VM, BootError, boot_bare, load_profile
+from harness.vm.ssh import SSH
 from harness.vm.timeline import STAGES
 
 pytestmark = pytest.mark.e2e
@@ -56,3 +60,24 @@ def test_a_bare_boot_reaches_its_init_and_powers_off(prepared: Prepared, tmp_pat
     log = (tmp_path / "console.log").read_text()
     assert "HARNESS-BARE init" in log
     assert "reboot: Power down" in log  # it powered off, rather than QEMU being stopped
+
+
+def test_a_qemu_that_dies_as_ssh_connects_is_a_crash_not_unreachable(prepared: Prepared, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch):
+    # QEMU is SIGKILLed right when the harness starts its SSH connect (sshd was listening): the connect
+    # fails for real, and the boot must say QEMU died there, not that SSH was unreachable.
+    vm = VM(load_profile("default"), prepared.build.bzimage, prepared.image, tmp_path)
+    connect = SSH.connect
+
+    def killed_first(*args, **kwargs):
+        assert vm.console
+        os.kill(vm.console.pid, signal.SIGKILL)
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(machine.SSH, "connect", killed_first)
+    with pytest.raises(BootError) as caught:
+        vm.start(boot_timeout=180, ssh_timeout=5)
+    vm.stop()
+    assert caught.value.outcome.value == "CRASH", caught.value.reason
+    assert caught.value.reason.startswith("QEMU died (killed by SIGKILL) while booting (last stage reached: sshd"), \
+        caught.value.reason

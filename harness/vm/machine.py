@@ -268,8 +268,17 @@ class VM:
                 self.timeline.mark("command", time.monotonic() - self.console.started, self.console.qemu_cpu_s(),
                                    guest_uptime=_seconds(uptime))
             except SSHError as e:
+                # The session's end may be the kernel's or QEMU's, seen on the console a moment later.
+                ended = self.console.wait_for(r"(?!)", faults.CHANNEL_GRACE_S)
                 self.stop()
-                raise BootError("INFRA", f"guest booted but SSH is unreachable: {e} ({self.timeline.describe_last()})",
+                stopped_at = self.timeline.describe_last()
+                if ended.status == "crashed" and ended.splat:
+                    raise BootError("CRASH", f"kernel crashed during boot: {ended.splat.title} ({stopped_at})",
+                                    self.console_log) from None
+                if ended.status == "exited":
+                    raise BootError("CRASH", f"{faults.qemu_end(ended.exit_status)} while booting ({stopped_at})",
+                                    self.console_log) from None
+                raise BootError("INFRA", f"guest booted but SSH is unreachable: {e} ({stopped_at})",
                                 self.console_log) from None
         else:
             self.boot_s = time.monotonic() - started
