@@ -194,10 +194,16 @@ def test_a_command_killed_by_a_signal_is_told_apart_from_an_exit(server: Server)
     assert (end.how, end.signal, end.exit_status) == (SIGNALLED, signal.SIGTERM, -1)
 
 
-def test_a_program_that_is_not_there_exits_127_saying_so(server: Server):
+def test_a_program_that_is_not_there_exits_127_and_one_that_cannot_run_126_saying_so(server: Server,
+                                                                                      tmp_path: Path):
     _, err, end = server.run(["/no/such/program"])
     assert end.exit_status == 127
     assert b"/no/such/program: No such file or directory" in err
+    data = tmp_path / "data"
+    data.write_text("not a program\n")
+    _, err, end = server.run([str(data)])
+    assert end.exit_status == 126
+    assert b"Permission denied" in err
 
 
 def test_a_timeout_kills_the_whole_process_group_and_the_next_command_runs(server: Server, tmp_path: Path):

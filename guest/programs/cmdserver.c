@@ -282,8 +282,7 @@ static void run(const struct request *req)
 			close(out[i]);
 			close(err[i]);
 		}
-		if (rc != ENOENT && rc != EACCES && rc != ENOEXEC && rc != ENOTDIR && rc != ELOOP &&
-		    rc != ENAMETOOLONG) {
+		if (rc == EAGAIN || rc == ENOMEM || rc == EMFILE || rc == ENFILE) {
 			errno = rc;	/* not the program's fault: the guest's (no memory, no processes left) */
 			send_failure("spawn");
 			return;

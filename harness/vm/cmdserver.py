@@ -23,6 +23,7 @@ _HEADER = struct.Struct(">cI")  # frame type, payload length
 _U32 = struct.Struct(">I")
 _EXIT = struct.Struct(">BIQ")  # how, exit status or signal, guest microseconds
 EXITED, SIGNALLED, TIMED_OUT = 0, 1, 2
+START_ATTEMPTS = 3
 
 
 def encode_request(argv: Sequence[str], timeout_s: float | None, stdin: bytes = b"") -> bytes:
@@ -101,6 +102,10 @@ class ServerGone(Exception):
     """The server's channel ended (the server died, or the whole session did)."""
 
 
+class ServerAbsent(Exception):
+    """The guest has no command server (an image made before it, or without it)."""
+
+
 class ServerFailed(Exception):
     """The server could not start the command (pipe, fork, memory): its message."""
 
@@ -115,17 +120,40 @@ class CommandServer:
 
     @classmethod
     def start(cls, transport: paramiko.Transport, timeout: float) -> CommandServer:
-        """Start the guest's server and wait for its hello. ServerGone if it ends first (no server in this
-        image, or the session went); TimeoutError when no hello comes within `timeout`; paramiko's and the
-        socket's errors as they come (no channel)."""
+        """Start the guest's server and wait for its hello. ServerAbsent if the guest has no such program;
+        ServerGone if it ends before its hello for another reason (the session went); TimeoutError when no
+        hello comes within `timeout`; paramiko's and the socket's errors as they come (no channel)."""
         deadline = time.monotonic() + timeout
-        chan = transport.open_session(timeout=max(timeout, 0.1))
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return cls._start(transport, deadline)
+            except (paramiko.SSHException, ServerGone) as e:
+                # Dropbear 2022.83 may refuse a channel ("Unable to open channel"), or close it at once, while
+                # it still winds down another one that closed under a live process. A server started twice
+                # is no harm (the first sees its channel end and exits): try again, briefly.
+                refused = isinstance(e, ServerGone) or str(e) in ("Unable to open channel.", "Channel closed.")
+                pause = 0.1 * attempt
+                if (not refused or attempt == START_ATTEMPTS or not transport.is_active()
+                        or time.monotonic() + pause >= deadline):
+                    raise
+                time.sleep(pause)
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _start(cls, transport: paramiko.Transport, deadline: float) -> CommandServer:
+        chan = transport.open_session(timeout=max(deadline - time.monotonic(), 0.1))
         server = cls(transport, chan)
         try:
             chan.exec_command(SERVER_PATH)
-            kind, payload = server._next_frame(deadline)
+            try:
+                kind, payload = server._next_frame(deadline)
+            except ServerGone:
+                status = chan.recv_exit_status() if chan.exit_status_ready() else -1
+                if status in (126, 127):  # the shell's "not found" / "cannot execute"
+                    raise ServerAbsent(f"{SERVER_PATH}: {server.last_words()}") from None
+                raise
             if (kind, payload) != (b"H", HELLO):
-                raise ServerGone(f"{SERVER_PATH} said {kind!r} {payload[:100]!r} where its hello was due")
+                raise ServerAbsent(f"{SERVER_PATH} said {kind!r} {payload[:100]!r} where its hello was due")
         except BaseException:
             server.close()
             raise

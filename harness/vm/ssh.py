@@ -27,7 +27,14 @@ from pathlib import Path
 
 import paramiko
 
-from harness.vm.cmdserver import TIMED_OUT, CommandServer, ServerFailed, ServerGone, encode_request
+from harness.vm.cmdserver import (
+    TIMED_OUT,
+    CommandServer,
+    ServerAbsent,
+    ServerFailed,
+    ServerGone,
+    encode_request,
+)
 
 # The server kills a command at its timeout and says so; the host waits this much longer before it
 # takes the silence for a guest that no longer runs.
@@ -253,12 +260,15 @@ class SSH:
         except TimeoutError:
             raise CommandTimeout(f"command did not finish within {timeout:.0f} s: {command} (the guest's command "
                                  "server did not start)") from None
-        except ServerGone as e:
-            if not _still_active(transport):
-                raise SSHError(f"SSH session dropped while running: {command}") from None
+        except ServerAbsent as e:
             # An image without the server (an older one, a bare one): a channel per command, as before
             self._server_absent = True
             self._note(f"no command server in this guest ({e}); every command takes an SSH channel of its own")
+            return None
+        except ServerGone as e:
+            if not _still_active(transport):
+                raise SSHError(f"SSH session dropped while running: {command}") from None
+            self._note(f"the command server did not start ({e}); this command takes an SSH channel of its own")
             return None
         except (paramiko.SSHException, EOFError, OSError) as e:
             # "Timeout opening channel": a guest that no longer schedules; EOFError: the peer (QEMU) went away
