@@ -119,14 +119,14 @@ class CommandServer:
         self._reader = FrameReader()
 
     @classmethod
-    def start(cls, transport: paramiko.Transport, timeout: float) -> CommandServer:
+    def start(cls, transport: paramiko.Transport, deadline: float, open_timeout: float) -> CommandServer:
         """Start the guest's server and wait for its hello. ServerAbsent if the guest has no such program;
         ServerGone if it ends before its hello for another reason (the session went); TimeoutError when no
-        hello comes within `timeout`; paramiko's and the socket's errors as they come (no channel)."""
-        deadline = time.monotonic() + timeout
+        hello comes by `deadline`; paramiko's and the socket's errors as they come (no channel opened within
+        `open_timeout`: "Timeout opening channel")."""
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
-                return cls._start(transport, deadline)
+                return cls._start(transport, deadline, open_timeout)
             except (paramiko.SSHException, ServerGone) as e:
                 # Dropbear 2022.83 may refuse a channel ("Unable to open channel"), or close it at once, while
                 # it still winds down another one that closed under a live process. A server started twice
@@ -140,8 +140,8 @@ class CommandServer:
         raise AssertionError("unreachable")
 
     @classmethod
-    def _start(cls, transport: paramiko.Transport, deadline: float) -> CommandServer:
-        chan = transport.open_session(timeout=max(deadline - time.monotonic(), 0.1))
+    def _start(cls, transport: paramiko.Transport, deadline: float, open_timeout: float) -> CommandServer:
+        chan = transport.open_session(timeout=max(min(deadline - time.monotonic(), open_timeout), 0.1))
         server = cls(transport, chan)
         try:
             chan.exec_command(SERVER_PATH)

@@ -256,7 +256,7 @@ class SSH:
     def _start_server(self, transport: paramiko.Transport, command: str, timeout: float, deadline: float
                       ) -> CommandServer | None:
         try:
-            return CommandServer.start(transport, min(deadline - time.monotonic(), 10))
+            return CommandServer.start(transport, deadline, open_timeout=min(timeout, 10))
         except TimeoutError:
             raise CommandTimeout(f"command did not finish within {timeout:.0f} s: {command} (the guest's command "
                                  "server did not start)") from None
