@@ -27,6 +27,7 @@ from harness.vm.cmdserver import (
     decode_exit,
     encode_request,
 )
+from harness.vm.ssh import CommandResult
 
 # --- framing -------------------------------------------------------------------------------------------
 
@@ -276,3 +277,12 @@ def test_a_malformed_request_is_refused_and_ends_the_server(server: Server):
         assert server2.proc.wait(timeout=5) == 2
     finally:
         server2.close()
+
+
+def test_a_result_killed_by_a_signal_says_which_in_its_description():
+    killed = CommandResult(("sleep", "9"), -1, "", "", 0.5, signal=signal.SIGKILL, guest_s=0.4)
+    assert killed.describe().splitlines()[1] == "exit status -1 (killed by SIGKILL) after 0.50 s"
+    unknown = CommandResult(("x",), -1, "", "", 0.5, signal=77)
+    assert "(killed by signal 77)" in unknown.describe()
+    plain = CommandResult(("true",), -1, "", "", 0.5)  # over an exec channel: no signal known
+    assert plain.describe().splitlines()[1] == "exit status -1 after 0.50 s"
