@@ -17,6 +17,7 @@ feeding them to `cat` (dropbear has no SFTP server in the image).
 from __future__ import annotations
 
 import base64
+import logging
 import shlex
 import signal
 import threading
@@ -40,6 +41,12 @@ from harness.vm.cmdserver import (
 # takes the silence for a guest that no longer runs.
 SERVER_REPLY_GRACE_S = 2.0
 MAX_SERVERS = 4  # command servers per session (threads at once); a thread beyond takes an exec channel
+RECONNECT_SETTLE_S = 0.5
+
+# paramiko logs a failure of its transport thread (a connection reset by a QEMU dying as it is reached) with
+# a traceback, on stderr when nothing else handles its records; the same failure reaches the caller as an
+# exception, which the harness reports in its own words.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class SSHError(Exception):
@@ -173,6 +180,10 @@ class SSH:
     def _live_transport(self, command: str) -> paramiko.Transport:
         with self._session_lock:
             transport = self.client.get_transport()
+            if (transport is None or not transport.is_active()) and self._reconnect:
+                # A session that just dropped may be a QEMU on its way out: its sockets close before it is
+                # seen dead, and a reconnect in between reaches a port that resets.
+                time.sleep(RECONNECT_SETTLE_S)
             if (transport is None or not transport.is_active()) and self._reconnect and self.peer_alive():
                 # Reconnect once: the command was not sent yet, so running it now is not running it twice.
                 self._note(f"session dropped; reconnecting before: {command}")
