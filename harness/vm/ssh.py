@@ -20,6 +20,7 @@ import base64
 import logging
 import shlex
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -112,6 +113,16 @@ def _still_active(transport: paramiko.Transport, grace: float = 1.0) -> bool:
     return False
 
 
+def _no_delay(client: paramiko.SSHClient) -> None:
+    """TCP_NODELAY on the session's socket. A request is one small packet; sent right after another small one
+    that is not acknowledged yet (an exec channel's close, a window adjustment), Nagle would hold it until the
+    ACK, which the host's loopback delays by up to 40 ms: more than the whole round trip."""
+    transport = client.get_transport()
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class SSH:
     def __init__(self, client: paramiko.SSHClient, log: Path | None, reconnect: Callable[[], SSH] | None = None):
         self.client = client
@@ -126,6 +137,7 @@ class SSH:
         self._server_absent = False  # this guest has no command server: every command takes a channel
         self._session_lock = threading.Lock()  # a reconnect replaces self.client
         self._log_lock = threading.Lock()
+        _no_delay(client)
 
     @classmethod
     def connect(cls, port: int, host_key_pub: Path, key: Path, timeout: float, log: Path | None = None) -> SSH:
