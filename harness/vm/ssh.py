@@ -1,19 +1,53 @@
 """The command channel: paramiko to the guest's dropbear, with its host key pinned.
 
-Commands are argument lists, quoted here with shlex.join: no shell string is ever built from input.
-Files are copied by streaming them into `cat` (dropbear has no SFTP server in the image).
+Commands are argument lists. They go to a command server in the guest (guest/programs/cmdserver.c on a
+long-lived exec channel, started at the session's first command: harness/vm/cmdserver.py), which execs
+them without a shell. A thread whose command finds the servers busy (a fault injected from another
+thread under a workload) gets a server of its own, up to MAX_SERVERS, and never waits behind another
+thread's command. Beyond that, in a guest without the server, or with `own_channel=True`, a command
+takes an exec channel of its own, as every command did before the server: dropbear runs it with
+`sh -c`, quoted here with shlex.join. (Dropbear 2022.83 sometimes refuses or closes a channel when two
+are opened and closed at once: one more reason for long-lived channels.) No shell string is ever built
+from input. Both paths say the same: a command killed by a signal has exit status -1 (the server also
+names the signal), a timeout is CommandTimeout, a session gone under a command is SSHError; the reply
+comes when the command exits, even if a background child still holds its stdout. Files are copied by
+feeding them to `cat` (dropbear has no SFTP server in the image).
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import shlex
+import signal
+import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
+
+from harness.vm.cmdserver import (
+    TIMED_OUT,
+    CommandServer,
+    ServerAbsent,
+    ServerFailed,
+    ServerGone,
+    encode_request,
+)
+
+# The server kills a command at its timeout and says so; the host waits this much longer before it
+# takes the silence for a guest that no longer runs.
+SERVER_REPLY_GRACE_S = 2.0
+MAX_SERVERS = 4  # command servers per session (threads at once); a thread beyond takes an exec channel
+RECONNECT_SETTLE_S = 0.5
+
+# paramiko logs a failure of its transport thread (a connection reset by a QEMU dying as it is reached) with
+# a traceback, on stderr when nothing else handles its records; the same failure reaches the caller as an
+# exception, which the harness reports in its own words.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class SSHError(Exception):
@@ -28,20 +62,33 @@ class CommandFailed(SSHError):
     """A command that ran and exited non-zero (check=True): a result, not a lost channel."""
 
 
+class CommandServerLost(SSHError):
+    """The guest's command server ended while a command ran on it (killed in the guest), the session still up:
+    the command's outcome is unknown. The next command starts a new server."""
+
+
 @dataclass(frozen=True)
 class CommandResult:
     argv: tuple[str, ...]
     exit_status: int
     stdout: str
     stderr: str
-    duration_s: float
+    duration_s: float  # the round trip, as the host saw it
+    signal: int | None = None  # what killed it (exit_status -1); known over the command server only
+    guest_s: float | None = None  # fork to exit in the guest; known over the command server only
 
     @property
     def ok(self) -> bool:
         return self.exit_status == 0
 
     def describe(self) -> str:
-        return (f"$ {shlex.join(self.argv)}\nexit status {self.exit_status} after {self.duration_s:.2f} s\n"
+        status = f"exit status {self.exit_status}"
+        if self.signal is not None:
+            try:
+                status += f" (killed by {signal.Signals(self.signal).name})"
+            except ValueError:
+                status += f" (killed by signal {self.signal})"
+        return (f"$ {shlex.join(self.argv)}\n{status} after {self.duration_s:.2f} s\n"
                 f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}")
 
 
@@ -66,12 +113,31 @@ def _still_active(transport: paramiko.Transport, grace: float = 1.0) -> bool:
     return False
 
 
+def _no_delay(client: paramiko.SSHClient) -> None:
+    """TCP_NODELAY on the session's socket. A request is one small packet; sent right after another small one
+    that is not acknowledged yet (an exec channel's close, a window adjustment), Nagle would hold it until the
+    ACK, which the host's loopback delays by up to 40 ms: more than the whole round trip."""
+    transport = client.get_transport()
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class SSH:
     def __init__(self, client: paramiko.SSHClient, log: Path | None, reconnect: Callable[[], SSH] | None = None):
         self.client = client
         self.log = log
         self._reconnect = reconnect  # used once, when the session is found dropped before a command
         self.peer_alive: Callable[[], bool] = lambda: True  # the VM's: no reconnecting to a QEMU that is gone
+        # Command servers, one command at a time each: a thread finds one idle, or starts one (up to
+        # MAX_SERVERS), or takes an exec channel; it never waits behind another thread's command.
+        self._idle: list[CommandServer] = []
+        self._servers = 0  # started and not dropped: idle, or busy with a command
+        self._pool_lock = threading.Lock()
+        self._server_absent = False  # this guest has no command server: every command takes a channel
+        self._session_lock = threading.Lock()  # a reconnect replaces self.client
+        self._log_lock = threading.Lock()
+        _no_delay(client)
 
     @classmethod
     def connect(cls, port: int, host_key_pub: Path, key: Path, timeout: float, log: Path | None = None) -> SSH:
@@ -109,20 +175,134 @@ class SSH:
             time.sleep(delay)
             delay = min(delay * 1.5, 1.0)
 
-    def run(self, argv: Sequence[str], timeout: float = 60, stdin: bytes | None = None, check: bool = False
-            ) -> CommandResult:
+    def run(self, argv: Sequence[str], timeout: float = 60, stdin: bytes | None = None, check: bool = False,
+            own_channel: bool = False) -> CommandResult:
+        """Run argv in the guest: on the command server, or (own_channel, or the server busy or absent) on an
+        exec channel of its own. Thread-safe."""
         command = shlex.join(argv)
         started = time.monotonic()
-        transport = self.client.get_transport()
-        if (transport is None or not transport.is_active()) and self._reconnect and self.peer_alive():
-            # Reconnect once: the command was not sent yet, so running it now is not running it twice.
-            self._note(f"session dropped; reconnecting before: {command}")
-            fresh, self._reconnect = self._reconnect(), None
-            self.client.close()
-            self.client = fresh.client
+        transport = self._live_transport(command)
+        result = None
+        if not own_channel and not self._server_absent:
+            result = self._run_on_server(transport, argv, command, timeout, stdin, started)
+        if result is None:
+            result = self._run_on_channel(transport, argv, command, timeout, stdin, started)
+        self._log(result)
+        if check and not result.ok:
+            raise CommandFailed(f"guest command failed:\n{result.describe()}")
+        return result
+
+    def _live_transport(self, command: str) -> paramiko.Transport:
+        with self._session_lock:
             transport = self.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise SSHError(f"SSH session is gone; cannot run: {command}")
+            if (transport is None or not transport.is_active()) and self._reconnect:
+                # A session that just dropped may be a QEMU on its way out: its sockets close before it is
+                # seen dead, and a reconnect in between reaches a port that resets.
+                time.sleep(RECONNECT_SETTLE_S)
+            if (transport is None or not transport.is_active()) and self._reconnect and self.peer_alive():
+                # Reconnect once: the command was not sent yet, so running it now is not running it twice.
+                self._note(f"session dropped; reconnecting before: {command}")
+                fresh, self._reconnect = self._reconnect(), None
+                self.client.close()
+                self.client = fresh.client
+                transport = self.client.get_transport()
+            if transport is None or not transport.is_active():
+                raise SSHError(f"SSH session is gone; cannot run: {command}")
+            return transport
+
+    def _run_on_server(self, transport: paramiko.Transport, argv: Sequence[str], command: str, timeout: float,
+                       stdin: bytes | None, started: float) -> CommandResult | None:
+        """The command over a command server; None when none can take it (all busy, none in this guest, an
+        argument it cannot carry): nothing was run."""
+        try:
+            request = encode_request(argv, timeout, stdin or b"")
+        except ValueError:
+            return None
+        server, reserved = self._checkout(transport)
+        if server is None and not reserved:
+            return None
+        deadline = started + timeout
+        keep = False
+        try:
+            if server is None:
+                server = self._start_server(transport, command, timeout, deadline)
+                if server is None:
+                    return None
+            reply = server.run(request, deadline + SERVER_REPLY_GRACE_S)
+            keep = True
+        except TimeoutError:
+            # No word by the deadline: a guest that no longer runs. The channel is dropped (its server, if it
+            # ever reads again, sees the end and kills the command).
+            raise CommandTimeout(f"command did not finish within {timeout:.0f} s: {command}") from None
+        except ServerGone:
+            assert server
+            words = server.last_words()
+            if not _still_active(transport):
+                raise SSHError(f"SSH session dropped while running: {command}") from None
+            raise CommandServerLost(f"the guest's command server ended ({words}) while running: {command}; "
+                                    "the command's outcome is unknown") from None
+        except ServerFailed as e:
+            keep = True  # it could not start the command, and waits for the next
+            raise SSHError(f"the guest could not start: {command}: {e}") from None
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise SSHError(f"SSH channel failed while running: {command}: {type(e).__name__} {e}") from None
+        finally:
+            self._checkin(server, keep)
+        if reply.exit.how == TIMED_OUT:
+            raise CommandTimeout(f"command did not finish within {timeout:.0f} s: {command}")
+        return CommandResult(tuple(argv), reply.exit.exit_status, reply.stdout.decode(errors="replace"),
+                             reply.stderr.decode(errors="replace"), time.monotonic() - started,
+                             signal=reply.exit.signal, guest_s=reply.exit.guest_s)
+
+    def _checkout(self, transport: paramiko.Transport) -> tuple[CommandServer | None, bool]:
+        """An idle server of this session; else (None, True): a slot reserved to start one; else (None, False)."""
+        with self._pool_lock:
+            while self._idle:
+                server = self._idle.pop()
+                if server.transport is transport and server.usable():
+                    return server, False
+                self._note(f"command server gone ({server.last_words()}); starting another")
+                server.close()
+                self._servers -= 1
+            if self._servers < MAX_SERVERS:
+                self._servers += 1
+                return None, True
+            return None, False
+
+    def _checkin(self, server: CommandServer | None, keep: bool) -> None:
+        """Back to the idle ones, or dropped (and its slot freed) after anything but a clean reply."""
+        with self._pool_lock:
+            if keep and server:
+                self._idle.append(server)
+                return
+            self._servers -= 1
+        if server:
+            server.close()
+
+    def _start_server(self, transport: paramiko.Transport, command: str, timeout: float, deadline: float
+                      ) -> CommandServer | None:
+        try:
+            return CommandServer.start(transport, deadline, open_timeout=min(timeout, 10))
+        except TimeoutError:
+            raise CommandTimeout(f"command did not finish within {timeout:.0f} s: {command} (the guest's command "
+                                 "server did not start)") from None
+        except ServerAbsent as e:
+            # An image without the server (an older one, a bare one): a channel per command, as before
+            self._server_absent = True
+            self._note(f"no command server in this guest ({e}); every command takes an SSH channel of its own")
+            return None
+        except ServerGone as e:
+            if not _still_active(transport):
+                raise SSHError(f"SSH session dropped while running: {command}") from None
+            self._note(f"the command server did not start ({e}); this command takes an SSH channel of its own")
+            return None
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            # "Timeout opening channel": a guest that no longer schedules; EOFError: the peer (QEMU) went away
+            raise SSHError(f"cannot open an SSH channel for: {command}: {type(e).__name__} {e}") from None
+
+    def _run_on_channel(self, transport: paramiko.Transport, argv: Sequence[str], command: str, timeout: float,
+                        stdin: bytes | None, started: float) -> CommandResult:
+        """The command on an exec channel of its own: dropbear's `sh -c`."""
         try:
             chan = transport.open_session(timeout=min(timeout, 10))
         except (paramiko.SSHException, EOFError, OSError) as e:
@@ -158,12 +338,8 @@ class SSH:
             raise SSHError(f"SSH channel failed while running: {command}: {type(e).__name__} {e}") from None
         finally:
             chan.close()
-        result = CommandResult(tuple(argv), status, out.decode(errors="replace"), err.decode(errors="replace"),
-                               time.monotonic() - started)
-        self._log(result)
-        if check and not result.ok:
-            raise CommandFailed(f"guest command failed:\n{result.describe()}")
-        return result
+        return CommandResult(tuple(argv), status, out.decode(errors="replace"), err.decode(errors="replace"),
+                             time.monotonic() - started)
 
     def put(self, local: Path, remote: str, mode: int = 0o755) -> None:
         # Written beside, then renamed over: a file in use (the loader or libc a running dropbear maps)
@@ -172,6 +348,10 @@ class SSH:
                   f"{mode:o}"], stdin=local.read_bytes(), check=True)
 
     def close(self) -> None:
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for server in idle:
+            server.close()
         self.client.close()
 
     def _log(self, result: CommandResult) -> None:
@@ -179,5 +359,5 @@ class SSH:
 
     def _note(self, text: str) -> None:
         if self.log:
-            with open(self.log, "a") as f:
+            with self._log_lock, open(self.log, "a") as f:
                 f.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")
