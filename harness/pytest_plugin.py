@@ -7,6 +7,12 @@ crashes or wedges the guest gets the VM replaced before the next test runs.
 Every test ends as one outcome (harness/results/outcome.py) written to outcomes.json and to JUnit as the
 `outcome` property: a kernel splat fails the test that caused it (CRASH for oops/BUG/panic), a
 watchdog that fires stops QEMU and makes the test a TIMEOUT, an unreachable guest is INFRA.
+
+Under pytest-xdist (`-n 2 --dist loadgroup`, what `harness run -j 2` passes) each worker has its own
+VMs (vm-gw0-1, vm-gw1-1, ...) in the one run directory the controller chose; every test's Result
+travels to the controller in its report, each worker's timings at its end, and the controller writes
+outcomes.json, timings.json and JUnit. The tests of one machine profile (numa2, kvm, ...) go to one
+worker, which boots that VM once (harness/parallel.py).
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
@@ -22,13 +30,13 @@ from pathlib import Path
 import pytest
 
 from harness import paths
-from harness.atomic import OutputDirError, check_output_dir
+from harness.atomic import OutputDirError, check_output_dir, write_text
 from harness.kernel.prepare import Prepared, prepare
 from harness.observe import probe
 from harness.observe.splat import Splat, find_splats, is_allowed
-from harness.results.model import Boot, Result, write_results
+from harness.results.model import Boot, Result, Timings, write_results
 from harness.results.outcome import GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault, Outcome
-from harness.results.rundir import RunDir, new_run_dir
+from harness.results.rundir import RunDir, new_run_dir, point_latest
 from harness.vm import faults, qmp
 from harness.vm.machine import VM, BootError, load_profile, probe_accel
 from harness.vm.ssh import CommandFailed, CommandResult, CommandTimeout, SSHError
@@ -42,6 +50,20 @@ CRASH_KINDS = {"panic", "oops", "BUG"}  # the rest (WARNING, KASAN, lockdep, ...
 RESULTS = pytest.StashKey[list[Result]]()
 RUN_DIR = pytest.StashKey[RunDir]()
 RUN_PATH = pytest.StashKey[Path]()
+WORKER_TIMINGS = pytest.StashKey[dict[str, Timings]]()  # the controller's, by xdist worker id
+
+# How a run directory, a Result and a worker's timings travel between xdist's controller and workers.
+WORKERINPUT_RUN_DIR = "harness_run_dir"
+WORKERINPUT_GROUPS = "harness_groups"  # where workers leave which tests go together (harness/parallel.py)
+WORKEROUTPUT_TIMINGS = "harness_timings"
+REPORT_RESULT = "harness_result"  # a TestReport attribute: xdist serialises a report's __dict__
+GROUPS_DIR = pytest.StashKey[Path]()
+
+
+def worker_id(config: pytest.Config) -> str:
+    """This process's xdist worker id (gw0, gw1, ...); "" in a run without xdist and on its controller."""
+    workerinput = getattr(config, "workerinput", None)
+    return str(workerinput["workerid"]) if workerinput else ""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -67,6 +89,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "machine(profile): boot this test's guest from configs/machines/PROFILE.yaml")
     config.addinivalue_line("markers", "needs_notifier: the test needs CONFIG_MMU_NOTIFIER=y in the kernel under test")
     config.stash[RESULTS] = []
+    config.stash[WORKER_TIMINGS] = {}
+    if worker_id(config):  # an xdist worker writes into the directory its controller chose and checked
+        config.stash[RUN_PATH] = Path(config.workerinput[WORKERINPUT_RUN_DIR])  # type: ignore[attr-defined]
+        return
+    config.pluginmanager.register(ResultCollector(config.stash[RESULTS]), "harness-results")
     # One results directory per run, made by the first test that uses run_dir. This plugin loads in every
     # pytest of the environment: only a session that names its directory (harness run, the matrix's
     # cells) gets it checked now and JUnit XML written into it; any other writes JUnit only on --junitxml.
@@ -81,16 +108,62 @@ def pytest_configure(config: pytest.Config) -> None:
             config.option.xmlpath = str(config.stash[RUN_PATH] / "junit.xml")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: object) -> None:
+    """xdist's controller, per worker: the run directory every worker writes into, and where it says
+    which tests go together."""
+    config: pytest.Config = node.config  # type: ignore[attr-defined]
+    if GROUPS_DIR not in config.stash:
+        config.stash[GROUPS_DIR] = Path(tempfile.mkdtemp(prefix="harness-xdist-groups-"))
+    node.workerinput[WORKERINPUT_RUN_DIR] = str(config.stash[RUN_PATH])  # type: ignore[attr-defined]
+    node.workerinput[WORKERINPUT_GROUPS] = str(config.stash[GROUPS_DIR])  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own, which knows no machine profiles
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    if config.getoption("dist") != "loadgroup" or GROUPS_DIR not in config.stash:
+        return None
+    from harness.parallel import GroupScheduling  # xdist's classes: imported only where xdist runs
+
+    return GroupScheduling(config, log, config.stash[GROUPS_DIR])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if GROUPS_DIR in config.stash:
+        shutil.rmtree(config.stash[GROUPS_DIR], ignore_errors=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """xdist's controller: a worker's boots and prepare times (none from a worker that crashed)."""
+    output = getattr(node, "workeroutput", None) or {}
+    if WORKEROUTPUT_TIMINGS in output:
+        wid = str(node.workerinput["workerid"])  # type: ignore[attr-defined]
+        config: pytest.Config = node.config  # type: ignore[attr-defined]
+        config.stash[WORKER_TIMINGS][wid] = Timings.from_json(output[WORKEROUTPUT_TIMINGS])
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker sends its collection to the controller
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """An xdist worker: which tests go together, for the controller's scheduler (harness/parallel.py)."""
+    workerinput = getattr(session.config, "workerinput", None)
+    if workerinput and WORKERINPUT_GROUPS in workerinput:
+        from harness.parallel import write_groups
+
+        write_groups(Path(workerinput[WORKERINPUT_GROUPS]), worker_id(session.config), session.items)
+
+
 @pytest.fixture(scope="session")
 def run_dir(pytestconfig: pytest.Config) -> Iterator[RunDir]:
     rd = RunDir.make(pytestconfig.stash[RUN_PATH])
     pytestconfig.stash[RUN_DIR] = rd
     if rd.root.parent == paths.results_root():
-        latest = paths.results_root() / "latest"
-        latest.unlink(missing_ok=True)
-        latest.symlink_to(rd.root.name)
+        point_latest(paths.results_root() / "latest", rd.root.name)
     yield rd
-    rd.save_timings()
+    if worker_id(pytestconfig):  # the controller merges every worker's and writes timings.json
+        pytestconfig.workeroutput[WORKEROUTPUT_TIMINGS] = rd.timings.to_json()  # type: ignore[attr-defined]
+    else:
+        rd.save_timings()
 
 
 @pytest.fixture(scope="session")
@@ -98,8 +171,9 @@ def kernel(pytestconfig: pytest.Config, run_dir: RunDir) -> Prepared:
     """The kernel build and image for this session (built on first use, cached by content)."""
     prepared = prepare(pytestconfig.getoption("kernel_src"), pytestconfig.getoption("notifier"),
                                 fragments=tuple(pytestconfig.getoption("fragment")))
-    (run_dir.root / "kernel.config").write_bytes(prepared.build.config.read_bytes())
-    run_dir.kernel_json.write_text(json.dumps({
+    # Written whole by a rename: under xdist every worker writes the same two files.
+    write_text(run_dir.root / "kernel.config", prepared.build.config.read_text())
+    write_text(run_dir.kernel_json, json.dumps({
         "tree": str(prepared.tree.path), "version": prepared.tree.version, "identity": prepared.tree.identity,
         "build_dir": str(prepared.build.dir), "release": prepared.build.release, "notifier": prepared.notifier,
         "fragments": list(prepared.fragments),
@@ -119,8 +193,9 @@ class VMs:
     """Boots a VM on first need and replaces it when a test left it dead, crashed or suspect."""
 
     def __init__(self, prepared: Prepared, machine: str, run_dir: RunDir, boot_timeout: float | None,
-                 extra_modules: str = ""):
+                 extra_modules: str = "", worker: str = ""):
         self.prepared = prepared
+        self.worker = worker  # xdist's worker id: its VMs are vm-gw0-1, ..., apart from another worker's
         self.profile = load_profile(machine)
         self.run_dir = run_dir
         self.modules = [m for m in ["mmu_probe" if prepared.build.has("MMU_NOTIFIER") else "",
@@ -141,7 +216,7 @@ class VMs:
             self.boots += 1
             append = (f"harness.modules={','.join(self.modules)}",) if self.modules else ()
             vm = VM(self.profile, self.prepared.build.bzimage, self.prepared.image,
-                    self.run_dir.root / f"vm-{self.boots}", accel=self.accel, extra_append=append)
+                    self.run_dir.vm_dir(self.boots, self.worker), accel=self.accel, extra_append=append)
             try:
                 vm.start(self.boot_timeout)
             except BootError as e:
@@ -176,7 +251,7 @@ class Pools:
         if machine not in self.pools:
             root = self.run_dir if machine == self.default else RunDir.make(self.run_dir.root / machine)
             self.pools[machine] = VMs(self.prepared, machine, root, self.config.getoption("boot_timeout"),
-                                      self.config.getoption("guest_modules"))
+                                      self.config.getoption("guest_modules"), worker_id(self.config))
         return self.pools[machine]
 
     def close(self) -> None:
@@ -350,9 +425,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         post_mortem = g.post_mortem if isinstance(g, Guest) and outcome == Outcome.TIMEOUT else {}
         if call.excinfo and _is_results_lost(call.excinfo.value):
             item.session.shouldstop = f"results can no longer be written: {reason}"
-        item.config.stash[RESULTS].append(Result(item.nodeid, outcome, reason, round(report.duration, 3),
-                                                 console, dmesg, {"post_mortem": post_mortem} if post_mortem else {}))
+        result = Result(report.nodeid, outcome, reason, round(report.duration, 3), console, dmesg,
+                        {"post_mortem": post_mortem} if post_mortem else {})
+        # On the report, as JSON: under xdist it reaches the controller's pytest_runtest_logreport with it.
+        setattr(report, REPORT_RESULT, result.to_json())
     return report
+
+
+class ResultCollector:
+    """Every test's Result, where the session's results are written: the one process of a run without
+    xdist, or xdist's controller, which receives each worker's reports."""
+
+    def __init__(self, results: list[Result]):
+        self.results = results
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, REPORT_RESULT, None)
+        if data is not None:
+            self.results.append(Result.from_json(data))
 
 
 def classify(report: pytest.TestReport, call: pytest.CallInfo[None]) -> tuple[Outcome, str]:
@@ -387,10 +477,16 @@ def _is_results_lost(exc: BaseException) -> bool:
 def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]:
     """outcomes.json (written whole or not at all), then JUnit: pytest's junitxml writes it in place,
     so a write that fails (a full disk) removes what it left rather than leave a truncated report."""
-    rd = session.config.stash.get(RUN_DIR, None)
-    if rd is not None:
+    config = session.config
+    rd = config.stash.get(RUN_DIR, None)
+    workers = config.stash.get(WORKER_TIMINGS, {})
+    if rd is None and workers:  # xdist's controller: its workers used the run directory
+        rd = RunDir(config.stash[RUN_PATH])
+        rd.timings = Timings.merge(workers)
+        rd.save_timings()
+    if rd is not None and not worker_id(config):
         try:
-            write_results(rd.outcomes, session.config.stash[RESULTS])
+            write_results(rd.outcomes, config.stash[RESULTS])
         except OSError as e:
             _results_not_written(session, rd.outcomes, e)
     try:
