@@ -20,9 +20,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import sys
-import tempfile
 import threading
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
@@ -34,6 +32,7 @@ from harness.atomic import OutputDirError, check_output_dir, write_text
 from harness.kernel.prepare import Prepared, prepare
 from harness.observe import probe
 from harness.observe.splat import Splat, find_splats, is_allowed
+from harness.parallel import Control
 from harness.results.model import Boot, Result, Timings, write_results
 from harness.results.outcome import GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault, Outcome
 from harness.results.rundir import RunDir, new_run_dir, point_latest
@@ -50,14 +49,12 @@ CRASH_KINDS = {"panic", "oops", "BUG"}  # the rest (WARNING, KASAN, lockdep, ...
 RESULTS = pytest.StashKey[list[Result]]()
 RUN_DIR = pytest.StashKey[RunDir]()
 RUN_PATH = pytest.StashKey[Path]()
-WORKER_TIMINGS = pytest.StashKey[dict[str, Timings]]()  # the controller's, by xdist worker id
+CONTROL = pytest.StashKey[Control]()  # under xdist: what the controller and its workers share
 
-# How a run directory, a Result and a worker's timings travel between xdist's controller and workers.
+# How the run directory and each test's Result travel from xdist's controller to its workers and back.
 WORKERINPUT_RUN_DIR = "harness_run_dir"
-WORKERINPUT_GROUPS = "harness_groups"  # where workers leave which tests go together (harness/parallel.py)
-WORKEROUTPUT_TIMINGS = "harness_timings"
+WORKERINPUT_CONTROL = "harness_control"
 REPORT_RESULT = "harness_result"  # a TestReport attribute: xdist serialises a report's __dict__
-GROUPS_DIR = pytest.StashKey[Path]()
 
 
 def worker_id(config: pytest.Config) -> str:
@@ -89,9 +86,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "machine(profile): boot this test's guest from configs/machines/PROFILE.yaml")
     config.addinivalue_line("markers", "needs_notifier: the test needs CONFIG_MMU_NOTIFIER=y in the kernel under test")
     config.stash[RESULTS] = []
-    config.stash[WORKER_TIMINGS] = {}
-    if worker_id(config):  # an xdist worker writes into the directory its controller chose and checked
-        config.stash[RUN_PATH] = Path(config.workerinput[WORKERINPUT_RUN_DIR])  # type: ignore[attr-defined]
+    if wid := worker_id(config):  # an xdist worker writes into the directory its controller chose and checked
+        workerinput = config.workerinput  # type: ignore[attr-defined]
+        config.stash[RUN_PATH] = Path(workerinput[WORKERINPUT_RUN_DIR])
+        config.stash[CONTROL] = Control(Path(workerinput[WORKERINPUT_CONTROL]), wid)
+        config.pluginmanager.register(config.stash[CONTROL], "harness-control")
+        config.stash[CONTROL].worker_started()
         return
     config.pluginmanager.register(ResultCollector(config.stash[RESULTS]), "harness-results")
     # One results directory per run, made by the first test that uses run_dir. This plugin loads in every
@@ -110,47 +110,32 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: object) -> None:
-    """xdist's controller, per worker: the run directory every worker writes into, and where it says
-    which tests go together."""
+    """xdist's controller, per worker: the run directory every worker writes into, and the folder they share."""
     config: pytest.Config = node.config  # type: ignore[attr-defined]
-    if GROUPS_DIR not in config.stash:
-        config.stash[GROUPS_DIR] = Path(tempfile.mkdtemp(prefix="harness-xdist-groups-"))
+    if CONTROL not in config.stash:
+        config.stash[CONTROL] = Control.make()
+        config.pluginmanager.register(config.stash[CONTROL], "harness-control")
     node.workerinput[WORKERINPUT_RUN_DIR] = str(config.stash[RUN_PATH])  # type: ignore[attr-defined]
-    node.workerinput[WORKERINPUT_GROUPS] = str(config.stash[GROUPS_DIR])  # type: ignore[attr-defined]
+    node.workerinput[WORKERINPUT_CONTROL] = str(config.stash[CONTROL].folder)  # type: ignore[attr-defined]
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own, which knows no machine profiles
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    if config.getoption("dist") != "loadgroup" or GROUPS_DIR not in config.stash:
+    if config.getoption("dist") != "loadgroup" or CONTROL not in config.stash:
         return None
-    from harness.parallel import GroupScheduling  # xdist's classes: imported only where xdist runs
-
-    return GroupScheduling(config, log, config.stash[GROUPS_DIR])
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    if GROUPS_DIR in config.stash:
-        shutil.rmtree(config.stash[GROUPS_DIR], ignore_errors=True)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node: object, error: object) -> None:
-    """xdist's controller: a worker's boots and prepare times (none from a worker that crashed)."""
-    output = getattr(node, "workeroutput", None) or {}
-    if WORKEROUTPUT_TIMINGS in output:
-        wid = str(node.workerinput["workerid"])  # type: ignore[attr-defined]
-        config: pytest.Config = node.config  # type: ignore[attr-defined]
-        config.stash[WORKER_TIMINGS][wid] = Timings.from_json(output[WORKEROUTPUT_TIMINGS])
+    return config.stash[CONTROL].scheduler(config, log)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker sends its collection to the controller
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """An xdist worker: which tests go together, for the controller's scheduler (harness/parallel.py)."""
-    workerinput = getattr(session.config, "workerinput", None)
-    if workerinput and WORKERINPUT_GROUPS in workerinput:
-        from harness.parallel import write_groups
+    """An xdist worker: which tests go together, for the controller's scheduler."""
+    if worker_id(session.config):
+        session.config.stash[CONTROL].write_groups(session.items)
 
-        write_groups(Path(workerinput[WORKERINPUT_GROUPS]), worker_id(session.config), session.items)
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if CONTROL in config.stash and not worker_id(config):
+        config.stash[CONTROL].remove()
 
 
 @pytest.fixture(scope="session")
@@ -159,9 +144,11 @@ def run_dir(pytestconfig: pytest.Config) -> Iterator[RunDir]:
     pytestconfig.stash[RUN_DIR] = rd
     if rd.root.parent == paths.results_root():
         point_latest(paths.results_root() / "latest", rd.root.name)
+    if worker := worker_id(pytestconfig):
+        pytestconfig.stash[CONTROL].used_run_dir()
     yield rd
-    if worker_id(pytestconfig):  # the controller merges every worker's and writes timings.json
-        pytestconfig.workeroutput[WORKEROUTPUT_TIMINGS] = rd.timings.to_json()  # type: ignore[attr-defined]
+    if worker:  # the controller merges every worker's into timings.json
+        pytestconfig.stash[CONTROL].write_timings(rd.timings)
     else:
         rd.save_timings()
 
@@ -479,11 +466,9 @@ def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]
     so a write that fails (a full disk) removes what it left rather than leave a truncated report."""
     config = session.config
     rd = config.stash.get(RUN_DIR, None)
-    workers = config.stash.get(WORKER_TIMINGS, {})
-    if rd is None and workers:  # xdist's controller: its workers used the run directory
+    control = config.stash.get(CONTROL, None)
+    if rd is None and control is not None and control.run_dir_used():  # xdist's controller
         rd = RunDir(config.stash[RUN_PATH])
-        rd.timings = Timings.merge(workers)
-        rd.save_timings()
     if rd is not None and not worker_id(config):
         try:
             write_results(rd.outcomes, config.stash[RESULTS])
@@ -497,6 +482,11 @@ def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]
         junit = Path(session.config.option.xmlpath)
         junit.unlink(missing_ok=True)
         _results_not_written(session, junit, e)
+    finally:
+        # After xdist's own sessionfinish, which waits for its workers to end (or kills them).
+        if rd is not None and control is not None and not worker_id(config):
+            rd.timings = Timings.merge(control.read_timings())
+            rd.save_timings()
 
 
 def _results_not_written(session: pytest.Session, path: Path, e: OSError) -> None:
