@@ -102,8 +102,10 @@ class Control:
 
     def stop_workers(self) -> None:
         for pid_file in self.folder.glob("gw*.pid"):
-            with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
-                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(pid_file.read_text())
+                if _parent_of(pid) == os.getpid():  # still our worker, not a pid reused since it ended
+                    os.kill(pid, signal.SIGTERM)
 
     def run_dir_used(self) -> bool:
         return any(self.folder.glob("*.used"))
@@ -132,3 +134,8 @@ class Control:
                 return self.groups.get(nodeid, nodeid)
 
         return GroupScheduling(config, log)
+
+
+def _parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])  # after "(comm)": state, then ppid

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli.run import xdist_args
+from harness.parallel import Control
 from harness.results.model import Boot, Timings
 from harness.results.rundir import RunDir, point_latest
 
@@ -194,3 +196,36 @@ def test_latest_is_replaced_whole(tmp_path: Path):
     point_latest(link, "20261128-120000")
     assert os.readlink(link) == "20261128-120000"
     assert [p.name for p in tmp_path.iterdir()] == ["latest"]  # no temporary link left behind
+
+
+def test_the_control_folder_merges_what_workers_leave(tmp_path: Path):
+    controller = Control(tmp_path)
+    gw0, gw1 = Control(tmp_path, "gw0"), Control(tmp_path, "gw1")
+    assert not controller.run_dir_used() and controller.read_timings() == {} and controller.read_groups() == {}
+    gw1.used_run_dir()
+    gw0.write_timings(Timings({"kernel_s": 1.0}, [Boot(1, 2.0)]))
+    gw1.write_timings(Timings({"kernel_s": 3.0}, [Boot(1, 2.5), Boot(2, 2.6)]))
+    assert controller.run_dir_used()
+    assert Timings.merge(controller.read_timings()) == Timings(
+        {"kernel_s": 3.0}, [Boot(1, 2.0, worker="gw0"), Boot(1, 2.5, worker="gw1"), Boot(2, 2.6, worker="gw1")])
+
+
+def test_stopping_the_workers_signals_each_one_and_only_ours(tmp_path: Path):
+    sleepers = [subprocess.Popen(["sleep", "60"]) for _ in range(2)]
+    # Not our child (a worker's pid, reused since that worker ended): left alone.
+    stranger = subprocess.Popen(["sh", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE, text=True)
+    assert stranger.stdout
+    grandchild = int(stranger.stdout.readline())
+    try:
+        for n, proc in enumerate(sleepers):
+            (tmp_path / f"gw{n}.pid").write_text(str(proc.pid))
+        (tmp_path / "gw5.pid").write_text(str(grandchild))
+        (tmp_path / "gw7.pid").write_text("999999999")  # a worker that is gone: no error
+        Control(tmp_path).stop_workers()
+        assert [proc.wait(timeout=10) for proc in sleepers] == [-signal.SIGTERM, -signal.SIGTERM]
+        os.kill(grandchild, 0)  # still there
+    finally:
+        for proc in sleepers:
+            proc.kill()
+        os.kill(grandchild, signal.SIGKILL)
+        stranger.wait()
