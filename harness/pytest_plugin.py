@@ -23,6 +23,7 @@ import os
 import sys
 import threading
 from collections.abc import Generator, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -244,6 +245,10 @@ class Pools:
     def close(self) -> None:
         for pool in self.pools.values():
             pool.close()
+        # Another profile's boots were recorded in its own RunDir: timings.json has them too, by profile.
+        for machine, pool in self.pools.items():
+            if pool.run_dir is not self.run_dir:
+                self.run_dir.timings.boots += [replace(b, machine=machine) for b in pool.run_dir.timings.boots]
 
 
 @pytest.fixture(scope="session")

@@ -82,6 +82,7 @@ class Boot:
     accel: str = ""
     boot_timeout_s: float | None = None
     worker: str = ""  # the pytest-xdist worker that booted it (its folder: vm-<worker>-<vm>); "" without xdist
+    machine: str = ""  # a profile other than the run's (--machine): its folder is under <run>/<machine>/
 
 
 @dataclass
@@ -108,7 +109,7 @@ class Timings:
     @classmethod
     def from_json(cls, d: JSONObject) -> Timings:
         boots = [Boot(int(b.get("vm", n)), b.get("boot_to_ssh_s"), str(b.get("accel", "")), b.get("boot_timeout_s"),
-                      str(b.get("worker") or ""))
+                      str(b.get("worker") or ""), str(b.get("machine") or ""))
                  for n, b in enumerate(d.get("boots") or [], 1)]
         return cls(dict(d.get("prepare") or {}), boots)
 
