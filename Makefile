@@ -5,6 +5,9 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 HARNESS := $(VENV)/bin/harness
+# make test's workers: 2 on this 2-core machine (README "Tests on both cores"); JOBS=1 runs one VM at a time
+JOBS    ?= 2
+XDIST   := $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup)
 KSRC    ?=
 MACHINE ?= default
 MATRIX  ?= smoke
@@ -55,9 +58,11 @@ test: deps ## the project's own tests: unit tests, config differential, faults, 
 	$(HARNESS) kernel --kernel-src=debian:7.3
 	@# HARNESS_FETCH_TREES: the config differential tests fetch the 7.2 tree and Debian's 7.x configs.
 	@# The KASAN kernel's test is `make test-debug`: one more cold build would not fit make test in the hour
-	HARNESS_FETCH_TREES=1 $(PY) -m pytest tests suites --notifier=on -m "not debug_kernel"
-	$(PY) -m pytest suites --notifier=off
-	$(PY) -m pytest suites/test_events.py suites/test_notifier_events.py suites/test_observers.py \
+	@# Each phase on $(JOBS) pytest-xdist workers, each with VMs of its own; a machine profile's tests on one
+	@# worker (harness/parallel.py). Each phase is one run directory, results/<time>, as without workers.
+	HARNESS_FETCH_TREES=1 $(PY) -m pytest $(XDIST) tests suites --notifier=on -m "not debug_kernel"
+	$(PY) -m pytest $(XDIST) suites --notifier=off
+	$(PY) -m pytest $(XDIST) suites/test_events.py suites/test_notifier_events.py suites/test_observers.py \
 	    suites/test_rxe.py --kernel-src=debian:7.3
 
 test-debug: deps ## the tests that need a debug kernel (KASAN: configs/fragments/debug/kasan.config)

@@ -7,6 +7,12 @@ crashes or wedges the guest gets the VM replaced before the next test runs.
 Every test ends as one outcome (harness/results/outcome.py) written to outcomes.json and to JUnit as the
 `outcome` property: a kernel splat fails the test that caused it (CRASH for oops/BUG/panic), a
 watchdog that fires stops QEMU and makes the test a TIMEOUT, an unreachable guest is INFRA.
+
+Under pytest-xdist (`-n 2 --dist loadgroup`, what `harness run -j 2` passes) each worker has its own
+VMs (vm-gw0-1, vm-gw1-1, ...) in the one run directory the controller chose; every test's Result
+travels to the controller in its report, each worker's timings at its end, and the controller writes
+outcomes.json, timings.json and JUnit. The tests of one machine profile (numa2, kvm, ...) go to one
+worker, which boots that VM once (harness/parallel.py).
 """
 
 from __future__ import annotations
@@ -17,18 +23,20 @@ import os
 import sys
 import threading
 from collections.abc import Generator, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from harness import paths
-from harness.atomic import OutputDirError, check_output_dir
+from harness.atomic import OutputDirError, check_output_dir, write_text
 from harness.kernel.prepare import Prepared, prepare
 from harness.observe import probe
 from harness.observe.splat import Splat, find_splats, is_allowed
-from harness.results.model import Boot, Result, write_results
+from harness.parallel import Control
+from harness.results.model import Boot, Result, Timings, write_results
 from harness.results.outcome import GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault, Outcome
-from harness.results.rundir import RunDir, new_run_dir
+from harness.results.rundir import RunDir, new_run_dir, point_latest
 from harness.vm import faults, qmp
 from harness.vm.machine import VM, BootError, load_profile, probe_accel
 from harness.vm.ssh import CommandFailed, CommandResult, CommandTimeout, SSHError
@@ -42,6 +50,18 @@ CRASH_KINDS = {"panic", "oops", "BUG"}  # the rest (WARNING, KASAN, lockdep, ...
 RESULTS = pytest.StashKey[list[Result]]()
 RUN_DIR = pytest.StashKey[RunDir]()
 RUN_PATH = pytest.StashKey[Path]()
+CONTROL = pytest.StashKey[Control]()  # under xdist: what the controller and its workers share
+
+# How the run directory and each test's Result travel from xdist's controller to its workers and back.
+WORKERINPUT_RUN_DIR = "harness_run_dir"
+WORKERINPUT_CONTROL = "harness_control"
+REPORT_RESULT = "harness_result"  # a TestReport attribute: xdist serialises a report's __dict__
+
+
+def worker_id(config: pytest.Config) -> str:
+    """This process's xdist worker id (gw0, gw1, ...); "" in a run without xdist and on its controller."""
+    workerinput = getattr(config, "workerinput", None)
+    return str(workerinput["workerid"]) if workerinput else ""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -67,6 +87,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "machine(profile): boot this test's guest from configs/machines/PROFILE.yaml")
     config.addinivalue_line("markers", "needs_notifier: the test needs CONFIG_MMU_NOTIFIER=y in the kernel under test")
     config.stash[RESULTS] = []
+    if wid := worker_id(config):  # an xdist worker writes into the directory its controller chose and checked
+        workerinput = config.workerinput  # type: ignore[attr-defined]
+        config.stash[RUN_PATH] = Path(workerinput[WORKERINPUT_RUN_DIR])
+        config.stash[CONTROL] = Control(Path(workerinput[WORKERINPUT_CONTROL]), wid)
+        config.pluginmanager.register(config.stash[CONTROL], "harness-control")
+        config.stash[CONTROL].worker_started()
+        return
+    config.pluginmanager.register(ResultCollector(config.stash[RESULTS]), "harness-results")
     # One results directory per run, made by the first test that uses run_dir. This plugin loads in every
     # pytest of the environment: only a session that names its directory (harness run, the matrix's
     # cells) gets it checked now and JUnit XML written into it; any other writes JUnit only on --junitxml.
@@ -81,16 +109,49 @@ def pytest_configure(config: pytest.Config) -> None:
             config.option.xmlpath = str(config.stash[RUN_PATH] / "junit.xml")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: object) -> None:
+    """xdist's controller, per worker: the run directory every worker writes into, and the folder they share."""
+    config: pytest.Config = node.config  # type: ignore[attr-defined]
+    if CONTROL not in config.stash:
+        config.stash[CONTROL] = Control.make()
+        config.pluginmanager.register(config.stash[CONTROL], "harness-control")
+    node.workerinput[WORKERINPUT_RUN_DIR] = str(config.stash[RUN_PATH])  # type: ignore[attr-defined]
+    node.workerinput[WORKERINPUT_CONTROL] = str(config.stash[CONTROL].folder)  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own, which knows no machine profiles
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    if config.getoption("dist") != "loadgroup" or CONTROL not in config.stash:
+        return None
+    return config.stash[CONTROL].scheduler(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker sends its collection to the controller
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """An xdist worker: which tests go together, for the controller's scheduler."""
+    if worker_id(session.config):
+        session.config.stash[CONTROL].write_groups(session.items)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if CONTROL in config.stash and not worker_id(config):
+        config.stash[CONTROL].remove()
+
+
 @pytest.fixture(scope="session")
 def run_dir(pytestconfig: pytest.Config) -> Iterator[RunDir]:
     rd = RunDir.make(pytestconfig.stash[RUN_PATH])
     pytestconfig.stash[RUN_DIR] = rd
     if rd.root.parent == paths.results_root():
-        latest = paths.results_root() / "latest"
-        latest.unlink(missing_ok=True)
-        latest.symlink_to(rd.root.name)
+        point_latest(paths.results_root() / "latest", rd.root.name)
+    if worker := worker_id(pytestconfig):
+        pytestconfig.stash[CONTROL].used_run_dir()
     yield rd
-    rd.save_timings()
+    if worker:  # the controller merges every worker's into timings.json
+        pytestconfig.stash[CONTROL].write_timings(rd.timings)
+    else:
+        rd.save_timings()
 
 
 @pytest.fixture(scope="session")
@@ -98,8 +159,9 @@ def kernel(pytestconfig: pytest.Config, run_dir: RunDir) -> Prepared:
     """The kernel build and image for this session (built on first use, cached by content)."""
     prepared = prepare(pytestconfig.getoption("kernel_src"), pytestconfig.getoption("notifier"),
                                 fragments=tuple(pytestconfig.getoption("fragment")))
-    (run_dir.root / "kernel.config").write_bytes(prepared.build.config.read_bytes())
-    run_dir.kernel_json.write_text(json.dumps({
+    # Written whole by a rename: under xdist every worker writes the same two files.
+    write_text(run_dir.root / "kernel.config", prepared.build.config.read_text())
+    write_text(run_dir.kernel_json, json.dumps({
         "tree": str(prepared.tree.path), "version": prepared.tree.version, "identity": prepared.tree.identity,
         "build_dir": str(prepared.build.dir), "release": prepared.build.release, "notifier": prepared.notifier,
         "fragments": list(prepared.fragments),
@@ -119,8 +181,9 @@ class VMs:
     """Boots a VM on first need and replaces it when a test left it dead, crashed or suspect."""
 
     def __init__(self, prepared: Prepared, machine: str, run_dir: RunDir, boot_timeout: float | None,
-                 extra_modules: str = ""):
+                 extra_modules: str = "", worker: str = ""):
         self.prepared = prepared
+        self.worker = worker  # xdist's worker id: its VMs are vm-gw0-1, ..., apart from another worker's
         self.profile = load_profile(machine)
         self.run_dir = run_dir
         self.modules = [m for m in ["mmu_probe" if prepared.build.has("MMU_NOTIFIER") else "",
@@ -141,14 +204,14 @@ class VMs:
             self.boots += 1
             append = (f"harness.modules={','.join(self.modules)}",) if self.modules else ()
             vm = VM(self.profile, self.prepared.build.bzimage, self.prepared.image,
-                    self.run_dir.root / f"vm-{self.boots}", accel=self.accel, extra_append=append)
+                    self.run_dir.vm_dir(self.boots, self.worker), accel=self.accel, extra_append=append)
             try:
                 vm.start(self.boot_timeout)
             except BootError as e:
                 self.boot_error = e
                 raise
             self.run_dir.timings.boots.append(Boot(self.boots, round(vm.boot_s, 2), self.accel, self.boot_timeout,
-                                                    vm.timeline.to_json()))
+                                                    timeline=vm.timeline.to_json()))
             self.vm = vm
         return self.vm
 
@@ -177,12 +240,16 @@ class Pools:
         if machine not in self.pools:
             root = self.run_dir if machine == self.default else RunDir.make(self.run_dir.root / machine)
             self.pools[machine] = VMs(self.prepared, machine, root, self.config.getoption("boot_timeout"),
-                                      self.config.getoption("guest_modules"))
+                                      self.config.getoption("guest_modules"), worker_id(self.config))
         return self.pools[machine]
 
     def close(self) -> None:
         for pool in self.pools.values():
             pool.close()
+        # Another profile's boots were recorded in its own RunDir: timings.json has them too, by profile.
+        for machine, pool in self.pools.items():
+            if pool.run_dir is not self.run_dir:
+                self.run_dir.timings.boots += [replace(b, machine=machine) for b in pool.run_dir.timings.boots]
 
 
 @pytest.fixture(scope="session")
@@ -351,9 +418,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         post_mortem = g.post_mortem if isinstance(g, Guest) and outcome == Outcome.TIMEOUT else {}
         if call.excinfo and _is_results_lost(call.excinfo.value):
             item.session.shouldstop = f"results can no longer be written: {reason}"
-        item.config.stash[RESULTS].append(Result(item.nodeid, outcome, reason, round(report.duration, 3),
-                                                 console, dmesg, {"post_mortem": post_mortem} if post_mortem else {}))
+        result = Result(report.nodeid, outcome, reason, round(report.duration, 3), console, dmesg,
+                        {"post_mortem": post_mortem} if post_mortem else {})
+        # On the report, as JSON: under xdist it reaches the controller's pytest_runtest_logreport with it.
+        setattr(report, REPORT_RESULT, result.to_json())
     return report
+
+
+class ResultCollector:
+    """Every test's Result, where the session's results are written: the one process of a run without
+    xdist, or xdist's controller, which receives each worker's reports."""
+
+    def __init__(self, results: list[Result]):
+        self.results = results
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, REPORT_RESULT, None)
+        if data is not None:
+            self.results.append(Result.from_json(data))
 
 
 def classify(report: pytest.TestReport, call: pytest.CallInfo[None]) -> tuple[Outcome, str]:
@@ -388,10 +470,14 @@ def _is_results_lost(exc: BaseException) -> bool:
 def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]:
     """outcomes.json (written whole or not at all), then JUnit: pytest's junitxml writes it in place,
     so a write that fails (a full disk) removes what it left rather than leave a truncated report."""
-    rd = session.config.stash.get(RUN_DIR, None)
-    if rd is not None:
+    config = session.config
+    rd = config.stash.get(RUN_DIR, None)
+    control = config.stash.get(CONTROL, None)
+    if rd is None and control is not None and control.run_dir_used():  # xdist's controller
+        rd = RunDir(config.stash[RUN_PATH])
+    if rd is not None and not worker_id(config):
         try:
-            write_results(rd.outcomes, session.config.stash[RESULTS])
+            write_results(rd.outcomes, config.stash[RESULTS])
         except OSError as e:
             _results_not_written(session, rd.outcomes, e)
     try:
@@ -402,6 +488,11 @@ def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]
         junit = Path(session.config.option.xmlpath)
         junit.unlink(missing_ok=True)
         _results_not_written(session, junit, e)
+    finally:
+        # After xdist's own sessionfinish, which waits for its workers to end (or kills them).
+        if rd is not None and control is not None and not worker_id(config):
+            rd.timings = Timings.merge(control.read_timings())
+            rd.save_timings()
 
 
 def _results_not_written(session: pytest.Session, path: Path, e: OSError) -> None:

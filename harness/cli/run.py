@@ -1,9 +1,13 @@
 """`harness run`: prepare the kernel, then run suites under pytest with every result in one directory.
 
     harness run [--kernel-src KSRC] [--notifier on|off] [--fragment NAME]... [--machine PROFILE]
-                [--results-dir DIR] [-k EXPR] [--boot-timeout S] [--guest-modules M,...] [--ktap] [SUITES...]
+                [--results-dir DIR] [-k EXPR] [--boot-timeout S] [--guest-modules M,...] [-j N] [--ktap]
+                [SUITES...]
 
 --ktap prints the results as KTAP v1 on stdout (harness/results/ktap.py), everything else on stderr.
+-j N runs the tests on N pytest-xdist workers, each with VMs of its own, into the one results directory
+(the pytest plugin merges outcomes.json, timings.json and JUnit). The default, 1, is what a matrix cell
+runs: the matrix already runs its cells side by side.
 
 Other commands run suites through `run(RunRequest)`, not through this command line.
 """
@@ -36,6 +40,7 @@ class RunRequest:
     boot_timeout: float | None = None
     guest_modules: str = ""
     quiet: bool = False  # pytest's progress on stderr, leaving stdout to the caller's report (compare)
+    jobs: int = 1  # pytest-xdist workers; 1 runs the tests in this process
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.add_machine(p)
     options.add_results_dir(p)
     options.add_run_tuning(p)
+    p.add_argument("-j", "--jobs", type=_jobs, default=1, metavar="N",
+                   help="run the tests on N workers at once, each with VMs of its own (default 1)")
     p.add_argument("--ktap", action="store_true",
                    help="print the results as KTAP v1 on stdout; pytest's output and the summary go to stderr")
     p.add_argument("suites", nargs="*", help="suite files or directories (default: suites/)")
@@ -59,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     result = run(RunRequest(KernelChoice.from_args(args), args.machine, tuple(args.suites), args.results_dir,
-                            args.k, args.boot_timeout, args.guest_modules, quiet=args.ktap))
+                            args.k, args.boot_timeout, args.guest_modules, quiet=args.ktap, jobs=args.jobs))
     if args.ktap:
         print(junit.run_summary(result.run_dir), file=sys.stderr)
         sys.stdout.write(ktap.render(read_results(rundir.RunDir(result.run_dir).outcomes),
@@ -91,6 +98,7 @@ def run(request: RunRequest) -> RunResult:
         pytest_args.append(f"--boot-timeout={request.boot_timeout}")
     if request.guest_modules:
         pytest_args.append(f"--guest-modules={request.guest_modules}")
+    pytest_args += xdist_args(request.jobs)
     # In-process, so that SIGTERM/Ctrl-C reach the code that owns the VMs (harness/vm/console.py stops them).
     import pytest
 
@@ -98,3 +106,16 @@ def run(request: RunRequest) -> RunResult:
         code = int(pytest.main([*pytest_args, f"--rootdir={paths.REPO}"]))
     return RunResult(code, run_dir)
 
+
+
+def xdist_args(jobs: int) -> list[str]:
+    """pytest's arguments for `jobs` workers: loadgroup keeps a machine profile's tests on one worker
+    (harness/pytest_plugin.py groups them) and hands out the rest one by one as workers free up."""
+    return ["-n", str(jobs), "--dist", "loadgroup"] if jobs > 1 else []
+
+
+def _jobs(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: needs at least 1 worker")
+    return n

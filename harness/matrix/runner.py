@@ -33,7 +33,7 @@ from harness.matrix.spec import Cell, Matrix, kernel_id
 from harness.results import report
 from harness.results.model import Attempt, Build, CellRecord, FailedBuild, RunRecord
 from harness.results.outcome import GREEN, Outcome
-from harness.results.rundir import CELL_JSON, RUN_JSON, RunDir
+from harness.results.rundir import CELL_JSON, RUN_JSON, RunDir, point_latest
 
 KILL_GRACE_S = 20.0  # SIGTERM lets `harness run` stop its VMs and write outcomes.json; then SIGKILL
 HEARTBEAT_S = 30.0
@@ -308,9 +308,7 @@ class Runner:
         summary = report.write_report(self.run_dir)
         if self.run_dir.parent == store(self.matrix.name):
             prev = report.previous_run(self.run_dir)
-            latest = self.run_dir.parent / "latest"
-            latest.unlink(missing_ok=True)
-            latest.symlink_to(self.run_dir.name)
+            point_latest(self.run_dir.parent / "latest", self.run_dir.name)
             if prev:
                 comparison = report.compare(report.load_run(prev), report.load_run(self.run_dir))
                 report.write_report(self.run_dir, comparison)

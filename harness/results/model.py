@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,8 @@ class Boot:
     boot_to_ssh_s: float | None
     accel: str = ""
     boot_timeout_s: float | None = None
+    worker: str = ""  # the pytest-xdist worker that booted it (its folder: vm-<worker>-<vm>); "" without xdist
+    machine: str = ""  # a profile other than the run's (--machine): its folder is under <run>/<machine>/
     # stage -> host seconds since QEMU started, and the guest's uptimes (harness/vm/timeline.py)
     timeline: dict[str, Any] = field(default_factory=dict)
 
@@ -88,7 +90,20 @@ class Boot:
 @dataclass
 class Timings:
     prepare: dict[str, float] = field(default_factory=dict)  # source_s, kernel_s, image_s
-    boots: list[Boot] = field(default_factory=list)  # one per VM, in boot order
+    boots: list[Boot] = field(default_factory=list)  # one per VM, in boot order (per worker under xdist)
+
+    @classmethod
+    def merge(cls, workers: Mapping[str, Timings]) -> Timings:
+        """One run's timings from its xdist workers': every worker's boots, labelled by worker, in worker
+        order; each prepare stage's longest (every worker prepares the same kernel: one builds it, the
+        others wait for it or find it cached)."""
+        prepare: dict[str, float] = {}
+        boots: list[Boot] = []
+        for wid in sorted(workers, key=_worker_order):
+            for stage, seconds in workers[wid].prepare.items():
+                prepare[stage] = max(prepare.get(stage, seconds), seconds)
+            boots += [replace(b, worker=wid) for b in workers[wid].boots]
+        return cls(prepare, boots)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -96,7 +111,7 @@ class Timings:
     @classmethod
     def from_json(cls, d: JSONObject) -> Timings:
         boots = [Boot(int(b.get("vm", n)), b.get("boot_to_ssh_s"), str(b.get("accel", "")), b.get("boot_timeout_s"),
-                      dict(b.get("timeline") or {}))
+                      str(b.get("worker") or ""), str(b.get("machine") or ""), dict(b.get("timeline") or {}))
                  for n, b in enumerate(d.get("boots") or [], 1)]
         return cls(dict(d.get("prepare") or {}), boots)
 
@@ -107,6 +122,12 @@ class Timings:
     def read(cls, path: Path) -> Timings:
         data = read_json(path)
         return cls.from_json(data) if isinstance(data, dict) else cls()
+
+
+def _worker_order(wid: str) -> tuple[int, str]:
+    """gw2 before gw10."""
+    digits = wid.lstrip("gw")
+    return (int(digits) if digits.isdigit() else -1, wid)
 
 
 @dataclass

@@ -359,7 +359,8 @@ def _machine_from_argv(run_dir: Path) -> str:
 
     from harness import paths
 
-    argv = read_json(run_dir / "vm-1" / "qemu-argv.json")
+    vms = RunDir(run_dir).vm_dirs()  # vm-1, or vm-gw0-1 of a run with xdist workers
+    argv = read_json(vms[0] / "qemu-argv.json") if vms else None
     argv = argv if isinstance(argv, list) else []
     devices = {str(argv[i + 1]).split(",")[0] for i, a in enumerate(argv[:-1]) if a == "-device"}
     for profile in sorted((paths.CONFIGS / "machines").glob("*.yaml"), key=lambda p: p.stem != "default"):

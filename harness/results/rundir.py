@@ -5,7 +5,7 @@
         junit.xml           pytest's JUnit XML, each case with its `outcome` property
         timings.json        prepare and boot-to-SSH times
         kernel.json         the kernel's tree, identity, release; kernel.config its .config
-        vm-N/               each VM's console.log, qemu-argv.json, commands.log
+        vm-N/               each VM's console.log, qemu-argv.json, commands.log (vm-gwW-N: xdist worker gwW's)
         tests/<test>/       a test's dmesg.txt, events.json, post-mortem files
         cell.json           a matrix cell only: how it ended (the runner writes it, with harness.log)
 
@@ -15,6 +15,7 @@ the run summary read through it, so a test's folder is found where it was made.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -38,6 +39,14 @@ def new_run_dir(given: str | Path | None = None, store: Path | None = None) -> P
         n += 1
         path = base / f"{stamp}-{n}"
     return path
+
+
+def point_latest(link: Path, target: str) -> None:
+    """Make `link` a symlink to `target` by a rename: runs (or xdist workers) doing it at once never fail."""
+    tmp = link.with_name(f".{link.name}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
 
 
 def test_dir_name(nodeid: str) -> str:
@@ -84,6 +93,13 @@ class RunDir:
     def test_dir(self, nodeid: str) -> Path:
         """Where one test's own files go (not created here: a reader must not make folders)."""
         return self.root / "tests" / test_dir_name(nodeid)
+
+    def vm_dir(self, n: int, worker: str = "") -> Path:
+        """The folder of the n-th VM a process booted: vm-N, or vm-<worker>-N for an xdist worker's."""
+        return self.root / (f"vm-{worker}-{n}" if worker else f"vm-{n}")
+
+    def vm_dirs(self) -> list[Path]:
+        return sorted(p for p in self.root.glob("vm-*") if p.is_dir())
 
     def console_logs(self) -> list[Path]:
         return sorted(self.root.glob("vm-*/console.log"))

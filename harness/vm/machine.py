@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import paths
+from harness import atomic, paths
 from harness.errors import UserError
 from harness.kernel.image import Image, client_key
 from harness.profiles import load_named
@@ -159,6 +159,14 @@ def probe_accel(kernel: Path, image: Image, timeout: float = 30) -> str:
     key = f"{os.uname().release} {qemu_version}"
     if cache.exists() and (known := json.loads(cache.read_text())).get("key") == key:
         return known["accel"]
+    # One probe at a time: parallel runs (xdist workers, matrix cells) share its folder and cache file.
+    with atomic.locked(paths.cache_root() / "locks" / "kvm-probe.lock", "probing KVM with a boot"):
+        if cache.exists() and (known := json.loads(cache.read_text())).get("key") == key:
+            return known["accel"]  # probed while this process waited
+        return _probe_kvm(kernel, image, timeout, cache, key)
+
+
+def _probe_kvm(kernel: Path, image: Image, timeout: float, cache: Path, key: str) -> str:
     workdir = paths.cache_root() / "kvm-probe"
     workdir.mkdir(parents=True, exist_ok=True)
     vm = VM(load_profile("default"), kernel, image, workdir, accel="kvm")
@@ -170,7 +178,7 @@ def probe_accel(kernel: Path, image: Image, timeout: float = 30) -> str:
         print(f"KVM probe boot failed ({e.reason}); using TCG. Probe console: {e.console_log}", flush=True)
     finally:
         vm.stop()
-    cache.write_text(json.dumps({"key": key, "accel": accel}))
+    atomic.write_text(cache, json.dumps({"key": key, "accel": accel}))
     return accel
 
 
