@@ -39,6 +39,7 @@ from harness.checks import drivers
 from harness.cli import options
 from harness.cli.driver import fragment_notes
 from harness.cli.options import KernelChoice
+from harness.cli.output import progress_to_stderr
 from harness.cli.run import RunRequest, run
 from harness.errors import UserError
 from harness.kernel import kconfig, patches, source
@@ -91,10 +92,11 @@ class CompareRequest:
 
 
 def main(args: argparse.Namespace) -> int:
-    comparison, out_dir = run_compare(CompareRequest(
-        args.base, tuple(args.base_patch), tuple(args.patch), args.patched, args.notifier, tuple(args.fragment),
-        args.machine, tuple(args.driver), tuple(args.suites), args.expect_events, args.results_dir, args.k,
-        args.boot_timeout, args.guest_modules))
+    with progress_to_stderr():  # builds, snapshots, pytest: stdout is the report's (for a mail) alone
+        comparison, out_dir = run_compare(CompareRequest(
+            args.base, tuple(args.base_patch), tuple(args.patch), args.patched, args.notifier, tuple(args.fragment),
+            args.machine, tuple(args.driver), tuple(args.suites), args.expect_events, args.results_dir, args.k,
+            args.boot_timeout, args.guest_modules))
     print(compare.render_text(comparison), end="")
     print(f"results: {out_dir}", file=sys.stderr)
     return comparison.exit_code()
