@@ -60,12 +60,12 @@ def test_no_device(run_dir):
 """
 
 
-def plugin_run(tmp_path: Path, suite: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+def plugin_run(tmp_path: Path, suite: str, *args: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """`suite` run by pytest with the harness plugin (its pytest11 entry point), as `harness run` runs one."""
     (tmp_path / "test_suite.py").write_text(suite)
     results = tmp_path / "results"
     proc = subprocess.run([sys.executable, "-m", "pytest", "test_suite.py", f"--results-dir={results}",
-                           "-o", "junit_family=xunit2", "-p", "no:cacheprovider", f"--rootdir={tmp_path}"],
+                           "-o", "junit_family=xunit2", "-p", "no:cacheprovider", f"--rootdir={tmp_path}", *args],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     return results, proc
