@@ -80,8 +80,8 @@ unit: venv ## unit tests only (no kernel build, no QEMU): everything not marked 
 shell: deps ## a shell in the guest
 	$(HARNESS) shell --machine=$(MACHINE) $(if $(FRAGMENT),--fragment=$(FRAGMENT))
 
-bench: deps ## build/boot/SSH figures into results/<run>/bench.json
-	$(HARNESS) bench --machine=$(MACHINE)
+bench: deps ## build/boot/SSH figures and the edit-to-verdict loop into results/<run>/bench.json
+	$(HARNESS) bench --machine=$(MACHINE) --loop
 
 matrix: deps ## run a test matrix (MATRIX=smoke|nightly, JOBS=N): kernels built once, cells in parallel, report
 	$(HARNESS) matrix run $(MATRIX) $(if $(JOBS),--jobs $(JOBS))

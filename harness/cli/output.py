@@ -7,6 +7,7 @@ command prints its document after the block.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator
@@ -20,11 +21,13 @@ def progress_to_stderr() -> Iterator[None]:
     try:
         saved = os.dup(1)
     except OSError:  # no stdout at all: nothing to keep clean
-        yield
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
         return
     try:
         os.dup2(2, 1)
-        yield
+        with contextlib.redirect_stdout(sys.stderr):  # where sys.stdout is not fd 1 (a test's capture)
+            yield
     finally:
         sys.stdout.flush()
         os.dup2(saved, 1)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # config.py runs olddefconfig through this module; only the t
     from harness.kernel.config import Configured
 
 STAMP = ".harness-built.json"
+BUILD_STARTED = ".harness-build-started"  # touched as make starts: a later edit to a user's tree is newer
 IN_TREE_PREFIX = "harness-build-"  # a build directory inside a tree the harness owns (build_dir)
 
 
@@ -92,14 +93,15 @@ def build_kernel(configured: Configured, jobs: int | None = None) -> KernelBuild
         raise BuildError(f"this host is {host}: the harness builds x86_64 kernels with the host's compiler "
                          "and boots them with qemu-system-x86_64; cross-building is not supported")
     tree, key = configured.tree, configured.key
-    if not ((_build_link(tree, key) / STAMP).exists() and tree.immutable):
+    if not (_build_link(tree, key) / STAMP).exists() or not (tree.immutable or unchanged_since_build(tree, key)):
         # One lock per build directory: other configs of the same tree build meanwhile, and a second
         # run of this config waits for the first rather than build it twice.
         link = _build_link(tree, key)
         with atomic.locked(build_lock(link), f"building kernel {tree.version} ({tree.identity}) in {link}",
                            log=link / "build.log"):
             outdir = build_dir(tree, key)
-            if not ((outdir / STAMP).exists() and tree.immutable):  # or the process we waited for built it
+            # or the process we waited for built it
+            if not (outdir / STAMP).exists() or not (tree.immutable or unchanged_since_build(tree, key)):
                 atomic.write_text(outdir / "harness-config-why.txt", configured.why)
                 seeded = None
                 if tree.base and not (outdir / "Makefile").exists():
@@ -119,6 +121,18 @@ def build_kernel(configured: Configured, jobs: int | None = None) -> KernelBuild
     outdir = build_dir(tree, key)
     atomic.write_text(outdir / "harness-config-why.txt", configured.why)
     return KernelBuild(tree, outdir, key, json.loads((outdir / STAMP).read_text())["release"])
+
+
+def unchanged_since_build(tree: KernelTree, key: str) -> bool:
+    """No file of a user's tree is newer than the start of its last finished build of this config: make
+    would find nothing to do (its no-op walk of the tree takes seconds), and the stamp, which the image's
+    key reads, stays as it is. Checked as make checks, by modification times, before any make runs."""
+    started = build_dir(tree, key) / BUILD_STARTED
+    if not started.exists():
+        return False
+    newer = subprocess.run(["find", str(tree.path), "-path", str(tree.path / ".git"), "-prune", "-o", "-newer",
+                            str(started), "-type", "f", "-print", "-quit"], capture_output=True, text=True)
+    return newer.returncode == 0 and not newer.stdout.strip()
 
 
 def build_lock(build_dir: Path) -> Path:
@@ -189,6 +203,9 @@ def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: i
     """make bzImage modules in outdir (incremental when it was built before); the stamp is written last."""
     from_scratch = not (outdir / "vmlinux").exists()  # before this build: no objects to reuse (or seeded)
     previous = _read_stamp(outdir)
+    (outdir / BUILD_STARTED).unlink(missing_ok=True)  # a build that does not finish leaves none
+    started_mark = outdir / f"{BUILD_STARTED}.tmp"
+    started_mark.touch()
     shutil.copyfile(config, outdir / ".config")
     log = outdir / "build.log"
     print(f"building kernel {tree.version} ({tree.identity}) in {outdir}\n  log: {log}", file=sys.stderr, flush=True)
@@ -219,6 +236,7 @@ def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: i
                      "first_s": progress.first_estimate_s, "last_s": progress.last_estimate_s},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }, indent=2))
+    started_mark.rename(outdir / BUILD_STARTED)  # its mtime is the build's start: what unchanged_since_build reads
 
 
 def build_probe_module(build: KernelBuild) -> Path:
