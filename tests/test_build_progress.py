@@ -138,3 +138,22 @@ def test_a_user_trees_build_directory_follows_its_path_not_its_commit(tmp_path: 
     assert build.config_key(clean, "c") == build.config_key(dirty, "c")
     debian = [KernelTree(tmp_path, "6.12.117", f"debian:x={v}", immutable=True) for v in ("1", "2")]
     assert build.config_key(debian[0], "c") != build.config_key(debian[1], "c")
+
+
+def test_a_user_trees_config_is_remembered_until_a_kconfig_changes(tmp_path: Path):
+    from harness.kernel.config import kconfig_changed_since
+
+    src = tmp_path / "linux"
+    (src / "mm").mkdir(parents=True)
+    for name in ("mm/Kconfig", "mm/rmap.c", "Makefile"):
+        (src / name).write_text("x\n")
+        past = time.time() - 60
+        os.utime(src / name, (past, past))
+    memo = tmp_path / "memo.json"
+    memo.write_text("{}")
+    tree = KernelTree(src, "6.12.117", "git:abc-dirty", immutable=False)
+    assert not kconfig_changed_since(tree, memo)
+    (src / "mm" / "rmap.c").write_text("y\n")  # an edit of code: the same .config
+    assert not kconfig_changed_since(tree, memo)
+    (src / "mm" / "Kconfig").write_text("config NEW\n")
+    assert kconfig_changed_since(tree, memo)
