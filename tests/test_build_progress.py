@@ -157,3 +157,19 @@ def test_a_user_trees_config_is_remembered_until_a_kconfig_changes(tmp_path: Pat
     assert not kconfig_changed_since(tree, memo)
     (src / "mm" / "Kconfig").write_text("config NEW\n")
     assert kconfig_changed_since(tree, memo)
+
+
+def test_the_images_view_of_a_build_changes_with_its_modules_not_its_vmlinux(tmp_path: Path):
+    from harness.kernel.build import KernelBuild, modules_fingerprint
+
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "modules.order").write_text("lib/test_hmm.o\n")
+    (tmp_path / "lib" / "test_hmm.ko").write_bytes(b"ko")
+    (tmp_path / "vmlinux").write_bytes(b"v1")
+    b = KernelBuild(_tree(tmp_path), tmp_path, "k", "6.12.117")
+    before = modules_fingerprint(b)
+    (tmp_path / "vmlinux").write_bytes(b"v2")  # an edit of mm/rmap.c relinks vmlinux only
+    assert modules_fingerprint(b) == before
+    os.utime(tmp_path / "lib" / "test_hmm.ko", ns=(0, time.time_ns() + 10**9))  # a relinked module
+    assert modules_fingerprint(b) != before
+    assert modules_fingerprint(KernelBuild(b.tree, tmp_path, "k", "6.12.118")) != modules_fingerprint(b)

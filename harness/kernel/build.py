@@ -266,12 +266,26 @@ def build_guest_modules(build: KernelBuild, subdir: str, generated: dict[str, st
     return sorted(outdir.glob("*.ko"))
 
 
+def modules_fingerprint(build: KernelBuild) -> str:
+    """What the image takes from a build: its release and its modules, each by size and modification time
+    (Kbuild rewrites a .ko only when it relinks it). A user's tree rebuilt after an edit of built-in code
+    (mm/) keeps it, so its modules staging and image are reused; a relinked module changes it."""
+    order = build.dir / "modules.order"
+    names = order.read_text().split() if order.exists() else []
+    parts = [build.release, *names]
+    for name in names:
+        ko = build.dir / Path(name).with_suffix(".ko")
+        st = ko.stat() if ko.exists() else None
+        parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}" if st else f"{name}:missing")
+    return content_key(*parts)
+
+
 def install_modules(build: KernelBuild) -> Path:
     """`make modules_install` into a staging tree (lib/modules/<release>/...) for the image."""
     dest = build.dir / "harness-modules"
-    # made from this very build (its stamp): a tree rebuilt under the same key must not ship the old modules
+    # made from these very modules: a tree rebuilt under the same key must not ship the old ones
     made_from = dest / ".harness-built-from.json"
-    stamp = (build.dir / STAMP).read_text() if (build.dir / STAMP).exists() else ""
+    stamp = modules_fingerprint(build)
     if (dest / "lib/modules" / build.release / "modules.dep").exists() and made_from.exists() \
             and made_from.read_text() == stamp:
         return dest
