@@ -171,7 +171,8 @@ def _groups(req: CompareRequest, base: Prepared) -> list[tuple[str, str, tuple[s
 
 def _build_figures(prepared: Prepared) -> dict[str, object]:
     """How long this command spent on the kernel and, if it built it now, the build's own figures."""
-    figures: dict[str, object] = {"prepare_s": round(sum(prepared.timings.values()), 1)}
+    # and each stage's: source_s (for a patched tree, its copy), config_s, kernel_s, image_s
+    figures: dict[str, object] = {"prepare_s": round(sum(prepared.timings.values()), 1), **prepared.timings}
     stamp = json.loads((prepared.build.dir / STAMP).read_text())
     if prepared.timings.get("kernel_s", 0) >= 1:  # built (or rebuilt) by this command
         ccache = stamp.get("ccache", {})

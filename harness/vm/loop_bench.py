@@ -16,9 +16,12 @@ Keys of bench.json "loop" (times in seconds, wall clock):
                             collection, the guest's shutdown, writing results)
   verdict                 the case's outcome (a figure of a run that did not pass says so)
   compare_one_file_s      `harness compare --patch ONE_FILE.patch -k CASE SUITE` to its exit
-  compare_parts           patch_s (the patched copy of the tree), base_prepare_s / patched_prepare_s
-                          (finding or building each kernel), patched_build_s (the seeded rebuild),
-                          runs_s (the case on both kernels, boots included), other_s
+  compare_parts           base_prepare_s / patched_prepare_s (finding or building each kernel), runs_s (the
+                          case on both kernels: boots and tests), other_s (the rest: start-up, pytest, the
+                          VMs' shutdown); and within patched_prepare_s: patched_copy_s (the patched copy of
+                          the tree), patched_config_s, patched_kernel_s (seeding the build from the base's,
+                          then make), patched_make_s (the build's own stamp: make after the seeding),
+                          patched_image_s
   case, file, tree        what was measured: the -k expression, the edited file, the user tree
   setup_s                 making the user tree and its cold build, when this bench had to (else null)
 """
@@ -169,9 +172,13 @@ def _compare_one_file(out_dir: Path, tree: Path, mark: int, machine: str) -> dic
     for outcomes in results.glob("*/*/outcomes.json"):
         runs_s += sum(r.get("duration_s") or 0.0 for r in json.loads(outcomes.read_text()))
     parts = {"base_prepare_s": base.get("prepare_s"), "patched_prepare_s": patched.get("prepare_s"),
-             "patched_build_s": patched.get("build_s"), "runs_s": round(runs_s, 2)}
+             "runs_s": round(runs_s, 2)}
     known = sum(v for v in parts.values() if isinstance(v, (int, float)))
     parts["other_s"] = round(wall - known, 2)
+    # within patched_prepare_s: the patched copy of the tree, the seeded build (make's own part), the image
+    parts |= {"patched_copy_s": patched.get("source_s"), "patched_config_s": patched.get("config_s"),
+              "patched_kernel_s": patched.get("kernel_s"), "patched_make_s": patched.get("build_s"),
+              "patched_image_s": patched.get("image_s")}
     _drop_patched(results)
     return {"compare_one_file_s": wall, "compare_parts": parts, "compare_exit": code}
 
