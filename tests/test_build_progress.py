@@ -173,3 +173,33 @@ def test_the_images_view_of_a_build_changes_with_its_modules_not_its_vmlinux(tmp
     os.utime(tmp_path / "lib" / "test_hmm.ko", ns=(0, time.time_ns() + 10**9))  # a relinked module
     assert modules_fingerprint(b) != before
     assert modules_fingerprint(KernelBuild(b.tree, tmp_path, "k", "6.12.118")) != modules_fingerprint(b)
+
+
+def test_a_patched_tree_that_touches_no_kconfig_takes_its_bases_config(cache: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    from harness.kernel import config
+
+    composed: list[KernelTree] = []
+
+    def compose(tree: KernelTree, spec: config.ConfigSpec, log: Path) -> tuple[Path, str, str]:
+        composed.append(tree)
+        out = tmp_path / f"composed-{len(composed)}"
+        out.write_text("CONFIG_MMU_NOTIFIER=y\n")
+        return out, build.config_key(tree, out.read_text()), "why"
+
+    monkeypatch.setattr(config, "compose", compose)
+    base = KernelTree(tmp_path / "base", "6.12.117", "debian:linux-source-6.12=1", immutable=True)
+    patched = KernelTree(tmp_path / "p", "6.12.117", "debian:linux-source-6.12=1+abc", immutable=True, base=base,
+                         changed=("mm/rmap.c",))
+    got = config.configure(patched, config.ConfigSpec())
+    assert composed == [base]  # the base's composition, once
+    assert got.config.read_text() == "CONFIG_MMU_NOTIFIER=y\n" and got.tree == patched
+    text = "CONFIG_MMU_NOTIFIER=y\n"
+    assert got.key == build.config_key(patched, text) != build.config_key(base, text)
+    kconfig_patch = KernelTree(tmp_path / "q", "6.12.117", "debian:linux-source-6.12=1+def", immutable=True,
+                               base=base, changed=("mm/Kconfig", "mm/rmap.c"))
+    config.configure(kconfig_patch, config.ConfigSpec())
+    assert composed == [base, kconfig_patch]
+    assert [config._configures(n) for n in ("arch/x86/Kconfig.cpu", "Makefile", "mm/Makefile",
+                                            "scripts/kconfig/conf.c", "arch/x86/configs/x86_64_defconfig")] == [
+        True, True, False, True, True]

@@ -120,6 +120,17 @@ def configure(tree: KernelTree, spec: ConfigSpec) -> Configured:
         kept = root / "by-key" / f"{tree.version}-{known['key']}.config"
         if kept.exists():
             return Configured(tree, kept, known["key"], known["why"])
+    if tree.base is not None and not any(_configures(name) for name in tree.changed):
+        # A series that touches nothing the configuration reads leaves the base's .config as it is: the base's
+        # composition (remembered) is this tree's, under this tree's own key. Composing a patched copy
+        # again took minutes on a loaded host (kconfiglib reading a tree it has never seen).
+        based = configure(tree.base, spec)
+        text = based.config.read_text()
+        key = config_key(tree, text)
+        kept = root / "by-key" / f"{tree.version}-{key}.config"
+        if not kept.exists():
+            atomic.write_text(kept, text)
+        return Configured(tree, kept, key, based.why)
     if tree.imported:
         raise ConfigError(f"{tree.path} was imported from a build artifact (harness kernel --import) and holds only "
                           "the kernels packed with it; this configuration is not one of them. Import its artifact, "
@@ -132,6 +143,13 @@ def configure(tree: KernelTree, spec: ConfigSpec) -> Configured:
         atomic.write_text(kept, scratch_config.read_text())
     atomic.write_text(memo, json.dumps({"key": key, "why": why}))
     return Configured(tree, kept, key, why)
+
+
+def _configures(name: str) -> bool:
+    """A file (relative to the tree) that composing a .config reads: a Kconfig, the top Makefile (the
+    version), anything under scripts/ (kconfig itself, the compiler probes Kconfig runs), a defconfig."""
+    return (Path(name).name.startswith("Kconfig") or name == "Makefile" or name.startswith("scripts/")
+            or "/configs/" in name)
 
 
 def kconfig_changed_since(tree: KernelTree, memo: Path) -> bool:
