@@ -16,15 +16,24 @@ JOBS    ?=
 RESULTS := $(or $(HARNESS_RESULTS),results)
 export KSRC MACHINE
 
-DEB_PACKAGES := $(shell grep -v '^\#' configs/debian-packages.txt)
+# The Debian packages of the sets named (configs/debian-packages.txt: a `[set]` line starts one)
+deb_packages = $(shell awk -v want=" $(1) " '/^\[/ {set = substr($$1, 2, length($$1) - 2); next} \
+	/^\#/ || NF == 0 {next} index(want, " " set " ") {print $$1}' configs/debian-packages.txt)
+# The sets `deps` installs: every one for `make deps` alone; a target asks for its own (below), and its
+# prerequisite `deps` sees them (a target-specific variable). The default tree only when KSRC names none.
+DEB_SETS ?= host tree git artifact tests
+TREE_SET = $(if $(KSRC),,tree)
+kernel run shell driver evidence matrix test-debug: DEB_SETS = host $(TREE_SET)
+bench compare: DEB_SETS = host git $(TREE_SET)
+test: DEB_SETS = host tree git artifact tests
 
 .PHONY: help deps venv kernel run test test-debug unit shell bench matrix report lint clean evidence driver compare
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-deps: ## install missing Debian packages (as root) and the Python virtualenv
-	@missing=$$(for p in $(DEB_PACKAGES); do \
+deps: ## install the missing Debian packages a target needs (as root; alone: all of them), and the virtualenv
+	@missing=$$(for p in $(call deb_packages,$(DEB_SETS)); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" != 0 ]; then \
@@ -76,8 +85,8 @@ unit: venv ## unit tests only (no kernel build, no QEMU): everything not marked 
 shell: deps ## a shell in the guest
 	$(HARNESS) shell --machine=$(MACHINE) $(if $(FRAGMENT),--fragment=$(FRAGMENT))
 
-bench: deps ## build/boot/SSH figures into results/<run>/bench.json
-	$(HARNESS) bench --machine=$(MACHINE)
+bench: deps ## build/boot/SSH figures and the edit-to-verdict loop into results/<run>/bench.json
+	$(HARNESS) bench --machine=$(MACHINE) --loop
 
 matrix: deps ## run a test matrix (MATRIX=smoke|nightly, JOBS=N): kernels built once, cells in parallel, report
 	$(HARNESS) matrix run $(MATRIX) $(if $(JOBS),--jobs $(JOBS))

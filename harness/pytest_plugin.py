@@ -35,7 +35,7 @@ from harness.observe import probe
 from harness.observe.splat import Splat, find_splats, is_allowed
 from harness.parallel import Control
 from harness.results.model import Boot, Result, Timings, write_results
-from harness.results.outcome import GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault, Outcome
+from harness.results.outcome import SEVERITY, GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault, Outcome
 from harness.results.rundir import RunDir, new_run_dir, point_latest
 from harness.vm import faults, qmp
 from harness.vm.machine import VM, BootError, load_profile, probe_accel
@@ -78,6 +78,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--test-timeout", type=float, default=None, help="seconds a test may take with its guest")
     group.addoption("--guest-modules", default="",
                     help="comma-separated guest/ modules to load at boot, e.g. fault_panic (fault injection)")
+    group.addoption("--prepared-timings", default="", metavar="JSON",
+                    help="seconds per stage of this kernel's preparation before pytest started (harness run "
+                         "passes its own): added to timings.json's, where this session finds the kernel cached")
 
 
 @pytest.hookimpl(tryfirst=True)  # before junitxml's own configure reads xmlpath
@@ -167,7 +170,8 @@ def kernel(pytestconfig: pytest.Config, run_dir: RunDir) -> Prepared:
         "fragments": list(prepared.fragments),
         "image": str(prepared.image.dir),
     }, indent=2) + "\n")
-    run_dir.timings.prepare = prepared.timings
+    earlier = json.loads(pytestconfig.getoption("prepared_timings") or "{}")
+    run_dir.timings.prepare = {stage: round(s + earlier.get(stage, 0.0), 2) for stage, s in prepared.timings.items()}
     return prepared
 
 
@@ -507,3 +511,56 @@ def _kernel_requirements(request: pytest.FixtureRequest) -> None:
         prepared: Prepared = request.getfixturevalue("kernel")
         if not prepared.build.has("MMU_NOTIFIER"):
             pytest.skip("CONFIG_MMU_NOTIFIER is not set in this kernel")
+
+
+# -- the closing summary: one line per test that did not pass ------------------------------------------
+
+# pytest's category in terminalreporter.stats -> the outcome, where the plugin recorded none
+_CATEGORY_OUTCOME = {"failed": Outcome.FAIL, "error": Outcome.ERROR, "xfailed": Outcome.XFAIL,
+                     "skipped": Outcome.SKIP}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Replaces pytest's short test summary, which prints a known kernel bug's whole reason (hundreds of
+    characters) for every test it covers: here each test that did not pass is one line, its outcome, id and
+    the first line of its reason cut to the terminal's width; every reason is whole in outcomes.json and
+    junit.xml. Built from the reports pytest collected, so it also lists what other processes ran."""
+    terminalreporter.reportchars = ""  # pytest's own short summary, printed after this hook: not twice
+    recorded = {rep.nodeid: value for reports in terminalreporter.stats.values() for rep in reports
+                for name, value in getattr(rep, "user_properties", ()) if name == "outcome"}
+    rows: list[tuple[str, str, str]] = []
+    for category, outcome in _CATEGORY_OUTCOME.items():
+        for rep in terminalreporter.stats.get(category, ()):
+            if not isinstance(rep, pytest.TestReport):  # a collection error: pytest's errors section shows it
+                rows.append((Outcome.ERROR, str(getattr(rep, "nodeid", "") or "collection"),
+                             _first_line_of(getattr(rep, "longreprtext", "") or "")))
+                continue
+            rows.append((recorded.get(rep.nodeid, outcome), rep.nodeid, _short_reason(rep)))
+    if not rows:
+        return
+    run = config.stash.get(RUN_PATH, None)
+    where = [str(p) for p in (run / "outcomes.json" if run else None, config.option.xmlpath) if p and Path(p).exists()]
+    terminalreporter.write_sep("=", f"{len(rows)} not passed" + (f" (whole reasons: {', '.join(where)})"
+                                                                  if where else ""))
+    width = max(terminalreporter._tw.fullwidth, 80)
+    for shown, nodeid, reason in sorted(rows, key=lambda r: (SEVERITY_RANK.get(r[0], 0), r[1])):
+        line = f"{shown} {nodeid}: {reason}" if reason else f"{shown} {nodeid}"
+        terminalreporter.write_line(line if len(line) <= width else line[:width - 1] + "…")
+
+
+def _short_reason(rep: pytest.TestReport) -> str:
+    if hasattr(rep, "wasxfail"):
+        return _first_line_of(rep.wasxfail)
+    longrepr = rep.longrepr
+    if rep.skipped and isinstance(longrepr, tuple):
+        return _first_line_of(str(longrepr[2]).removeprefix("Skipped: "))
+    crash = getattr(longrepr, "reprcrash", None)
+    return _first_line_of(crash.message if crash is not None else str(longrepr or ""))
+
+
+def _first_line_of(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+SEVERITY_RANK = {o.value: i for i, o in enumerate(SEVERITY)}

@@ -48,7 +48,7 @@ def test_trace_a_program_from_its_first_instruction(tmp_path: Path, ksrc: str):
     proc = subprocess.run(command, cwd=paths.REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 3, proc.stderr  # the traced program's status, as with strace
-    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    doc = json.loads(proc.stdout)
     assert doc["exit_status"] == 3
     out = dict(line.split(" ", 1) for line in doc["stdout"].splitlines())
     early, late = (tuple(int(x) for x in out[k].split()) for k in ("early", "late"))

@@ -39,6 +39,7 @@ from harness.checks import drivers
 from harness.cli import options
 from harness.cli.driver import fragment_notes
 from harness.cli.options import KernelChoice
+from harness.cli.output import progress_to_stderr
 from harness.cli.run import RunRequest, run
 from harness.errors import UserError
 from harness.kernel import kconfig, patches, source
@@ -91,10 +92,11 @@ class CompareRequest:
 
 
 def main(args: argparse.Namespace) -> int:
-    comparison, out_dir = run_compare(CompareRequest(
-        args.base, tuple(args.base_patch), tuple(args.patch), args.patched, args.notifier, tuple(args.fragment),
-        args.machine, tuple(args.driver), tuple(args.suites), args.expect_events, args.results_dir, args.k,
-        args.boot_timeout, args.guest_modules))
+    with progress_to_stderr():  # builds, snapshots, pytest: stdout is the report's (for a mail) alone
+        comparison, out_dir = run_compare(CompareRequest(
+            args.base, tuple(args.base_patch), tuple(args.patch), args.patched, args.notifier, tuple(args.fragment),
+            args.machine, tuple(args.driver), tuple(args.suites), args.expect_events, args.results_dir, args.k,
+            args.boot_timeout, args.guest_modules))
     print(compare.render_text(comparison), end="")
     print(f"results: {out_dir}", file=sys.stderr)
     return comparison.exit_code()
@@ -169,7 +171,8 @@ def _groups(req: CompareRequest, base: Prepared) -> list[tuple[str, str, tuple[s
 
 def _build_figures(prepared: Prepared) -> dict[str, object]:
     """How long this command spent on the kernel and, if it built it now, the build's own figures."""
-    figures: dict[str, object] = {"prepare_s": round(sum(prepared.timings.values()), 1)}
+    # and each stage's: source_s (for a patched tree, its copy), config_s, kernel_s, image_s
+    figures: dict[str, object] = {"prepare_s": round(sum(prepared.timings.values()), 1), **prepared.timings}
     stamp = json.loads((prepared.build.dir / STAMP).read_text())
     if prepared.timings.get("kernel_s", 0) >= 1:  # built (or rebuilt) by this command
         ccache = stamp.get("ccache", {})

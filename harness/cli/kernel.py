@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness.cli import options
 from harness.cli.options import KernelChoice
+from harness.cli.output import progress_to_stderr
 from harness.errors import UserError
 from harness.kernel import artifact
 from harness.kernel.build import build_guest_modules, build_probe_module
@@ -44,12 +45,13 @@ def main(args: argparse.Namespace) -> int:
     if args.import_:
         return import_(args)
     kernel = KernelChoice.from_args(args)
-    prepared = prepare(kernel.kernel_src, kernel.notifier, tuple(args.set), kernel.fragments)
-    summary = describe(prepared)
-    if args.pack:
-        packed = pack(prepared, kernel.kernel_src or f"debian:{DEFAULT_SERIES}", tuple(args.set), args.pack)
-        summary["artifact"] = {"path": str(packed.path), "bytes": packed.bytes, "unpacked_bytes": packed.unpacked_bytes,
-                               "files": packed.files}
+    with progress_to_stderr():  # a build's progress, unpacking, apt: stdout is the JSON document's alone
+        prepared = prepare(kernel.kernel_src, kernel.notifier, tuple(args.set), kernel.fragments)
+        summary = describe(prepared)
+        if args.pack:
+            packed = pack(prepared, kernel.kernel_src or f"debian:{DEFAULT_SERIES}", tuple(args.set), args.pack)
+            summary["artifact"] = {"path": str(packed.path), "bytes": packed.bytes,
+                                   "unpacked_bytes": packed.unpacked_bytes, "files": packed.files}
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -81,8 +83,9 @@ def pack(prepared: Prepared, ksrc: str, settings: tuple[str, ...], out: Path) ->
 def import_(args: argparse.Namespace) -> int:
     if args.set or args.fragment or args.notifier != "on":
         raise UserError("--import takes the kernel from the artifact: no --notifier, --fragment or --set with it")
-    m = artifact.import_artifact(args.import_)
-    prepared = prepare(m["ksrc"], m["notifier"], tuple(m["settings"]), tuple(m["fragments"]))
+    with progress_to_stderr():
+        m = artifact.import_artifact(args.import_)
+        prepared = prepare(m["ksrc"], m["notifier"], tuple(m["settings"]), tuple(m["fragments"]))
     if prepared.build.key != m["key"]:  # prepare found another configuration: the import did not take
         raise artifact.ArtifactError(f"prepared build {prepared.build.key}, imported {m['key']}")
     print(json.dumps({**describe(prepared), "imported": {k: m[k] for k in ("ksrc", "notifier", "fragments", "key",

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.cli.output import progress_to_stderr
 from harness.results import kcidb, report
 
 
@@ -40,13 +41,14 @@ def main(args: argparse.Namespace) -> int:
         if (args.run_dir / "compare.json").exists():  # `harness compare` writes its own reports
             return 0
     comparison = None
-    if args.compare:
-        prev = report.previous_run(args.run_dir) if args.compare == "previous" else Path(args.compare)
-        if prev is None:
-            print(f"no earlier run next to {args.run_dir.resolve()} to compare with", file=sys.stderr)
-        else:
-            comparison = report.compare(report.load_run(prev), report.load_run(args.run_dir))
-    summary = report.write_report(args.run_dir, comparison)
+    with progress_to_stderr():  # stdout is the summary's (and the comparison's) alone
+        if args.compare:
+            prev = report.previous_run(args.run_dir) if args.compare == "previous" else Path(args.compare)
+            if prev is None:
+                print(f"no earlier run next to {args.run_dir.resolve()} to compare with", file=sys.stderr)
+            else:
+                comparison = report.compare(report.load_run(prev), report.load_run(args.run_dir))
+        summary = report.write_report(args.run_dir, comparison)
     if comparison:
         print(report.format_comparison(comparison))
     print(report.format_summary(summary))

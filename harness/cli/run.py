@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,12 +84,14 @@ def run(request: RunRequest) -> RunResult:
     check_devices(load_profile(request.machine))
     kernel = request.kernel
     with contextlib.redirect_stdout(sys.stderr) if request.quiet else contextlib.nullcontext():
-        prepare(kernel.kernel_src, kernel.notifier, fragments=kernel.fragments)  # build errors, before pytest
+        prepared = prepare(kernel.kernel_src, kernel.notifier, fragments=kernel.fragments)  # errors before pytest
     pytest_args = [*(request.suites or [str(paths.REPO / "suites")]), f"--results-dir={run_dir}",
                    f"--junitxml={run_dir / 'junit.xml'}", f"--machine={request.machine}",
                    f"--notifier={kernel.notifier}", "-o", "junit_family=xunit2",
                    # every test's captured output (a kernel selftest's own log) goes into its JUnit case
-                   "-o", "junit_logging=system-out"]
+                   "-o", "junit_logging=system-out",
+                   # the build this command just did, for timings.json (the session then finds it cached)
+                   f"--prepared-timings={json.dumps(prepared.timings)}"]
     if kernel.kernel_src:
         pytest_args.append(f"--kernel-src={kernel.kernel_src}")
     pytest_args += [f"--fragment={name}" for name in kernel.fragments]

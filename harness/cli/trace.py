@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 from harness.cli import options
+from harness.cli.output import progress_to_stderr
 from harness.errors import UserError
 from harness.kernel.prepare import prepare
 from harness.observe.probe import Probe
@@ -62,18 +63,19 @@ def main(args: argparse.Namespace) -> int:
     # A dynamic program gets its loader and libraries copied to the same paths in the guest, as the
     # host's loader resolves them; one it cannot resolve is refused before booting, saying why.
     libraries = shared_libraries(program, interpreter) if (interpreter := elf_interpreter(program)) else []
-    prepared = prepare(args.kernel_src, "on")
-    if not prepared.build.has("MMU_NOTIFIER"):
-        print(f"harness trace: the kernel {prepared.build.config} has no CONFIG_MMU_NOTIFIER", file=sys.stderr)
-        return 2
-    accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
+    with progress_to_stderr():  # a build's progress, the KVM probe: stdout is the trace's (the --json document)
+        prepared = prepare(args.kernel_src, "on")
+        if not prepared.build.has("MMU_NOTIFIER"):
+            print(f"harness trace: the kernel {prepared.build.config} has no CONFIG_MMU_NOTIFIER", file=sys.stderr)
+            return 2
+        accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
     workdir = rundir.new_run_dir()  # results/<time>: the console log is kept, nothing left in /tmp
     vm = VM(load_profile(args.machine), prepared.build.bzimage, prepared.image, workdir, accel=accel,
             extra_append=("harness.modules=mmu_probe",))
     try:
         # A dead QEMU, a kernel crash, a hang or a lost channel leaves as one fault, said the way every
         # command says it (harness/vm/faults.py; printed by cli/main.py, exit status 2).
-        with faults.guarded(vm, "booting the guest") as work:
+        with progress_to_stderr(), faults.guarded(vm, "booting the guest") as work:
             vm.start(boot_timeout=120)
             assert vm.ssh
             ssh = vm.ssh

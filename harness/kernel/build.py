@@ -17,10 +17,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
+
+import yaml
 
 from harness import atomic, paths
 from harness.errors import UserError
@@ -31,6 +33,7 @@ if TYPE_CHECKING:  # config.py runs olddefconfig through this module; only the t
     from harness.kernel.config import Configured
 
 STAMP = ".harness-built.json"
+BUILD_STARTED = ".harness-build-started"  # touched as make starts: a later edit to a user's tree is newer
 IN_TREE_PREFIX = "harness-build-"  # a build directory inside a tree the harness owns (build_dir)
 
 
@@ -90,21 +93,22 @@ def build_kernel(configured: Configured, jobs: int | None = None) -> KernelBuild
         raise BuildError(f"this host is {host}: the harness builds x86_64 kernels with the host's compiler "
                          "and boots them with qemu-system-x86_64; cross-building is not supported")
     tree, key = configured.tree, configured.key
-    if not ((_build_link(tree, key) / STAMP).exists() and tree.immutable):
+    if not (_build_link(tree, key) / STAMP).exists() or not (tree.immutable or unchanged_since_build(tree, key)):
         # One lock per build directory: other configs of the same tree build meanwhile, and a second
         # run of this config waits for the first rather than build it twice.
         link = _build_link(tree, key)
         with atomic.locked(build_lock(link), f"building kernel {tree.version} ({tree.identity}) in {link}",
                            log=link / "build.log"):
             outdir = build_dir(tree, key)
-            if not ((outdir / STAMP).exists() and tree.immutable):  # or the process we waited for built it
+            # or the process we waited for built it
+            if not (outdir / STAMP).exists() or not (tree.immutable or unchanged_since_build(tree, key)):
                 atomic.write_text(outdir / "harness-config-why.txt", configured.why)
                 seeded = None
                 if tree.base and not (outdir / "Makefile").exists():
                     base_key = config_key(tree.base, configured.config.read_text())
                     base = paths.cache_root() / "builds" / f"{tree.version}-{base_key}"
                     if (base / STAMP).exists():
-                        print(f"seeding {outdir} from the base's build {base}", flush=True)
+                        print(f"seeding {outdir} from the base's build {base}", file=sys.stderr, flush=True)
                         seed_build(outdir, base)
                         seeded = str(base)
                         # The base may have been built after the patches were applied (compare builds the
@@ -117,6 +121,18 @@ def build_kernel(configured: Configured, jobs: int | None = None) -> KernelBuild
     outdir = build_dir(tree, key)
     atomic.write_text(outdir / "harness-config-why.txt", configured.why)
     return KernelBuild(tree, outdir, key, json.loads((outdir / STAMP).read_text())["release"])
+
+
+def unchanged_since_build(tree: KernelTree, key: str) -> bool:
+    """No file of a user's tree is newer than the start of its last finished build of this config: make
+    would find nothing to do (its no-op walk of the tree takes seconds), and the stamp, which the image's
+    key reads, stays as it is. Checked as make checks, by modification times, before any make runs."""
+    started = build_dir(tree, key) / BUILD_STARTED
+    if not started.exists():
+        return False
+    newer = subprocess.run(["find", str(tree.path), "-path", str(tree.path / ".git"), "-prune", "-o", "-newer",
+                            str(started), "-type", "f", "-print", "-quit"], capture_output=True, text=True)
+    return newer.returncode == 0 and not newer.stdout.strip()
 
 
 def build_lock(build_dir: Path) -> Path:
@@ -185,9 +201,14 @@ def _keep_objtool(tree: KernelTree, outdir: Path, base: Path, log: Path, env: di
 def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: int | None,
                  seeded: str | None = None) -> None:
     """make bzImage modules in outdir (incremental when it was built before); the stamp is written last."""
+    from_scratch = not (outdir / "vmlinux").exists()  # before this build: no objects to reuse (or seeded)
+    previous = _read_stamp(outdir)
+    (outdir / BUILD_STARTED).unlink(missing_ok=True)  # a build that does not finish leaves none
+    started_mark = outdir / f"{BUILD_STARTED}.tmp"
+    started_mark.touch()
     shutil.copyfile(config, outdir / ".config")
     log = outdir / "build.log"
-    print(f"building kernel {tree.version} ({tree.identity}) in {outdir}\n  log: {log}", flush=True)
+    print(f"building kernel {tree.version} ({tree.identity}) in {outdir}\n  log: {log}", file=sys.stderr, flush=True)
     started = time.monotonic()
     stats = outdir / ".harness-ccache.log"  # this build's own ccache outcomes (others may run at once)
     stats.unlink(missing_ok=True)
@@ -195,8 +216,11 @@ def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: i
     run_logged(make_cmd(tree, outdir, "olddefconfig"), log, "olddefconfig", env=env)
     if seeded:
         _keep_objtool(tree, outdir, Path(seeded), log, env)
+    config_text = (outdir / ".config").read_text()
+    expected = expected_build(tree, key, config_text, previous) if from_scratch and not seeded else None
+    progress = BuildProgress("kernel build", expected)
     run_logged(make_cmd(tree, outdir, "bzImage", "modules", jobs=jobs or os.cpu_count() or 1), log,
-               "kernel build", progress=True, env=env)
+               "kernel build", progress=progress, env=env)
     release = subprocess.run(make_cmd(tree, outdir, "-s", "kernelrelease"), capture_output=True, text=True,
                              check=True).stdout.strip()
     atomic.write_text(outdir / STAMP, json.dumps({
@@ -204,8 +228,15 @@ def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: i
         "build_s": round(time.monotonic() - started, 1),
         "ccache": ccache_outcomes(stats),
         "seeded": seeded,  # the base build this one started from (a patched tree), or None
+        # What the next build's estimate reads (expected_build): this build's size, and how it began
+        "steps": progress.steps, "compiled": progress.compiled, "from_scratch": from_scratch and not seeded,
+        "config_sha": config_sha(config_text), "series": tree.series,
+        # the estimate this build printed first and last, in seconds of the whole build (None: it had none)
+        "estimate": {"source": expected.source if expected else None,
+                     "first_s": progress.first_estimate_s, "last_s": progress.last_estimate_s},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }, indent=2))
+    started_mark.rename(outdir / BUILD_STARTED)  # its mtime is the build's start: what unchanged_since_build reads
 
 
 def build_probe_module(build: KernelBuild) -> Path:
@@ -235,12 +266,26 @@ def build_guest_modules(build: KernelBuild, subdir: str, generated: dict[str, st
     return sorted(outdir.glob("*.ko"))
 
 
+def modules_fingerprint(build: KernelBuild) -> str:
+    """What the image takes from a build: its release and its modules, each by size and modification time
+    (Kbuild rewrites a .ko only when it relinks it). A user's tree rebuilt after an edit of built-in code
+    (mm/) keeps it, so its modules staging and image are reused; a relinked module changes it."""
+    order = build.dir / "modules.order"
+    names = order.read_text().split() if order.exists() else []
+    parts = [build.release, *names]
+    for name in names:
+        ko = build.dir / Path(name).with_suffix(".ko")
+        st = ko.stat() if ko.exists() else None
+        parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}" if st else f"{name}:missing")
+    return content_key(*parts)
+
+
 def install_modules(build: KernelBuild) -> Path:
     """`make modules_install` into a staging tree (lib/modules/<release>/...) for the image."""
     dest = build.dir / "harness-modules"
-    # made from this very build (its stamp): a tree rebuilt under the same key must not ship the old modules
+    # made from these very modules: a tree rebuilt under the same key must not ship the old ones
     made_from = dest / ".harness-built-from.json"
-    stamp = (build.dir / STAMP).read_text() if (build.dir / STAMP).exists() else ""
+    stamp = modules_fingerprint(build)
     if (dest / "lib/modules" / build.release / "modules.dep").exists() and made_from.exists() \
             and made_from.read_text() == stamp:
         return dest
@@ -270,35 +315,147 @@ def event_names_header(srctree: Path) -> str:
             f"static const char *const mmu_probe_event_names[] = {{\n{rows}\n}};\n")
 
 
-def run_logged(cmd: Sequence[str], log: Path, what: str, progress: bool = False,
+def run_logged(cmd: Sequence[str], log: Path, what: str, progress: BuildProgress | None = None,
                env: dict[str, str] | None = None) -> None:
-    """Run a build step with its output appended to `log`; on failure show the tail and the log's path."""
-    started = time.monotonic()
-    compiled = 0
-    last_report = started
+    """Run a build step with its output appended to `log`; on failure show the tail and the log's path.
+    With `progress`, a line on stderr every 30 s says how far the build got (stdout is for results)."""
     with open(log, "a") as out:
         out.write(f"\n$ {' '.join(cmd)}\n")
         out.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env={**ccache_env(), **(env or {})})
         assert proc.stdout
+        if progress:
+            progress.start()
         for line in proc.stdout:
             out.write(line)
-            compiled += line.startswith("  CC")
-            if progress and time.monotonic() - last_report > 30:
-                last_report = time.monotonic()
-                print(f"  {what}: {compiled} files compiled, {last_report - started:.0f} s", flush=True)
+            if progress:
+                progress.line(line)
         rc = proc.wait()
     if rc != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
         raise BuildError(f"{what} failed (exit {rc}); last lines of {log}:\n{tail}")
     if progress:
-        print(f"  {what}: done in {time.monotonic() - started:.0f} s", file=sys.stdout, flush=True)
+        progress.done()
+
+
+# Kbuild's quiet lines, one per step: "  CC      mm/rmap.o", "  CC [M]  lib/test_hmm.o", "  LD      vmlinux.o"
+_STEP_RE = re.compile(r"  [A-Z][A-Z0-9_]*(?: \[M\])?\s")
+ESTIMATES = paths.CONFIGS / "build-estimates.yaml"
+PROGRESS_EVERY_S = 30.0
+RATE_FROM = 0.10  # below this fraction of the expected steps the expected seconds say more than the rate so far
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a build from scratch is expected to take, and where the figures come from."""
+    steps: int
+    seconds: float
+    source: str
+
+
+def config_sha(config_text: str) -> str:
+    """The final .config's own hash (no tree in it): the same config of a copy of a tree has the same one."""
+    return hashlib.sha256(config_text.encode()).hexdigest()[:16]
+
+
+def _read_stamp(build: Path) -> dict | None:
+    try:
+        return json.loads((build / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def expected_build(tree: KernelTree, key: str, config_text: str, previous: dict | None = None) -> Expected | None:
+    """The size and duration of a build from scratch of this .config, from the best evidence there is:
+    the previous build of the same tree and config; a build of the same .config from another tree in this
+    cache (a copy of a tree); the figures of configs/build-estimates.yaml, measured from real builds; else
+    the nearest of this series there (a rough guide, said so). None: nothing to go by."""
+    if previous and previous.get("from_scratch") and previous.get("steps"):
+        return Expected(previous["steps"], previous["build_s"], "the previous build of this tree and config")
+    sha = config_sha(config_text)
+    for stamp in sorted((paths.cache_root() / "builds").glob(f"*/{STAMP}")):
+        other = _read_stamp(stamp.parent)
+        if other and other.get("config_sha") == sha and other.get("from_scratch") and other.get("steps"):
+            return Expected(other["steps"], other["build_s"], f"a build of the same .config in {stamp.parent}")
+    table = yaml.safe_load(ESTIMATES.read_text()) or [] if ESTIMATES.exists() else []
+    for row in table:
+        if row["config"] == sha:
+            return Expected(row["steps"], row["seconds"], f"{ESTIMATES.name}: {row['what']}")
+    same_series = [row for row in table if str(row["series"]) == tree.series]
+    if same_series:
+        row = same_series[0]
+        return Expected(row["steps"], row["seconds"], f"{ESTIMATES.name}: {row['what']}, another config of "
+                        f"{tree.series} (a rough guide)")
+    return None
+
+
+class BuildProgress:
+    """Counts a build's steps as make prints them and, every PROGRESS_EVERY_S, says on stderr how far it got
+    and, with an Expected, when it should end: the expected seconds until RATE_FROM of the steps are done,
+    then the rate so far (the machine's load is in it)."""
+
+    def __init__(self, what: str, expected: Expected | None, every_s: float = PROGRESS_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic, out: TextIO | None = None) -> None:
+        self.what, self.expected, self.every_s, self.clock = what, expected, every_s, clock
+        self.out = out
+        self.steps = self.compiled = 0
+        self.started = self.last_report = 0.0
+        self.first_estimate_s: float | None = None
+        self.last_estimate_s: float | None = None
+
+    def start(self) -> None:
+        self.started = self.last_report = self.clock()
+        if self.expected:
+            self._say(f"expecting about {self.expected.steps} steps and {self.expected.seconds:.0f} s "
+                      f"(from {self.expected.source})")
+            self.first_estimate_s = self.last_estimate_s = float(self.expected.seconds)
+
+    def line(self, line: str) -> None:
+        if _STEP_RE.match(line):
+            self.steps += 1
+            self.compiled += line.startswith("  CC")
+        now = self.clock()
+        if now - self.last_report >= self.every_s:
+            self.last_report = now
+            self._say(self.status(now - self.started))
+
+    def estimate_s(self, elapsed: float) -> float | None:
+        """The whole build's expected duration, seen at `elapsed` seconds."""
+        if not self.expected:
+            return None
+        done = self.steps / self.expected.steps
+        if done < RATE_FROM:
+            return max(float(self.expected.seconds), elapsed)
+        return elapsed / min(done, 1.0) if done < 1.0 else elapsed
+
+    def status(self, elapsed: float) -> str:
+        total = self.estimate_s(elapsed)
+        if total is None or not self.expected:
+            return f"{self.steps} steps ({self.compiled} files compiled), {elapsed:.0f} s"
+        self.last_estimate_s = round(total, 1)
+        if self.steps >= self.expected.steps:
+            return (f"{self.steps} steps, past the {self.expected.steps} expected, {elapsed:.0f} s "
+                    "(linking or more to build than expected)")
+        return (f"{self.steps}/{self.expected.steps} steps ({100 * self.steps / self.expected.steps:.0f}%), "
+                f"{elapsed:.0f} s, about {max(total - elapsed, 0):.0f} s left")
+
+    def done(self) -> None:
+        elapsed = self.clock() - self.started
+        estimated = f" (estimated {self.last_estimate_s:.0f} s)" if self.last_estimate_s is not None else ""
+        self._say(f"done in {elapsed:.0f} s, {self.steps} steps{estimated}")
+
+    def _say(self, text: str) -> None:
+        print(f"  {self.what}: {text}", file=self.out or sys.stderr, flush=True)
 
 
 def config_key(tree: KernelTree, config_text: str) -> str:
-    """The key of a final .config of a tree: what names its build directory."""
-    return content_key(tree.identity, config_text)
+    """The key of a final .config of a tree: what names its build directory.
+
+    A Debian or patched tree by its identity (its files never change); a user's tree by its path, not its
+    commit: an edit (git:SHA becomes git:SHA-dirty) or a new commit then rebuilds the same directory
+    incrementally, where a key by commit would start a new directory and rebuild every file."""
+    return content_key(tree.identity if tree.immutable else f"path:{tree.path}", config_text)
 
 
 def content_key(*parts: str | bytes) -> str:

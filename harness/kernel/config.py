@@ -9,13 +9,15 @@ directory) and the "why" text (every change the engine made, with its reason).
 Everything lives under <cache>/configure: one scratch directory per tree (where scripts/kconfig/conf
 is built once and olddefconfig runs), final configs kept by content key (by-key/), and for a Debian
 tree, which never changes, the config each spec led to (by-spec/), so that a second run skips
-kconfiglib (~5 s).
+kconfiglib (~5 s); for a user's tree too, until a Kconfig file (or the Makefile, scripts/kconfig, a
+defconfig) of it is newer than that memo.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import subprocess
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness import atomic, paths
@@ -109,12 +111,26 @@ def fragments_for(notifier: str, series: str = "") -> tuple[Path, ...]:
 def configure(tree: KernelTree, spec: ConfigSpec) -> Configured:
     """The final .config of `tree` for `spec`, composed and verified (or remembered, for a Debian tree)."""
     root = paths.cache_root() / "configure"
-    memo = root / "by-spec" / f"{spec_key(tree, spec)}.json"
-    if tree.immutable and memo.exists():
+    # A user's tree by its path (an edit makes its identity -dirty, and changes no Kconfig): remembered until
+    # a file that the configuration reads is newer than the memo
+    keyed = tree if tree.immutable else replace(tree, identity=f"path:{tree.path}")
+    memo = root / "by-spec" / f"{spec_key(keyed, spec)}.json"
+    if memo.exists() and (tree.immutable or not kconfig_changed_since(tree, memo)):
         known = json.loads(memo.read_text())
         kept = root / "by-key" / f"{tree.version}-{known['key']}.config"
         if kept.exists():
             return Configured(tree, kept, known["key"], known["why"])
+    if tree.base is not None and not any(_configures(name) for name in tree.changed):
+        # A series that touches nothing the configuration reads leaves the base's .config as it is: the base's
+        # composition (remembered) is this tree's, under this tree's own key. Composing a patched copy
+        # again took minutes on a loaded host (kconfiglib reading a tree it has never seen).
+        based = configure(tree.base, spec)
+        text = based.config.read_text()
+        key = config_key(tree, text)
+        kept = root / "by-key" / f"{tree.version}-{key}.config"
+        if not kept.exists():
+            atomic.write_text(kept, text)
+        return Configured(tree, kept, key, based.why)
     if tree.imported:
         raise ConfigError(f"{tree.path} was imported from a build artifact (harness kernel --import) and holds only "
                           "the kernels packed with it; this configuration is not one of them. Import its artifact, "
@@ -125,9 +141,27 @@ def configure(tree: KernelTree, spec: ConfigSpec) -> Configured:
         scratch_config, key, why = compose(tree, spec, root / "configure.log")
         kept = root / "by-key" / f"{tree.version}-{key}.config"
         atomic.write_text(kept, scratch_config.read_text())
-    if tree.immutable:
-        atomic.write_text(memo, json.dumps({"key": key, "why": why}))
+    atomic.write_text(memo, json.dumps({"key": key, "why": why}))
     return Configured(tree, kept, key, why)
+
+
+def _configures(name: str) -> bool:
+    """A file (relative to the tree) that composing a .config reads: a Kconfig, the top Makefile (the
+    version), anything under scripts/ (kconfig itself, the compiler probes Kconfig runs), a defconfig."""
+    return (Path(name).name.startswith("Kconfig") or name == "Makefile" or name.startswith("scripts/")
+            or "/configs/" in name)
+
+
+def kconfig_changed_since(tree: KernelTree, memo: Path) -> bool:
+    """A file of a user's tree that composing its .config reads (a Kconfig, the top Makefile with the
+    version, scripts/kconfig, the defconfigs) is newer than `memo`: one walk of the tree, a fraction of
+    a second, where composing again takes seconds (kconfiglib, olddefconfig)."""
+    top = str(tree.path)
+    newer = subprocess.run(["find", top, "-path", f"{top}/.git", "-prune", "-o", "-newer", str(memo), "(",
+                            "-name", "Kconfig*", "-o", "-path", f"{top}/Makefile", "-o", "-path",
+                            f"{top}/scripts/kconfig/*", "-o", "-path", f"{top}/arch/*/configs/*", ")", "-print",
+                            "-quit"], capture_output=True, text=True)
+    return newer.returncode != 0 or bool(newer.stdout.strip())
 
 
 def compose(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path, str, str]:

@@ -19,13 +19,13 @@ import yaml
 
 from harness import atomic, paths
 from harness.kernel.build import (
-    STAMP,
     BuildError,
     KernelBuild,
     build_guest_modules,
     build_probe_module,
     content_key,
     install_modules,
+    modules_fingerprint,
     run_logged,
 )
 
@@ -128,10 +128,10 @@ def build_image(build: KernelBuild) -> Image:
     modules += build_guest_modules(build, "faults")  # loaded only when a test asks (harness.modules=)
     mod_tree = install_modules(build) if build.has("MODULES") else None
     pub = client_key().with_name("id_ed25519.pub")
-    # The build's stamp, not only its key: a build rebuilt under the same key (a user's tree edited, a cache
-    # entry remade) has new modules, and the image must carry them.
+    # The build's modules, not only its key: a build rebuilt under the same key (a user's tree edited, a cache
+    # entry remade) may have new modules, and the image must carry them (an edit of built-in code keeps them).
     inputs = [b"newc, uncompressed, busybox links", FSTAB.encode(), build.key.encode(),
-              (build.dir / STAMP).read_bytes(), programs.name.encode(), pub.read_bytes(),
+              modules_fingerprint(build).encode(), programs.name.encode(), pub.read_bytes(),
               (paths.IMAGES / "init").read_bytes(),
               BUSYBOX.read_bytes(), DROPBEAR.read_bytes(), rdma.name.encode(), USERSPACE.read_bytes()]
     inputs += [m.read_bytes() for m in modules] + [str(f).encode() + f.read_bytes() for f in extra]

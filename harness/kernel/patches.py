@@ -130,8 +130,9 @@ def patched_tree(base: KernelTree, base_ksrc: str, series: list[Patch]) -> tuple
         return ksrc, cached_tree(ksrc)
     print(f"applying {len(series)} patch(es) to a copy of {base.path} ...", flush=True)
     with atomic.staged_dir(dest) as tmp:
+        # .tmp_PID: a file Kbuild's try-run makes and removes while another build of this tree runs
         entries = [p for p in base.path.iterdir()
-                   if not p.name.startswith((IN_TREE_PREFIX, ".harness-")) and p.name != ".git"]
+                   if not p.name.startswith((IN_TREE_PREFIX, ".harness-", ".tmp_")) and p.name != ".git"]
         subprocess.run(["cp", "-al", "--", *map(str, entries), str(tmp)], check=True)
         for i, patch in enumerate(series, 1):
             _apply(tmp, patch, f"patch {i}/{len(series)}")

@@ -49,7 +49,7 @@ BUILD_INPUTS = ("configs/fragments/**", "harness/kernel/**")
 
 def debian_packages() -> list[str]:
     lines = (paths.CONFIGS / "debian-packages.txt").read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return [line.strip() for line in lines if line.strip() and not line.startswith(("#", "["))]  # [set] headers
 
 
 def cell_packages() -> list[str]:

@@ -72,17 +72,15 @@ def _first_line(text: str) -> str:
 # -- what a run came to -------------------------------------------------------------------------------
 
 def run_summary(run_dir: Path) -> str:
-    """`harness run`'s closing lines: pytest's counts, then each failure and error with its message."""
+    """`harness run`'s closing lines: how many tests ended in each outcome, and where the results are.
+    Each test that did not pass is one line of pytest's closing summary just above (the plugin's
+    pytest_terminal_summary): not repeated here."""
     junit = RunDir(run_dir).junit
     if not junit.exists():
         return f"no results were written; see {run_dir}"
     cases = read_cases(junit)
-    failed, errors, skipped = (_holding([c.element for c in cases], tag) for tag in ("failure", "error", "skipped"))
-    lines = [f"summary: {len(cases) - failed - errors - skipped} passed, {failed} failed, {errors} errors, "
-             f"{skipped} skipped"]
-    lines += [f"  {tag.upper()} {c.nodeid}: {_first_line(message)}" for c in cases for tag, message in c.problems]
-    lines.append(f"results: {run_dir}")
-    return "\n".join(lines)
+    counts = ", ".join(f"{n} {o.lower()}" for o in SEVERITY if (n := sum(c.outcome == o for c in cases)))
+    return f"summary: {counts or 'no tests'}\nresults: {run_dir}"
 
 
 @dataclass(frozen=True)

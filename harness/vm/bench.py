@@ -48,8 +48,8 @@ from harness.kernel.prepare import prepare
 from harness.results.outcome import HarnessFault
 from harness.vm import faults
 from harness.vm.machine import VM, BareBoot, boot_bare, load_profile, probe_accel
-from harness.vm.timeline import STAGES, Timeline
 from harness.vm.ssh import SSH
+from harness.vm.timeline import STAGES, Timeline
 
 
 def spread(values: list[float]) -> dict[str, float]:
