@@ -91,7 +91,7 @@ def test_json_round_trip_in_stage_order():
 
 def test_timings_json_keeps_each_boots_timeline(tmp_path):
     path = tmp_path / "timings.json"
-    Timings(boots=[Boot(1, 2.2, "tcg", 60.0, whole_boot().to_json())]).write(path)
+    Timings(boots=[Boot(1, 2.2, "tcg", 60.0, timeline=whole_boot().to_json())]).write(path)
     (boot,) = Timings.read(path).boots
     assert Timeline.from_json(boot.timeline) == whole_boot()
     # a timings.json written before timelines existed still reads
