@@ -80,7 +80,7 @@ test-debug: deps ## the tests that need a debug kernel (KASAN: configs/fragments
 
 unit: venv ## unit tests only (no kernel build, no QEMU): everything not marked e2e or kernel_trees
 	@# HARNESS_NO_QEMU: a test that boots without its e2e mark fails at once (harness/vm/console.py)
-	HARNESS_NO_QEMU=1 $(PY) -m pytest tests -m "not e2e and not kernel_trees"
+	HARNESS_NO_QEMU=1 $(PY) -m pytest $(XDIST) tests -m "not e2e and not kernel_trees"
 
 shell: deps ## a shell in the guest
 	$(HARNESS) shell --machine=$(MACHINE) $(if $(FRAGMENT),--fragment=$(FRAGMENT))

@@ -75,7 +75,9 @@ def test_stopping_the_controller_stops_every_workers_vms(tmp_path: Path, sig: si
         # watchdogs fire at 15 and 20 s: on a loaded host one may end before the signal), and the boots
         ended = json.loads((tmp_path / "outcomes.json").read_text())
         assert all(r["outcome"] == "TIMEOUT" for r in ended), ended
-        assert Timings.read(tmp_path / "timings.json").boots, "the workers' boots were lost"
+        # Written by the workers' teardowns after the signal (their guests may still have been booting,
+        # and a boot that did not finish has no record, as without workers): the kernel they prepared.
+        assert Timings.read(tmp_path / "timings.json").prepare, "the workers' timings were lost"
 
 
 def guests(pids: set[int]) -> set[int]:
