@@ -5,9 +5,10 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 HARNESS := $(VENV)/bin/harness
-# make test's workers: 2 on this 2-core machine (README "Tests on both cores"); JOBS=1 runs one VM at a time
-JOBS    ?= 2
-XDIST   := $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup)
+# make test's and make unit's pytest workers: 2 on this 2-core machine (README "Tests on both cores");
+# WORKERS=1 runs one VM at a time. (JOBS is make matrix's: cells at once.)
+WORKERS ?= 2
+XDIST   := $(if $(filter-out 1,$(WORKERS)),-n $(WORKERS) --dist loadgroup)
 KSRC    ?=
 MACHINE ?= default
 MATRIX  ?= smoke
@@ -67,7 +68,7 @@ test: deps ## the project's own tests: unit tests, config differential, faults, 
 	$(HARNESS) kernel --kernel-src=debian:7.3
 	@# HARNESS_FETCH_TREES: the config differential tests fetch the 7.2 tree and Debian's 7.x configs.
 	@# The KASAN kernel's test is `make test-debug`: one more cold build would not fit make test in the hour
-	@# Each phase on $(JOBS) pytest-xdist workers, each with VMs of its own; a machine profile's tests on one
+	@# Each phase on $(WORKERS) pytest-xdist workers, each with VMs of its own; a machine profile's tests on one
 	@# worker (harness/parallel.py). Each phase is one run directory, results/<time>, as without workers.
 	HARNESS_FETCH_TREES=1 $(PY) -m pytest $(XDIST) tests suites --notifier=on -m "not debug_kernel"
 	$(PY) -m pytest $(XDIST) suites --notifier=off
