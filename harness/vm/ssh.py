@@ -150,9 +150,12 @@ class SSH:
         last: Exception | None = None
         while True:
             client = pinned_client(port, host_key_pub)
+            # An attempt may use all the time left: a slow guest (a debug kernel, a loaded host) can take more
+            # than 10 s for the key exchange, and an attempt cut short only starts the exchange over.
+            left = max(deadline - time.monotonic(), 1.0)
             try:
                 client.connect("127.0.0.1", port, username="root", key_filename=str(key), look_for_keys=False,
-                               allow_agent=False, timeout=10, banner_timeout=20, auth_timeout=20)
+                               allow_agent=False, timeout=left, banner_timeout=left, auth_timeout=left)
                 transport = client.get_transport()
                 assert transport
                 transport.set_keepalive(5)
