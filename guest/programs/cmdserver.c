@@ -36,6 +36,7 @@
 #define HELLO "cmdserver 1"
 #define MAX_REQUEST (256u << 20)	/* the host sends no more (harness/vm/cmdserver.py MAX_REQUEST) */
 #define CHUNK 65536
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define DRAIN_READS 1024	/* after the exit: at most this many reads per pipe (a writer that never stops) */
 
 static int sigchld_pipe[2];	/* SIGCHLD handler -> poll loop */
@@ -272,7 +273,7 @@ static void run(const struct request *req)
 	rc = spawn(req, in[0], out[1], err[1]);
 	if (rc) {
 		/* what a shell says and does when it cannot run a program */
-		unsigned char end[13] = { 0 };
+		unsigned char failed[13] = { 0 };
 		char msg[512];
 		int len = snprintf(msg, sizeof(msg), "cmdserver: %s: %s\n", req->argv[0], strerror(rc));
 
@@ -288,8 +289,8 @@ static void run(const struct request *req)
 			return;
 		}
 		send_frame('E', msg, len < (int)sizeof(msg) ? len : (int)sizeof(msg) - 1);
-		put_u32(end + 1, rc == ENOENT ? 127 : 126);
-		send_frame('X', end, sizeof(end));
+		put_u32(failed + 1, rc == ENOENT ? 127 : 126);
+		send_frame('X', failed, sizeof(failed));
 		flush();
 		return;
 	}
@@ -319,7 +320,8 @@ static void run(const struct request *req)
 		if (deadline) {
 			uint64_t now = now_us();
 
-			wait_ms = now >= deadline ? 0 : (int)((deadline - now + 999) / 1000);
+			/* in slices of a minute at most: a timeout of days does not overflow an int */
+			wait_ms = now >= deadline ? 0 : (int)((MIN(deadline - now, 60000000) + 999) / 1000);
 		}
 		flush();
 		if (poll(fds, 5, wait_ms) < 0 && errno != EINTR)
