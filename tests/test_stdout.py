@@ -18,7 +18,6 @@ from harness.cli import compare as compare_cli
 from harness.cli import kernel as kernel_cli
 from harness.cli.main import main
 from harness.cli.output import progress_to_stderr
-from harness.matrix import spec
 from harness.results import report
 from tests.fake_harness import write_results
 
@@ -77,12 +76,6 @@ def test_harness_compare_prints_only_its_report(tmp_path: Path, capfd: pytest.Ca
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=paths.REPO, capture_output=True,
                           text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def test_matrix_list_ids_is_one_id_a_line():
-    proc = _cli("matrix", "list", "smoke", "--ids")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [c.id for c in spec.load("smoke").cells]
 
 
 def test_harness_report_prints_its_summary_alone(tmp_path: Path):
