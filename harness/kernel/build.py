@@ -286,8 +286,11 @@ def install_modules(build: KernelBuild) -> Path:
     # made from these very modules: a tree rebuilt under the same key must not ship the old ones
     made_from = dest / ".harness-built-from.json"
     stamp = modules_fingerprint(build)
+    # An imported build (harness kernel --import) has the packer's staging tree and no modules.order or .ko
+    # files to make one from, nor to fingerprint: its staging tree is the one to ship.
+    imported = not (build.dir / "modules.order").exists()
     if (dest / "lib/modules" / build.release / "modules.dep").exists() and made_from.exists() \
-            and made_from.read_text() == stamp:
+            and (made_from.read_text() == stamp or imported):
         return dest
     with atomic.staged_dir(dest) as tmp:
         run_logged(make_cmd(build.tree, build.dir, f"INSTALL_MOD_PATH={tmp}", "INSTALL_MOD_STRIP=1",
