@@ -31,7 +31,9 @@ def qemu_pids() -> set[int]:
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if (b"qemu-system" in (proc / "cmdline").read_bytes().split(b"\0")[0]
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+                # a guest (-kernel), not the short-lived `qemu -device help` the harness runs to check a profile
+                if (b"qemu-system" in argv[0] and b"-kernel" in argv
                         and LEAK_TAG in (proc / "environ").read_bytes().split(b"\0")):
                     pids.add(int(proc.name))
             except OSError:

@@ -60,6 +60,13 @@ class GuestSetup:
         self.undo.append(f"echo {old[0]} > {KSM}/run; echo {old[1]} > {KSM}/sleep_millisecs; "
                          f"echo {old[2]} > {KSM}/pages_to_scan")
 
+    def _ksm_unmerged(self) -> None:
+        # ksm_tests -U asserts that the system-wide pages_shared and pages_sharing are 0 once its own pages
+        # unmerged (check_ksm_unmerge -> assert_ksm_pages_count(0)), so pages KSM merged for an earlier test
+        # on this guest fail it (2 of 2 fresh-clone make test runs on three workers). run=2 unmerges them all.
+        if self.ssh.run(["test", "-d", KSM]).ok:
+            self.sh(f"echo 2 > {KSM}/run")
+
     def _ksm_every_page_every_scan(self) -> None:
         # Since 6.7 KSM's smart scan (on by default) skips a page that failed to merge for a few scans
         # (mm/ksm.c:should_skip_rmap_item); a test that waits a fixed number of full scans for two pages to
