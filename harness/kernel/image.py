@@ -203,7 +203,7 @@ def _cpio(root: Path, dest: Path) -> None:
     """newc archive, owned by root, uncompressed; file list sorted so that the bytes are reproducible.
 
     Uncompressed because the guest unpacks it under TCG: gzip'd, the 23 MB image took about 1.5 s of the
-    guest's boot to inflate, against about 0.3 s to copy (README, Benchmarks)."""
+    guest's boot to inflate, against about 0.3 s to copy (docs/benchmarks.md)."""
     names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     listing = "".join(f"{n}\0" for n in [".", *names]).encode()
     with open(dest, "wb") as out:
