@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.atomic import write_text
-from harness.matrix.spec import Cell
+from harness.results.cell import Cell
 from harness.results.outcome import Outcome
 
 CELL_SCHEMA = 1
