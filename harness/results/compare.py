@@ -23,14 +23,15 @@ import fnmatch
 import json
 import statistics
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
-from harness.checks import expectations
 from harness.errors import UserError
-from harness.observe.probe import Event
+from harness.observe.probe import Event, invalidations, related
 from harness.observe.splat import find_splats
 from harness.results.model import Result, read_results
 from harness.results.outcome import FAILED, Outcome
@@ -45,6 +46,29 @@ ELSEWHERE = "-"  # the range of an event that touches none of the program's rang
 
 class ExpectEventsError(UserError):
     pass
+
+
+class SiteRule(Protocol):
+    """What the comparison reads of one expectation (checks/expectations.py's Expectation): its call site."""
+
+    @property
+    def observer(self) -> str: ...
+    @property
+    def range(self) -> str: ...
+    @property
+    def relation(self) -> str: ...
+    @property
+    def site(self) -> str: ...
+
+
+class EventCase(Protocol):
+    """What the comparison reads of a workload's expectations (checks/expectations.py's Case), passed in by
+    the caller so that results does not depend on checks."""
+
+    @property
+    def deterministic(self) -> bool: ...
+    @property
+    def expect(self) -> Sequence[SiteRule]: ...
 
 
 @dataclass(frozen=True)
@@ -177,13 +201,13 @@ class Comparison:
                 EXIT_EVENTS: "only notifier events or a device's counters changed"}[self.exit_code()]
 
 
-def compare(base: str, patched: str, base_runs: list[Path], patched_runs: list[Path], series: str,
-            expected: list[ExpectedChange] | None = None) -> Comparison:
-    """Compare the run directories of the two kernels; `series` picks the base's expectations (call sites)."""
+def compare(base: str, patched: str, base_runs: list[Path], patched_runs: list[Path],
+            cases: Mapping[str, EventCase], expected: list[ExpectedChange] | None = None) -> Comparison:
+    """Compare the run directories of the two kernels; `cases` are the base's expectations by workload/case
+    (harness/checks/expectations.py's load(series)): they name each event's call site."""
     out = Comparison(base, patched)
     before, after = _results(base_runs), _results(patched_runs)
     out.tests = (len(before), len(after))
-    cases = expectations.load(series)
     out.events = _event_changes(base_runs, patched_runs, cases)
     out.workloads = len(_workload_dirs(base_runs).keys() & _workload_dirs(patched_runs).keys())
     out.devices = _device_changes(base_runs, patched_runs)
@@ -280,13 +304,13 @@ def signature(events: list[Event], info: dict) -> dict[Group, Counter[str]]:
     ranges = {n: (int(r[0]), int(r[1])) for n, r in info.get("ranges", {}).items()}
     order = sorted(ranges, key=lambda n: (n != "target", n))
     sig: dict[Group, Counter[str]] = {}
-    for e in expectations.invalidations(events):
+    for e in invalidations(events):
         group = Group(e.sub, ELSEWHERE, "elsewhere")
         for name in order:
             start, end = ranges[name]
             if e.start < end and start < e.end:
                 rel = next((r for r in ("equal", "page", "covers", "within")
-                            if expectations.related(e, start, end, r, page)), "overlaps")
+                            if related(e, start, end, r, page)), "overlaps")
                 group = Group(e.sub, name, rel)
                 break
         sig.setdefault(group, Counter())[e.event] += 1
@@ -294,7 +318,7 @@ def signature(events: list[Event], info: dict) -> dict[Group, Counter[str]]:
 
 
 def _event_changes(base_runs: list[Path], patched_runs: list[Path],
-                   cases: dict[str, expectations.Case]) -> list[EventChange]:
+                   cases: Mapping[str, EventCase]) -> list[EventChange]:
     before, after = _workload_dirs(base_runs), _workload_dirs(patched_runs)
     changes = []
     for name in sorted(before.keys() & after.keys()):
@@ -318,7 +342,7 @@ def _events(test_dir: Path) -> list[Event]:
     return [Event(**e) for e in json.loads((test_dir / "events.json").read_text())]
 
 
-def _site(case: expectations.Case | None, group: Group) -> str:
+def _site(case: EventCase | None, group: Group) -> str:
     sites = sorted({x.site for x in (case.expect if case else ()) if (x.observer, x.range) ==
                     (group.observer, group.range) and (x.relation == group.relation or group.relation == "page")})
     return ", ".join(sites)
