@@ -10,8 +10,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from harness.matrix.spec import Cell
-from harness.results import junit, load, plots, report, rundir
+from harness.results import compare, junit, load, plots, report, rundir
 from harness.results.model import RunRecord, read_results
+from harness.results.outcome import Outcome
 from harness.results.rundir import RUN_JSON
 from harness.results.summary import format_summary
 from harness.results.visible import visible
@@ -132,3 +133,14 @@ def test_a_nameless_case_is_not_read_as_a_test(tmp_path: Path):
     assert [c.nodeid for c in junit.read_cases(path)] == ["m::test_a"]
     junit.drop_unfinished(path)
     assert [c.get("name") for c in ET.parse(path).getroot().iter("testcase")] == ["test_a"]
+
+
+def test_harness_compare_reports_spell_out_control_characters_and_keep_their_code_block():
+    reason = f"guest said [{CONTROLS}]\n```\n<script>x</script> and ````"
+    c = compare.Comparison("base", "patched", [compare.OutcomeChange("t::test_x", Outcome.PASS, Outcome.FAIL,
+                                                                      reason, "regressed")])
+    text = compare.render_text(c)
+    assert not FORBIDDEN.search(text) and "guest said [\\x00\\x01" in text
+    md = compare.render_markdown(c)
+    assert md.startswith("# harness compare\n\n`````\n") and md.endswith("`````\n")
+    assert md.count("`````") == 2  # the reason's own ```` stays inside the block

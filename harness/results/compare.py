@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,7 @@ from harness.observe.splat import find_splats
 from harness.results.model import Result, read_results
 from harness.results.outcome import FAILED, Outcome
 from harness.results.rundir import RunDir
+from harness.results.visible import visible
 
 EXIT_SAME, EXIT_REGRESSED, EXIT_EVENTS = 0, 1, 3
 COMPLETENESS = "invalidates_every_page"  # in the names of the completeness tests
@@ -433,12 +435,15 @@ def render_text(c: Comparison) -> str:
               f"/{ran_b} pass, patched {ran_p - len(c.completeness.get('patched', []))}/{ran_p} pass"]
     lines += [f"  {side}: {f}" for side in ("base", "patched") for f in c.completeness.get(side, [])]
     lines += ["", f"Verdict: {c.verdict()} (exit {c.exit_code()})"]
-    return "\n".join(lines) + "\n"
+    return visible("\n".join(lines) + "\n")  # reasons and splat titles are guest output: no raw controls
 
 
 def render_markdown(c: Comparison) -> str:
+    """The text report in a code block whose fence is longer than any run of backticks in it: a reason
+    that holds ``` cannot end the block and turn the rest into markdown."""
     text = render_text(c)
-    return f"# harness compare\n\n```\n{text}```\n"
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return f"# harness compare\n\n{fence}\n{text}{fence}\n"
 
 
 def to_json(c: Comparison) -> dict[str, object]:

@@ -234,7 +234,7 @@ class RunRecord:
     jobs: int = 1
     cells: list[str] = field(default_factory=list)  # cell ids, in matrix order
     builds: list[Build] = field(default_factory=list)
-    interrupted: bool = False  # an interrupted run is reported, never compared with
+    interrupted: bool = False  # an interrupted run is reported, never the baseline of regressions
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
