@@ -34,6 +34,7 @@ from harness.kernel.prepare import Prepared, prepare
 from harness.observe import probe
 from harness.observe.splat import Splat, find_splats, is_allowed
 from harness.parallel import Control
+from harness.results.junit import drop_unfinished
 from harness.results.model import Boot, Result, Timings, write_results
 from harness.results.outcome import SEVERITY, GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault, Outcome
 from harness.results.rundir import RunDir, new_run_dir, point_latest
@@ -485,7 +486,10 @@ def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]
         except OSError as e:
             _results_not_written(session, rd.outcomes, e)
     try:
-        return (yield)
+        result = yield
+        if session.config.option.xmlpath and not worker_id(config):  # a stopped run: its last test, nameless
+            drop_unfinished(Path(session.config.option.xmlpath))
+        return result
     except OSError as e:
         if not session.config.option.xmlpath:  # not JUnit's write: nothing of ours to clean up
             raise

@@ -15,11 +15,11 @@ import yaml
 
 from harness import paths
 from harness.errors import UserError
-from harness.observe.probe import Event
+from harness.observe.probe import OBSERVERS, Event, related
+from harness.observe.probe import invalidations as invalidations  # the suites name it through here
 
 EXPECTATIONS = paths.CONFIGS / "expectations" / "events.yaml"
 RELATIONS = ("equal", "covers", "within", "page")
-OBSERVERS = {"mn": "start", "itv": "invalidate"}  # observer -> the record kind it produces
 NEEDS = {"swap", "ksm", "numa", "writeback_fs"}
 
 
@@ -131,21 +131,6 @@ def _expectation(spec: dict, where: str) -> Expectation:
     if isinstance(exp.count, str) and exp.count != "pages":
         raise ExpectationError(f"{where}: count {exp.count!r} must be an integer or 'pages'")
     return exp
-
-
-def related(ev: Event, start: int, end: int, relation: str, page_size: int) -> bool:
-    if relation == "equal":
-        return (ev.start, ev.end) == (start, end)
-    if relation == "covers":
-        return ev.start <= start and end <= ev.end
-    if relation == "within":
-        return start <= ev.start and ev.end <= end
-    return ev.end - ev.start == page_size and start <= ev.start and ev.end <= end  # page
-
-
-def invalidations(events: list[Event]) -> list[Event]:
-    """The records that are invalidations: classic starts and interval invalidates."""
-    return [e for e in events if OBSERVERS.get(e.sub) == e.kind]
 
 
 def check(case: Case, events: list[Event], info: dict) -> Outcome:

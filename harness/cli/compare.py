@@ -35,7 +35,7 @@ from pathlib import Path
 
 from harness import paths
 from harness.atomic import check_output_dir, write_text
-from harness.checks import drivers
+from harness.checks import drivers, expectations
 from harness.cli import options
 from harness.cli.driver import fragment_notes
 from harness.cli.options import KernelChoice
@@ -139,7 +139,7 @@ def run_compare(req: CompareRequest) -> tuple[compare.Comparison, Path]:
             runs[side].append(result.run_dir)
     base_label = f"{base_ksrc} ({built['base'].tree.identity}, {built['base'].build.release})"
     comparison = compare.compare(base_label, f"{what}: {patched_ksrc}", runs["base"], runs["patched"],
-                                 base_tree.series, expected)
+                                 expectations.load(base_tree.series), expected)
     comparison.notes = [*notes, f"machine {req.machine}, notifier {req.notifier}; groups: "
                         + ", ".join(g[0] for g in groups)]
     comparison.builds = {side: _build_figures(p) for side, p in built.items()}

@@ -1,9 +1,11 @@
 """`harness report RUN_DIR [--compare [PREV]] [--kcidb FILE [--kcidb-url URL]]`: merged JUnit, summary.json and
 report.html for a run directory.
 
-With --compare, also compare with a previous run (a directory, or by default the run before RUN_DIR in
-the same results store) and exit 1 if anything regressed. With --kcidb, also write the run as a KCIDB v5.3
-document (harness/results/kcidb.py); RUN_DIR may then also be a `harness compare` directory.
+With --compare, also look for regressions since a previous run (a directory, or by default the run before
+RUN_DIR in the same results store: harness/results/regressions.py) and exit 1 if anything regressed. The
+flag keeps its name; it is not `harness compare`, which compares a tree with the tree plus a patch series.
+With --kcidb, also write the run as a KCIDB v5.3 document (harness/results/kcidb.py); RUN_DIR may then also
+be a `harness compare` directory.
 """
 
 from __future__ import annotations
@@ -13,17 +15,19 @@ import sys
 from pathlib import Path
 
 from harness.cli.output import progress_to_stderr
-from harness.results import kcidb, report
+from harness.results import kcidb, load, regressions, report, summary
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="merged JUnit, summary.json and report.html for a run directory",
                        description="Write report.html, summary.json and (for a matrix run) a merged junit.xml into "
-                       "RUN_DIR. With --compare, also compare with a previous run (a directory, or by default the "
-                       "run before RUN_DIR in its results store) and exit 1 if anything regressed.")
+                       "RUN_DIR. With --compare, also look for regressions since a previous run (a directory, or by "
+                       "default the run before RUN_DIR in its results store) and exit 1 if anything regressed. "
+                       "(Not `harness compare`, which compares a tree with the tree plus a patch series.)")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--compare", nargs="?", const="previous", default=None, metavar="PREV",
-                   help="a previous run directory (default: the one before RUN_DIR in its store)")
+                   help="look for regressions since a previous run directory (default: the one before RUN_DIR in its "
+                        "store); exit 1 if any")
     p.add_argument("--kcidb", type=Path, default=None, metavar="FILE",
                    help="also write the results as a KCIDB v5.3 JSON document (for kcidb-submit)")
     p.add_argument("--kcidb-url", default=None, metavar="URL",
@@ -40,16 +44,16 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         if (args.run_dir / "compare.json").exists():  # `harness compare` writes its own reports
             return 0
-    comparison = None
-    with progress_to_stderr():  # stdout is the summary's (and the comparison's) alone
+    found = None
+    with progress_to_stderr():  # stdout is the summary's (and the regressions') alone
         if args.compare:
-            prev = report.previous_run(args.run_dir) if args.compare == "previous" else Path(args.compare)
+            prev = load.previous_run(args.run_dir) if args.compare == "previous" else Path(args.compare)
             if prev is None:
                 print(f"no earlier run next to {args.run_dir.resolve()} to compare with", file=sys.stderr)
             else:
-                comparison = report.compare(report.load_run(prev), report.load_run(args.run_dir))
-        summary = report.write_report(args.run_dir, comparison)
-    if comparison:
-        print(report.format_comparison(comparison))
-    print(report.format_summary(summary))
-    return 1 if comparison and comparison["regressed"] else 0
+                found = regressions.find_regressions(load.load_run(prev), load.load_run(args.run_dir))
+        written = report.write_report(args.run_dir, found)
+    if found:
+        print(regressions.format_regressions(found))
+    print(summary.format_summary(written))
+    return 1 if found and found["regressed"] else 0

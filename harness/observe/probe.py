@@ -33,6 +33,25 @@ class Event:
         return asdict(self)
 
 
+OBSERVERS = {"mn": "start", "itv": "invalidate"}  # observer -> the record kind it produces
+
+
+def related(ev: Event, start: int, end: int, relation: str, page_size: int) -> bool:
+    """Whether the event's range is `relation` (equal, covers, within, page: one page inside) to [start, end)."""
+    if relation == "equal":
+        return (ev.start, ev.end) == (start, end)
+    if relation == "covers":
+        return ev.start <= start and end <= ev.end
+    if relation == "within":
+        return start <= ev.start and ev.end <= end
+    return ev.end - ev.start == page_size and start <= ev.start and ev.end <= end  # page
+
+
+def invalidations(events: list[Event]) -> list[Event]:
+    """The records that are invalidations: classic starts and interval invalidates."""
+    return [e for e in events if OBSERVERS.get(e.sub) == e.kind]
+
+
 _INT_FIELDS = {"seq", "pid", "cpid", "start", "end", "flags"}
 
 
