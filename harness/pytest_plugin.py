@@ -32,7 +32,6 @@ from harness import paths
 from harness.atomic import OutputDirError, check_output_dir, write_text
 from harness.kernel.prepare import Prepared, prepare
 from harness.observe import probe
-from harness.observe.splat import Splat, find_splats, is_allowed
 from harness.parallel import Control
 from harness.results.junit import drop_unfinished
 from harness.results.model import Boot, Result, Timings, write_results
@@ -40,6 +39,7 @@ from harness.results.outcome import SEVERITY, GuestCrash, GuestTimeout, GuestUnr
 from harness.results.rundir import RunDir, new_run_dir, point_latest
 from harness.vm import faults, qmp
 from harness.vm.machine import VM, BootError, load_profile, probe_accel
+from harness.vm.splat import Splat, find_splats, is_allowed
 from harness.vm.ssh import CommandFailed, CommandResult, CommandTimeout, SSHError
 
 # Defaults for TCG on 2 cores, where this kernel boots in ~2 s; scaled up for debug kernels.

@@ -42,8 +42,8 @@ from harness import paths
 from harness.errors import UserError
 from harness.kernel.build import KernelBuild
 from harness.observe import ktap
-from harness.observe.splat import strip_prefix
 from harness.profiles import load_named
+from harness.vm.splat import strip_prefix
 from harness.vm.ssh import SSH
 
 DRIVERS = paths.CONFIGS / "drivers"

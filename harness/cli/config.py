@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from harness.cli import options
-from harness.kernel import kconfig, resolver, source
+from harness.kernel import composition, kconfig, source
 from harness.kernel.kconfig import ConfigError
 
 
@@ -69,7 +69,7 @@ def cmd_make(args: argparse.Namespace) -> int:
     tree = _tree(args)
     version = kconfig.tree_version(tree)
     kconf = kconfig.load_tree(tree, version)
-    result = resolver.compose(kconf, args.base, requests, off=args.off, on=args.on)
+    result = composition.compose(kconf, args.base, requests, off=args.off, on=args.on)
     print(f"kernel {kconf.srctree} ({version}), base {args.base}, "
           f"{len(args.fragment)} fragment(s), {len(args.settings)} --set")
     for step in result.steps:
