@@ -37,9 +37,9 @@ from harness.results.junit import drop_unfinished
 from harness.results.model import Boot, Result, Timings, write_results
 from harness.results.outcome import SEVERITY, GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault, Outcome
 from harness.results.rundir import RunDir, new_run_dir, point_latest
+from harness.results.splat import Splat, find_splats, is_allowed
 from harness.vm import faults, qmp
 from harness.vm.machine import VM, BootError, load_profile, probe_accel
-from harness.vm.splat import Splat, find_splats, is_allowed
 from harness.vm.ssh import CommandFailed, CommandResult, CommandTimeout, SSHError
 
 # Defaults for TCG on 2 cores, where this kernel boots in ~2 s; scaled up for debug kernels.

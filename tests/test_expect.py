@@ -4,7 +4,7 @@ import pytest
 
 from harness.checks import expectations
 from harness.checks.expectations import Case, Expectation, ExpectationError, check, load
-from harness.observe.probe import Event
+from harness.results.events import Event
 
 PAGE = 4096
 A = 0x7F0000000000

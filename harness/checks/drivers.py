@@ -43,7 +43,7 @@ from harness.errors import UserError
 from harness.kernel.build import KernelBuild
 from harness.observe import ktap
 from harness.profiles import load_named
-from harness.vm.splat import strip_prefix
+from harness.results.splat import strip_prefix
 from harness.vm.ssh import SSH
 
 DRIVERS = paths.CONFIGS / "drivers"

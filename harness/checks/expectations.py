@@ -15,8 +15,8 @@ import yaml
 
 from harness import paths
 from harness.errors import UserError
-from harness.observe.probe import OBSERVERS, Event, related
-from harness.observe.probe import invalidations as invalidations  # the suites name it through here
+from harness.results.events import OBSERVERS, Event, related
+from harness.results.events import invalidations as invalidations  # the suites name it through here
 
 EXPECTATIONS = paths.CONFIGS / "expectations" / "events.yaml"
 RELATIONS = ("equal", "covers", "within", "page")

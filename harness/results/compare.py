@@ -32,12 +32,12 @@ from typing import Protocol
 import yaml
 
 from harness.errors import UserError
-from harness.observe.probe import Event, invalidations, related
+from harness.results.events import Event, invalidations, related
 from harness.results.model import Result, read_results
 from harness.results.outcome import FAILED, Outcome
 from harness.results.rundir import RunDir
+from harness.results.splat import find_splats
 from harness.results.visible import visible
-from harness.vm.splat import find_splats
 
 EXIT_SAME, EXIT_REGRESSED, EXIT_EVENTS = 0, 1, 3
 COMPLETENESS = "invalidates_every_page"  # in the names of the completeness tests

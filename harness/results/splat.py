@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from harness.vm.splat_title import title
+from harness.results.splat_title import title
 
 MAX_LINES = 200
 
