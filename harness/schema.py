@@ -157,7 +157,8 @@ class Enum(Type):
         return value
 
     def describe(self) -> str:
-        return f"{self.what} {', '.join(self.allowed())}"
+        allowed = self.allowed()
+        return f"the word {allowed[0]}" if len(allowed) == 1 else f"{self.what} {', '.join(allowed)}"
 
 
 @dataclass(frozen=True)
