@@ -374,30 +374,36 @@ def load_named(folder: Path, name: str, kind: str, schema: Type, error: type[Use
 # --- docs --------------------------------------------------------------------------------------------------
 
 
-def markdown(schema: Record, heading: str = "") -> str:
-    """A table of a record's keys (nested records follow as their own tables): the docs, from the schema."""
-    rows = [f"{heading}\n" if heading else "", "| key | type | required / default | meaning |",
-            "| --- | --- | --- | --- |"]
+def markdown(schema: Record, key: str = "") -> str:
+    """A table of a record's keys, then one per nested record (`known_failures[].code`): docs from the schema."""
+    rows = ["| key | type | required / default | meaning |", "| --- | --- | --- | --- |"]
     nested: list[tuple[str, Record]] = []
     for name, f in schema.fields.items():
         need = "required" if f.required else f"default `{_yaml_word(f.default)}`"
         rows.append(f"| `{name}` | {f.type.describe()} | {need} | {f.doc} |")
-        nested += [(f"{heading.lstrip('#').strip() or 'this'}.{name}".lstrip("."), r) for r in _records(f.type)]
-    out = "\n".join(r for r in rows if r)
+        nested += [(f"{key}.{name}{suffix}".lstrip("."), r) for suffix, r in _records(f.type)]
+    out = "\n".join(rows)
     for title, record in nested:
-        out += "\n\n" + markdown(record, f"{'#' * (heading.count('#') or 3)} `{title}`")
+        out += f"\n\n### `{title}`\n\n" + markdown(record, title)
     return out
 
 
-def _records(t: Type) -> list[Record]:
+def _records(t: Type, suffix: str = "") -> list[tuple[str, Record]]:
+    """The records inside a type, each with how its key path goes on (`[]` a list item, `.NAME` a map's)."""
     if isinstance(t, Record):
-        return [t]
-    if isinstance(t, (ListOf, MapOf)):
-        return _records(t.item if isinstance(t, ListOf) else t.value)
+        return [(suffix, t)]
+    if isinstance(t, ListOf):
+        return _records(t.item, suffix + ("" if isinstance(t, OneOrList) else "[]"))
+    if isinstance(t, MapOf):
+        return _records(t.value, suffix + ".NAME")
     if isinstance(t, Either):
-        return [r for o in t.options for r in _records(o)]
+        return [r for o in t.options for r in _records(o, suffix)]
     return []
 
 
 def _yaml_word(value: Any) -> str:
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return '""' if value == "" else str(value)

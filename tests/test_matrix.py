@@ -130,13 +130,13 @@ def test_select_cells():
 @pytest.mark.parametrize(("data", "needle"), [
     ({"axes": {**BASE["axes"], "machine": ["default", "no-such"]}}, "unknown value 'no-such' for axis machine"),
     ({"axes": {**BASE["axes"], "notifier": ["maybe"]}}, "unknown value 'maybe' for axis notifier"),
-    ({"axes": {**BASE["axes"], "kernel": [6.12]}}, "axes.kernel[0]: expected a name or path of letters, digits"
-     " and _ . , + : / @ % = - (not starting with -), found the number 6.12 (quote it)"),
+    ({"axes": {**BASE["axes"], "kernel": [6.12]}}, "axes.kernel[0]: expected a safe name or path (letters, "
+     "digits, _ . , + : / @ % = -; no leading -), found the number 6.12 (quote it)"),
     ({"axes": {**BASE["axes"], "suite": ["no_such_suite"]}}, "unknown suite 'no_such_suite'"),
     ({"axes": {**BASE["axes"], "colour": ["red"]}}, "axes.colour: unknown key(s) ['colour']"),
     ({"axes": {"kernel": ["debian:6.12"]}}, "axes.suite: must be given"),
-    ({"axes": {**BASE["axes"], "suite": []}}, "axes.suite: expected a name or path of letters, digits and "
-     "_ . , + : / @ % = - (not starting with -), or a non-empty list of them, found a list of 0"),
+    ({"axes": {**BASE["axes"], "suite": []}}, "axes.suite: expected a safe name or path (letters, digits, "
+     "_ . , + : / @ % = -; no leading -), or a non-empty list of them, found a list of 0"),
     ({**BASE, "exclude": [{"notifier": "of"}]}, "unknown value 'of' for axis notifier"),
     ({**BASE, "exclude": [{"machine": "kvm-less"}]}, "unknown value 'kvm-less' for axis machine"),
     ({**BASE, "exclude": [{"kernel": "debian:6.6"}]}, "exclude[0].kernel: unknown value 'debian:6.6' for axis kernel"),

@@ -151,7 +151,7 @@ def find(name: str) -> Path:
 # path or YAML reads specially, and never a leading dash (an option).
 SAFE = r"(?!-)(~/)?[A-Za-z0-9_.,+:/@%=-]+"
 SAFE_ID = r"[A-Za-z0-9_][A-Za-z0-9_.+-]*"  # a cell id: a directory name and a CI job name
-_SAFE = schema.Str(SAFE, "a name or path of letters, digits and _ . , + : / @ % = - (not starting with -)")
+_SAFE = schema.Str(SAFE, "a safe name or path (letters, digits, _ . , + : / @ % = -; no leading -)")
 _AXIS_TYPES: dict[str, schema.Type] = {
     "kernel": _SAFE, "notifier": schema.Either((_SAFE, schema.Bool())), "fragment": _SAFE,
     "machine": schema.Str(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", "a profile name of configs/machines/"), "suite": _SAFE}
