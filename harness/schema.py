@@ -324,7 +324,8 @@ def read_yaml(path: Path, error: type[UserError]) -> tuple[Any, dict[KeyPath, in
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise error(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
+        said = " ".join(str(e).replace(' in "<unicode string>"', "").split())  # the file is named first
+        raise error(f"{path} is not valid YAML: {said}") from None
     lines: dict[KeyPath, int] = {}
     if node is not None:
         _record_lines(node, (), lines)

@@ -113,6 +113,7 @@ class DriverProfile:
 
 _NAME = r"[\w.+-]+"  # a file, program or module name: no path, no space, nothing a shell would read
 _REL_PATH = r"(?!/)(?!(.*/)?\.\.(/|$))[\w.+/-]+"  # relative, never out of its folder
+_NOT_BARE = r"(?:\[[^\]]*\]|[^\w\[])*\w.*"  # a letter, digit or _ outside any [class]: not *, ?*, [a-z]*
 _SYMBOL = schema.Str(r"[A-Z0-9_]+", "a config symbol without CONFIG_ (TEST_HMM)")
 _NEEDS = schema.ListOf(schema.Enum(setups.setup_names, "a guest setup of harness/checks/workloads.py:"))
 _RUN = schema.Record({
@@ -123,8 +124,8 @@ _RUN = schema.Record({
     "needs": schema.optional(_NEEDS, [], "guest setups first"),
 }, "a program run")
 _KNOWN = schema.Record({
-    "tests": schema.required(schema.ListOf(schema.Str(r".*\w.*", "a test-name pattern with a word in it (not a "
-                                                      "bare wildcard)"), one_or_more=True),
+    "tests": schema.required(schema.ListOf(schema.Str(_NOT_BARE, "a test-name pattern with a word in it (not a "
+                                                          "bare wildcard)"), one_or_more=True),
                              "fnmatch patterns over the driver's test names (see below)"),
     "reason": schema.required(schema.Str(), "why it fails, with the kernel code that causes it"),
     "series": schema.optional(schema.ListOf(schema.Str(r"\d+\.\d+", 'a kernel series "X.Y" (quoted)')), [],
