@@ -111,7 +111,7 @@ class DriverProfile:
         return next((k.reason for k in self.known_failures if k.applies(test, series, thp, tree, has)), None)
 
 
-_NAME = r"[\w.+-]+"  # a file, program or module name: no path, no space, nothing a shell would read
+_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.+-]*"  # a file, program or module name: no path, no option, nothing a shell reads
 _REL_PATH = r"(?!/)(?!(.*/)?\.\.(/|$))[\w.+/-]+"  # relative, never out of its folder
 _NOT_BARE = r"(?:\[[^\]]*\]|[^\w\[])*\w.*"  # a letter, digit or _ outside any [class]: not *, ?*, [a-z]*
 _SYMBOL = schema.Str(r"[A-Z0-9_]+", "a config symbol without CONFIG_ (TEST_HMM)")
@@ -126,7 +126,7 @@ _RUN = schema.Record({
 _KNOWN = schema.Record({
     "tests": schema.required(schema.ListOf(schema.Str(_NOT_BARE, "a test-name pattern with a word in it (not a "
                                                           "bare wildcard)"), one_or_more=True),
-                             "fnmatch patterns over the driver's test names (see below)"),
+                             "fnmatch patterns, each naming a test of the driver's suites (above)"),
     "reason": schema.required(schema.Str(), "why it fails, with the kernel code that causes it"),
     "series": schema.optional(schema.ListOf(schema.Str(r"\d+\.\d+", 'a kernel series "X.Y" (quoted)')), [],
                               "kernel series it applies to (none: all)"),
