@@ -5,8 +5,8 @@ YAML file, checks it against the schema, and returns plain Python values (mappin
 filled in with its default). The first mistake is one error, a `UserError` subclass of the caller's choice,
 that names the file, the line, the key path and what was expected against what was found:
 
-    configs/drivers/x.yaml:14: known_failures[0].tests: expected a list of test-name patterns, found the
-    string 'hmm.*' (write [hmm.*] or one `- item` per line)
+    configs/drivers/x.yaml:14: known_failures[0].tests: expected a non-empty list, each a test-name pattern
+    with a word in it (not a bare wildcard), found the string 'hmm.*' (write [hmm.*] or one `- item` per line)
 
 The strictness is the point: YAML turns a string where a list belongs into something a loop iterates letter by
 letter, an unquoted 6.10 into the number 6.1, and `on` into True; a schema refuses each of them at the door.
@@ -382,23 +382,23 @@ def markdown(schema: Record, key: str = "") -> str:
     for name, f in schema.fields.items():
         need = "required" if f.required else f"default `{_yaml_word(f.default)}`"
         rows.append(f"| `{name}` | {f.type.describe()} | {need} | {f.doc} |")
-        nested += [(f"{key}.{name}{suffix}".lstrip("."), r) for suffix, r in _records(f.type)]
+        nested += [(f"{key}.{name}{suffix}".lstrip("."), r) for suffix, r in records(f.type)]
     out = "\n".join(rows)
     for title, record in nested:
         out += f"\n\n### `{title}`\n\n" + markdown(record, title)
     return out
 
 
-def _records(t: Type, suffix: str = "") -> list[tuple[str, Record]]:
+def records(t: Type, suffix: str = "") -> list[tuple[str, Record]]:
     """The records inside a type, each with how its key path goes on (`[]` a list item, `.NAME` a map's)."""
     if isinstance(t, Record):
         return [(suffix, t)]
     if isinstance(t, ListOf):
-        return _records(t.item, suffix + ("" if isinstance(t, OneOrList) else "[]"))
+        return records(t.item, suffix + ("" if isinstance(t, OneOrList) else "[]"))
     if isinstance(t, MapOf):
-        return _records(t.value, suffix + ".NAME")
+        return records(t.value, suffix + ".NAME")
     if isinstance(t, Either):
-        return [r for o in t.options for r in _records(o, suffix)]
+        return [r for o in t.options for r in records(o, suffix)]
     return []
 
 

@@ -1,4 +1,4 @@
-"""The schemas every YAML file is read through (harness/schema.py, harness/schemas.py): each kind of mistake is
+"""The schemas every YAML file is read through (harness/schema.py, harness/configs.py): each kind of mistake is
 refused when the file loads, with an error that names the file, the line and the key path; and every file
 shipped in configs/ loads."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import paths, schema, schemas
+from harness import configs, paths, schema
 from harness.checks import drivers, expectations, workloads
 from harness.errors import UserError
 from harness.kernel import build, debian, image
@@ -21,28 +21,28 @@ from harness.vm import machine
 
 
 def test_every_yaml_file_in_configs_has_a_schema():
-    covered = {p for kind in schemas.KINDS for p in paths.CONFIGS.glob(kind.files)}
+    covered = {p for kind in configs.KINDS for p in paths.CONFIGS.glob(kind.files)}
     every = set(paths.CONFIGS.rglob("*.yaml")) | set(paths.CONFIGS.rglob("*.yml"))
     assert every and every <= covered, sorted(map(str, every - covered))
 
 
-@pytest.mark.parametrize("path", sorted(p for kind in schemas.KINDS for p in paths.CONFIGS.glob(kind.files)),
+@pytest.mark.parametrize("path", sorted(p for kind in configs.KINDS for p in paths.CONFIGS.glob(kind.files)),
                          ids=lambda p: str(p.relative_to(paths.CONFIGS)))
 def test_every_shipped_file_loads(path: Path):
-    (kind,) = [k for k in schemas.KINDS if path in paths.CONFIGS.glob(k.files)]
+    (kind,) = [k for k in configs.KINDS if path in paths.CONFIGS.glob(k.files)]
     assert kind.read(path) is not None
 
 
 def test_the_reference_names_every_key_of_every_schema():
-    text = schemas.markdown()
-    for kind in (*schemas.KINDS, schemas.EXPECT_EVENTS):
+    text = configs.markdown()
+    for kind in (*configs.KINDS, configs.EXPECT_EVENTS):
         for record in _records(kind.schema()):
             for key in record.fields:
                 assert f"| `{key}` |" in text, (kind.title, key)
 
 
 def _records(t: schema.Type) -> list[schema.Record]:
-    return [r for _, r in schema._records(t)] + [n for _, r in schema._records(t) for f in r.fields.values()
+    return [r for _, r in schema.records(t)] + [n for _, r in schema.records(t) for f in r.fields.values()
                                                  for n in _records(f.type) if n is not r]
 
 

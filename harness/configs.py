@@ -1,5 +1,5 @@
 """Every kind of YAML file in configs/, with its schema and the loader that reads it: one table, from which
-come the reference of their keys (`python -m harness.schemas` prints docs/configs.md) and the test that every
+come the reference of their keys (`python -m harness.configs` prints docs/configs.md) and the test that every
 file in configs/ is covered by a schema and loads (tests/test_schema.py)."""
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ EXPECT_EVENTS = Kind("harness compare --expect-events", "", "The event changes a
 def markdown() -> str:
     """docs/configs.md: every kind of file and its keys, from the schemas themselves."""
     out = ["# Configuration files", "",
-           "Generated from the schemas (`python -m harness.schemas > docs/configs.md`): every file is checked "
+           "Generated from the schemas (`python -m harness.configs > docs/configs.md`): every file is checked "
            "against its schema when it is read, and a mistake is one error naming the file, the line, the key "
            "path (`known_failures[0].tests`) and what was expected against what was found. Unknown keys are "
            "errors. A key marked with a default may be left out."]
