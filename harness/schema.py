@@ -37,7 +37,7 @@ class Invalid(Exception):
 
 
 def key_path(at: KeyPath) -> str:
-    """known_failures[2].tests, cases["munmap/whole"].expect[0]: how a key is written in an error."""
+    """known_failures[2].tests, cases['munmap/whole'].expect[0]: how a key is written in an error."""
     out = ""
     for part in at:
         if isinstance(part, int):
@@ -328,15 +328,22 @@ def read_yaml(path: Path, error: type[UserError]) -> tuple[Any, dict[KeyPath, in
         raise error(f"{path} is not valid YAML: {said}") from None
     lines: dict[KeyPath, int] = {}
     if node is not None:
-        _record_lines(node, (), lines)
+        try:
+            _record_lines(node, (), lines)
+        except Invalid as e:
+            raise error(f"{path}:{lines[e.at]}: {key_path(e.at)}: {e.problem}") from None
     return data, lines
 
 
 def _record_lines(node: yaml.Node, at: KeyPath, lines: dict[KeyPath, int]) -> None:
+    """Each key's line; a key given twice in one mapping is refused (YAML would keep the last one silently)."""
     lines.setdefault(at, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if isinstance(key, yaml.ScalarNode):
+                if (*at, key.value) in lines:
+                    raise Invalid((*at, key.value), f"given twice (here and on line {key.start_mark.line + 1}): "
+                                  "YAML would keep the last one")
                 lines[(*at, key.value)] = key.start_mark.line + 1
                 _record_lines(value, (*at, key.value), lines)
     elif isinstance(node, yaml.SequenceNode):

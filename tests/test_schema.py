@@ -111,6 +111,13 @@ def test_a_missing_key_and_a_wrong_top_level(tmp_path: Path):
     assert "f.yaml: the top level: expected a mapping" in error(tmp_path, "")
 
 
+def test_a_key_given_twice_is_refused(tmp_path: Path):
+    assert error(tmp_path, "runs: []\nname: a\nname: b\n") == (
+        f"{tmp_path}/f.yaml:2: name: given twice (here and on line 3): YAML would keep the last one")
+    assert "f.yaml:2: runs[0].program: given twice (here and on line 3)" in error(
+        tmp_path, "runs:\n  - program: a\n    program: b\n")
+
+
 def test_malformed_yaml_names_the_file(tmp_path: Path):
     assert re.match(rf"{tmp_path}/f.yaml is not valid YAML: .*line 2, column 1", error(tmp_path, "runs: [\n"))
 
