@@ -1,5 +1,5 @@
 """Every kind of YAML file in configs/, with its schema and the loader that reads it: one table, from which
-come the reference of their keys (`python -m harness.configs` prints docs/configs.md) and the test that every
+come the reference of their keys (`python -m harness.configs > docs/config-keys.md`) and the test that every
 file in configs/ is covered by a schema and loads (tests/test_schema.py)."""
 
 from __future__ import annotations
@@ -127,9 +127,10 @@ EXPECT_EVENTS = Kind("harness compare --expect-events", "", "The event changes a
 
 
 def markdown() -> str:
-    """docs/configs.md: every kind of file and its keys, from the schemas themselves."""
-    out = ["# Configuration files", "",
-           "Generated from the schemas (`python -m harness.configs > docs/configs.md`): every file is checked "
+    """docs/config-keys.md: every kind of file and its keys, from the schemas themselves."""
+    out = ["# Configuration keys", "",
+           "Generated from the schemas (`python -m harness.configs > docs/config-keys.md`); what the files are "
+           "for is in [configs](configs.md). Every file is checked "
            "against its schema when it is read, and a mistake is one error naming the file, the line, the key "
            "path (`known_failures[0].tests`) and what was expected against what was found. Unknown keys are "
            "errors. A key marked with a default may be left out."]
