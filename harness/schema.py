@@ -414,4 +414,6 @@ def _yaml_word(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, list):
+        return f"[{', '.join(map(str, value))}]"
     return '""' if value == "" else str(value)
