@@ -220,7 +220,10 @@ def test_expect_events_file_errors_are_clear(tmp_path: Path):
     f.write_text("changes:\n  - {case: 'mprotect/*', to: CLEAR}\n")
     assert compare.load_expected(f) == [compare.ExpectedChange("mprotect/*", None, "CLEAR")]
     f.write_text("changes:\n  - {case: 'mprotect/*'}\n")
-    with pytest.raises(compare.ExpectEventsError, match="change 1 needs 'case'"):
+    with pytest.raises(compare.ExpectEventsError, match=r"expect\.yaml:2: changes\[0\]: give `from` and/or `to`"):
+        compare.load_expected(f)
+    f.write_text("changes:\n  - {to: CLEAR}\n")
+    with pytest.raises(compare.ExpectEventsError, match=r"expect\.yaml:2: changes\[0\]\.case: must be given"):
         compare.load_expected(f)
     f.write_text("changes: [\n")
     with pytest.raises(compare.ExpectEventsError, match=r"expect\.yaml"):

@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import yaml
-
+from harness import schema
 from harness.errors import UserError
 from harness.results.events import Event, invalidations, related
 from harness.results.model import Result, read_results
@@ -379,23 +378,28 @@ def time_ratio(before: list[float], after: list[float]) -> tuple[float, float, f
     return (statistics.median(after) / statistics.median(before), qa[0] / qb[0], qa[2] / qb[2])
 
 
+_EVENT = schema.Either((schema.Str(r"(MMU_NOTIFY_)?[A-Z_]+", "an event name (CLEAR or MMU_NOTIFY_CLEAR)"),
+                        schema.Null()))
+
+
+def _from_or_to(change: dict, at: schema.KeyPath) -> None:
+    if not (change["from"] or change["to"]):
+        raise schema.Invalid(at, "give `from` and/or `to` (event names): a change that trades nothing allows nothing")
+
+
+EXPECT_EVENTS = schema.Record({
+    "changes": schema.required(schema.ListOf(schema.Record({
+        "case": schema.required(schema.Str(), "a glob over workloads (mprotect/*)"),
+        "from": schema.optional(_EVENT, None, "an event that may vanish"),
+        "to": schema.optional(_EVENT, None, "an event that may appear"),
+    }, "a change", (_from_or_to,))), "the event changes a series means to make"),
+}, "a mapping")
+
+
 def load_expected(path: Path) -> list[ExpectedChange]:
     """An --expect-events file: `changes:` a list of {case: GLOB, from: EVENT|null, to: EVENT|null}."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ExpectEventsError(f"--expect-events {path}: {e}") from None
-    entries = data.get("changes") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise ExpectEventsError(f"--expect-events {path}: expected a mapping with a 'changes' list")
-    out = []
-    for i, entry in enumerate(entries, 1):
-        if not isinstance(entry, dict) or not entry.get("case") or set(entry) - {"case", "from", "to"} \
-                or not (entry.get("from") or entry.get("to")):
-            raise ExpectEventsError(f"--expect-events {path}: change {i} needs 'case' (a glob over workloads such "
-                                    f"as mprotect/*) and 'from' and/or 'to' (event names), got {entry!r}")
-        out.append(ExpectedChange(str(entry["case"]), _event_name(entry.get("from")), _event_name(entry.get("to"))))
-    return out
+    changes = schema.load(path, EXPECT_EVENTS, ExpectEventsError).data["changes"]
+    return [ExpectedChange(c["case"], _event_name(c["from"]), _event_name(c["to"])) for c in changes]
 
 
 def _event_name(value: object) -> str | None:

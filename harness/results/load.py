@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import paths, schema
 from harness.errors import UserError
 from harness.results import junit
 from harness.results.cell import Cell
@@ -196,16 +197,13 @@ def _plain_cell(run_dir: Path) -> CellRecord:
 
 def _machine_from_argv(run_dir: Path) -> str:
     """The profile whose devices match the first VM's QEMU command line (kernel.json has no machine yet)."""
-    import yaml
-
-    from harness import paths
-
     vms = RunDir(run_dir).vm_dirs()  # vm-1, or vm-gw0-1 of a run with xdist workers
     argv = read_json(vms[0] / "qemu-argv.json") if vms else None
     argv = argv if isinstance(argv, list) else []
     devices = {str(argv[i + 1]).split(",")[0] for i, a in enumerate(argv[:-1]) if a == "-device"}
     for profile in sorted((paths.CONFIGS / "machines").glob("*.yaml"), key=lambda p: p.stem != "default"):
-        wanted = set((yaml.safe_load(profile.read_text()) or {}).get("devices") or [])
+        data, _ = schema.read_yaml(profile, ReportError)  # only its devices: vm/machine.py checks the rest
+        wanted = set((data if isinstance(data, dict) else {}).get("devices") or [])
         if wanted == devices - {"virtio-net-pci"}:
             return profile.stem
     return "default"
