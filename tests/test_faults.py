@@ -1,5 +1,11 @@
 """The fault-injection suite: real faults in real guests end in the right outcome, in time, with logs,
-and leave nothing behind. See tests/fault_suite/test_inject.py for the faults themselves."""
+and leave nothing behind. See tests/fault_suite/test_inject.py for the faults themselves.
+
+The suite runs once, on two workers (`harness run -j 2`), and the tests below read that one run: each
+fault's outcome and reason, a timeout's post-mortem, and what two workers add (each test reported once,
+JUnit by the controller, every worker's boots and console logs). The path without workers is the same
+plugin in one process; `harness driver` on tests/driver_fault_suite/ (tests/test_driver_faults.py) and
+the kill tests below run it that way."""
 
 from __future__ import annotations
 
@@ -12,12 +18,15 @@ import subprocess
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from harness import paths
 from harness.kernel.prepare import prepare
+from harness.results.model import Timings
 from harness.vm.machine import VM, load_profile
 from tests.fault_outcomes import expected_outcomes
 from tests.test_boot_faults import qemu_pids
@@ -40,12 +49,10 @@ def listening_guest_ports(run_dir: Path) -> list[int]:
     return open_ports
 
 
-def run_fault_suite(tmp_path: Path, suite: Path, *options: str, only: tuple[str, ...] = ()
-                    ) -> tuple[dict[str, dict], float]:
-    """`harness run` the suite (or `only` those of its tests); every test must end in its expect_outcome
-    marker's outcome, with its logs and no QEMU left behind. Returns the results by test name, and the wall time."""
-    expected = {t: o for t, o in expected_outcomes(suite).items() if not only or t.split("::")[1] in only}
-    options += ("-k", " or ".join(only)) if only else ()
+def run_fault_suite(tmp_path: Path, suite: Path, *options: str) -> tuple[dict[str, dict], float]:
+    """`harness run` the suite; every test must end in its expect_outcome marker's outcome, with its logs and
+    no QEMU left behind. Returns the results by test name, and the wall time."""
+    expected = expected_outcomes(suite)
     before = qemu_pids()
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", f"--results-dir={tmp_path}",
@@ -65,8 +72,29 @@ def run_fault_suite(tmp_path: Path, suite: Path, *options: str, only: tuple[str,
     return {t.split("::")[1]: r for t, r in results.items()}, elapsed
 
 
-def test_every_fault_ends_in_its_outcome(tmp_path: Path):
-    results, elapsed = run_fault_suite(tmp_path, FAULT_SUITE)
+@dataclass(frozen=True)
+class FaultRun:
+    """The one run of the fault suite the tests of this module read."""
+
+    dir: Path
+    results: dict[str, dict]  # by test function name
+    elapsed: float
+
+
+# The tests that read the run go to one pytest-xdist worker together (make test), which makes it once.
+ONE_RUN = pytest.mark.xdist_group("fault-suite-run")
+
+
+@pytest.fixture(scope="module")
+def fault_run(tmp_path_factory: pytest.TempPathFactory) -> FaultRun:
+    run_dir = tmp_path_factory.mktemp("fault-suite")
+    results, elapsed = run_fault_suite(run_dir, FAULT_SUITE, "-j", "2")
+    return FaultRun(run_dir, results, elapsed)
+
+
+@ONE_RUN
+def test_every_fault_ends_in_its_outcome(fault_run: FaultRun):
+    results, elapsed = fault_run.results, fault_run.elapsed
     reason = {name: r["reason"] for name, r in results.items()}
     assert reason["test_warn"].startswith("kernel splat(s) during the test: WARNING in warn_write")
     assert "BUG: kernel NULL pointer dereference" in reason["test_oops"]
@@ -79,9 +107,10 @@ def test_every_fault_ends_in_its_outcome(tmp_path: Path):
     assert elapsed < 360, f"fault suite took {elapsed:.0f} s"
 
 
-def test_a_timeout_keeps_a_post_mortem(tmp_path: Path):
+@ONE_RUN
+def test_a_timeout_keeps_a_post_mortem(fault_run: FaultRun):
     """Before QEMU is stopped: dmesg while SSH answers, and over QMP every CPU's registers, named."""
-    results, _ = run_fault_suite(tmp_path, FAULT_SUITE, only=("test_command_hangs", "test_spin_in_kernel"))
+    results = fault_run.results
     hung = results["test_command_hangs"]["extra"]["post_mortem"]
     assert Path(hung["dmesg"]).exists(), hung  # the other sessions still answer: only one command sleeps
     registers = Path(hung["registers"]).read_text()
@@ -100,6 +129,33 @@ def test_a_timeout_keeps_a_post_mortem(tmp_path: Path):
     assert Path(spun["dmesg"]).exists(), spun
     # The default machine has no display: QMP says so instead of a picture.
     assert spun["screen"].startswith("not captured"), spun
+
+
+@ONE_RUN
+def test_faults_on_two_workers_are_each_reported_once_with_their_logs(fault_run: FaultRun):
+    run_dir, results = fault_run.dir, fault_run.results  # every outcome as expected, no QEMU left (fault_run)
+    expected = expected_outcomes(FAULT_SUITE)
+    listed = [r["test"] for r in json.loads((run_dir / "outcomes.json").read_text())]
+    assert sorted(listed) == sorted(expected), "every test once in outcomes.json"
+    # JUnit, written by the controller: every case once, with the outcome outcomes.json gives it.
+    cases: dict[str, list[str]] = {}
+    for case in ET.parse(run_dir / "junit.xml").iter("testcase"):
+        name = f"{case.get('classname', '').replace('.', '/')}.py::{case.get('name')}"
+        cases.setdefault(name, []).extend(p.get("value", "") for p in case.iter("property")
+                                          if p.get("name") == "outcome")
+    assert cases == {test: [outcome] for test, outcome in expected.items()}, cases
+    # Both workers booted guests (a crash, a kill and a panic each cost one), each into its own folder,
+    # and each boot is in timings.json under its worker.
+    boots = Timings.read(run_dir / "timings.json").boots
+    assert {b.worker for b in boots} == {"gw0", "gw1"}, boots
+    for b in boots:
+        assert b.boot_to_ssh_s and (run_dir / f"vm-{b.worker}-{b.vm}" / "console.log").stat().st_size > 0, b
+    # A failing test's console log is its own worker's VM's.
+    for name in ("test_oops", "test_panic", "test_qemu_killed"):
+        log = Path(results[name]["console_log"])
+        assert log.parent.parent == run_dir and log.parent.name.startswith(("vm-gw0-", "vm-gw1-")), log
+    panicked = Path(results["test_panic"]["console_log"]).read_text()
+    assert "Kernel panic - not syncing: fault_inject: panic on request" in panicked
 
 
 @pytest.mark.debug_kernel
