@@ -105,15 +105,16 @@ def main(args: argparse.Namespace) -> int:
 def run_compare(req: CompareRequest) -> tuple[compare.Comparison, Path]:
     """Build both kernels, run the groups on both, compare; the report files are written in the results dir."""
     expected = compare.load_expected(req.expect_events) if req.expect_events else None
-    out_dir = rundir.new_run_dir(req.results_dir)
-    check_output_dir(out_dir)
+    patches.check_specs(list(req.base_patch), "--base-patch")  # an option-like value: refused before anything
+    patches.check_specs(list(req.patch))
+    check_output_dir(Path(req.results_dir or paths.results_root()))  # before anything is made; creates nothing
     notes: list[str] = []
     base_ksrc, base_tree = patches.fixed_base(req.base)
     if base_tree.identity != (given := source.resolve(req.base)).identity:
         notes.append(f"note: {given.path} is compared at its HEAD ({base_tree.identity}); uncommitted "
                      "changes are not part of it")
     if req.base_patch:
-        under = patches.read_series(list(req.base_patch), given)
+        under = patches.read_series(list(req.base_patch), given, "--base-patch")
         base_ksrc, base_tree = patches.patched_tree(base_tree, base_ksrc, under)
         notes += [f"  base patch {i}/{len(under)}: {p.origin}: {p.subject}" for i, p in enumerate(under, 1)]
     if req.patch:
@@ -126,6 +127,7 @@ def run_compare(req: CompareRequest) -> tuple[compare.Comparison, Path]:
         what = f"{req.patched} ({patched_tree.identity})"
     else:
         raise UserError("compare needs --patch or --patched")
+    out_dir = rundir.new_run_dir(req.results_dir)  # claimed once both trees exist: a refused series leaves none
     built = {side: _prepare(side, ksrc, req.notifier, req.fragments)
              for side, ksrc in (("base", base_ksrc), ("patched", patched_ksrc))}
     groups = _groups(req, built["base"])
