@@ -5,10 +5,12 @@
                     [--results-dir DIR] [-k EXPR] [--boot-timeout S] [SUITES...]
 
 --base defaults to Debian's 6.12; a git tree is compared at its HEAD (a snapshot in the cache).
---patch takes `git format-patch` files, an mbox of a series (b4 am), or A..B of a git base, applied
-in order to a copy of the base; the patched kernel is built on a copy of the base's build, so an
-unchanged file costs nothing. --patched takes a second tree instead. --base-patch puts patches under the
-series, in the base (a fix the series builds on): both kernels carry them.
+--patch takes `git format-patch` files, an mbox of a series (`git format-patch --stdout`, `b4 am`'s .mbx;
+a cover letter is skipped), or A..B of a git base, applied in order, as bytes, to a copy of the base; a
+series naming any path outside the tree is refused whole before anything is touched. The patched kernel
+is built on a copy of the base's build, so an unchanged file costs nothing. --patched takes a second tree
+instead. --base-patch puts patches under the series, in the base (a fix the series builds on): both
+kernels carry them.
 
 Both kernels run the same suites in one sitting, one after the other, group by group: by default the
 event, migration and observer suites and every driver profile the base's config supports; with
