@@ -182,10 +182,11 @@ def test_pytest_sessions_started_at_once_each_get_their_own_run_dir(tmp_path: Pa
     (suite / "conftest.py").write_text(FROZEN_CONFTEST)
     (suite / "test_suite.py").write_text(RUN_DIR_SUITE)
     results = tmp_path / "results"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}  # not this session's xdist worker's
     sessions = [["-k", "writes"], ["-k", "writes"], ["-k", "writes", "-n", "2"], ["-k", "no_run_dir", "-n", "2"]]
     procs = [subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={suite}",
                                *args], cwd=suite, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "HARNESS_RESULTS": str(results)}) for args in sessions]
+                              env={**env, "HARNESS_RESULTS": str(results)}) for args in sessions]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], "\n".join(outputs)
     runs = sorted(p for p in results.iterdir() if not p.is_symlink())
