@@ -17,6 +17,7 @@ worker, which boots that VM once (harness/parallel.py).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -51,6 +52,7 @@ CRASH_KINDS = {"panic", "oops", "BUG"}  # the rest (WARNING, KASAN, lockdep, ...
 RESULTS = pytest.StashKey[list[Result]]()
 RUN_DIR = pytest.StashKey[RunDir]()
 RUN_PATH = pytest.StashKey[Path]()
+CLAIMED = pytest.StashKey[bool]()  # RUN_PATH was made by this session (not given): removed if left unused
 CONTROL = pytest.StashKey[Control]()  # under xdist: what the controller and its workers share
 
 # How the run directory and each test's Result travel from xdist's controller to its workers and back.
@@ -99,12 +101,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[CONTROL].worker_started()
         return
     config.pluginmanager.register(ResultCollector(config.stash[RESULTS]), "harness-results")
-    # One results directory per run, made by the first test that uses run_dir. This plugin loads in every
-    # pytest of the environment: only a session that names its directory (harness run, the matrix's
-    # cells) gets it checked now and JUnit XML written into it; any other writes JUnit only on --junitxml.
+    # One results directory per run, made by the first test that uses run_dir (or, under xdist, when the
+    # controller starts its workers: _run_path). This plugin loads in every pytest of the environment: only
+    # a session that names its directory (harness run, the matrix's cells) gets it checked now and JUnit
+    # XML written into it; any other writes JUnit only on --junitxml.
     given = config.getoption("results_dir")
-    config.stash[RUN_PATH] = new_run_dir(given)
     if given:
+        config.stash[RUN_PATH] = Path(given)
         try:
             check_output_dir(config.stash[RUN_PATH])
         except OutputDirError as e:
@@ -120,7 +123,7 @@ def pytest_configure_node(node: object) -> None:
     if CONTROL not in config.stash:
         config.stash[CONTROL] = Control.make()
         config.pluginmanager.register(config.stash[CONTROL], "harness-control")
-    node.workerinput[WORKERINPUT_RUN_DIR] = str(config.stash[RUN_PATH])  # type: ignore[attr-defined]
+    node.workerinput[WORKERINPUT_RUN_DIR] = str(_run_path(config))  # type: ignore[attr-defined]
     node.workerinput[WORKERINPUT_CONTROL] = str(config.stash[CONTROL].folder)  # type: ignore[attr-defined]
 
 
@@ -139,13 +142,29 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if CONTROL in config.stash and not worker_id(config):
-        config.stash[CONTROL].remove()
+    if worker_id(config):
+        return
+    control = config.stash.get(CONTROL, None)
+    used = RUN_DIR in config.stash or (control is not None and control.run_dir_used())
+    if config.stash.get(CLAIMED, False) and not used:  # claimed for xdist's workers, and no test wrote in it
+        with contextlib.suppress(OSError):
+            config.stash[RUN_PATH].rmdir()
+    if control is not None:
+        control.remove()
+
+
+def _run_path(config: pytest.Config) -> Path:
+    """This session's results directory: the one it was given, else a new results/<time>[-N], claimed
+    (made) here once, so that no other run, started in the same second or at the same time, shares it."""
+    if RUN_PATH not in config.stash:
+        config.stash[RUN_PATH] = new_run_dir()
+        config.stash[CLAIMED] = True
+    return config.stash[RUN_PATH]
 
 
 @pytest.fixture(scope="session")
 def run_dir(pytestconfig: pytest.Config) -> Iterator[RunDir]:
-    rd = RunDir.make(pytestconfig.stash[RUN_PATH])
+    rd = RunDir.make(_run_path(pytestconfig))
     pytestconfig.stash[RUN_DIR] = rd
     if rd.root.parent == paths.results_root():
         point_latest(paths.results_root() / "latest", rd.root.name)

@@ -27,14 +27,14 @@ MAKEFILE = "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\nEXTRAVERSION =\n"
 # --- series -------------------------------------------------------------------------------------
 
 def test_a_format_patch_file_is_one_patch_with_its_subject():
-    (p,) = patches.split_mbox((PATCHES / "mprotect-clear.patch").read_text(), "mprotect-clear.patch")
+    (p,) = patches.split_mbox((PATCHES / "mprotect-clear.patch").read_bytes(), "mprotect-clear.patch")
     assert p.subject == "mm/mprotect: report protection changes as MMU_NOTIFY_CLEAR"
     assert p.touched() == ["mm/mprotect.c"]
 
 
 def test_an_mbox_is_split_in_order():
     names = ["comment-only.patch", "mprotect-clear.patch", "migrate-skip-notifier.patch"]
-    mbox = "".join((PATCHES / n).read_text() for n in names)
+    mbox = b"".join((PATCHES / n).read_bytes() for n in names)
     series = patches.split_mbox(mbox, "series.mbox")
     assert [p.origin for p in series] == ["series.mbox#1", "series.mbox#2", "series.mbox#3"]
     assert [p.touched() for p in series] == [["mm/mprotect.c"], ["mm/mprotect.c"], ["mm/rmap.c"]]

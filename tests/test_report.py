@@ -237,6 +237,17 @@ def test_previous_run(tmp_path: Path):
     assert load.previous_run(a) is None
 
 
+def test_previous_run_of_runs_started_in_one_second(tmp_path: Path):
+    """-10 came after -9 (rundir.new_run_dir counts up), though it sorts before it as text."""
+    store = tmp_path / "matrix-fab"
+    runs = {n: fabricate(store / ("20260101-000000" if n == 1 else f"20260101-000000-{n}")) for n in (1, 2, 9, 10)}
+    later = fabricate(store / "20260101-000001")
+    assert load.previous_run(runs[10]) == runs[9]
+    assert load.previous_run(runs[9]) == runs[2]
+    assert load.previous_run(runs[2]) == runs[1]
+    assert load.previous_run(later) == runs[10]
+
+
 def test_plain_run_directory(tmp_path: Path):
     """A `harness run` directory is one cell, its values read from kernel.json and the QEMU command line."""
     run = tmp_path / "20260101-000000"

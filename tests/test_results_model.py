@@ -157,13 +157,13 @@ def test_a_test_folder_is_named_once(tmp_path: Path, nodeid: str, folder: str):
 
 
 def test_new_run_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """One function names a run's directory for `harness run` and for the matrix (in its store)."""
+    """One function names (and makes, claiming the name) a run's directory for `harness run` and for the
+    matrix (in its store); a given directory is named as it is and not made."""
     monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path / "results"))
     monkeypatch.setattr(rundir.time, "strftime", lambda fmt: "20260101-000000")
-    assert rundir.new_run_dir("given/dir") == Path("given/dir")
+    assert rundir.new_run_dir("given/dir") == Path("given/dir") and not Path("given/dir").exists()
     first = rundir.new_run_dir()
-    assert first == tmp_path / "results" / "20260101-000000" and not first.exists()
-    first.mkdir(parents=True)
+    assert first == tmp_path / "results" / "20260101-000000" and first.is_dir()
     assert rundir.new_run_dir() == tmp_path / "results" / "20260101-000000-2"
     store = runner.store("nightly")
     assert rundir.new_run_dir(store=store) == tmp_path / "results" / "matrix-nightly" / "20260101-000000"

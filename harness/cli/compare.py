@@ -5,10 +5,12 @@
                     [--results-dir DIR] [-k EXPR] [--boot-timeout S] [SUITES...]
 
 --base defaults to Debian's 6.12; a git tree is compared at its HEAD (a snapshot in the cache).
---patch takes `git format-patch` files, an mbox of a series (b4 am), or A..B of a git base, applied
-in order to a copy of the base; the patched kernel is built on a copy of the base's build, so an
-unchanged file costs nothing. --patched takes a second tree instead. --base-patch puts patches under the
-series, in the base (a fix the series builds on): both kernels carry them.
+--patch takes `git format-patch` files, an mbox of a series (`git format-patch --stdout`, `b4 am`'s .mbx;
+a cover letter is skipped), or A..B of a git base, applied in order, as bytes, to a copy of the base; a
+series naming any path outside the tree is refused whole before anything is touched. The patched kernel
+is built on a copy of the base's build, so an unchanged file costs nothing. --patched takes a second tree
+instead. --base-patch puts patches under the series, in the base (a fix the series builds on): both
+kernels carry them.
 
 Both kernels run the same suites in one sitting, one after the other, group by group: by default the
 event, migration and observer suites and every driver profile the base's config supports; with
@@ -105,15 +107,16 @@ def main(args: argparse.Namespace) -> int:
 def run_compare(req: CompareRequest) -> tuple[compare.Comparison, Path]:
     """Build both kernels, run the groups on both, compare; the report files are written in the results dir."""
     expected = compare.load_expected(req.expect_events) if req.expect_events else None
-    out_dir = rundir.new_run_dir(req.results_dir)
-    check_output_dir(out_dir)
+    patches.check_specs(list(req.base_patch), "--base-patch")  # an option-like value: refused before anything
+    patches.check_specs(list(req.patch))
+    check_output_dir(Path(req.results_dir or paths.results_root()))  # before anything is made; creates nothing
     notes: list[str] = []
     base_ksrc, base_tree = patches.fixed_base(req.base)
     if base_tree.identity != (given := source.resolve(req.base)).identity:
         notes.append(f"note: {given.path} is compared at its HEAD ({base_tree.identity}); uncommitted "
                      "changes are not part of it")
     if req.base_patch:
-        under = patches.read_series(list(req.base_patch), given)
+        under = patches.read_series(list(req.base_patch), given, "--base-patch")
         base_ksrc, base_tree = patches.patched_tree(base_tree, base_ksrc, under)
         notes += [f"  base patch {i}/{len(under)}: {p.origin}: {p.subject}" for i, p in enumerate(under, 1)]
     if req.patch:
@@ -126,6 +129,7 @@ def run_compare(req: CompareRequest) -> tuple[compare.Comparison, Path]:
         what = f"{req.patched} ({patched_tree.identity})"
     else:
         raise UserError("compare needs --patch or --patched")
+    out_dir = rundir.new_run_dir(req.results_dir)  # claimed once both trees exist: a refused series leaves none
     built = {side: _prepare(side, ksrc, req.notifier, req.fragments)
              for side, ksrc in (("base", base_ksrc), ("patched", patched_ksrc))}
     groups = _groups(req, built["base"])

@@ -28,7 +28,7 @@ from harness.results.model import (
     read_results,
 )
 from harness.results.outcome import GREEN, SEVERITY, Outcome, worst
-from harness.results.rundir import CELL_JSON, RUN_JSON, RunDir
+from harness.results.rundir import CELL_JSON, RUN_JSON, RunDir, run_order
 from harness.results.schema import CellJSON, EntryJSON
 
 CELL_ENTRY = "(cell)"  # stands for a cell that failed without a failing test: build, timeout, no results
@@ -263,9 +263,10 @@ def load_run(run_dir: Path) -> RunReport:
 def previous_run(run_dir: Path) -> Path | None:
     """The newest run kept before this one in the same store (results/matrix-<name>/), if it finished."""
     run_dir = Path(run_dir).resolve()
-    older = [p for p in run_dir.parent.iterdir() if p.is_dir() and not p.is_symlink() and p.name < run_dir.name
+    mine = run_order(run_dir.name)
+    older = [p for p in run_dir.parent.iterdir() if p.is_dir() and not p.is_symlink() and run_order(p.name) < mine
              and p != run_dir]
-    for p in sorted(older, reverse=True):
+    for p in sorted(older, key=lambda p: run_order(p.name), reverse=True):
         run = RunRecord.read(p / RUN_JSON)
         if (run and run.finished and not run.interrupted) or (not run and RunDir(p).outcomes.exists()):
             return p

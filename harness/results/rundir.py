@@ -15,6 +15,7 @@ the run summary read through it, so a test's folder is found where it was made.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import sys
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 from harness import paths
+from harness.atomic import check_output_dir
 from harness.results.model import Timings
 
 RUN_JSON = "run.json"  # a matrix run's own record, next to its cell directories
@@ -29,16 +31,32 @@ CELL_JSON = "cell.json"
 
 
 def new_run_dir(given: str | Path | None = None, store: Path | None = None) -> Path:
-    """`given`, or a fresh <store>/<time>[-N] (not created yet); the store defaults to results/."""
+    """`given` as it is, or a fresh <store>/<time>[-N], made here (the store defaults to results/).
+
+    Made with one mkdir, which fails if the name is taken: runs started in the same second, in this
+    process or any other, each get a directory of their own (-2, -3, ...), never one another's."""
     if given:
         return Path(given)
     base = store or paths.results_root()
+    check_output_dir(base)
+    base.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path, n = base / stamp, 1
-    while path.exists():
-        n += 1
-        path = base / f"{stamp}-{n}"
-    return path
+    for n in itertools.count(1):
+        path = base / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")
+
+
+def run_order(name: str) -> tuple[str, int]:
+    """How runs of one store sort, oldest first: by time, then by suffix (20260101-000000-10 after -9)."""
+    stamp, dash, n = name.rpartition("-")
+    if dash and n.isdigit() and re.fullmatch(r"\d{8}-\d{6}", stamp):
+        return stamp, int(n)
+    return name, 1
 
 
 def point_latest(link: Path, target: str) -> None:
