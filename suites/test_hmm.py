@@ -18,7 +18,7 @@ import json
 import pytest
 
 from harness.checks import drivers
-from harness.kernel import source, userprogs
+from harness.kernel import trees, userprogs
 from harness.observe import ktap, probe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier]
@@ -34,7 +34,7 @@ NPAGES = 16  # hmm_mirror's range
 @functools.cache
 def kernel_tests(ksrc: str | None) -> tuple[str, ...]:
     """FIXTURE.VARIANT.TEST names of the tree's hmm-tests.c (none if the tree has no hmm-tests)."""
-    src = userprogs.hmm_tests_source(source.resolve(ksrc).path)
+    src = userprogs.hmm_tests_source(trees.resolve(ksrc).path)
     return tuple(ktap.tests_in_source(src.read_text())) if src else ()
 
 
@@ -42,7 +42,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "kernel_test" in metafunc.fixturenames:
         ksrc = metafunc.config.getoption("kernel_src")
         # any of them may be the one that runs them all (see kernel_result): each gets the watchdog for that
-        whole = () if drivers.runs_one_test(source.resolve(ksrc).path) else (
+        whole = () if drivers.runs_one_test(trees.resolve(ksrc).path) else (
             pytest.mark.test_timeout(WHOLE_RUN_TIMEOUT + 60),)
         tests = kernel_tests(ksrc)
         if tests:  # a tree without hmm-tests has nothing to hold the profile's patterns against

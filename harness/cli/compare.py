@@ -44,7 +44,7 @@ from harness.cli.options import KernelChoice
 from harness.cli.output import progress_to_stderr
 from harness.cli.run import RunRequest, run
 from harness.errors import UserError
-from harness.kernel import kconfig, patches, source
+from harness.kernel import kconfig, patches, trees
 from harness.kernel.build import STAMP
 from harness.kernel.prepare import Prepared, prepare
 from harness.results import compare, junit, rundir
@@ -112,7 +112,7 @@ def run_compare(req: CompareRequest) -> tuple[compare.Comparison, Path]:
     check_output_dir(Path(req.results_dir or paths.results_root()))  # before anything is made; creates nothing
     notes: list[str] = []
     base_ksrc, base_tree = patches.fixed_base(req.base)
-    if base_tree.identity != (given := source.resolve(req.base)).identity:
+    if base_tree.identity != (given := trees.resolve(req.base)).identity:
         notes.append(f"note: {given.path} is compared at its HEAD ({base_tree.identity}); uncommitted "
                      "changes are not part of it")
     if req.base_patch:

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from harness.cli import options
-from harness.kernel import composition, kconfig, source
+from harness.kernel import composition, kconfig, trees
 from harness.kernel.kconfig import ConfigError
 
 
@@ -59,7 +59,7 @@ def _tree_arg(p: argparse.ArgumentParser) -> None:
 
 def _tree(args: argparse.Namespace) -> Path:
     """The tree --kernel-src names, as every command names one (a path, debian:X.Y, or Debian's default)."""
-    return source.resolve(args.kernel_src).path
+    return trees.resolve(args.kernel_src).path
 
 
 def cmd_make(args: argparse.Namespace) -> int:

@@ -18,10 +18,11 @@ import subprocess
 from pathlib import Path
 
 from harness import atomic, paths
+from harness.kernel import source
 from harness.kernel.build import content_key
 from harness.kernel.kconfig import tree_version
 from harness.kernel.series import HARNESS_NAMES, Patch, PatchError, check_paths, check_specs, read_series, split_mbox
-from harness.kernel.source import KernelTree, resolve
+from harness.kernel.source import KernelTree
 
 KSRC_PREFIX = "patched:"
 TREE_STAMP = ".harness-tree.json"  # written last: a patched tree without it is unfinished
@@ -33,7 +34,7 @@ __all__ = ["KSRC_PREFIX", "TREE_STAMP", "Patch", "PatchError", "cached_tree", "c
 def fixed_base(ksrc: str | None) -> tuple[str, KernelTree]:
     """A KSRC and tree that cannot change while compared: a Debian (or patched) tree as it is, a git tree's
     HEAD as a snapshot in the cache (uncommitted changes are not part of it: the caller says so)."""
-    tree = resolve(ksrc)
+    tree = _resolve(ksrc)
     if tree.immutable:
         return ksrc or f"debian:{tree.series}", tree
     if not tree.identity.startswith("git:"):
@@ -118,6 +119,11 @@ def _tree_dir(key: str) -> Path:
     return paths.cache_root() / "src" / "patched" / key
 
 
+def _resolve(ksrc: str | None) -> KernelTree:
+    """A base of either kind: what trees.resolve() does (it imports this module, so it cannot be called here)."""
+    return cached_tree(ksrc) if ksrc and ksrc.startswith(KSRC_PREFIX) else source.resolve(ksrc)
+
+
 def cached_tree(ksrc: str) -> KernelTree:
     """The KernelTree of a `patched:<key>` KSRC made by patched_tree()."""
     dest = _tree_dir(ksrc.removeprefix(KSRC_PREFIX))
@@ -125,7 +131,7 @@ def cached_tree(ksrc: str) -> KernelTree:
         meta = json.loads((dest / TREE_STAMP).read_text())
     except FileNotFoundError:
         raise PatchError(f"{ksrc}: no such patched tree in {dest.parent} (harness compare makes them)") from None
-    base = resolve(meta["base"]) if meta["base"] else None
+    base = _resolve(meta["base"]) if meta["base"] else None
     return KernelTree(dest, tree_version(dest), meta["identity"], immutable=True, base=base,
                       changed=tuple(meta.get("changed", ())))
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import atomic, paths
-from harness.kernel import source
+from harness.kernel import source, trees
 from harness.kernel.build import KernelBuild, build_kernel, build_lock
 from harness.kernel.config import config_spec, configure
 from harness.kernel.image import Image, build_image
@@ -38,7 +38,7 @@ def prepare(ksrc: str | None = None, notifier: str = "on", settings: tuple[str, 
     # it (shared, from here to the image), composing in its scratch directory (config.py), one build
     # directory (build.py), one image. A wait of more than a second says who holds what (atomic.locked).
     with _timed(timings, "source_s"):
-        tree = source.resolve(ksrc)
+        tree = trees.resolve(ksrc)
     with atomic.locked(source.tree_lock(tree.path), f"reading {tree.path} for a build", shared=True):
         with _timed(timings, "config_s"):
             configured = configure(tree, config_spec(notifier, tree.series, settings, fragments))

@@ -105,13 +105,12 @@ def tree_lock(path: Path) -> Path:
 
 
 def resolve(ksrc: str | None) -> KernelTree:
-    """KSRC=/path (a user tree), KSRC=debian:6.1 (a Debian source package), or the default."""
+    """KSRC=/path (a user tree), KSRC=debian:6.1 (a Debian source package), or the default (patched trees:
+    trees.py)."""
     if not ksrc:
         return debian_tree()
     if ksrc.startswith("debian:"):
         return debian_tree(ksrc.removeprefix("debian:"))
     if ksrc.startswith("patched:"):
-        from harness.kernel import patches  # it builds on this module's trees
-
-        return patches.cached_tree(ksrc)
+        raise ValueError(f"{ksrc}: a patched tree is resolved by harness.kernel.trees.resolve")
     return user_tree(Path(ksrc))
