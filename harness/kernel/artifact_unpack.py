@@ -170,7 +170,7 @@ class _Extraction:
     layout: Layout
     limits: Limits
     where: str
-    members: int = 0
+    members: int = 1  # the manifest
     unpacked: int = 0
     files: set[PurePosixPath] = field(default_factory=set)
     links: list[tuple[PurePosixPath, str]] = field(default_factory=list)
@@ -180,6 +180,12 @@ class _Extraction:
         return ArtifactError(f"{self.where}: member {member.name!r:.200} {why}")
 
     def add(self, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        try:
+            self._add(member, tar)
+        except OSError as e:  # a name too long for this file system, say: refused like the rest
+            raise self.refuse(member, f"cannot be written: {e.strerror or e}") from None
+
+    def _add(self, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
         self.members += 1
         if self.members > self.limits.files:
             raise self.refuse(member, f"is one more than the limit of {self.limits.files} members (--max-files)")
@@ -282,7 +288,7 @@ class _Extraction:
             here = here.parent if part == ".." else here / part
             try:
                 real_dir = stat.S_ISDIR(os.lstat(self.staged / here).st_mode)
-            except FileNotFoundError:
+            except OSError:  # not there, or a path too long to be one
                 real_dir = False
             if not real_dir:
                 raise ArtifactError(f"{self.where}: member {str(rel)!r:.200} is a link to {target[:200]!r}, which "
