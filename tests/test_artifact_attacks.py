@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 import types
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import pytest
 from harness import atomic, paths
 from harness.cli import kernel as kernel_cli
 from harness.cli.main import main
-from harness.kernel import artifact, source
+from harness.kernel import artifact, artifact_unpack, source
 from harness.kernel.artifact_manifest import Limits, load_limits
 from harness.kernel.build import STAMP
 from tests.artifact_crafting import (
@@ -306,9 +307,12 @@ def test_a_refused_early_member_ends_the_decompressor(world: World, tmp_path: Pa
             errors.append(e)
 
     worker = threading.Thread(target=importing, daemon=True)
+    started = time.monotonic()
     worker.start()
     worker.join(timeout=120)
     assert not worker.is_alive(), "the import hangs on its decompressor"
+    # killed, not waited for until the decompressor's grace period ran out (a blocked zstd never exits)
+    assert time.monotonic() - started < artifact_unpack.WAIT_S * 0.75
     assert len(errors) == 1 and isinstance(errors[0], artifact.ArtifactError), errors
     assert _zstd_children() == [], "the decompressor was left running"
 
