@@ -38,7 +38,7 @@ from typing import IO, Any
 
 from harness import atomic, paths
 from harness.kernel import config, source
-from harness.kernel.artifact_manifest import FORMAT, ArtifactError, Limits, load_limits, validate
+from harness.kernel.artifact_manifest import FORMAT, FRAGMENTS, ArtifactError, Limits, load_limits, validate
 from harness.kernel.artifact_unpack import MANIFEST, compressor, sha256_of, unpack
 from harness.kernel.build import IN_TREE_PREFIX, STAMP, KernelBuild, build_dir, content_key
 from harness.kernel.config import ConfigSpec, config_spec, spec_key
@@ -88,6 +88,17 @@ def _package(tree: source.KernelTree) -> str:
         raise ArtifactError(f"only builds of Debian's trees can be packed (debian:X.Y); {tree.path} is "
                             f"{tree.identity}: another machine cannot resolve it")
     return tree.identity.removeprefix("debian:").split("=", 1)[0]
+
+
+def fragment_name(fragment: str) -> str:
+    """An extra fragment as an artifact names it: configs/fragments/NAME (a path there is spelled as its NAME);
+    a fragment anywhere else is a file of this machine, which the importing one cannot read."""
+    frags = FRAGMENTS.resolve()
+    path = config.fragment_path(fragment).resolve()
+    if not path.is_relative_to(frags) or path.suffix != ".config":
+        raise ArtifactError(f"fragment {fragment} is not under {FRAGMENTS}: an artifact names its fragments by "
+                            "configs/fragments/NAME, which the checkout that imports it reads")
+    return str(path.relative_to(frags).with_suffix(""))
 
 
 def _walk(root: Path, rel: str) -> Iterator[str]:
@@ -162,6 +173,7 @@ def pack(build: KernelBuild, ksrc: str, notifier: str, fragments: tuple[str, ...
     programs directory, `guest_modules` the image's modules (.ko files under the build directory)."""
     tree = build.tree
     package = _package(tree)
+    fragments = tuple(fragment_name(f) for f in fragments)
     values = build.config_values()
     stamp = json.loads((build.dir / STAMP).read_text())
     spec = config_spec(notifier, tree.series, settings, fragments)
