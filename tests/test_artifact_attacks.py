@@ -43,6 +43,7 @@ from tests.artifact_crafting import (
     tar_bytes,
     write,
     write_bomb,
+    zstd,
 )
 from tests.test_kernel_artifact import fabricate
 
@@ -241,6 +242,16 @@ def test_files_are_counted_while_they_are_unpacked(world: World, tmp_path: Path)
     path = write(tmp_path / "a.tar.zst", [manifest_member(), *benign(), *zeros])
     refused(world, path, r"'src/linux-source-6\.12/zeros-3' \(4194304 bytes\) would take the artifact past 16777216",
             limits=limits(unpacked_bytes=16 << 20))
+
+
+def test_a_huge_pax_header_is_refused_before_it_is_read_whole(world: World, tmp_path: Path):
+    """tarfile reads a PAX header into memory whole: 256 MiB of it would be read (and held) before any cap."""
+    info, _ = file(f"{TREE}/x", b"")
+    info.pax_headers = {"comment": "x" * (256 << 20)}
+    path = tmp_path / "a.tar.zst"
+    path.write_bytes(zstd(tar_bytes([manifest_member(), *benign()], end=False) + tar_bytes([(info, b"")])))
+    assert path.stat().st_size < 100_000
+    refused(world, path, r"a member's headers take more than 65536 bytes")
 
 
 def test_too_many_members_are_refused(world: World, tmp_path: Path):

@@ -285,8 +285,11 @@ def import_artifact(artifact: Path, sha256: str | None = None, limits: Limits | 
     root = paths.cache_root()
     root.mkdir(parents=True, exist_ok=True)
     with atomic.locked(root / "locks" / "artifact-import.lock", f"importing {artifact.name}"):
-        for stale in root.glob(f"{STAGING_PREFIX}*"):
-            shutil.rmtree(stale, ignore_errors=True)  # never follows a link out (rmtree works on descriptors)
+        for stale in root.glob(f"{STAGING_PREFIX}*"):  # of dead imports (this one's would be named anew)
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)  # never follows a link out (rmtree works on descriptors)
+            else:
+                stale.unlink(missing_ok=True)
         staged = Path(tempfile.mkdtemp(dir=root, prefix=STAGING_PREFIX))
         try:
             manifest = unpack(artifact, staged, limits, sha256)

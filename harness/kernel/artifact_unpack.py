@@ -47,6 +47,9 @@ IN_TREE_PREFIX = "harness-build-"  # harness/kernel/build.py's; repeated to keep
 CHUNK = 1 << 20
 TRAILER_BYTES = 1 << 20  # what may follow the archive's end (tar pads to records of 10 KiB)
 HEADER_BYTES = 3 * 512  # per member, what tarfile reads besides the data: a header, a PAX header, padding
+# What tarfile may read to find the next member (padding, PAX or GNU long-name headers, the header): it reads a
+# PAX header whole into memory, so a header of 500 MiB would be read before the byte cap is reached.
+NEXT_MEMBER_BYTES = 64 << 10
 WAIT_S = 60.0
 _KINDS = {tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device", tarfile.FIFOTYPE: "a fifo",
           tarfile.CONTTYPE: "a contiguous file", tarfile.GNUTYPE_SPARSE: "a sparse file"}
@@ -76,6 +79,11 @@ class _Bounded:
 
     def __init__(self, stream: IO[bytes], budget: int, where: str) -> None:
         self.stream, self.budget, self.where, self.read_bytes = stream, budget, where, 0
+        self.window_end: int | None = None
+
+    def window(self, size: int | None) -> None:
+        """At most `size` bytes from here on (None: no bound but the budget)."""
+        self.window_end = None if size is None else self.read_bytes + size
 
     def read(self, size: int = -1) -> bytes:
         data = self.stream.read(size if 0 <= size <= CHUNK else CHUNK)
@@ -83,7 +91,16 @@ class _Bounded:
         if self.read_bytes > self.budget:
             raise ArtifactError(f"{self.where}: unpacks to more than {self.budget} bytes of tar stream: refused "
                                 "(the limits are configs/artifact-limits.yaml; --max-unpacked-mib, --max-files)")
+        if self.window_end is not None and self.read_bytes > self.window_end:
+            raise ArtifactError(f"{self.where}: a member's headers take more than {NEXT_MEMBER_BYTES} bytes: refused")
         return data
+
+    def next_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo | None:
+        self.window(NEXT_MEMBER_BYTES + tarfile.RECORDSIZE)  # tarfile reads ahead by a record
+        try:
+            return tar.next()
+        finally:
+            self.window(None)
 
 
 @contextmanager
@@ -338,11 +355,13 @@ def unpack(artifact: Path, staged: Path, limits: Limits, sha256: str | None = No
         with _decompressed(artifact, raw) as stream:
             bounded = _Bounded(stream, budget, where)
             try:
+                bounded.window(NEXT_MEMBER_BYTES + tarfile.RECORDSIZE)  # opening reads the first member
                 with tarfile.open(fileobj=bounded, mode="r|") as tar:  # type: ignore[call-overload]
+                    bounded.window(None)
                     m = _manifest(tar, limits, where)
                     extraction = _Extraction(staged, Layout.of(m), limits, where)
                     # next(), not iteration: iterating starts over at the members already read (the manifest)
-                    while (member := tar.next()) is not None:
+                    while (member := bounded.next_member(tar)) is not None:
                         extraction.add(member, tar)
                 _drain(bounded, where)
             except (tarfile.TarError, EOFError) as e:
