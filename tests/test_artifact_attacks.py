@@ -385,3 +385,8 @@ def test_pack_prints_the_sha256(tmp_path: Path, packed: artifact.Packed, capfd: 
     assert main(["kernel", "--pack", str(packed.path)]) == 0
     out, _ = capfd.readouterr()
     assert json.loads(out)["artifact"]["sha256"] == hashlib.sha256(packed.path.read_bytes()).hexdigest()
+
+
+def test_the_import_options_go_with_import(capfd: pytest.CaptureFixture[str]):
+    assert main(["kernel", "--sha256", "0" * 64]) == 2
+    assert "--sha256, --max-files and --max-unpacked-mib go with --import" in capfd.readouterr().err

@@ -102,6 +102,7 @@ def import_(args: argparse.Namespace) -> int:
         prepared = prepare(m["ksrc"], m["notifier"], tuple(m["settings"]), tuple(m["fragments"]))
     if prepared.build.key != m["key"]:  # prepare found another configuration: the import did not take
         raise artifact.ArtifactError(f"prepared build {prepared.build.key}, imported {m['key']}")
-    print(json.dumps({**describe(prepared), "imported": {k: m[k] for k in ("ksrc", "notifier", "fragments", "key",
-                                                                           "identity", "made")}}, indent=2))
+    imported = {k: m[k] for k in ("ksrc", "notifier", "fragments", "key", "identity", "made")}
+    imported["sha256"] = args.sha256  # checked before unpacking; null: not checked
+    print(json.dumps({**describe(prepared), "imported": imported}, indent=2))
     return 0
