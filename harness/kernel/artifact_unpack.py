@@ -215,12 +215,14 @@ class _Extraction:
         if member.isdir() and (unit or rel in self.layout.dirs):
             self._mkdirs(member, rel)
             self.dir_times[rel] = _mtime(member)
-        elif rel == self.layout.config and member.type in (tarfile.REGTYPE, tarfile.AREGTYPE):
+        elif rel == self.layout.config and member.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and not member.sparse:
             self._file(member, rel, tar)
         elif unit is None or rel == unit:
             raise self.refuse(member, "is not where this artifact's manifest puts its files (src/PACKAGE/, "
                               "guest/PROGRAMS/, configure/by-key/VERSION-KEY.config), or not of the kind it must be")
-        elif member.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and member.sparse is None:
+        elif member.sparse is not None:  # GNU sparse through PAX records: a regular file's type, holes to fill
+            raise self.refuse(member, "is a sparse file: an artifact holds files, directories and links only")
+        elif member.type in (tarfile.REGTYPE, tarfile.AREGTYPE):
             self._file(member, rel, tar)
         elif member.issym():
             self._symlink(member, rel, unit)
