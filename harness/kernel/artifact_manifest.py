@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from harness import paths
+from harness import paths, schema
 from harness.errors import UserError
 from harness.kernel.config import NOTIFIER_AXIS
 
@@ -174,21 +172,23 @@ class Limits:
     link_target_bytes: int
 
 
-_LIMIT_KEYS = {"max_files": 1, "max_unpacked_mib": 2**20, "max_manifest_kib": 2**10, "max_name_bytes": 1,
-               "max_link_target_bytes": 1}
+_UNITS = {"max_files": 1, "max_unpacked_mib": 2**20, "max_manifest_kib": 2**10, "max_name_bytes": 1,
+          "max_link_target_bytes": 1}
+LIMITS_SCHEMA = schema.Record({
+    "max_files": schema.required(schema.Int(min=1), "tar members of every kind (files, directories, links)"),
+    "max_unpacked_mib": schema.required(schema.Int(min=1), "MiB: the sum of the regular files' sizes"),
+    "max_manifest_kib": schema.required(schema.Int(min=1), "KiB: artifact.json, read into memory first"),
+    "max_name_bytes": schema.required(schema.Int(min=1), "bytes: a member's path"),
+    "max_link_target_bytes": schema.required(schema.Int(min=1), "bytes: a symbolic link's target"),
+})
 
 
 def load_limits(path: Path = LIMITS, files: int | None = None, unpacked_mib: int | None = None) -> Limits:
     """The limits of `path`, with `files` and `unpacked_mib` (from the command line) in place of its own."""
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict) or set(data) != set(_LIMIT_KEYS):
-        raise ArtifactError(f"{path}: expected exactly the keys {sorted(_LIMIT_KEYS)}")
-    for key, value in data.items():
-        if type(value) is not int or value <= 0:
-            raise ArtifactError(f"{path}: {key} must be a positive integer, got {value!r}")
+    data = schema.load(path, LIMITS_SCHEMA, ArtifactError).data
     for flag_name, value in (("--max-files", files), ("--max-unpacked-mib", unpacked_mib)):
         if value is not None and value <= 0:
             raise ArtifactError(f"{flag_name} must be a positive integer, got {value}")
-    scaled = {key: data[key] * unit for key, unit in _LIMIT_KEYS.items()}
+    scaled = {key: data[key] * unit for key, unit in _UNITS.items()}
     return Limits(files or scaled["max_files"], (unpacked_mib or 0) * 2**20 or scaled["max_unpacked_mib"],
                   scaled["max_manifest_kib"], scaled["max_name_bytes"], scaled["max_link_target_bytes"])
