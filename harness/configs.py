@@ -98,6 +98,16 @@ def _expect_events() -> schema.Type:
     return EXPECT_EVENTS
 
 
+def _artifact_limits() -> schema.Type:
+    from harness.kernel.artifact_manifest import LIMITS_SCHEMA
+    return LIMITS_SCHEMA
+
+
+def _read_artifact_limits(path: Path) -> object:
+    from harness.kernel.artifact_manifest import load_limits
+    return load_limits(path)
+
+
 KINDS = (
     Kind("Machine profiles", "machines/*.yaml", "A QEMU guest: `harness run --machine NAME` (or a path to a .yaml "
          "file), a driver profile's `machine`, a matrix's machine axis. Read by harness/vm/machine.py.",
@@ -120,6 +130,9 @@ KINDS = (
          "from (with a private apt state). Read by harness/kernel/debian.py.", _suites, _read_suites),
     Kind("Guest userspace", "guest-userspace.yaml", "Host files every guest image carries. Read by "
          "harness/kernel/image.py.", _userspace, _read_userspace),
+    Kind("Artifact limits", "artifact-limits.yaml", "What `harness kernel --import` unpacks at most from one build "
+         "artifact, checked member by member while it unpacks (`--max-files` and `--max-unpacked-mib` override "
+         "the first two). Read by harness/kernel/artifact_manifest.py.", _artifact_limits, _read_artifact_limits),
 )
 # Not in configs/: the file a maintainer passes to `harness compare --expect-events`.
 EXPECT_EVENTS = Kind("harness compare --expect-events", "", "The event changes a patch series means to make. "

@@ -7,12 +7,16 @@ workflow and GitLab CI schemas), and read as a runner would run them they work:
 - one build job per distinct kernel (tree x notifier x fragment) packs it; each cell job needs its kernel's
   build job, downloads and imports the artifact that job uploads, and compiles no kernel (it never runs a
   kernel build and installs none of Kbuild's tools for one);
-- timeouts come from the matrix, and each kernel's ccache key is its own (fragment included).
+- timeouts come from the matrix, and each kernel's ccache key is its own (fragment included);
+- the artifact's sha256 goes from the build job to its cells by the engine's own channel (job outputs, a dotenv
+  report), and the cells import with it; names from the matrix stay single words in every shell line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
 import shlex
 import subprocess
@@ -24,6 +28,7 @@ import pytest
 import yaml
 
 from harness.matrix import export, spec
+from harness.results.cell import Cell
 
 GITLAB_GLOBAL = {"default", "include", "stages", "variables", "workflow", "image", "services", "cache",
                  "before_script", "after_script", "spec"}
@@ -212,7 +217,9 @@ def test_pipeline_semantics(m: spec.Matrix, ci: str):
         assert not installed & KERNEL_BUILD_TOOLS, f"{job.id} installs kernel build tools"
         imports = [i for i, c in enumerate(job.commands) if "--import" in c]
         assert imports and imports[0] < job.commands.index(runs[0]), f"{job.id} runs before importing its kernel"
-        assert job.commands[imports[0]].endswith(k.file)
+        imported = shlex.split(job.commands[imports[0]])
+        assert imported[imported.index("--import") + 1] == k.file
+        assert imported[imported.index("--sha256") + 1] == f"${export.SHA256_VAR}", "the import checks no sha256"
         assert (k.artifact if ci == "github" else build) in job.downloads
         assert (k.artifact in jobs[build].uploads) if ci == "github" else (k.file in jobs[build].uploads)
         if ci == "github":
@@ -273,3 +280,90 @@ def test_gitlab_needs_limit(tmp_path: Path):
     assert config["report"]["dependencies"] == [c.id for c in m.cells]
     assert config["stages"] == ["build", "cells", "report"]
     simulate(gitlab_jobs(config)["report"])
+
+
+# -- the artifact's sha256, and names in shell lines -------------------------------------------------------------
+
+def _shell_lines(data: dict, ci: str) -> list[tuple[str, str]]:
+    """(job, line) of every shell line, as the runner hands them to sh."""
+    if ci == "github":
+        return [(j, line) for j, job in data["jobs"].items() for step in job["steps"] if "run" in step
+                for line in step["run"].splitlines()]
+    return [(j, line) for j, job in data.items() if isinstance(job, dict) and "script" in job
+            for line in job["script"]]
+
+
+def _sh(line: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """One shell line as a runner runs it, with `harness` replaced by a printf of its arguments."""
+    stubbed = line.replace(".venv/bin/harness", "printf '[%s]\\n' harness", 1)
+    return subprocess.run(["sh", "-c", stubbed], cwd=cwd, capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ["PATH"], **env})
+
+
+@pytest.mark.parametrize("ci", ["github", "gitlab"])
+def test_the_sha256_goes_from_the_build_job_to_its_cells(m: spec.Matrix, ci: str, tmp_path: Path):
+    data = exported(m, ci)
+    jobs = data["jobs"] if ci == "github" else data
+    sha = hashlib.sha256(b"the artifact").hexdigest()
+    for k in export.kernels(m):
+        build = jobs[k.job]
+        (tmp_path / k.file).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"{k.file}.sha256").write_text(f"{sha}  {Path(k.file).name}\n")  # as --pack writes it
+        lines = [line for j, line in _shell_lines(data, ci) if j == k.job and "sha256" in line.lower()]
+        assert len(lines) == 1, lines
+        out = tmp_path / "output"
+        out.unlink(missing_ok=True)
+        assert _sh(lines[0], tmp_path, GITHUB_OUTPUT=str(out)).returncode == 0
+        if ci == "github":
+            (step,) = [s for s in build["steps"] if s.get("id") == "pack"]
+            assert "--pack" in step["run"] and out.read_text() == f"sha256={sha}\n"
+            assert build["outputs"] == {"sha256": "${{ steps.pack.outputs.sha256 }}"}
+        else:
+            assert build["artifacts"]["reports"]["dotenv"] == k.dotenv
+            assert (tmp_path / k.dotenv).read_text() == f"{export.SHA256_VAR}={sha}\n"
+    cells = [(j, job) for j, job in jobs.items() if any("--import" in line for jj, line in _shell_lines(data, ci)
+                                                        if jj == j)]
+    assert cells
+    for job_id, job in cells:
+        if ci == "github":
+            (step,) = [s for s in job["steps"] if "--import" in s.get("run", "")]
+            # from the build job's outputs, through the environment (never pasted into the script)
+            assert step["env"] == {export.SHA256_VAR: f"${{{{ needs['{job['needs']}'].outputs.sha256 }}}}"}
+        else:
+            (need,) = job["needs"]
+            assert need["artifacts"] is True, f"{job_id} does not take its build job's dotenv report"
+        (line,) = [line for j, line in _shell_lines(data, ci) if j == job_id and "--import" in line]
+        words = _sh(line, tmp_path, **{export.SHA256_VAR: sha}).stdout.splitlines()
+        assert words[words.index("[--sha256]") + 1] == f"[{sha}]"
+
+
+def test_no_github_expression_is_pasted_into_a_script(m: spec.Matrix):
+    for job_id, line in _shell_lines(exported(m, "github"), "github"):
+        assert "${{" not in line, f"{job_id}: {line}"
+
+
+@pytest.mark.parametrize("ci", ["github", "gitlab"])
+def test_names_from_the_matrix_stay_words_in_shell_lines(ci: str, tmp_path: Path):
+    """A tree, a fragment, a suite and the matrix itself named with shell syntax: nothing runs, each is one word.
+
+    The matrix loader refuses such names (harness/matrix/spec.py's schema); the export quotes them all the same,
+    so the matrix is made here as the loader would have made it."""
+    odd = "odd $(touch pwned);`touch pwned`"
+    tree, fragment, suite = tmp_path / f"linux {odd}", tmp_path / f"frag {odd}.config", tmp_path / f"test_{odd}.py"
+    cells = tuple(Cell(kernel, "on", "default", str(suite), 600, str(fragment))
+                  for kernel in ("debian:6.12", str(tree)))
+    m = spec.Matrix(odd, tmp_path / f"{odd}.yaml", "", cells)
+    data = exported(m, ci)
+    work = tmp_path / "work"
+    work.mkdir()
+    cell = m.cells[0].id
+    ran = []
+    for _, line in _shell_lines(data, ci):
+        if not line.startswith(".venv/bin/harness"):
+            continue
+        proc = _sh(line, work, CELL=cell, GITHUB_STEP_SUMMARY=str(work / "summary"), **{export.SHA256_VAR: "0" * 64})
+        assert proc.returncode == 0, proc.stderr
+        ran.append([w.removeprefix("[").removesuffix("]") for w in proc.stdout.splitlines()])
+    assert not list(work.rglob("pwned")) and not list(tmp_path.glob("pwned")), "a name ran as a command"
+    args = [a for words in ran for a in words]
+    assert str(tree) in args and str(fragment) in args and m.name in args and cell in args

@@ -130,7 +130,9 @@ def test_an_import_made_by_other_fragments_is_refused(packed: artifact.Packed, t
     manifest = json.loads((work / artifact.MANIFEST).read_text())
     (work / artifact.MANIFEST).write_text(json.dumps({**manifest, "spec_digest": "0" * 16}))
     tampered = tmp_path / "tampered.tar.gz"
-    subprocess.run(["tar", "-czf", str(tampered), "-C", str(work), "."], check=True)
+    # the manifest first, as --pack writes it (an import reads it before anything else)
+    subprocess.run(["tar", "-czf", str(tampered), "-C", str(work), artifact.MANIFEST, "src", "configure", "guest"],
+                   check=True)
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "there"))
     with pytest.raises(artifact.ArtifactError, match="other fragments or another config engine"):
         artifact.import_artifact(tampered)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -36,13 +37,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness import atomic, paths
-from harness.errors import UserError
 from harness.kernel import config, source
+from harness.kernel.artifact_manifest import FORMAT, FRAGMENTS, ArtifactError, Limits, load_limits, validate
+from harness.kernel.artifact_unpack import MANIFEST, compressor, sha256_of, unpack
 from harness.kernel.build import IN_TREE_PREFIX, STAMP, KernelBuild, build_dir, content_key
 from harness.kernel.config import ConfigSpec, config_spec, spec_key
+from harness.kernel.kconfig import tree_version
 
-FORMAT = 1
-MANIFEST = "artifact.json"
+__all__ = ["FORMAT", "MANIFEST", "ArtifactError", "Limits", "Packed", "import_artifact", "pack"]
+SHA256 = re.compile(r"[0-9a-f]{64}")
+STAGING_PREFIX = ".import-"  # an import's staging directory, in the cache
 OBJTREE, SRCTREE = "@HARNESS_OBJTREE@", "@HARNESS_SRCTREE@"  # in an artifact's build Makefile (portable_makefile)
 IMPORTED = source.IMPORTED
 # Host programs and helpers of scripts/ that a module build never runs (install-extmod-build's find_in_scripts).
@@ -61,10 +65,6 @@ _BUILD_HARNESS = ("harness-config-why.txt", "harness-modules", "harness-kprobe",
                   "build.log")
 
 
-class ArtifactError(UserError):
-    pass
-
-
 @dataclass(frozen=True)
 class Packed:
     path: Path
@@ -72,6 +72,7 @@ class Packed:
     unpacked_bytes: int
     files: int
     manifest: dict[str, Any]
+    sha256: str  # of the file at `path`: `--import --sha256` checks it
 
 
 def spec_digest(identity: str, spec: ConfigSpec) -> str:
@@ -87,6 +88,17 @@ def _package(tree: source.KernelTree) -> str:
         raise ArtifactError(f"only builds of Debian's trees can be packed (debian:X.Y); {tree.path} is "
                             f"{tree.identity}: another machine cannot resolve it")
     return tree.identity.removeprefix("debian:").split("=", 1)[0]
+
+
+def fragment_name(fragment: str) -> str:
+    """An extra fragment as an artifact names it: configs/fragments/NAME (a path there is spelled as its NAME);
+    a fragment anywhere else is a file of this machine, which the importing one cannot read."""
+    frags = FRAGMENTS.resolve()
+    path = config.fragment_path(fragment).resolve()
+    if not path.is_relative_to(frags) or path.suffix != ".config":
+        raise ArtifactError(f"fragment {fragment} is not under {FRAGMENTS}: an artifact names its fragments by "
+                            "configs/fragments/NAME, which the checkout that imports it reads")
+    return str(path.relative_to(frags).with_suffix(""))
 
 
 def _walk(root: Path, rel: str) -> Iterator[str]:
@@ -155,23 +167,13 @@ def build_files(build: Path, values: dict[str, str], arch: str = "x86") -> list[
     return list(dict.fromkeys(files))
 
 
-def _compressor(path: Path, decompress: bool = False) -> list[str] | None:
-    name = path.name
-    if name.endswith((".tar.zst", ".tzst")):
-        return ["zstd", "-q", "-d", "-c"] if decompress else ["zstd", "-q", "-T0", "-12", "-c"]
-    if name.endswith((".tar.gz", ".tgz")):
-        return ["gzip", "-d", "-c"] if decompress else ["gzip", "-6", "-n", "-c"]
-    if name.endswith(".tar"):
-        return None
-    raise ArtifactError(f"{path}: an artifact is .tar.zst, .tar.gz or .tar")
-
-
 def pack(build: KernelBuild, ksrc: str, notifier: str, fragments: tuple[str, ...], settings: tuple[str, ...],
          guest_programs: Path, guest_modules: Sequence[Path], out: Path) -> Packed:
     """Write the artifact of a finished build (of a Debian tree) to `out`; `guest_programs` is the image's
     programs directory, `guest_modules` the image's modules (.ko files under the build directory)."""
     tree = build.tree
     package = _package(tree)
+    fragments = tuple(fragment_name(f) for f in fragments)
     values = build.config_values()
     stamp = json.loads((build.dir / STAMP).read_text())
     spec = config_spec(notifier, tree.series, settings, fragments)
@@ -187,6 +189,7 @@ def pack(build: KernelBuild, ksrc: str, notifier: str, fragments: tuple[str, ...
         members += [(f"{bdir}/{f}", build.dir / f) for f in _walk(build.dir, str(rel))]
     members.append((f"configure/by-key/{kept.name}", kept))
     members += [(f"guest/{guest_programs.name}/{f}", guest_programs / f) for f in sorted(os.listdir(guest_programs))]
+    members = list(dict(members).items())  # each name once: an import refuses a member it has already written
     manifest = {
         "format": FORMAT, "ksrc": ksrc, "package": package, "version": tree.version, "identity": tree.identity,
         "series": tree.series, "key": build.key, "release": build.release, "notifier": notifier,
@@ -195,27 +198,46 @@ def pack(build: KernelBuild, ksrc: str, notifier: str, fragments: tuple[str, ...
         "made": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": len(members),
         "unpacked_bytes": sum((p.lstat().st_size for _, p in members), 0),
     }
+    validate(manifest, f"the manifest of {out}")  # never write what an import would refuse
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        _write(tmp, compressor(out), manifest, members, f"{bdir}/Makefile", portable_makefile(build.dir, tree.path))
+        with open(tmp, "rb") as f:
+            digest = sha256_of(f)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    checksum = sha256_file(out)
+    checksum.unlink(missing_ok=True)  # never beside another artifact than its own
+    os.replace(tmp, out)
+    atomic.write_text(checksum, f"{digest}  {out.name}\n")
+    return Packed(out, out.stat().st_size, manifest["unpacked_bytes"], len(members), manifest, digest)
+
+
+def sha256_file(artifact: Path) -> Path:
+    """Where --pack writes the artifact's sha256, as `sha256sum` does (a CI build job hands it to its cells)."""
+    return artifact.with_name(f"{artifact.name}.sha256")
+
+
+def _write(tmp: Path, compress: list[str] | None, manifest: dict[str, Any], members: list[tuple[str, Path]],
+           makefile: str, makefile_text: str) -> None:
+    """The tar stream: the manifest first (an import checks it before it unpacks anything else), then the files."""
     with open(tmp, "wb") as raw:
-        compress = _compressor(out)
         proc = subprocess.Popen(compress, stdin=subprocess.PIPE, stdout=raw) if compress else None
         sink: IO[bytes] = proc.stdin if proc and proc.stdin else raw
         try:
             with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2).encode())
                 for name, path in members:
-                    if name == f"{bdir}/Makefile":
-                        continue
-                    tar.add(path, arcname=name, recursive=False, filter=_owned_by_root)
-                _add_bytes(tar, f"{bdir}/Makefile", portable_makefile(build.dir, tree.path).encode())
+                    if name != makefile:
+                        tar.add(path, arcname=name, recursive=False, filter=_owned_by_root)
+                _add_bytes(tar, makefile, makefile_text.encode())
         finally:
             if proc and proc.stdin:
                 proc.stdin.close()
         if proc and proc.wait() != 0:
-            raise ArtifactError(f"{compress and compress[0]} failed writing {out}")
-    os.replace(tmp, out)
-    return Packed(out, out.stat().st_size, manifest["unpacked_bytes"], len(members), manifest)
+            raise ArtifactError(f"{compress and compress[0]} failed writing {tmp}")
 
 
 def portable_makefile(build: Path, tree: Path) -> str:
@@ -243,64 +265,109 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _extract(artifact: Path, into: Path) -> None:
-    decompress = _compressor(artifact, decompress=True)
-    with open(artifact, "rb") as raw:
-        proc = subprocess.Popen(decompress, stdin=raw, stdout=subprocess.PIPE) if decompress else None
-        stream: IO[bytes] = proc.stdout if proc and proc.stdout else raw
-        try:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
-                tar.extractall(into, filter="data")  # nothing outside `into`, no device files
-        except tarfile.TarError as e:
-            raise ArtifactError(f"{artifact} is not a build artifact: {e}") from None
-        finally:
-            if proc:
-                rc = proc.wait()
-                if rc != 0:
-                    raise ArtifactError(f"{artifact}: {decompress and decompress[0]} failed (exit {rc})")
-
-
-def import_artifact(artifact: Path) -> dict[str, Any]:
+def import_artifact(artifact: Path, sha256: str | None = None, limits: Limits | None = None) -> dict[str, Any]:
     """Unpack an artifact into this cache, so that `prepare()` of its kernel finds a finished build.
 
     The tree goes to src/<package>/ when the cache has none (marked imported: source.debian_tree then uses
     it as it is and never installs the package over it); into a full tree of the same version, only the
     build is added. The config stage's memory is written for this cache, after checking that this
     checkout's fragments and config engine are the ones the build was made with.
+
+    The artifact is untrusted (harness/kernel/artifact_unpack.py checks every member and the manifest); it is
+    unpacked into a staging directory of the cache (.import-*), which goes whatever happens. Imports into one
+    cache take turns (the import lock), so a staging directory found there belongs to a dead import: removed.
     """
+    if sha256 is not None and not SHA256.fullmatch(sha256):
+        raise ArtifactError(f"--sha256 {sha256!r:.80}: not a sha256 (64 lowercase hex digits)")
     if not artifact.is_file():
         raise ArtifactError(f"{artifact}: no such file")
+    limits = limits or load_limits()
     root = paths.cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(dir=root, prefix=".import-"))
-    try:
-        _extract(artifact, staged)
+    with atomic.locked(root / "locks" / "artifact-import.lock", f"importing {artifact.name}"):
+        for stale in root.glob(f"{STAGING_PREFIX}*"):  # of dead imports (this one's would be named anew)
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)  # never follows a link out (rmtree works on descriptors)
+            else:
+                stale.unlink(missing_ok=True)
+        staged = Path(tempfile.mkdtemp(dir=root, prefix=STAGING_PREFIX))
         try:
-            manifest = json.loads((staged / MANIFEST).read_text())
-        except FileNotFoundError:
-            raise ArtifactError(f"{artifact} has no {MANIFEST}: not made by `harness kernel --pack`") from None
-        if manifest.get("format") != FORMAT:
-            raise ArtifactError(f"{artifact}: artifact format {manifest.get('format')}, this harness reads {FORMAT}")
-        # Into the tree's directory: its lock, exclusive (no run reads it meanwhile; source.py, prepare.py)
-        dest = root / "src" / manifest["package"]
-        with atomic.locked(source.tree_lock(dest), f"importing {artifact.name} into {dest}"):
-            _place(staged, manifest)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
+            manifest = unpack(artifact, staged, limits, sha256)
+            target = Placement.of(root, staged, manifest)
+            # Into the tree's directory: its lock, exclusive (no run reads it meanwhile; source.py, prepare.py)
+            with atomic.locked(source.tree_lock(target.tree), f"importing {artifact.name} into {target.tree}"):
+                _place(target, manifest)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
     return manifest
 
 
-def _place(staged: Path, m: dict[str, Any]) -> None:
+def inside(folder: Path, *parts: str) -> Path:
+    """folder/parts..., resolved (links followed), which must still be inside `folder`; else an ArtifactError."""
+    path = folder.joinpath(*parts)
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ArtifactError(f"{path} (from the artifact's manifest) resolves to {path.resolve()}, outside "
+                            f"{folder}: refused")
+    return path
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Every path of the cache and of the staging directory that an import reads or writes, each checked to be
+    inside its folder before anything is changed."""
+
+    tree: Path  # src/<package>
+    build: Path  # its harness-build-<key>
+    kept: Path  # configure/by-key/<version>-<key>.config
+    programs: Path  # guest/<guest_programs>
+    new_tree: Path  # the same in the staging directory
+    new_kept: Path
+    new_programs: Path
+
+    @classmethod
+    def of(cls, root: Path, staged: Path, m: dict[str, Any]) -> Placement:
+        tree, kept = ("src", m["package"]), ("configure", "by-key", f"{m['version']}-{m['key']}.config")
+        build, programs = (*tree, f"{IN_TREE_PREFIX}{m['key']}"), ("guest", m["guest_programs"])
+        return cls(inside(root, *tree), inside(root, *build), inside(root, *kept), inside(root, *programs),
+                   inside(staged, *tree), inside(staged, *kept), inside(staged, *programs))
+
+
+def _regular(path: Path, what: str) -> Path:
+    if not path.is_file() or path.is_symlink():
+        raise ArtifactError(f"the artifact has no {what} ({path.name}) as a regular file")
+    return path
+
+
+def _check_staged(t: Placement, m: dict[str, Any]) -> None:
+    """What _place reads from the staging directory is there, of its kind, and agrees with the manifest."""
+    new_build = t.new_tree / t.build.name
+    for folder, what in ((t.new_tree, "source tree"), (new_build, "build directory"), (t.new_programs, "programs")):
+        if not folder.is_dir() or folder.is_symlink():
+            raise ArtifactError(f"the artifact has no {what} ({folder.relative_to(folder.parents[1])}/)")
+    for path, what in ((t.new_tree / source.STAMP, "package version"), (new_build / "Makefile", "build's Makefile"),
+                       (new_build / STAMP, "build's stamp"), (new_build / "harness-config-why.txt", "config's why"),
+                       (t.new_kept, "final .config")):
+        _regular(path, what)
+    if os.path.lexists(t.new_tree / IMPORTED):
+        raise ArtifactError(f"the artifact ships {IMPORTED}, which only an import writes")
+    if (found := f"debian:{m['package']}={(t.new_tree / source.STAMP).read_text()}") != m["identity"]:
+        raise ArtifactError(f"the artifact's tree is {found}, its manifest says {m['identity']}")
+    if (version := tree_version(t.new_tree)) != m["version"]:
+        raise ArtifactError(f"the artifact's tree is version {version}, its manifest says {m['version']}")
+
+
+def _place(t: Placement, m: dict[str, Any]) -> None:
     root = paths.cache_root()
-    package, key, version = m["package"], m["key"], m["version"]
+    key, version = m["key"], m["version"]
     spec = config_spec(m["notifier"], m["series"], tuple(m["settings"]), tuple(m["fragments"]))
     if (digest := spec_digest(m["identity"], spec)) != m["spec_digest"]:
         raise ArtifactError(f"the artifact's kernel ({m['ksrc']}, notifier {m['notifier']}, fragments "
                             f"{m['fragments'] or 'none'}) was configured by other fragments or another config engine "
                             f"than this checkout's (digest {m['spec_digest']}, here {digest}): import it in the "
                             "checkout that packed it, or build this kernel")
-    new_tree, dest = staged / "src" / package, root / "src" / package
-    makefile = new_tree / f"{IN_TREE_PREFIX}{key}" / "Makefile"
+    _check_staged(t, m)
+    dest = t.tree
+    makefile = t.new_tree / t.build.name / "Makefile"
     where = dest.resolve()  # Kbuild wants absolute paths, whatever HARNESS_CACHE says
     makefile.write_text(makefile.read_text().replace(OBJTREE, str(where / makefile.parent.name))
                         .replace(SRCTREE, str(where)))
@@ -309,24 +376,21 @@ def _place(staged: Path, m: dict[str, Any]) -> None:
     if not stamp.exists():
         if dest.exists():  # an unpacking that never finished
             shutil.rmtree(dest)
-        atomic.write_text(new_tree / IMPORTED, json.dumps({"from": m["identity"], "key": key, "made": m["made"]}))
-        os.replace(new_tree, dest)
+        atomic.write_text(t.new_tree / IMPORTED, json.dumps({"from": m["identity"], "key": key, "made": m["made"]}))
+        os.replace(t.new_tree, dest)
     else:
-        identity = f"debian:{package}={stamp.read_text()}"
+        identity = f"debian:{m['package']}={stamp.read_text()}"
         if identity != m["identity"]:
             raise ArtifactError(f"{dest} holds {identity}, the artifact {m['identity']}: remove {dest} to import it")
-        build = dest / f"{IN_TREE_PREFIX}{key}"
-        if not (build / STAMP).exists():
-            shutil.rmtree(build, ignore_errors=True)
-            os.replace(new_tree / build.name, build)
+        if not (t.build / STAMP).exists():
+            shutil.rmtree(t.build, ignore_errors=True)
+            os.replace(t.new_tree / t.build.name, t.build)
     tree = source.KernelTree(dest, version, m["identity"], immutable=True, imported=(dest / IMPORTED).exists())
     build_dir(tree, key)  # builds/VERSION-KEY -> the tree's harness-build-KEY
-    kept = root / "configure" / "by-key" / f"{version}-{key}.config"
-    atomic.write_text(kept, (staged / "configure" / "by-key" / kept.name).read_text())
-    why = (dest / f"{IN_TREE_PREFIX}{key}" / "harness-config-why.txt").read_text()
-    memo = root / "configure" / "by-spec" / f"{spec_key(tree, spec)}.json"
+    atomic.write_text(t.kept, t.new_kept.read_text())
+    why = _regular(t.build / "harness-config-why.txt", "config's why").read_text()
+    memo = inside(root, "configure", "by-spec", f"{spec_key(tree, spec)}.json")
     atomic.write_text(memo, json.dumps({"key": key, "why": why}))
-    programs = root / "guest" / m["guest_programs"]
-    if not programs.exists():
-        programs.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged / "guest" / m["guest_programs"], programs)
+    if not t.programs.exists():
+        t.programs.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(t.new_programs, t.programs)

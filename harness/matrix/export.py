@@ -1,10 +1,12 @@
 """`harness matrix export NAME --ci github|gitlab`: a CI pipeline that builds each kernel once and fans the cells out.
 
     build (one job per distinct kernel: tree x notifier x fragment)
-      `harness kernel ... --pack` -> artifact kernel-<kernel>.tar.zst (harness/kernel/artifact.py)
+      `harness kernel ... --pack` -> artifact kernel-<kernel>.tar.zst (harness/kernel/artifact.py), and its sha256
+      as the job's output (GitHub: $GITHUB_OUTPUT; GitLab: a dotenv report)
     cells (one job per cell, each needing its kernel's build job)
-      download the artifact, `harness kernel --import` it, `harness matrix run NAME --cell ID`: no kernel compile
-      (the imported tree has no kernel sources, and the job installs no kernel build tools)
+      download the artifact, `harness kernel --import` it with `--sha256` (the build job's, which did not come
+      through the artifact store), `harness matrix run NAME --cell ID`: no kernel compile (the imported tree has
+      no kernel sources, and the job installs no kernel build tools)
     report (whatever the cells did)
       every cell's results merged: report.html, summary.json, junit.xml
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,8 @@ GITLAB_NEEDS_LIMIT = 50  # GitLab's default ci_max_needs; past it the report job
 CACHE_DIR = "/harness-cache"  # absolute: the harness hands it to make -C, whose cwd is the kernel tree
 ARTIFACTS = "artifacts"
 INSTALL = "apt-get update -qq && apt-get install -y -qq --no-install-recommends"
+GITHUB_OUTPUT = '"$GITHUB_OUTPUT"'  # the step's outputs file, as a shell word
+SHA256_VAR = "KERNEL_SHA256"  # the cell job's variable that holds its artifact's sha256, from the build job
 # What only a kernel build uses (the trees, Debian's configs, Kbuild's host tools): a cell installs none of it.
 BUILD_ONLY = re.compile(r"^(linux-source-.*|linux-config-.*|flex|bison|bc|libssl-dev|dwarves)$")
 # What the cache key of a build hashes besides the kernel's name: its fragments and the code that configures it.
@@ -83,6 +88,11 @@ class Kernel:
     def file(self) -> str:
         return f"{ARTIFACTS}/{self.artifact}.tar.zst"
 
+    @property
+    def dotenv(self) -> str:
+        """GitLab: the build job's dotenv report, which hands the artifact's sha256 to the cells."""
+        return f"{ARTIFACTS}/{self.artifact}.env"
+
     def args(self) -> list[str]:
         return ["--kernel-src", self.kernel, "--notifier", self.notifier,
                 *(["--fragment", self.fragment] if self.fragment else [])]
@@ -100,14 +110,16 @@ def run_dir(matrix: Matrix) -> str:
     return f"results/matrix-{matrix.name}/ci"
 
 
-def cell_command(matrix: Matrix, cell_id: str) -> str:
-    return f".venv/bin/harness matrix run {matrix.name} --cell {cell_id} --run-dir {run_dir(matrix)}"
+def cell_command(matrix: Matrix, cell_variable: str) -> str:
+    """The cell's command; `cell_variable` is the shell variable that holds its id ("$CELL"), quoted as it is."""
+    return (f"{shlex.join(['.venv/bin/harness', 'matrix', 'run', matrix.name])} --cell \"${cell_variable}\" "
+            f"{shlex.join(['--run-dir', run_dir(matrix)])}")
 
 
 def report_command(matrix: Matrix) -> str:
     """The merged report, and the run as a KCIDB document for a lab that submits to KernelCI (kcidb-submit)."""
     rd = run_dir(matrix)
-    return f".venv/bin/harness report {rd} --kcidb {rd}/kcidb.json"
+    return shlex.join([".venv/bin/harness", "report", rd, "--kcidb", f"{rd}/kcidb.json"])
 
 
 def report_files(matrix: Matrix) -> list[str]:
@@ -116,11 +128,17 @@ def report_files(matrix: Matrix) -> list[str]:
 
 
 def pack_command(k: Kernel) -> str:
-    return " ".join([".venv/bin/harness", "kernel", *k.args(), "--pack", k.file])
+    return shlex.join([".venv/bin/harness", "kernel", *k.args(), "--pack", k.file])
+
+
+def sha256_line(k: Kernel, name: str, into: str) -> str:
+    """`name=<the artifact's sha256>` appended to `into` (a file the CI reads), from what --pack wrote."""
+    checksum = shlex.quote(f"{k.file}.sha256")
+    return f'echo "{name}=$(cut -d \' \' -f 1 {checksum})" >> {into}'
 
 
 def import_command(k: Kernel) -> str:
-    return f".venv/bin/harness kernel --import {k.file}"
+    return f'{shlex.join([".venv/bin/harness", "kernel", "--import", k.file])} --sha256 "${SHA256_VAR}"'
 
 
 def job_minutes(cell: Cell) -> int:
@@ -150,7 +168,7 @@ def header(matrix: Matrix, ci: str) -> str:
 # -- GitHub Actions -----------------------------------------------------------------------------------------
 
 def _github_install(packages: list[str], then: str) -> dict[str, str]:
-    return {"name": "install what this job uses", "run": f"{INSTALL} {' '.join(packages)} >/dev/null\n{then}\n"}
+    return {"name": "install what this job uses", "run": f"{INSTALL} {shlex.join(packages)} >/dev/null\n{then}\n"}
 
 
 def github(matrix: Matrix) -> dict[str, Any]:
@@ -163,6 +181,7 @@ def github(matrix: Matrix) -> dict[str, Any]:
             "runs-on": "ubuntu-latest",
             "container": {"image": CONTAINER},
             "timeout-minutes": build_minutes(matrix),
+            "outputs": {"sha256": "${{ steps.pack.outputs.sha256 }}"},
             "steps": [
                 {"uses": "actions/checkout@v4"},
                 _github_install(["make", "ca-certificates"], "make deps"),
@@ -170,7 +189,8 @@ def github(matrix: Matrix) -> dict[str, Any]:
                  "with": {"path": f"{CACHE_DIR}/ccache",
                           "key": f"ccache-{k.id}-${{{{ hashFiles({', '.join(map(repr, BUILD_INPUTS))}) }}}}",
                           "restore-keys": f"ccache-{k.id}-"}},
-                {"name": "build and pack the kernel", "run": pack_command(k)},
+                {"name": "build and pack the kernel", "id": "pack",
+                 "run": f"{pack_command(k)}\n{sha256_line(k, 'sha256', GITHUB_OUTPUT)}\n"},
                 {"name": "upload the kernel", "uses": "actions/upload-artifact@v4",
                  "with": {"name": k.artifact, "path": k.file, "if-no-files-found": "error",
                           "retention-days": KERNEL_ARTIFACT_DAYS, "compression-level": 0}},
@@ -193,8 +213,10 @@ def github(matrix: Matrix) -> dict[str, Any]:
                 _github_install(cell_packages(), "make venv"),
                 {"name": "download the kernel", "uses": "actions/download-artifact@v4",
                  "with": {"name": k.artifact, "path": ARTIFACTS}},
-                {"name": "import the kernel", "run": import_command(k)},
-                {"name": "run the cell", "run": cell_command(matrix, "${{ matrix.cell }}")},
+                # through the environment: an expression inside `run` would be pasted into the script
+                {"name": "import the kernel", "env": {SHA256_VAR: f"${{{{ needs['{k.job}'].outputs.sha256 }}}}"},
+                 "run": import_command(k)},
+                {"name": "run the cell", "env": {"CELL": "${{ matrix.cell }}"}, "run": cell_command(matrix, "CELL")},
                 {"name": "upload the cell's results", "if": "always()", "uses": "actions/upload-artifact@v4",
                  "with": {"name": "cell-${{ matrix.cell }}", "path": f"{rd}/", "if-no-files-found": "error",
                           "retention-days": ARTIFACT_DAYS}},
@@ -245,10 +267,13 @@ def gitlab(matrix: Matrix) -> dict[str, Any]:
         config[k.job] = {
             "stage": "build",
             "timeout": f"{build_minutes(matrix)}m",
-            "script": [f"{INSTALL} make ca-certificates >/dev/null", "make deps", pack_command(k)],
+            "script": [f"{INSTALL} make ca-certificates >/dev/null", "make deps", pack_command(k),
+                       sha256_line(k, SHA256_VAR, shlex.quote(k.dotenv))],
             # the kernel, its fragments and the configuring code, as GitHub's hashFiles of BUILD_INPUTS
             "cache": {"key": f"ccache-{k.id}-{digest}", "paths": [".harness-cache/ccache/"]},
-            "artifacts": {"expire_in": f"{KERNEL_ARTIFACT_DAYS} days", "paths": [k.file]},
+            # the sha256 as a dotenv report: the variable of every job that needs this one, with its artifacts
+            "artifacts": {"expire_in": f"{KERNEL_ARTIFACT_DAYS} days", "paths": [k.file],
+                          "reports": {"dotenv": k.dotenv}},
         }
     for c in matrix.cells:
         k = kernel_of(c)
@@ -257,8 +282,8 @@ def gitlab(matrix: Matrix) -> dict[str, Any]:
             "needs": [{"job": k.job, "artifacts": True}],
             "timeout": f"{job_minutes(c)}m",
             "variables": {"CELL": c.id},
-            "script": [f"{INSTALL} {' '.join(cell_packages())} >/dev/null", "make venv", import_command(k),
-                       cell_command(matrix, '"$CELL"')],
+            "script": [f"{INSTALL} {shlex.join(cell_packages())} >/dev/null", "make venv", import_command(k),
+                       cell_command(matrix, "CELL")],
         }
     report_job: dict[str, Any] = {
         "stage": "report",
