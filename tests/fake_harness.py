@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from harness.results.model import ExitRecord
+
 
 def write_results(out: Path, suite: str, outcomes: list[tuple[str, str]]) -> None:
     results = [{"test": f"{suite}::{name}", "outcome": outcome, "reason": "" if outcome == "PASS" else
@@ -30,6 +32,7 @@ def write_results(out: Path, suite: str, outcomes: list[tuple[str, str]]) -> Non
 
 def main() -> int:
     p = argparse.ArgumentParser()
+    p.add_argument("--record", type=Path)
     p.add_argument("command")
     p.add_argument("--kernel-src")
     p.add_argument("--notifier")
@@ -41,7 +44,9 @@ def main() -> int:
     if args.command == "kernel":
         print(f"building kernel {args.kernel_src}", flush=True)
         if args.kernel_src == "debian:9.9":
-            print("harness: kernel build failed (exit 2); last lines of build.log:\nmm/oops.c:1: error: boom")
+            message = "kernel build failed (exit 2); last lines of build.log:\nmm/oops.c:1: error: boom"
+            print(f"harness: {message}")
+            ExitRecord("kernel", 2, "user", message).write(args.record)
             return 2
         print(json.dumps({"bzImage": "/nowhere"}, indent=2))
         return 0
@@ -72,6 +77,8 @@ def main() -> int:
     time.sleep(0.5)  # long enough for cells to overlap
     with open(log, "a") as f:
         f.write(f"end {time.monotonic()} {out.name}\n")
+    if behaviour != "test_silent":  # a process that crashed leaves no record
+        ExitRecord("run", rc).write(args.record)
     return rc
 
 

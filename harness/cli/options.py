@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from harness.app.kernel import KernelChoice
+from harness.errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_USER
 from harness.kernel.config import NOTIFIER_AXIS
 
 
-@dataclass(frozen=True)
-class KernelChoice:
-    """Which kernel a command runs on: a tree (None: Debian's default), the notifier axis, extra fragments."""
-
-    kernel_src: str | None = None
-    notifier: str = "on"
-    fragments: tuple[str, ...] = ()
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> KernelChoice:
-        return cls(args.kernel_src, getattr(args, "notifier", "on"), tuple(getattr(args, "fragment", ())))
+def kernel_choice(args: argparse.Namespace) -> KernelChoice:
+    """The kernel that --kernel-src, --notifier and --fragment chose."""
+    return KernelChoice(args.kernel_src, getattr(args, "notifier", "on"), tuple(getattr(args, "fragment", ())))
 
 
 def add_kernel(p: argparse.ArgumentParser, *, axis: bool = True) -> None:
@@ -50,3 +43,23 @@ def add_run_tuning(p: argparse.ArgumentParser) -> None:
                    help="seconds from QEMU start to the ready marker")
     p.add_argument("--guest-modules", default="", metavar="M,...",
                    help="extra guest modules to load at boot (fault_panic, fault_inject, ...)")
+
+
+# Every command's exit statuses end with these (harness/errors.py); each command's own come first.
+COMMON_EXITS = ((EXIT_USER, "bad input (a UserError), or a fault of a guest this command booted itself"),
+                (EXIT_INFRA, "infrastructure: apt, the network, a missing QEMU or tool, a full disk (retry or "
+                             "fix the machine; the input was fine)"),
+                (EXIT_INTERRUPTED, "interrupted (Ctrl-C, SIGTERM)"))
+
+
+def exit_codes(*own: tuple[int | str, str]) -> str:
+    """The `--help` epilog that lists a command's exit statuses: its own, then COMMON_EXITS."""
+    rows = [*own, *COMMON_EXITS]
+    return "exit status:\n" + "\n".join(f"  {code!s:>4}  {text}" for code, text in rows)
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str, help: str, *exits: tuple[int | str, str],
+               description: str | None = None) -> argparse.ArgumentParser:
+    """A command's parser, with its exit statuses in its --help; `description` keeps its line breaks."""
+    return sub.add_parser(name, help=help, description=description or help, epilog=exit_codes(*exits),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)

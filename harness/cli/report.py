@@ -12,15 +12,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.app.report import ReportRequest, write_report
+from harness.cli import options
 from harness.cli.output import progress_to_stderr
-from harness.results import kcidb, report
+from harness.results import report
+
+EXITS = ((0, "written (and, with --compare, nothing regressed)"), (1, "--compare: something regressed"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="merged JUnit, summary.json and report.html for a run directory",
-                       description="Write report.html, summary.json and (for a matrix run) a merged junit.xml into "
-                       "RUN_DIR. With --compare, also compare with a previous run (a directory, or by default the "
-                       "run before RUN_DIR in its results store) and exit 1 if anything regressed.")
+    p = options.add_parser(sub, "report", "merged JUnit, summary.json and report.html for a run directory", *EXITS,
+                           description="Write report.html, summary.json and (for a matrix run) a merged junit.xml "
+                           "into RUN_DIR. With --compare, also compare with a previous run (a directory, or by "
+                           "default the run before RUN_DIR in its results store) and exit 1 if anything regressed.")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--compare", nargs="?", const="previous", default=None, metavar="PREV",
                    help="a previous run directory (default: the one before RUN_DIR in its store)")
@@ -33,23 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.kcidb:
-        doc = kcidb.write(args.run_dir, args.kcidb, args.kcidb_url)
+    with progress_to_stderr():  # stdout is the summary's (and the comparison's) alone
+        result = write_report(ReportRequest(args.run_dir, args.compare, args.kcidb, args.kcidb_url))
+    if doc := result.kcidb:
         print(f"wrote {args.kcidb}: KCIDB v{doc['version']['major']}.{doc['version']['minor']}, "
               f"{len(doc['checkouts'])} checkout(s), {len(doc['builds'])} build(s), {len(doc['tests'])} test(s)",
               file=sys.stderr)
-        if (args.run_dir / "compare.json").exists():  # `harness compare` writes its own reports
-            return 0
-    comparison = None
-    with progress_to_stderr():  # stdout is the summary's (and the comparison's) alone
-        if args.compare:
-            prev = report.previous_run(args.run_dir) if args.compare == "previous" else Path(args.compare)
-            if prev is None:
-                print(f"no earlier run next to {args.run_dir.resolve()} to compare with", file=sys.stderr)
-            else:
-                comparison = report.compare(report.load_run(prev), report.load_run(args.run_dir))
-        summary = report.write_report(args.run_dir, comparison)
-    if comparison:
-        print(report.format_comparison(comparison))
-    print(report.format_summary(summary))
-    return 1 if comparison and comparison["regressed"] else 0
+    if result.no_previous:
+        print(f"no earlier run next to {args.run_dir.resolve()} to compare with", file=sys.stderr)
+    if result.comparison:
+        print(report.format_comparison(result.comparison))
+    if result.summary is not None:
+        print(report.format_summary(result.summary))
+    return result.exit_code
