@@ -2,7 +2,8 @@
 
 `kernel`: succeeds, except for --kernel-src debian:9.9, which fails the way a kernel build does.
 `run`: behaves as the suite's file name says (test_pass, test_fail, test_flaky_infra, test_hang,
-test_silent), writing what `harness run` writes, and logs its start and end for the concurrency check.
+test_silent, test_infra_error, test_user_error), writing what `harness run` writes and its --record, and logs
+its start and end for the concurrency check.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def write_results(out: Path, suite: str, outcomes: list[tuple[str, str]]) -> Non
                     for n, o in outcomes)
     (out / "junit.xml").write_text(f'<testsuites><testsuite name="pytest">{cases}</testsuite></testsuites>')
     (out / "timings.json").write_text(json.dumps({"boots": [{"vm": 1, "boot_to_ssh_s": 2.5, "accel": "tcg"}]}))
+
+
+FAILURES = {"test_infra_error": ("infra", 75, "apt-get update of bookworm-backports failed (exit 100): network"),
+            "test_user_error": ("user", 2, "machine profile 'nope': no such profile")}
 
 
 def main() -> int:
@@ -69,6 +74,11 @@ def main() -> int:
             marker.touch()
             write_results(out, args.suite, [("test_a", "INFRA")])
             rc = 1
+    elif behaviour in FAILURES:  # a command that failed before its verdict: its record says how, not its output
+        kind, rc, message = FAILURES[behaviour]
+        print("harness: what the log says is not what the runner reads")
+        ExitRecord("run", rc, kind, message).write(args.record)
+        return rc
     elif behaviour == "test_hang":
         time.sleep(600)
     elif behaviour == "test_silent":

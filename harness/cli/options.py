@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import textwrap
 from pathlib import Path
 
 from harness.app.kernel import KernelChoice
@@ -53,9 +54,11 @@ COMMON_EXITS = ((EXIT_USER, "bad input (a UserError), or a fault of a guest this
 
 
 def exit_codes(*own: tuple[int | str, str]) -> str:
-    """The `--help` epilog that lists a command's exit statuses: its own, then COMMON_EXITS."""
-    rows = [*own, *COMMON_EXITS]
-    return "exit status:\n" + "\n".join(f"  {code!s:>4}  {text}" for code, text in rows)
+    """The `--help` epilog that lists a command's exit statuses, in order: its own and COMMON_EXITS."""
+    rows = sorted([*own, *COMMON_EXITS], key=lambda row: (isinstance(row[0], int), row[0] if isinstance(row[0], int)
+                                                          else 0))
+    return "exit status:\n" + "\n".join(
+        textwrap.fill(text, 100, initial_indent=f"  {code!s:>4}  ", subsequent_indent=" " * 8) for code, text in rows)
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str, help: str, *exits: tuple[int | str, str],
