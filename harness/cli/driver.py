@@ -17,13 +17,12 @@ import sys
 
 from harness.app.driver import DriverRequest, driver, list_drivers
 from harness.cli import options
-from harness.cli.run import EXITS as RUN_EXITS
 from harness.errors import EXIT_USER
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = options.add_parser(sub, "driver", "run one driver's tests (configs/drivers/NAME.yaml); print a verdict",
-                           *RUN_EXITS, description=__doc__)
+                           *options.RUN_EXITS, description=__doc__)
     p.add_argument("name", nargs="?", metavar="NAME", help="a configs/drivers/ profile")
     p.add_argument("--list", action="store_true", help="list the driver profiles")
     options.add_kernel(p)

@@ -46,6 +46,13 @@ def add_run_tuning(p: argparse.ArgumentParser) -> None:
                    help="extra guest modules to load at boot (fault_panic, fault_inject, ...)")
 
 
+# What `run` and `driver` exit with: pytest's statuses, as the run use case gives them back (harness/app/run.py)
+RUN_EXITS = ((0, "every test passed (or skipped, or failed as expected)"),
+             (1, "a test did not pass: its outcome (FAIL, CRASH, TIMEOUT, INFRA, ...) is in outcomes.json"),
+             (3, "pytest's internal error (results could not be written: a full disk)"),
+             (4, "pytest's usage error (an unknown option or suite)"),
+             (5, "no tests were collected (a -k that matches nothing)"))
+
 # Every command's exit statuses end with these (harness/errors.py); each command's own come first.
 COMMON_EXITS = ((EXIT_USER, "bad input (a UserError), or a fault of a guest this command booted itself"),
                 (EXIT_INFRA, "infrastructure: apt, the network, a missing QEMU or tool, a full disk (retry or "

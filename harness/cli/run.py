@@ -21,15 +21,9 @@ from harness.app.run import RunRequest, run
 from harness.cli import options
 from harness.results import ktap
 
-EXITS = ((0, "every test passed (or skipped, or failed as expected)"),
-         (1, "a test did not pass: its outcome (FAIL, CRASH, TIMEOUT, INFRA, ...) is in outcomes.json"),
-         (3, "pytest's internal error (results could not be written: a full disk)"),
-         (4, "pytest's usage error (an unknown option or suite)"),
-         (5, "no tests were collected (a -k that matches nothing)"))
-
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = options.add_parser(sub, "run", "build, boot and run the suites; print a summary", *EXITS,
+    p = options.add_parser(sub, "run", "build, boot and run the suites; print a summary", *options.RUN_EXITS,
                            description=__doc__)
     options.add_kernel(p)
     options.add_machine(p)
