@@ -29,7 +29,9 @@ def failure_of(e: BaseException) -> Failure | None:
     if isinstance(e, HarnessFault):  # the machine's fault, said the one way (harness/vm/faults.py): outcome first
         text = str(e)
         return Failure(EXIT_USER, "fault", text if text.startswith(e.outcome.value) else f"{e.outcome.value}: {text}")
-    if isinstance(e, (UserError, SSHError)):
+    if isinstance(e, SSHError):  # the channel to a guest this command drove, outside faults.guarded
+        return Failure(EXIT_USER, "fault", str(e))
+    if isinstance(e, UserError):
         return Failure(EXIT_USER, "user", str(e))
     if isinstance(e, InfraError):
         return Failure(EXIT_INFRA, "infra", str(e))
