@@ -6,7 +6,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 HARNESS := $(VENV)/bin/harness
 # make test's and make unit's pytest workers: 3 on this 2-core machine, since much of a test's time is a
-# wait (a boot's I/O, a fault's timeout) that leaves a core idle (README "Tests on both cores");
+# wait (a boot's I/O, a fault's timeout) that leaves a core idle (docs/benchmarks.md, "Tests on both cores");
 # WORKERS=1 runs one VM at a time. (JOBS is make matrix's: cells at once.)
 WORKERS ?= 3
 XDIST   := $(if $(filter-out 1,$(WORKERS)),-n $(WORKERS) --dist loadgroup)

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from harness.observe import probe
-from harness.observe.splat import Splat, find_splats, is_allowed
 from harness.results.classify import ResultsLost
 from harness.results.outcome import GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault
+from harness.results.splat import Splat, find_splats, is_allowed
 from harness.vm import faults, qmp
 from harness.vm.machine import VM
 from harness.vm.ssh import CommandResult, SSHError

@@ -37,6 +37,7 @@ from harness.guest import Guest
 from harness.kernel.prepare import Prepared, prepare
 from harness.parallel import Control
 from harness.results.classify import SEVERITY_RANK, classify, first_line_of, is_results_lost, short_reason
+from harness.results.junit import drop_unfinished
 from harness.results.model import Result, Timings, write_results
 from harness.results.outcome import Outcome
 from harness.results.rundir import RunDir, new_run_dir, point_latest
@@ -300,7 +301,10 @@ def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]
         except OSError as e:
             _results_not_written(session, rd.outcomes, e)
     try:
-        return (yield)
+        result = yield
+        if session.config.option.xmlpath and not worker_id(config):  # a stopped run: its last test, nameless
+            drop_unfinished(Path(session.config.option.xmlpath))
+        return result
     except OSError as e:
         if not session.config.option.xmlpath:  # not JUnit's write: nothing of ours to clean up
             raise

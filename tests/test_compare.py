@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.checks import expectations
 from harness.kernel import patches
 from harness.kernel.source import user_tree
 from harness.results import compare
@@ -152,7 +153,8 @@ def _run(root: Path, event: str = "PROTECTION_VMA", outcome: str = "PASS", check
 
 
 def _compare(tmp: Path, expected: list[compare.ExpectedChange] | None = None, **patched) -> compare.Comparison:
-    return compare.compare("base", "patched", [_run(tmp / "b")], [_run(tmp / "p", **patched)], "6.12", expected)
+    return compare.compare("base", "patched", [_run(tmp / "b")], [_run(tmp / "p", **patched)],
+                           expectations.load("6.12"), expected)
 
 
 def test_identical_runs_change_nothing(tmp_path: Path):
@@ -194,8 +196,9 @@ def test_a_new_splat_is_a_regression(tmp_path: Path):
 
 def test_events_outside_the_ranges_compare_as_sets(tmp_path: Path):
     b = _run(tmp_path / "b", extra_clear=1)
-    assert compare.compare("b", "p", [b], [_run(tmp_path / "p", extra_clear=3)], "6.12").exit_code() == 0
-    c = compare.compare("b", "p", [b], [_run(tmp_path / "p0")], "6.12")
+    cases = expectations.load("6.12")
+    assert compare.compare("b", "p", [b], [_run(tmp_path / "p", extra_clear=3)], cases).exit_code() == 0
+    c = compare.compare("b", "p", [b], [_run(tmp_path / "p0")], cases)
     assert [e.line() for e in c.events] == ["mprotect/rw-ro: CLEAR → nothing on outside the program's ranges "
                                             "[as sets: not deterministic]"]
 
@@ -217,7 +220,10 @@ def test_expect_events_file_errors_are_clear(tmp_path: Path):
     f.write_text("changes:\n  - {case: 'mprotect/*', to: CLEAR}\n")
     assert compare.load_expected(f) == [compare.ExpectedChange("mprotect/*", None, "CLEAR")]
     f.write_text("changes:\n  - {case: 'mprotect/*'}\n")
-    with pytest.raises(compare.ExpectEventsError, match="change 1 needs 'case'"):
+    with pytest.raises(compare.ExpectEventsError, match=r"expect\.yaml:2: changes\[0\]: give `from` and/or `to`"):
+        compare.load_expected(f)
+    f.write_text("changes:\n  - {to: CLEAR}\n")
+    with pytest.raises(compare.ExpectEventsError, match=r"expect\.yaml:2: changes\[0\]\.case: must be given"):
         compare.load_expected(f)
     f.write_text("changes: [\n")
     with pytest.raises(compare.ExpectEventsError, match=r"expect\.yaml"):
@@ -259,7 +265,7 @@ def test_device_counters_are_compared_with_the_access_time_ratio(tmp_path: Path)
         compare.write_device_counters(d, "rxe", "writeback ro", {"invalidations": 40, "device_faults": faults,
                                                                  "stale": 0}, times)
         runs.append(root)
-    c = compare.compare("b", "p", [runs[0]], [runs[1]], "6.12")
+    c = compare.compare("b", "p", [runs[0]], [runs[1]], expectations.load("6.12"))
     (dev,) = c.devices
     assert dev.changed and c.exit_code() == compare.EXIT_EVENTS
     assert dev.line() == ("rxe writeback ro: device_faults 20 → 0, invalidations 40, stale 0, "

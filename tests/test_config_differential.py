@@ -22,7 +22,7 @@ from pathlib import Path
 import kconfiglib
 import pytest
 
-from harness.kernel import config, kconfig, resolver
+from harness.kernel import composition, config, kconfig
 from harness.kernel.build import make_cmd
 from harness.kernel.config import config_spec
 from harness.kernel.source import KernelTree
@@ -69,7 +69,7 @@ def check_fixed_point(model: kconfiglib.Kconfig, kernel: KernelTree, scratch: Pa
 def test_project_fragments(model: kconfiglib.Kconfig, tree: tuple[KernelTree, Path]) -> None:
     kernel, scratch = tree
     spec = config_spec("on", kernel.series)
-    resolver.compose(model, spec.base, spec.requests())
+    composition.compose(model, spec.base, spec.requests())
     assert kconfig.tri_value(model.syms["MMU_NOTIFIER"]) == "y"
     check_fixed_point(model, kernel, scratch, "tinyconfig+fragments")
 
@@ -77,7 +77,7 @@ def test_project_fragments(model: kconfiglib.Kconfig, tree: tuple[KernelTree, Pa
 def test_notifier_off(model: kconfiglib.Kconfig, tree: tuple[KernelTree, Path]) -> None:
     kernel, scratch = tree
     spec = config_spec("off", kernel.series)
-    resolver.compose(model, spec.base, spec.requests(), off=spec.off)
+    composition.compose(model, spec.base, spec.requests(), off=spec.off)
     assert kconfig.tri_value(model.syms["MMU_NOTIFIER"]) == "n"
     check_fixed_point(model, kernel, scratch, "notifier-off")
 

@@ -26,15 +26,17 @@ def test_every_profile_loads_and_names_real_things():
 
 
 @pytest.mark.parametrize(("text", "error"), [
-    ("machine: default\n", "suites must be given"),
-    ("machine: default\nsuites: [suites/test_hmm.py]\ncolour: red\n", "unknown key(s) ['colour']"),
-    ("machine: nowhere\nsuites: [suites/test_hmm.py]\n", "machine profile nowhere"),
-    ("machine: default\nsuites: [suites/none.py]\n", "suite suites/none.py does not exist"),
-    ("machine: default\nsuites: [suites/test_hmm.py]\nfragments: [no.config]\n", "fragment no.config"),
-    ("machine: default\nsuites: [suites/test_hmm.py]\nknown_failures: [{tests: [x]}]\n", "needs tests and reason"),
+    ("machine: default\n", "bad.yaml:1: suites: must be given"),
+    ("machine: default\nsuites: [suites/test_hmm.py]\ncolour: red\n", "bad.yaml:3: colour: unknown key(s) ['colour']"),
+    ("machine: nowhere\nsuites: [suites/test_hmm.py]\n", "bad.yaml:1: machine: machine profile nowhere"),
+    ("machine: default\nsuites: [suites/none.py]\n", "bad.yaml:2: suites[0]: suite suites/none.py does not exist"),
+    ("machine: default\nsuites: [suites/test_hmm.py]\nfragments: [no.config]\n",
+     "bad.yaml:3: fragments[0]: fragment no.config"),
+    ("machine: default\nsuites: [suites/test_hmm.py]\nknown_failures: [{tests: [x]}]\n",
+     "bad.yaml:3: known_failures[0].reason: must be given"),
     ("machine: default\nsuites: [suites/test_hmm.py]\nknown_failures: [{tests: [x], reason: r, code: mm/rmap.c}]\n",
-     "code condition is {file: PATH, contains: TEXT}"),
-    ("- a list\n", "expected a mapping"),
+     "bad.yaml:3: known_failures[0].code: expected a code condition {file, contains}, found the string 'mm/rmap.c'"),
+    ("- a list\n", "bad.yaml:1: the top level: expected a driver profile"),
 ])
 def test_malformed_profiles_say_what_is_wrong(tmp_path: Path, monkeypatch, text, error):
     monkeypatch.setattr(drivers, "DRIVERS", tmp_path)

@@ -4,7 +4,7 @@ import pytest
 
 from harness.checks import expectations
 from harness.checks.expectations import Case, Expectation, ExpectationError, check, load
-from harness.observe.probe import Event
+from harness.results.events import Event
 
 PAGE = 4096
 A = 0x7F0000000000
@@ -106,13 +106,14 @@ def test_missing_range_is_a_failure_not_a_crash():
 @pytest.mark.parametrize("body,message", [
     ("x: {run: [p], expect: [{event: A, range: r, relation: near, site: s, count: 1}]}", "relation"),
     ("x: {run: [p], expect: [{event: A, range: r, relation: equal, site: s}]}", "exactly one of count and min"),
-    ("x: {run: [p], expect: [{event: A, range: r, relation: equal, site: s, count: lots}]}", "'pages'"),
+    ("x: {run: [p], expect: [{event: A, range: r, relation: equal, site: s, count: lots}]}",
+     "count: expected an integer >= 0 or the word pages"),
     ("x: {run: [p], expect: [{event: A, range: r, relation: equal, site: s, count: 1, colour: red}]}", "colour"),
-    ("x: {run: [p], needs: [gpu]}", "unknown need"),
-    ("x: {expect: []}", "needs 'run'"),
+    ("x: {run: [p], needs: [gpu]}", r"cases.x.needs\[0\]: expected a guest setup .*swap.*, found the string 'gpu'"),
+    ("x: {expect: []}", "cases.x.run: must be given"),
     ("x: {run: [p], typo: 1}", "unknown key"),
     ("x: {run: [p], since: {version: 6.13, feature: f}}", "quoted"),
-    ("x: {run: [p], since: {version: '6.13'}}", "'feature'"),
+    ("x: {run: [p], since: {version: '6.13'}}", "cases.x.since.feature: must be given"),
 ])
 def test_malformed_files_are_errors(tmp_path, body, message):
     path = tmp_path / "e.yaml"

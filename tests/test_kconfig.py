@@ -18,7 +18,7 @@ import pytest
 
 from harness import paths
 from harness.cli import main as harness_cli
-from harness.kernel import kconfig, resolver
+from harness.kernel import composition, kconfig, resolver
 from harness.kernel.config import fragments_for
 from harness.kernel.kconfig import ConfigError, Request
 from tests.trees import kernel_tree
@@ -182,10 +182,10 @@ def test_request_that_cannot_stick_names_the_unmet_dependency(k612: kconfiglib.K
 
 def test_off_from_tinyconfig_with_test_hmm(tree: kconfiglib.Kconfig, tmp_path: Path) -> None:
     requests = _requests(BASE) + _text(HMM_NEEDS + HMM + "CONFIG_MMU_NOTIFIER=y\n", "on.config")
-    resolver.compose(tree, "tinyconfig", requests)
+    composition.compose(tree, "tinyconfig", requests)
     held = _holding(tree, requests, tmp_path)
     assert {"TEST_HMM", "MMU_NOTIFIER"} <= {req.symbol for req in held}
-    result = resolver.compose(tree, "tinyconfig", requests, off=["MMU_NOTIFIER"])
+    result = composition.compose(tree, "tinyconfig", requests, off=["MMU_NOTIFIER"])
     assert _value(tree, "MMU_NOTIFIER") == "n"
     assert [(c.symbol, c.old, c.new, c.reason) for c in result.changes] == [
         ("TEST_HMM", "m", "n", "selects MMU_NOTIFIER"), ("MMU_NOTIFIER", "y", "n", "requested off")]
@@ -202,12 +202,12 @@ def test_off_from_tinyconfig_with_test_hmm(tree: kconfiglib.Kconfig, tmp_path: P
 
 def test_off_from_the_pipelines_notifier_on_config(tree: kconfiglib.Kconfig, tmp_path: Path) -> None:
     requests = _requests(*NOTIFIER_ON)
-    resolver.compose(tree, "tinyconfig", requests)
+    composition.compose(tree, "tinyconfig", requests)
     selectors = _active_selectors(tree, "MMU_NOTIFIER")
     assert selectors, "the notifier-on fragments no longer turn MMU_NOTIFIER on"
     held = _holding(tree, requests, tmp_path)
 
-    result = resolver.compose(tree, "tinyconfig", requests, off=["MMU_NOTIFIER"])
+    result = composition.compose(tree, "tinyconfig", requests, off=["MMU_NOTIFIER"])
     for name in selectors:
         assert _value(tree, name) == "n", name
         assert any(c.symbol == name and c.reason.endswith("selects MMU_NOTIFIER") for c in result.changes)
@@ -252,7 +252,7 @@ def test_off_from_the_debian_cloud_config(tree: kconfiglib.Kconfig, cloud: Path,
 
 
 def test_off_request_is_checked_by_verify(k612: kconfiglib.Kconfig, tmp_path: Path) -> None:
-    result = resolver.compose(k612, "tinyconfig", _requests(*NOTIFIER_ON), off=["MMU_NOTIFIER"])
+    result = composition.compose(k612, "tinyconfig", _requests(*NOTIFIER_ON), off=["MMU_NOTIFIER"])
     stale = tmp_path / "stale.config"
     stale.write_text("CONFIG_MMU_NOTIFIER=y\nCONFIG_DEVICE_PRIVATE=y\n")
     with pytest.raises(ConfigError, match=r"CONFIG_MMU_NOTIFIER: asked 'n' \(--off\), got 'y'"):

@@ -53,11 +53,13 @@ def test_known_failures_are_tied_to_code_the_trees_have(series):
 
 
 @pytest.mark.parametrize(("text", "error"), [
-    ("programs: [{args: [-x]}]\n", "a programs entry is a name or"),
-    ("programs: [{program: cow, colour: red}]\n", "a programs entry is a name or"),
-    ("programs: [{program: cow, args: [1]}]\n", "a programs entry is a name or"),
-    ("programs: [cow, {program: cow}]\n", "programs need distinct ids"),
-    ("known_failures: [{tests: [x], reason: r, without: USERFAULTFD}]\n", "`without` is a list of config symbols"),
+    ("programs: [{args: [-x]}]\n", "bad.yaml:3: programs[0].program: must be given"),
+    ("programs: [{program: cow, colour: red}]\n", "bad.yaml:3: programs[0].colour: unknown key(s) ['colour']"),
+    ("programs: [{program: cow, args: [1]}]\n", "bad.yaml:3: programs[0].args[0]: expected a string, found the "
+     "number 1"),
+    ("programs: [cow, {program: cow}]\n", "bad.yaml:3: programs[1]: programs need distinct ids"),
+    ("known_failures: [{tests: [x], reason: r, without: USERFAULTFD}]\n",
+     "bad.yaml:3: known_failures[0].without: expected a list"),
 ])
 def test_malformed_programs(tmp_path: Path, monkeypatch, text, error):
     monkeypatch.setattr(drivers, "DRIVERS", tmp_path)

@@ -1,4 +1,5 @@
-from harness.observe.probe import Event, parse_counters, parse_events, unpaired_starts
+from harness.observe.probe import parse_counters, parse_events, unpaired_starts
+from harness.results.events import Event
 
 SAMPLE = """\
 seq=0 pid=120 cpid=120 kind=start event=UNMAP start=0x7f0000001000 end=0x7f0000011000 flags=0x1

@@ -1,7 +1,7 @@
 import pytest
 
 from harness.observe.pagemap import PRESENT, SOFT_DIRTY, SWAPPED, moved_pages, parse, uncovered_moves
-from harness.observe.probe import Event
+from harness.results.events import Event
 
 PAGE = 4096
 BASE = 0x7F0000000000

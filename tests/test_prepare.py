@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.kernel import build, config, prepare, resolver
+from harness.kernel import build, composition, config, prepare
 from harness.kernel.build import KernelBuild
 from harness.kernel.config import ConfigSpec, Configured
 from harness.kernel.image import Image
@@ -52,15 +52,15 @@ def test_prepare_runs_source_config_build_image_in_a_line(tmp_path: Path, monkey
     assert list(prepared.timings) == ["source_s", "config_s", "kernel_s", "image_s"]
 
 
-def _fake_compose(tmp_path: Path, calls: list[ConfigSpec]) -> Callable[..., tuple[Path, str, resolver.Composition]]:
+def _fake_compose(tmp_path: Path, calls: list[ConfigSpec]) -> Callable[..., tuple[Path, str, composition.Composition]]:
     """config.compose without kconfiglib or make: a scratch .config whose text depends on the spec."""
 
-    def compose(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path, str, resolver.Composition]:
+    def compose(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path, str, composition.Composition]:
         calls.append(spec)
         scratch = tmp_path / "scratch.config"
         scratch.write_text(f"CONFIG_NR_CPUS={len(spec.settings) + 1}\n")
         return scratch, build.content_key(scratch.read_text()), config.describe_composition(
-            spec, resolver.Composition([], [], [], []))
+            spec, composition.Composition([], [], [], []))
 
     return compose
 

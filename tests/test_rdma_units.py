@@ -104,7 +104,7 @@ def test_userspace_files_name_the_missing_package(tmp_path: Path):
     with pytest.raises(ToolMissing, match="apt-get install ibverbs-providers"):
         image.userspace_files(config)
     config.write_text("files: [/bin/true]\n")
-    with pytest.raises(BuildError, match="files must be a list"):
+    with pytest.raises(BuildError, match=r"u\.yaml:1: files\[0\]: expected a file \{path, package\?\}"):
         image.userspace_files(config)
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from harness import paths
 from harness.matrix.spec import Cell
-from harness.results import report
+from harness.results import html, load, regressions, report
 from harness.results.model import Attempt, Boot, CellRecord, FailedBuild, Result, RunRecord, Timings, write_results
 from harness.results.outcome import Outcome, worst
 from harness.results.rundir import RUN_JSON, RunDir
@@ -138,7 +138,7 @@ def test_html_is_self_contained(tmp_path: Path):
     assert len(re.findall(r"src='data:image/png;base64,", page)) == 2  # events and times plots
     for href in re.findall(r"""href=["']([^"'#]+)["']""", page):
         assert (run / href).exists(), href  # every log link points into the run directory
-    assert report.COLOURS["CRASH"] in page and report.COLOURS["ERROR"] in page
+    assert html.COLOURS["CRASH"] in page and html.COLOURS["ERROR"] in page
     assert f"harness run --kernel-src debian:6.12 --notifier on --machine default {EVENTS} -k test_munmap" in page
     assert "harness kernel --kernel-src debian:6.1 --notifier on" in page
     # The grid: one row per (kernel, notifier, machine), one column per suite, an empty slot marked.
@@ -149,37 +149,37 @@ def test_html_is_self_contained(tmp_path: Path):
 def test_compare_reports_exactly_what_changed(tmp_path: Path):
     prev = fabricate(tmp_path / "a")
     cur = fabricate(tmp_path / "b", munmap="FAIL")
-    cmp = report.compare(report.load_run(prev), report.load_run(cur))
+    cmp = regressions.find_regressions(load.load_run(prev), load.load_run(cur))
     assert [(i["cell"], i["test"], i["was"], i["outcome"]) for i in cmp["new_failures"]] == [
         (C_ON.id, f"{EVENTS}::test_munmap", "PASS", "FAIL")]
     assert not cmp["fixes"] and not cmp["new_tests"] and not cmp["vanished_tests"] and not cmp["slower"]
     assert cmp["regressed"]
-    back = report.compare(report.load_run(cur), report.load_run(prev))
+    back = regressions.find_regressions(load.load_run(cur), load.load_run(prev))
     assert [(i["cell"], i["test"]) for i in back["fixes"]] == [(C_ON.id, f"{EVENTS}::test_munmap")]
     assert not back["new_failures"] and not back["regressed"]
 
 
 def test_compare_new_and_vanished_tests_and_build_failures(tmp_path: Path):
-    prev = report.load_run(fabricate(tmp_path / "a"))
-    cur = report.load_run(fabricate(tmp_path / "b", build_61=True, extra_test=True))
-    cmp = report.compare(prev, cur)
+    prev = load.load_run(fabricate(tmp_path / "a"))
+    cur = load.load_run(fabricate(tmp_path / "b", build_61=True, extra_test=True))
+    cmp = regressions.find_regressions(prev, cur)
     assert [(i["cell"], i["test"]) for i in cmp["new_failures"]] == [(C_61.id, "(cell)")]
     assert [(i["cell"], i["test"]) for i in cmp["new_tests"]] == [(C_ON.id, f"{EVENTS}::test_new")]
     assert [(i["cell"], i["test"]) for i in cmp["vanished_tests"]] == [(C_61.id, f"{EVENTS}::test_munmap")]
-    fixed = report.compare(cur, prev)  # the build works again: the (cell) failure is gone
+    fixed = regressions.find_regressions(cur, prev)  # the build works again: the (cell) failure is gone
     assert [(i["cell"], i["test"], i["was"]) for i in fixed["fixes"]] == [(C_61.id, "(cell)", "ERROR")]
 
 
 def test_a_cell_failure_that_became_a_test_failure_is_no_fix(tmp_path: Path):
-    cmp = report.compare(report.load_run(fabricate(tmp_path / "a", build_61=True)),
-                         report.load_run(fabricate(tmp_path / "b", c61="FAIL")))
+    cmp = regressions.find_regressions(load.load_run(fabricate(tmp_path / "a", build_61=True)),
+                         load.load_run(fabricate(tmp_path / "b", c61="FAIL")))
     assert not cmp["fixes"]
     assert [(i["cell"], i["was"], i["outcome"]) for i in cmp["new_failures"]] == [(C_61.id, None, "FAIL")]
 
 
 def test_infra_is_not_a_regression(tmp_path: Path):
-    cmp = report.compare(report.load_run(fabricate(tmp_path / "a")),
-                         report.load_run(fabricate(tmp_path / "b", infra=True)))
+    cmp = regressions.find_regressions(load.load_run(fabricate(tmp_path / "a")),
+                         load.load_run(fabricate(tmp_path / "b", infra=True)))
     assert [(i["cell"], i["outcome"]) for i in cmp["infra"]] == [(C_AXIS.id, "INFRA")]
     assert not cmp["new_failures"] and not cmp["regressed"]
 
@@ -192,21 +192,22 @@ def test_infra_is_not_a_regression(tmp_path: Path):
     (20.0, 41.0, True),
 ])
 def test_timing_noise(tmp_path: Path, before: float, after: float, counted: bool):
-    cmp = report.compare(report.load_run(fabricate(tmp_path / "a", axis_seconds=before)),
-                         report.load_run(fabricate(tmp_path / "b", axis_seconds=after)))
+    cmp = regressions.find_regressions(load.load_run(fabricate(tmp_path / "a", axis_seconds=before)),
+                         load.load_run(fabricate(tmp_path / "b", axis_seconds=after)))
     assert [i["test"] for i in cmp["slower"]] == ([f"{AXIS}::test_probe"] if counted else [])
     assert cmp["regressed"] == counted
-    faster = report.compare(report.load_run(tmp_path / "b"), report.load_run(tmp_path / "a"))
+    faster = regressions.find_regressions(load.load_run(tmp_path / "b"), load.load_run(tmp_path / "a"))
     assert len(faster["faster"]) == int(counted) and not faster["regressed"]
 
 
 def test_boots_are_compared_by_their_median_per_kernel(tmp_path: Path):
-    cmp = report.compare(report.load_run(fabricate(tmp_path / "a", boot_s=2.5)),
-                         report.load_run(fabricate(tmp_path / "b", boot_s=30.0)))
+    cmp = regressions.find_regressions(load.load_run(fabricate(tmp_path / "a", boot_s=2.5)),
+                         load.load_run(fabricate(tmp_path / "b", boot_s=30.0)))
     # 6.12-on: the cells C_ON (2.5 -> 30) and C_AXIS (2.5 both times) make the median 2.5 -> 16.25
     assert [(i["cell"], i["test"], i["after_s"]) for i in cmp["slower"]] == [
         ("6.12-on (median of 2 cells)", "boot to SSH", 16.25)]
-    cmp = report.compare(report.load_run(tmp_path / "a"), report.load_run(fabricate(tmp_path / "c", boot_s=9.0)))
+    cmp = regressions.find_regressions(load.load_run(tmp_path / "a"),
+                                       load.load_run(fabricate(tmp_path / "c", boot_s=9.0)))
     assert not cmp["slower"], "2.5 s -> 5.75 s: contention on a shared host, not news"
 
 
@@ -215,7 +216,7 @@ def test_subset_runs_judge_only_their_cells(tmp_path: Path):
     cur = tmp_path / "b"
     cur.mkdir()
     make_cell(cur, C_ON, {"test_munmap": ("PASS", 0.4)})
-    cmp = report.compare(report.load_run(prev), report.load_run(cur))
+    cmp = regressions.find_regressions(load.load_run(prev), load.load_run(cur))
     assert sorted(cmp["cells_not_run"]) == sorted([C_OFF.id, C_AXIS.id, C_61.id])
     assert not cmp["vanished_tests"] and not cmp["regressed"]
 
@@ -230,10 +231,10 @@ def test_previous_run(tmp_path: Path):
     (interrupted / "run.json").write_text(json.dumps({"matrix": "fab", "finished": "t", "interrupted": True}))
     c = fabricate(store / "20260104-000000")
     (store / "latest").symlink_to(c.name)
-    assert report.previous_run(c) == b
-    assert report.previous_run(store / "latest") == b
-    assert report.previous_run(b) == a
-    assert report.previous_run(a) is None
+    assert load.previous_run(c) == b
+    assert load.previous_run(store / "latest") == b
+    assert load.previous_run(b) == a
+    assert load.previous_run(a) is None
 
 
 def test_plain_run_directory(tmp_path: Path):
@@ -258,8 +259,8 @@ def test_plain_run_directory(tmp_path: Path):
 
 
 def test_not_a_results_directory(tmp_path: Path):
-    with pytest.raises(report.ReportError, match="holds no results"):
-        report.load_run(tmp_path)
+    with pytest.raises(load.ReportError, match="holds no results"):
+        load.load_run(tmp_path)
 
 
 def harness(*args: str) -> subprocess.CompletedProcess:

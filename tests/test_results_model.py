@@ -13,7 +13,7 @@ import pytest
 
 from harness.matrix import runner
 from harness.matrix.spec import Cell
-from harness.results import junit, report, rundir
+from harness.results import junit, load, report, rundir
 from harness.results.model import (
     Attempt,
     Boot,
@@ -77,7 +77,7 @@ def test_report_and_driver_agree_on_infra_and_fail(tmp_path: Path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     outcomes = {r.test: r.outcome for r in read_results(rundir.RunDir(run_dir).outcomes)}
     assert outcomes == {"test_suite.py::test_unreachable": Outcome.INFRA, "test_suite.py::test_wrong": Outcome.FAIL}
-    (cell,) = report.load_run(run_dir).cells
+    (cell,) = load.load_run(run_dir).cells
     verdict = junit.run_verdict(run_dir)
     assert cell.outcome == Outcome.FAIL
     assert verdict.status == "FAIL"
@@ -100,7 +100,7 @@ def test_an_xfail_is_its_own_outcome_and_pytest_counts_stay(tmp_path: Path):
     verdict = junit.run_verdict(run_dir)
     assert (verdict.status, verdict.line()) == ("PASS", "PASS (1 pass, 1 xfail, 1 skip)")
     assert verdict.notes == ["XFAIL test_known_bug: known kernel failure: a bug"]
-    (cell,) = report.load_run(run_dir).cells
+    (cell,) = load.load_run(run_dir).cells
     assert cell.outcome == Outcome.PASS
     assert report.write_report(run_dir)["totals"]["test_outcomes"] == {"PASS": 1, "XFAIL": 1, "SKIP": 1}
     assert junit.run_summary(run_dir).splitlines()[0] == "summary: 1 pass, 1 xfail, 1 skip"

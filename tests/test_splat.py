@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.observe.splat import MAX_LINES, Splat, SplatScanner, find_splats, is_allowed, strip_prefix
+from harness.results.splat import MAX_LINES, Splat, SplatScanner, find_splats, is_allowed, strip_prefix
 
 DATA = Path(__file__).parent / "data" / "splats"
 

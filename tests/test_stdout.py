@@ -19,7 +19,7 @@ from harness.app.compare import CompareResult
 from harness.cli import compare as compare_cli
 from harness.cli.main import main
 from harness.cli.output import progress_to_stderr
-from harness.results import report
+from harness.results import summary as report_summary
 from tests.fake_harness import write_results
 
 
@@ -85,7 +85,7 @@ def test_harness_report_prints_its_summary_alone(tmp_path: Path):
     proc = _cli("report", str(run))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((run / "summary.json").read_text())
-    assert proc.stdout == report.format_summary(summary) + "\n"
+    assert proc.stdout == report_summary.format_summary(summary) + "\n"
 
 
 @pytest.mark.e2e

@@ -16,7 +16,7 @@ from harness.app.driver import fragment_notes
 from harness.app.kernel import KernelChoice
 from harness.app.run import RunRequest, run_on
 from harness.atomic import check_output_dir, write_text
-from harness.checks import drivers
+from harness.checks import drivers, expectations
 from harness.errors import UserError
 from harness.kernel import kconfig, patches, source
 from harness.kernel.build import STAMP
@@ -99,7 +99,7 @@ def run_compare(req: CompareRequest) -> CompareResult:
             runs[side].append(result.run_dir)
     base_label = f"{base_ksrc} ({built['base'].tree.identity}, {built['base'].build.release})"
     comparison = compare.compare(base_label, f"{what}: {patched_ksrc}", runs["base"], runs["patched"],
-                                 base_tree.series, expected)
+                                 expectations.load(base_tree.series), expected)
     comparison.notes = [*notes, f"machine {req.machine}, notifier {req.notifier}; groups: "
                         + ", ".join(g[0] for g in groups)]
     comparison.builds = {side: _build_figures(p) for side, p in built.items()}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.kernel import kconfig, resolver, source
+from harness.kernel import composition, kconfig, source
 from harness.kernel.kconfig import ConfigError
 
 
@@ -34,7 +34,7 @@ def config_make(req: ConfigMakeRequest) -> ConfigMakeResult:
     tree = source.resolve(req.kernel_src).path
     version = kconfig.tree_version(tree)
     kconf = kconfig.load_tree(tree, version)
-    result = resolver.compose(kconf, req.base, requests, off=list(req.off), on=list(req.on))
+    result = composition.compose(kconf, req.base, requests, off=list(req.off), on=list(req.on))
     lines = [f"kernel {kconf.srctree} ({version}), base {req.base}, "
              f"{len(req.fragments)} fragment(s), {len(req.settings)} --set"]
     for step in result.steps:

@@ -29,21 +29,23 @@ that code gets it (6.1 and 6.12 alike), and a tree that fixed it does not, so th
 
 from __future__ import annotations
 
+import ast
 import fnmatch
+import functools
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from harness import paths
+from harness import paths, schema
+from harness.checks import workloads as setups
 from harness.errors import UserError
 from harness.kernel.build import KernelBuild
 from harness.observe import ktap
-from harness.observe.splat import strip_prefix
-from harness.profiles import load_named
+from harness.results.splat import strip_prefix
 from harness.vm.ssh import SSH
 
 DRIVERS = paths.CONFIGS / "drivers"
@@ -99,6 +101,8 @@ class DriverProfile:
     suites: tuple[str, ...]
     known_failures: tuple[KnownFailure, ...] = ()
     programs: tuple[SelftestRun, ...] = ()
+    # kernel test patterns (FIXTURE.VARIANT.TEST) and where they are written: checked against the tree's tests
+    kernel_test_patterns: tuple[tuple[str, str], ...] = ()
 
     def known_failure(self, test: str, series: str, thp: str | None = None, tree: Path | None = None,
                       has: Callable[[str], bool] | None = None) -> str | None:
@@ -107,9 +111,49 @@ class DriverProfile:
         return next((k.reason for k in self.known_failures if k.applies(test, series, thp, tree, has)), None)
 
 
-_KEYS = {"description", "fragments", "config", "machine", "module", "device", "suites", "known_failures", "programs"}
-_RUN_KEYS = {"id", "program", "args", "timeout", "needs"}
-_KNOWN_KEYS = {"tests", "reason", "series", "thp", "code", "without"}
+_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.+-]*"  # a file, program or module name: no path, no option, nothing a shell reads
+_REL_PATH = r"(?!/)(?!(.*/)?\.\.(/|$))[\w.+/-]+"  # relative, never out of its folder
+_NOT_BARE = r"(?:\[[^\]]*\]|[^\w\[])*\w.*"  # a letter, digit or _ outside any [class]: not *, ?*, [a-z]*
+_SYMBOL = schema.Str(r"[A-Z0-9_]+", "a config symbol without CONFIG_ (TEST_HMM)")
+_NEEDS = schema.ListOf(schema.Enum(setups.setup_names, "a guest setup of harness/checks/workloads.py:"))
+_RUN = schema.Record({
+    "program": schema.required(schema.Str(_NAME, "a program name"), "the tree's selftest program"),
+    "id": schema.optional(schema.Str(_NAME, "a test id"), None, "the test's id (default: the program's name)"),
+    "args": schema.optional(schema.ListOf(schema.Str(nonempty=False)), [], "its arguments"),
+    "timeout": schema.optional(schema.Number(positive=True), 300.0, "seconds under TCG"),
+    "needs": schema.optional(_NEEDS, [], "guest setups first"),
+}, "a program run")
+_KNOWN = schema.Record({
+    "tests": schema.required(schema.ListOf(schema.Str(_NOT_BARE, "a test-name pattern with a word in it (not a "
+                                                          "bare wildcard)"), one_or_more=True),
+                             "fnmatch patterns, each naming a test of the driver's suites (above)"),
+    "reason": schema.required(schema.Str(), "why it fails, with the kernel code that causes it"),
+    "series": schema.optional(schema.ListOf(schema.Str(r"\d+\.\d+", 'a kernel series "X.Y" (quoted)')), [],
+                              "kernel series it applies to (none: all)"),
+    "thp": schema.optional(schema.Enum(("always", "madvise", "never")), None,
+                           "only when the guest's THP mode is this"),
+    "code": schema.optional(schema.Record({
+        "file": schema.required(schema.Str(_REL_PATH, "a path inside the tree"), "a file of the tree"),
+        "contains": schema.required(schema.Str(), "text in it (runs of whitespace match any whitespace)"),
+    }, "a code condition"), None, "only when the tree under test has the faulty code"),
+    "without": schema.optional(schema.ListOf(_SYMBOL), [], "only on a kernel that lacks these symbols"),
+}, "a known failure")
+PROFILE = schema.Record({
+    "description": schema.optional(schema.Str(), "", "what the driver is"),
+    "fragments": schema.optional(schema.ListOf(schema.Str(_NAME, "a file name in configs/fragments/")), [],
+                                 "config fragments the kernel needs for it"),
+    "config": schema.optional(schema.ListOf(_SYMBOL), [], "symbols that must be y or m, else its tests skip"),
+    "machine": schema.required(schema.Str(_NAME, "a machine profile name"), "configs/machines/ profile"),
+    "module": schema.optional(schema.Either((schema.Str(_NAME, "a module name"), schema.Null())), None,
+                              "module to load in the guest (null: built in)"),
+    "device": schema.optional(schema.Either((schema.Str(r"/\S+", "an absolute path in the guest"), schema.Null())),
+                              None, "what exists once the driver is up"),
+    "suites": schema.required(schema.ListOf(schema.Str(_REL_PATH, "a path in the repository"), one_or_more=True),
+                              "the pytest suites that test it"),
+    "programs": schema.optional(schema.ListOf(schema.Either((schema.Str(_NAME, "a program name"), _RUN))), [],
+                                "selftest programs the suite runs, each a name or a run"),
+    "known_failures": schema.optional(schema.ListOf(_KNOWN), [], "kernel bugs its tests find: xfail, with why"),
+}, "a driver profile")
 
 
 def known_drivers() -> list[str]:
@@ -117,66 +161,96 @@ def known_drivers() -> list[str]:
 
 
 def load_driver(name: str) -> DriverProfile:
-    data = load_named(DRIVERS, name, "driver", _KEYS, DriverError)
-    path = DRIVERS / f"{name}.yaml"
-    missing = [k for k in ("machine", "suites") if not data.get(k)]
-    if missing:
-        raise DriverError(f"{path}: {' and '.join(missing)} must be given")
-    profile = DriverProfile(
-        name=name, description=str(data.get("description", "")),
-        fragments=_strings(data, "fragments", path), config=_strings(data, "config", path),
-        machine=str(data["machine"]), module=data.get("module") or None, device=data.get("device") or None,
-        suites=_strings(data, "suites", path),
-        known_failures=tuple(_known_failure(k, path) for k in data.get("known_failures") or ()),
-        programs=tuple(_selftest_run(r, path) for r in data.get("programs") or ()))
-    ids = [r.id for r in profile.programs]
-    if len(ids) != len(set(ids)):
-        raise DriverError(f"{path}: programs need distinct ids, got {ids}")
-    for frag in profile.fragments:
+    doc = schema.load_named(DRIVERS, name, "driver", PROFILE, DriverError)
+    data = doc.data
+    programs = tuple(_selftest_run(r) for r in data["programs"])
+    ids = [r.id for r in programs]
+    if dup := next((i for i in ids if ids.count(i) > 1), None):
+        raise DriverError(f"{doc.where(('programs', ids.index(dup, ids.index(dup) + 1)))}: programs need distinct "
+                          f"ids, and {dup!r} is given twice")
+    for n, frag in enumerate(data["fragments"]):
         if not (paths.CONFIGS / "fragments" / frag).exists():
-            raise DriverError(f"{path}: fragment {frag} is not in configs/fragments/")
-    if not (paths.CONFIGS / "machines" / f"{profile.machine}.yaml").exists():
-        raise DriverError(f"{path}: machine profile {profile.machine} is not in configs/machines/")
-    for suite in profile.suites:
-        if not (paths.REPO / suite).exists():
-            raise DriverError(f"{path}: suite {suite} does not exist")
-    return profile
+            raise DriverError(f"{doc.where(('fragments', n))}: fragment {frag} is not in configs/fragments/")
+    if not (paths.CONFIGS / "machines" / f"{data['machine']}.yaml").exists():
+        raise DriverError(f"{doc.where(('machine',))}: machine profile {data['machine']} is not in configs/machines/")
+    for n, suite in enumerate(data["suites"]):
+        if not (paths.REPO / suite).is_file():
+            raise DriverError(f"{doc.where(('suites', n))}: suite {suite} does not exist")
+    known = tuple(_known_failure(k) for k in data["known_failures"])
+    return DriverProfile(
+        name=doc.path.stem if name.endswith((".yaml", ".yml")) else name, description=data["description"],
+        fragments=tuple(data["fragments"]), config=tuple(data["config"]), machine=data["machine"],
+        module=data["module"], device=data["device"], suites=tuple(data["suites"]), known_failures=known,
+        programs=programs, kernel_test_patterns=_unresolved_patterns(doc, programs))
 
 
-def _strings(data: dict, key: str, path: Path) -> tuple[str, ...]:
-    value = data.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise DriverError(f"{path}: {key} must be a list of strings")
-    return tuple(value)
+def _known_failure(entry: dict) -> KnownFailure:
+    code = entry["code"]
+    return KnownFailure(tests=tuple(entry["tests"]), reason=" ".join(entry["reason"].split()),
+                        series=tuple(entry["series"]), thp=entry["thp"],
+                        code=(code["file"], code["contains"]) if code else None, without=tuple(entry["without"]))
 
 
-def _known_failure(entry: object, path: Path) -> KnownFailure:
-    if not isinstance(entry, dict) or set(entry) - _KNOWN_KEYS or not entry.get("tests") or not entry.get("reason"):
-        raise DriverError(f"{path}: each known_failures entry needs tests and reason (keys: {sorted(_KNOWN_KEYS)})")
-    code = entry.get("code")
-    if code is not None and (not isinstance(code, dict) or set(code) != {"file", "contains"}
-                             or not all(isinstance(v, str) and v.strip() for v in code.values())):
-        raise DriverError(f"{path}: a known_failures code condition is {{file: PATH, contains: TEXT}}, got {code!r}")
-    without = entry.get("without") or []
-    if not isinstance(without, list) or not all(isinstance(s, str) for s in without):
-        raise DriverError(f"{path}: a known_failures `without` is a list of config symbols, got {without!r}")
-    return KnownFailure(tests=tuple(entry["tests"]), reason=" ".join(str(entry["reason"]).split()),
-                        series=tuple(str(s) for s in entry.get("series") or ()), thp=entry.get("thp"),
-                        code=(code["file"], code["contains"]) if code else None,
-                        without=tuple(without))
-
-
-def _selftest_run(entry: object, path: Path) -> SelftestRun:
+def _selftest_run(entry: str | dict) -> SelftestRun:
     if isinstance(entry, str):
         return SelftestRun(id=entry, program=entry)
-    if (not isinstance(entry, dict) or set(entry) - _RUN_KEYS or not isinstance(entry.get("program"), str)
-            or not all(isinstance(a, str) for a in (*(entry.get("args") or []), *(entry.get("needs") or [])))
-            or not isinstance(entry.get("timeout", 300), (int, float))):
-        raise DriverError(f"{path}: a programs entry is a name or {{program: NAME, args: [STR..], id: ID, "
-                          f"timeout: SECONDS, needs: [SETUP..]}}, got {entry!r}")
-    return SelftestRun(id=str(entry.get("id") or entry["program"]), program=entry["program"],
-                       args=tuple(entry.get("args") or ()), timeout=float(entry.get("timeout", 300)),
-                       needs=tuple(entry.get("needs") or ()))
+    return SelftestRun(id=entry["id"] or entry["program"], program=entry["program"], args=tuple(entry["args"]),
+                       timeout=entry["timeout"], needs=tuple(entry["needs"]))
+
+
+# --- what a known failure's pattern may name ----------------------------------------------------------------
+
+_KSELFTEST_NAME = re.compile(r"[^\s.:]+(\.[^\s.:]+){1,2}")  # kselftest_harness.h: FIXTURE[.VARIANT].TEST
+
+
+@functools.cache
+def suite_names(suite: Path) -> frozenset[str]:
+    """The names a suite's tests go by without a kernel tree: its test functions, and the names it asks
+    `known_failure` about in so many words (rxe's "odp-copy")."""
+    tree = ast.parse(suite.read_text(), str(suite))
+    names = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name.startswith("test")}
+    names |= {c.args[0].value for c in ast.walk(tree)
+              if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and c.func.attr == "known_failure"
+              and c.args and isinstance(c.args[0], ast.Constant) and isinstance(c.args[0].value, str)}
+    return frozenset(names)
+
+
+def _names_statically(pattern: str, names: Iterable[str], programs: tuple[SelftestRun, ...]) -> bool:
+    """Whether `pattern` names a test function or a name of the suites, or a program run ("ID" or "ID: SUBTEST",
+    the subtest being known only when the program runs)."""
+    run_part = pattern.split(": ", 1)[0]
+    return (any(fnmatch.fnmatchcase(n, pattern) for n in names)
+            or any(fnmatch.fnmatchcase(r.id, run_part) for r in programs))
+
+
+def _unresolved_patterns(doc: schema.Document, programs: tuple[SelftestRun, ...]) -> tuple[tuple[str, str], ...]:
+    """Each pattern must name a test of the driver's suites. Those the suites' files and programs cannot
+    settle, kernel tests (FIXTURE.VARIANT.TEST) of the tree under test, are returned with where they are
+    written, for the suite to check when it collects the tree's tests (check_kernel_tests); any other is
+    an error now."""
+    names = frozenset().union(*(suite_names(paths.REPO / s) for s in doc.data["suites"]))
+    later = []
+    for i, entry in enumerate(doc.data["known_failures"]):
+        for j, pattern in enumerate(entry["tests"]):
+            where = doc.where(("known_failures", i, "tests", j))
+            if _names_statically(pattern, names, programs):
+                continue
+            if not _KSELFTEST_NAME.fullmatch(pattern):
+                raise DriverError(f"{where}: {pattern!r} matches no test of {', '.join(doc.data['suites'])} (their "
+                                  f"test functions: {', '.join(sorted(names)) or 'none'}; program runs: "
+                                  f"{', '.join(r.id for r in programs) or 'none'})")
+            later.append((pattern, where))
+    return tuple(later)
+
+
+def check_kernel_tests(profile: DriverProfile, tests: Iterable[str]) -> None:
+    """At collection, with the tree's kernel tests known: every FIXTURE.VARIANT.TEST pattern of the profile must
+    match one of them (a typo would otherwise turn no failure into an xfail, silently)."""
+    tests = list(tests)
+    for pattern, where in profile.kernel_test_patterns:
+        if not any(fnmatch.fnmatchcase(t, pattern) for t in tests):
+            raise DriverError(f"{where}: {pattern!r} matches none of the {len(tests)} kernel tests of this tree "
+                              f"({', '.join(tests[:5])}{', ...' if len(tests) > 5 else ''})")
 
 
 # --- in the guest ----------------------------------------------------------------------------------------

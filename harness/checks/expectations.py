@@ -7,20 +7,16 @@ selects the ones for the kernel version under test and compares.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from harness import paths
+from harness import paths, schema
 from harness.errors import UserError
-from harness.observe.probe import Event
+from harness.results.events import OBSERVERS, Event, related
+from harness.results.events import invalidations as invalidations  # the suites name it through here
 
 EXPECTATIONS = paths.CONFIGS / "expectations" / "events.yaml"
 RELATIONS = ("equal", "covers", "within", "page")
-OBSERVERS = {"mn": "start", "itv": "invalidate"}  # observer -> the record kind it produces
-NEEDS = {"swap", "ksm", "numa", "writeback_fs"}
 
 
 class ExpectationError(UserError):
@@ -75,77 +71,82 @@ class Outcome:
         return not self.failures
 
 
+def _setup_names() -> list[str]:
+    # workloads.py imports this module (run_case): read its setups when a file is checked, not at import
+    from harness.checks.workloads import setup_names
+
+    return setup_names()
+
+
+_SERIES = schema.Str(r"\d+\.\d+", 'a kernel series "X.Y" (quoted)')
+EXPECTATION = schema.Record({
+    "event": schema.required(schema.Str(r"[A-Z_]+", "an event name without MMU_NOTIFY_ (CLEAR)"),
+                             "the kernel's enum mmu_notifier_event name"),
+    "range": schema.required(schema.Str(), "a range the program printed"),
+    "relation": schema.required(schema.Enum(RELATIONS), "equal, covers, within (it), page (one page, inside)"),
+    "site": schema.required(schema.Str(), "the mm/ function that sends it (file:function)"),
+    "count": schema.optional(schema.Either((schema.Int(min=0), schema.Enum(("pages",)))), None,
+                             "how many: an integer, or pages (one per page of the range)"),
+    "min": schema.optional(schema.Int(min=0), None, "at least this many (instead of count)"),
+    "observer": schema.optional(schema.Enum(tuple(OBSERVERS)), "mn",
+                                "mn: the classic notifier's start; itv: the interval notifier's invalidate"),
+    "why": schema.optional(schema.Str(), "", "the call chain, read from the kernel's source"),
+}, "an expectation", extra_checks=(lambda e, at: _one_of_count_and_min(e, at),))
+_EXPECT = schema.ListOf(EXPECTATION)
+CASE = schema.Record({
+    "run": schema.required(schema.ListOf(schema.Str(), one_or_more=True), "/guest/bin/NAME and its arguments"),
+    "expect": schema.optional(_EXPECT, [], "the invalidations it must cause (source's kernel)"),
+    "only": schema.optional(schema.Bool(), False, "no other invalidation may touch a range the program printed"),
+    "needs": schema.optional(schema.ListOf(schema.Enum(_setup_names, "a guest setup of harness/checks/workloads.py:")),
+                             [], "what the guest must provide first"),
+    "why": schema.optional(schema.Str(), "", "why the kernel sends these (or none)"),
+    "versions": schema.optional(schema.MapOf(_SERIES, schema.Record({
+        "expect": schema.optional(_EXPECT, None, "replaces the case's expect on that series"),
+        "why": schema.optional(schema.Str(), None, "replaces the case's why"),
+    }, "a series' own expectations")), {}, "per series, where its mm/ differs"),
+    "since": schema.optional(schema.Record({
+        "version": schema.required(_SERIES, "the first series that has it"),
+        "feature": schema.required(schema.Str(), "what older kernels lack (the skip says it)"),
+    }, "a since condition"), None, "the program uses what kernels before it lack: skipped there"),
+    "source": schema.optional(_SERIES, None, "the series whose mm/ `expect` was read from (default: the file's)"),
+    "deterministic": schema.optional(schema.Bool(), True, "the same events every run (not KSM, not compaction)"),
+}, "a case")
+FILE = schema.Record({
+    "source": schema.required(_SERIES, "the series whose mm/ the expectations were read from"),
+    "cases": schema.required(schema.MapOf(schema.Str(r"[\w.-]+(/[\w.-]+)*", "a case name (group/name)"), CASE),
+                             "the cases by name"),
+}, "an expectations file")
+
+
+def _one_of_count_and_min(exp: dict, at: schema.KeyPath) -> None:
+    if (exp["count"] is None) == (exp["min"] is None):
+        raise schema.Invalid(at, f"{exp['event']} on {exp['range']}: give exactly one of count and min")
+
+
 def load(series: str, path: Path = EXPECTATIONS) -> dict[str, Case]:
     """The cases for kernel series `series` (e.g. "6.12"): per-version entries replace `expect`."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ExpectationError(f"{path}: {e}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("cases"), dict):
-        raise ExpectationError(f"{path}: expected a mapping with 'source' and 'cases'")
-    default_basis = str(data.get("source", ""))
-    return {name: _case(name, spec, series, default_basis, path) for name, spec in data["cases"].items()}
+    data = schema.load(path, FILE, ExpectationError).data
+    return {name: _case(name, spec, series, data["source"]) for name, spec in data["cases"].items()}
 
 
-def _case(name: str, spec: dict, series: str, default_basis: str, path: Path) -> Case:
-    where = f"{path}: case {name}"
-    if not isinstance(spec, dict) or not spec.get("run"):
-        raise ExpectationError(f"{where}: needs 'run' (the guest program and its arguments)")
-    unknown = set(spec) - {"run", "expect", "only", "needs", "why", "versions", "since", "source", "deterministic"}
-    if unknown:
-        raise ExpectationError(f"{where}: unknown key(s) {sorted(unknown)}")
-    chosen, basis = spec, str(spec.get("source", default_basis))  # a case may be read from a newer tree
-    override = (spec.get("versions") or {}).get(series)
+def _case(name: str, spec: dict, series: str, default_basis: str) -> Case:
+    expect, why, basis = spec["expect"], spec["why"], spec["source"] or default_basis
+    override = spec["versions"].get(series)
     if override is not None:
-        chosen, basis = {**spec, **override}, series
-    since = spec.get("since") or {}
-    if since and not (isinstance(since, dict) and set(since) == {"version", "feature"}
-                      and isinstance(since["version"], str) and re.fullmatch(r"\d+\.\d+", since["version"])):
-        raise ExpectationError(f"{where}: since needs 'version' (a quoted \"X.Y\") and 'feature' "
-                               "(what older kernels lack)")
-    needs = tuple(spec.get("needs") or ())
-    if bad := set(needs) - NEEDS:
-        raise ExpectationError(f"{where}: unknown need(s) {sorted(bad)}; known: {sorted(NEEDS)}")
-    return Case(name=name, argv=tuple(str(a) for a in spec["run"]),
-                expect=tuple(_expectation(e, where) for e in chosen.get("expect") or ()),
-                only=bool(spec.get("only", False)), needs=needs, why=str(chosen.get("why", "")), basis=basis,
-                since=str(since.get("version", "")), feature=str(since.get("feature", "")),
-                deterministic=bool(spec.get("deterministic", True)))
+        expect = override["expect"] if override["expect"] is not None else expect
+        why = override["why"] if override["why"] is not None else why
+        basis = series
+    since = spec["since"] or {}
+    return Case(name=name, argv=tuple(spec["run"]), expect=tuple(Expectation(**e) for e in expect),
+                only=spec["only"], needs=tuple(spec["needs"]), why=why, basis=basis,
+                since=since.get("version", ""), feature=since.get("feature", ""),
+                deterministic=spec["deterministic"])
 
 
 def _series_key(series: str) -> tuple[int, ...]:
     return tuple(int(part) for part in series.split("."))
 
 
-def _expectation(spec: dict, where: str) -> Expectation:
-    try:
-        exp = Expectation(**spec)
-    except TypeError as e:
-        raise ExpectationError(f"{where}: {e}") from None
-    if exp.relation not in RELATIONS:
-        raise ExpectationError(f"{where}: relation {exp.relation!r} is not one of {RELATIONS}")
-    if exp.observer not in OBSERVERS:
-        raise ExpectationError(f"{where}: observer {exp.observer!r} is not one of {sorted(OBSERVERS)}")
-    if (exp.count is None) == (exp.min is None):
-        raise ExpectationError(f"{where}: {exp.event} on {exp.range}: give exactly one of count and min")
-    if isinstance(exp.count, str) and exp.count != "pages":
-        raise ExpectationError(f"{where}: count {exp.count!r} must be an integer or 'pages'")
-    return exp
-
-
-def related(ev: Event, start: int, end: int, relation: str, page_size: int) -> bool:
-    if relation == "equal":
-        return (ev.start, ev.end) == (start, end)
-    if relation == "covers":
-        return ev.start <= start and end <= ev.end
-    if relation == "within":
-        return start <= ev.start and ev.end <= end
-    return ev.end - ev.start == page_size and start <= ev.start and ev.end <= end  # page
-
-
-def invalidations(events: list[Event]) -> list[Event]:
-    """The records that are invalidations: classic starts and interval invalidates."""
-    return [e for e in events if OBSERVERS.get(e.sub) == e.kind]
 
 
 def check(case: Case, events: list[Event], info: dict) -> Outcome:

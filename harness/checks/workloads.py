@@ -94,6 +94,13 @@ class GuestSetup:
             raise Unavailable("the guest has one NUMA node: use a two-node machine (configs/machines/numa2.yaml)")
 
 
+def setup_names() -> list[str]:
+    """The needs a case or a selftest run may name: GuestSetup's `_NAME` methods, which provide() dispatches to
+    (the one list of them: a profile naming another is refused when it loads)."""
+    return sorted(name[1:] for name, value in vars(GuestSetup).items()
+                  if name.startswith("_") and not name.startswith("__") and callable(value))
+
+
 @dataclass
 class Run:
     """One run of a case: what the program printed, the probe's records of its pid, and the verdict."""

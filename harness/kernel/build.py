@@ -22,9 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-import yaml
-
-from harness import atomic, paths
+from harness import atomic, paths, schema
 from harness.errors import InfraError, UserError
 from harness.kernel import kconfig
 from harness.kernel.source import KernelTree
@@ -358,6 +356,14 @@ def run_logged(cmd: Sequence[str], log: Path, what: str, progress: BuildProgress
 # Kbuild's quiet lines, one per step: "  CC      mm/rmap.o", "  CC [M]  lib/test_hmm.o", "  LD      vmlinux.o"
 _STEP_RE = re.compile(r"  [A-Z][A-Z0-9_]*(?: \[M\])?\s")
 ESTIMATES = paths.CONFIGS / "build-estimates.yaml"
+ESTIMATES_SCHEMA = schema.ListOf(schema.Record({
+    "series": schema.required(schema.Str(r"\d+\.\d+", 'a kernel series "X.Y" (quoted)'), "the kernel series"),
+    "config": schema.required(schema.Str(r"[0-9a-f]{16}", "16 hex digits (quoted if all digits)"),
+                              "the first 16 hex digits of the sha256 of the final .config (the stamp's config_sha)"),
+    "what": schema.required(schema.Str(), "which build it was"),
+    "steps": schema.required(schema.Int(min=1), "Kbuild's quiet lines (CC, LD, ...) in that build's log"),
+    "seconds": schema.required(schema.Number(positive=True), "its wall time, cold ccache, 2 cores (say where)"),
+}, "a measured build"))
 PROGRESS_EVERY_S = 30.0
 RATE_FROM = 0.10  # below this fraction of the expected steps the expected seconds say more than the rate so far
 
@@ -394,7 +400,7 @@ def expected_build(tree: KernelTree, key: str, config_text: str, previous: dict 
         other = _read_stamp(stamp.parent)
         if other and other.get("config_sha") == sha and other.get("from_scratch") and other.get("steps"):
             return Expected(other["steps"], other["build_s"], f"a build of the same .config in {stamp.parent}")
-    table = yaml.safe_load(ESTIMATES.read_text()) or [] if ESTIMATES.exists() else []
+    table = schema.load(ESTIMATES, ESTIMATES_SCHEMA, BuildError, empty=[]).data if ESTIMATES.exists() else []
     for row in table:
         if row["config"] == sha:
             return Expected(row["steps"], row["seconds"], f"{ESTIMATES.name}: {row['what']}")

@@ -2,7 +2,7 @@
 
 A ConfigSpec is the request: a base, fragments, --set lines and --on/--off symbols; config_spec() says
 what the notifier axis and the project's fragments mean. configure() composes it with kconfiglib
-(resolver.compose), lets the kernel's own olddefconfig have the last word, verifies every request in
+(composition.compose), lets the kernel's own olddefconfig have the last word, verifies every request in
 the result, and returns a Configured: the final .config, its content key (which names the build
 directory) and the "why" text (every change the engine made, with its reason).
 
@@ -21,14 +21,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness import atomic, paths
-from harness.kernel import kconfig, resolver
+from harness.kernel import composition, kconfig, resolver
 from harness.kernel.build import config_key, content_key, make_cmd, run_logged
 from harness.kernel.kconfig import ConfigError
 from harness.kernel.source import KernelTree
 
 NOTIFIER_AXIS = ("on", "off")
 # The code that decides a final .config: a change to it must not reuse a remembered one.
-ENGINE = (Path(kconfig.__file__), Path(resolver.__file__), Path(__file__))
+ENGINE = (Path(kconfig.__file__), Path(resolver.__file__), Path(composition.__file__), Path(__file__))
 
 
 @dataclass(frozen=True)
@@ -184,12 +184,12 @@ def compose(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path, str, s
                                      "through the kernel's own tools") from None
         print(f"harness: {e}; composing with the kernel's own scripts/kconfig instead", flush=True)
         return _compose_with_kernel_tools(tree, spec, scratch, log, str(e))
-    composition = resolver.compose(kconf, spec.base, spec.requests(), off=spec.off, on=spec.on)
+    composed = composition.compose(kconf, spec.base, spec.requests(), off=spec.off, on=spec.on)
     kconfig.write_config(kconf, scratch / ".config")
     run_logged(make_cmd(tree, scratch, "olddefconfig"), log, "olddefconfig")
-    kconfig.verify(kconf, scratch / ".config", composition.requests)
+    kconfig.verify(kconf, scratch / ".config", composed.requests)
     text = (scratch / ".config").read_text()
-    return scratch / ".config", config_key(tree, text), describe_composition(spec, composition)
+    return scratch / ".config", config_key(tree, text), describe_composition(spec, composed)
 
 
 def _compose_with_kernel_tools(tree: KernelTree, spec: ConfigSpec, scratch: Path, log: Path,
@@ -227,17 +227,17 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def describe_composition(spec: ConfigSpec, composition: resolver.Composition) -> str:
+def describe_composition(spec: ConfigSpec, composed: composition.Composition) -> str:
     """Why the .config is what it is: the inputs, and every change the engine made with its reason."""
     lines = [f"base: {spec.base}", *(f"fragment: {f}" for f in spec.fragments),
              *(f"--set {s}" for s in spec.settings), *(f"--on {s}" for s in spec.on),
              *(f"--off {s}" for s in spec.off)]
-    for step in composition.steps:
+    for step in composed.steps:
         lines.append(f"\n{step.request.origin} {step.request.symbol}:")
         lines += [f"  {change}" for change in step.changes]
         if step.also_moved:
             lines.append(f"  and {len(step.also_moved)} symbols that followed: {' '.join(step.also_moved)}")
-    lines += [f"overridden: CONFIG_{r.symbol}={r.value} ({r.origin})" for r in composition.overridden]
+    lines += [f"overridden: CONFIG_{r.symbol}={r.value} ({r.origin})" for r in composed.overridden]
     return "\n".join(lines) + "\n"
 
 

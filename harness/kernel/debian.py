@@ -18,9 +18,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from harness import atomic, paths
+from harness import atomic, paths, schema
 from harness.errors import InfraError, UserError
 
 SUITES_FILE = paths.CONFIGS / "debian-suites.yaml"
@@ -67,17 +65,22 @@ def installed_version(package: str) -> str | None:
     return out[1] if len(out) == 2 and out[0] == "installed" else None
 
 
+# Each value goes into a deb822 sources file: a word, never a newline or a space that would start another field.
+_WORD = r"[a-z0-9][a-z0-9.+-]*"
+SUITES_SCHEMA = schema.Record({
+    "suites": schema.optional(schema.ListOf(schema.Record({
+        "suite": schema.required(schema.Str(_WORD, "a suite name (trixie-backports)"), "the archive's suite"),
+        "components": schema.optional(schema.ListOf(schema.Str(_WORD, "a component name (main)"), one_or_more=True),
+                                      ["main"], "its components to read"),
+        "keyring": schema.required(schema.Str(r"/[A-Za-z0-9_./+-]+", "the absolute path of a keyring"),
+                                   "the keyring its Release file is signed with (apt's Signed-By)"),
+    }, "a suite")), [], "suites of the system's Debian archive to read kernel source packages from"),
+}, "a mapping")
+
+
 def load_suites(path: Path = SUITES_FILE) -> list[Suite]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise PackageError(f"cannot read {path}: {e}") from None
-    suites = []
-    for n, entry in enumerate(data.get("suites") or [], 1):
-        if not isinstance(entry, dict) or not entry.get("suite") or not entry.get("keyring"):
-            raise PackageError(f"{path}: suite #{n} needs `suite` and `keyring`")
-        suites.append(Suite(str(entry["suite"]), tuple(entry.get("components") or ["main"]), str(entry["keyring"])))
-    return suites
+    data = schema.load(path, SUITES_SCHEMA, PackageError, empty={}).data
+    return [Suite(e["suite"], tuple(e["components"]), e["keyring"]) for e in data["suites"]]
 
 
 def system_archive(sources: tuple[Path, ...] = SYSTEM_SOURCES, codename: str | None = None) -> str:

@@ -15,9 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from harness import atomic, paths
+from harness import atomic, paths, schema
 from harness.kernel.build import (
     BuildError,
     KernelBuild,
@@ -94,19 +92,25 @@ def build_rdma_programs() -> Path:
     return out
 
 
+USERSPACE_SCHEMA = schema.Record({
+    "files": schema.optional(schema.ListOf(schema.Record({
+        "path": schema.required(schema.Str(r"/[^\s]+", "an absolute path or glob"),
+                                "a host file, copied to the same path in the guest; a glob must match one or more"),
+        "package": schema.optional(schema.Str(r"[a-z0-9][a-z0-9.+-]*", "a Debian package name"), None,
+                                   "what to apt-get install when it is missing"),
+    }, "a file")), [], "host files every guest image gets, ELF ones with the shared libraries they need"),
+}, "a mapping")
+
+
 def userspace_files(config: Path = USERSPACE) -> list[Path]:
     """The host files `config` lists, and every shared library (and the loader) that an ELF among them needs."""
-    data = yaml.safe_load(config.read_text()) or {}
-    entries = data.get("files") or []
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("path"), str)
-                                                for e in entries):
-        raise BuildError(f"{config}: files must be a list of {{path: GLOB, package: NAME}}")
+    entries = schema.load(config, USERSPACE_SCHEMA, BuildError, empty={}).data["files"]
     found: list[Path] = []
     for entry in entries:
         matches = sorted(glob.glob(entry["path"]))
         if not matches:
             raise ToolMissing(f"{entry['path']} is missing ({config.name}): "
-                             f"apt-get install {entry.get('package', '<its package>')}")
+                              f"apt-get install {entry['package'] or '<its package>'}")
         found += [Path(m) for m in matches]
     libs = [lib for f in found if _is_elf(f) for lib in _shared_libs(f)]
     return sorted(set(found + libs))
@@ -204,7 +208,7 @@ def _cpio(root: Path, dest: Path) -> None:
     """newc archive, owned by root, uncompressed; file list sorted so that the bytes are reproducible.
 
     Uncompressed because the guest unpacks it under TCG: gzip'd, the 23 MB image took about 1.5 s of the
-    guest's boot to inflate, against about 0.3 s to copy (README, Benchmarks)."""
+    guest's boot to inflate, against about 0.3 s to copy (docs/benchmarks.md)."""
     names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     listing = "".join(f"{n}\0" for n in [".", *names]).encode()
     with open(dest, "wb") as out:

@@ -1,4 +1,4 @@
-"""The engine behind --off and --on, and compose(), which applies a base, requests and the engine in order.
+"""The engine behind --off and --on (composition.py applies it after a base and the requests).
 
 It reaches a value by changing only what a user can set (prompted symbols), searches selectors,
 defaults and dependencies for the way that changes the fewest symbols, and records for every change
@@ -7,7 +7,7 @@ why it was needed. It works on a kconfiglib tree loaded by kconfig.py, whose hel
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -16,9 +16,6 @@ import kconfiglib
 from harness.kernel.kconfig import (
     BOOL_TRI,
     ConfigError,
-    Request,
-    apply_base,
-    apply_requests,
     default_in_effect,
     explain_unmet,
     lookup,
@@ -485,56 +482,3 @@ def _unmet_text(kconf: kconfiglib.Kconfig, sym: kconfiglib.Symbol) -> str:
     else:
         text += ", and its prompt is hidden by a condition of its own"
     return text + ". Turn those on first (--on, --set or a fragment line)."
-
-
-@dataclass(frozen=True)
-class Step:
-    """One --on/--off: the changes the engine made, and the other symbols that moved with them."""
-
-    request: Request
-    changes: list[Change]
-    also_moved: list[str]
-
-
-@dataclass
-class Composition:
-    """What compose() did, and the requests the final .config must show."""
-
-    steps: list[Step]
-    requests: list[Request]  # fragment/--set requests still in force, then one per --on/--off
-    overridden: list[Request]  # fragment/--set requests on symbols that an --on/--off had to move
-    skipped: list[Request]  # "not set" requests for symbols this tree does not define
-
-    @property
-    def changes(self) -> list[Change]:
-        return [change for step in self.steps for change in step.changes]
-
-
-def compose(kconf: kconfiglib.Kconfig, base: str, requests: Iterable[Request],
-            off: Iterable[str] = (), on: Iterable[str] = ()) -> Composition:
-    """Base, then fragments and --set (a later line wins), then --on, then --off (so an off always wins).
-
-    A fragment request on a symbol that an --on/--off moved, directly or as a consequence, is
-    overridden (and listed); every other request is verified.
-    """
-    requests = list(requests)
-    apply_base(kconf, base)
-    skipped = apply_requests(kconf, requests)
-    steps = []
-    for names, value, action in ((on, "y", turn_on), (off, "n", turn_off)):
-        for name in names:
-            before = value_snapshot(kconf)
-            changes = action(kconf, name)
-            after = value_snapshot(kconf)
-            listed = {change.symbol for change in changes}
-            moved = sorted(sym for sym, v in after.items() if before.get(sym) != v and sym not in listed)
-            flag = "--on" if value == "y" else "--off"
-            steps.append(Step(Request(lookup(kconf, name).name, value, flag), changes, moved))
-    # What an --on/--off moved, directly or through dependencies, overrides the fragments: the axis
-    # ("these fragments, notifier off") is the point, and each override is listed with its cause.
-    moved_by_engine = {change.symbol for step in steps for change in step.changes}
-    moved_by_engine |= {sym for step in steps for sym in step.also_moved}
-    latest = {req.symbol: req for req in requests if req not in skipped}
-    kept = [req for req in latest.values() if req.symbol not in moved_by_engine]
-    overridden = [req for req in latest.values() if req.symbol in moved_by_engine]
-    return Composition(steps, kept + [step.request for step in steps], overridden, skipped)

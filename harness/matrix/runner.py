@@ -35,10 +35,11 @@ from typing import IO
 
 from harness import paths
 from harness.matrix.spec import Cell, Matrix, kernel_id
-from harness.results import report
+from harness.results import load, regressions, report
 from harness.results.model import EXIT_JSON, Attempt, Build, CellRecord, ExitRecord, FailedBuild, RunRecord
 from harness.results.outcome import GREEN, Outcome
 from harness.results.rundir import CELL_JSON, RUN_JSON, RunDir, point_latest
+from harness.results.summary import format_summary
 
 # A cell command that failed before its verdict, by the kind of failure its record names
 FAILED_KINDS = {"user": Outcome.ERROR, "fault": Outcome.ERROR, "infra": Outcome.INFRA}
@@ -47,7 +48,7 @@ HEARTBEAT_S = 30.0
 
 
 def store(matrix_name: str) -> Path:
-    """Where the runs of one matrix are kept, newest last by name: the history that --compare reads."""
+    """Where the runs of one matrix are kept, newest last by name: the history regressions are looked for in."""
     return paths.results_root() / f"matrix-{matrix_name}"
 
 
@@ -185,7 +186,7 @@ class Runner:
         meta.write(self.run_dir / RUN_JSON)
         if interrupted:  # report what finished, but never make this run the one others compare with
             if any(self.run_dir.glob(f"*/{CELL_JSON}")):
-                print(report.format_summary(report.write_report(self.run_dir)), file=self.out, flush=True)
+                print(format_summary(report.write_report(self.run_dir)), file=self.out, flush=True)
             return 130
         return self.finish()
 
@@ -268,7 +269,7 @@ class Runner:
         elif record and record.kind in FAILED_KINDS:  # it never reached a verdict: its record says why
             outcome, reason = FAILED_KINDS[record.kind], record.message
         else:
-            outcome, reason = report.judge_cell_dir(cr.dir, rc)
+            outcome, reason = load.judge_cell_dir(cr.dir, rc)
         if outcome == Outcome.INFRA and not cr.attempts:
             kept = cr.dir.with_name(f"{cr.cell.id}.attempt-1")
             shutil.rmtree(kept, ignore_errors=True)
@@ -320,13 +321,13 @@ class Runner:
     def finish(self) -> int:
         summary = report.write_report(self.run_dir)
         if self.run_dir.parent == store(self.matrix.name):
-            prev = report.previous_run(self.run_dir)
+            prev = load.previous_run(self.run_dir)
             point_latest(self.run_dir.parent / "latest", self.run_dir.name)
             if prev:
-                comparison = report.compare(report.load_run(prev), report.load_run(self.run_dir))
-                report.write_report(self.run_dir, comparison)
-                print(report.format_comparison(comparison), file=self.out)
-        print(report.format_summary(summary), file=self.out, flush=True)
+                found = regressions.find_regressions(load.load_run(prev), load.load_run(self.run_dir))
+                report.write_report(self.run_dir, found)
+                print(regressions.format_regressions(found), file=self.out)
+        print(format_summary(summary), file=self.out, flush=True)
         bad = [c for c in summary["cells"] if Outcome(c["outcome"]) not in GREEN]
         return 1 if bad else 0
 

@@ -27,77 +27,26 @@ from __future__ import annotations
 
 import itertools
 import re
-import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from harness import paths
+from harness import paths, schema
 from harness.errors import UserError
 from harness.kernel.config import fragment_path
 from harness.kernel.kconfig import ConfigError
+from harness.results.cell import DEFAULT_TIMEOUT_S, Cell, suite_id
+from harness.results.cell import kernel_id as kernel_id  # the matrix's callers name cells through spec too
 
 AXES = ("kernel", "notifier", "fragment", "machine", "suite")  # also the order of the parts of a cell id
 DEFAULTS = {"kernel": ["debian:6.12"], "notifier": ["on"], "fragment": [""], "machine": ["default"]}
 NOTIFIER_VALUES = ("on", "off")
-DEFAULT_TIMEOUT_S = 1200.0
 DEFAULT_BUILD_TIMEOUT_S = 7200.0
-_TOP_KEYS = {"description", "axes", "include", "exclude", "timeout", "timeouts", "build_timeout"}
 
 
 class MatrixError(UserError):
     """A matrix that cannot be used as written: the message names the file and what to fix."""
-
-
-@dataclass(frozen=True)
-class Cell:
-    kernel: str  # as given: debian:6.12 or a path
-    notifier: str  # on | off
-    machine: str  # a configs/machines profile
-    suite: str  # repo-relative path when inside the repo, else absolute
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    fragment: str = ""  # an extra config fragment (debug/kasan), "" for none
-
-    @property
-    def id(self) -> str:
-        frag = (Path(self.fragment).stem,) if self.fragment else ()  # no part at all for none: ids stay as they were
-        return "-".join((kernel_id(self.kernel), self.notifier, *frag, self.machine, suite_id(self.suite)))
-
-    def values(self) -> dict[str, str]:
-        return {"kernel": self.kernel, "notifier": self.notifier, "fragment": self.fragment, "machine": self.machine,
-                "suite": self.suite}
-
-    def kernel_args(self) -> list[str]:
-        """What picks this cell's kernel, for `harness run` and `harness kernel`."""
-        frag = ["--fragment", self.fragment] if self.fragment else []
-        return ["--kernel-src", self.kernel, "--notifier", self.notifier, *frag]
-
-    def run_args(self, test: str | None = None) -> list[str]:
-        """`harness run` arguments for this cell, or for one of its tests (by pytest node id)."""
-        args = ["run", *self.kernel_args(), "--machine", self.machine]
-        if test is None:
-            return [*args, self.suite]
-        name = test.rsplit("::", 1)[-1]
-        if re.fullmatch(r"\w+", name):
-            return [*args, self.suite, "-k", name]
-        return [*args, test]  # a parametrized id ("test_x[a-b]") is not a -k expression; its node id is exact
-
-    def reproducer(self, test: str | None = None) -> str:
-        return shlex.join(["harness", *self.run_args(test)])
-
-    def build_reproducer(self) -> str:
-        return shlex.join(["harness", "kernel", *self.kernel_args()])
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, **self.values(), "timeout_s": self.timeout_s}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Cell:
-        return cls(d["kernel"], d["notifier"], d["machine"], d["suite"], float(d.get("timeout_s", DEFAULT_TIMEOUT_S)),
-                   d.get("fragment", ""))
 
 
 @dataclass(frozen=True)
@@ -120,16 +69,6 @@ class Matrix:
         return [c for c in self.cells if c.id in wanted]
 
 
-def kernel_id(kernel: str) -> str:
-    if kernel.startswith("debian:"):
-        return kernel.removeprefix("debian:")
-    return re.sub(r"[^A-Za-z0-9_.]+", "_", Path(kernel).name) or "tree"
-
-
-def suite_id(suite: str) -> str:
-    return Path(suite).stem.removeprefix("test_")
-
-
 def matrix_dir() -> Path:
     return paths.CONFIGS / "matrix"
 
@@ -150,95 +89,118 @@ def find(name: str) -> Path:
                       "(or give the path of a .yaml file)")
 
 
+# Every name of a matrix reaches a command line, a directory or an exported CI file: only characters no shell,
+# path or YAML reads specially, and never a leading dash (an option).
+SAFE = r"(?!-)(~/)?[A-Za-z0-9_.,+:/@%=-]+"
+SAFE_ID = r"[A-Za-z0-9_][A-Za-z0-9_.+-]*"  # a cell id: a directory name and a CI job name
+_SAFE = schema.Str(SAFE, "a safe name or path (letters, digits, _ . , + : / @ % = -; no leading -)")
+_AXIS_TYPES: dict[str, schema.Type] = {
+    "kernel": _SAFE, "notifier": schema.Either((_SAFE, schema.Bool())), "fragment": _SAFE,
+    "machine": schema.Str(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", "a profile name of configs/machines/"), "suite": _SAFE}
+_AXIS_DOCS = {"kernel": "debian:X.Y or the path of a kernel tree", "notifier": "on, off",
+              "fragment": "none, or an extra config fragment (debug/kasan: configs/fragments/debug/kasan.config)",
+              "machine": "configs/machines/NAME.yaml", "suite": "NAME (suites/test_NAME.py), a path, or all"}
+
+
+def _axes(required: tuple[str, ...], doc: str = "") -> dict[str, schema.Field]:
+    """The five axes as keys of a mapping, `required` ones must be given; a value or a list of values each."""
+    fields = {}
+    for a in AXES:
+        t = schema.OneOrList(_AXIS_TYPES[a], one_or_more=True)
+        text = _AXIS_DOCS[a] + (f"{doc}{', '.join(DEFAULTS[a]) or 'none'}" if doc and a in DEFAULTS else "")
+        fields[a] = schema.required(t, text) if a in required else schema.optional(t, None, text)
+    return fields
+
+
+def _not_empty(rule: dict, at: schema.KeyPath) -> None:
+    if all(v is None for k, v in rule.items() if k != "timeout"):
+        raise schema.Invalid(at, f"a rule names one or more axes ({', '.join(AXES)}), found none")
+
+
+_SECONDS = schema.Number(positive=True, what="a number of seconds")
+MATRIX = schema.Record({
+    "description": schema.optional(schema.Str(nonempty=False), "", "what the matrix is for"),
+    "axes": schema.required(schema.Record(_axes(("suite",), "; when not given: "), "the axes"),
+                            "values per axis; the cells are their product"),
+    "exclude": schema.optional(schema.ListOf(schema.Record(_axes(()), "an exclude rule", (_not_empty,))), [],
+                               "a rule drops the cells that match all of its axes"),
+    "include": schema.optional(schema.ListOf(schema.Record(_axes(("kernel", "notifier", "machine", "suite")),
+                                                           "an include entry")), [],
+                               "extra cells: a value or a list for each axis (fragment: none unless given)"),
+    "timeout": schema.optional(_SECONDS, DEFAULT_TIMEOUT_S, "seconds per cell"),
+    "timeouts": schema.optional(schema.ListOf(schema.Record(
+        {**_axes(()), "timeout": schema.required(_SECONDS, "seconds for the cells it matches")}, "a timeouts rule",
+        (_not_empty,))), [], "per-cell timeouts; the last matching rule wins"),
+    "build_timeout": schema.optional(_SECONDS, DEFAULT_BUILD_TIMEOUT_S, "seconds per kernel build"),
+}, "a mapping")
+
+
 def load(name: str) -> Matrix:
     path = find(name)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise MatrixError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
-    return expand(data, path)
+    data, lines = schema.read_yaml(path, MatrixError)
+    return expand(data, path, lines)
 
 
-def expand(data: Any, path: Path) -> Matrix:
+def expand(data: Any, path: Path, lines: dict[schema.KeyPath, int] | None = None) -> Matrix:
     """Validate a parsed matrix file and expand it into cells; every error names the file and the key."""
-    if not isinstance(data, dict):
-        raise MatrixError(f"{path}: expected a mapping with keys {sorted(_TOP_KEYS)}")
-    if unknown := set(data) - _TOP_KEYS:
-        raise MatrixError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
-    axes_in = data.get("axes")
-    if not isinstance(axes_in, dict):
-        raise MatrixError(f"{path}: `axes` must be a mapping of {', '.join(AXES)} to lists of values")
-    if unknown := set(axes_in) - set(AXES):
-        raise MatrixError(f"{path}: unknown axis {sorted(unknown)}; the axes are {', '.join(AXES)}")
-    if "suite" not in axes_in:
-        raise MatrixError(f"{path}: axes.suite is required (suite names, paths, or all)")
-    axes = {a: _axis_values(a, axes_in.get(a, DEFAULTS.get(a)), path, "axes") for a in AXES}
+    doc = schema.check(data, MATRIX, path, MatrixError, lines)
+    top = doc.data
+    axes = {a: _axis_values(a, top["axes"][a] or DEFAULTS.get(a, []), doc, ("axes", a)) for a in AXES}
 
-    product = [dict(zip(AXES, combo, strict=True)) for combo in itertools.product(*(axes[a] for a in AXES))]
-    cells = product
-    for n, rule in enumerate(_rules(data, "exclude", path), 1):
-        match = _rule_values(rule, axes, path, f"exclude rule {n}")
+    cells = [dict(zip(AXES, combo, strict=True)) for combo in itertools.product(*(axes[a] for a in AXES))]
+    for n, rule in enumerate(top["exclude"]):
+        match = _rule_values(rule, axes, doc, ("exclude", n))
         kept = [c for c in cells if not _matches(c, match)]
         if len(kept) == len(cells):
-            raise MatrixError(f"{path}: exclude rule {n} {rule} matches no cell")
+            raise MatrixError(f"{doc.where(('exclude', n))}: the exclude rule {_shown(rule)} matches no cell")
         if not kept:
-            raise MatrixError(f"{path}: exclude rule {n} {rule} removes every remaining cell: the matrix would be "
-                              "empty")
+            raise MatrixError(f"{doc.where(('exclude', n))}: the exclude rule {_shown(rule)} removes every "
+                              "remaining cell: the matrix would be empty")
         cells = kept
-    for n, entry in enumerate(_rules(data, "include", path), 1):
-        if missing := [a for a in AXES if a not in entry and a != "fragment"]:  # fragment: none unless given
-            raise MatrixError(f"{path}: include entry {n} {entry} lacks {', '.join(missing)}: an include is a "
-                              f"whole cell, with a value for each of {', '.join(AXES)}")
-        values = {a: _axis_values(a, entry.get(a, DEFAULTS[a]) if a == "fragment" else entry[a], path,
-                                  f"include entry {n}") for a in AXES}
-        if unknown := set(entry) - set(AXES):
-            raise MatrixError(f"{path}: include entry {n}: unknown axis {sorted(unknown)}")
+    for n, entry in enumerate(top["include"]):
+        values = {a: _axis_values(a, entry[a] or DEFAULTS[a], doc, ("include", n, a)) for a in AXES}
         cells += [dict(zip(AXES, combo, strict=True)) for combo in itertools.product(*(values[a] for a in AXES))]
 
-    default_timeout = _seconds(data.get("timeout", DEFAULT_TIMEOUT_S), path, "timeout")
     known = {a: sorted({c[a] for c in cells} | set(axes[a])) for a in AXES}
     timeout_rules = []
-    for n, rule in enumerate(_rules(data, "timeouts", path), 1):
-        if "timeout" not in rule:
-            raise MatrixError(f"{path}: timeouts rule {n} {rule} has no `timeout` (seconds)")
-        match = _rule_values({k: v for k, v in rule.items() if k != "timeout"}, known, path, f"timeouts rule {n}")
+    for n, rule in enumerate(top["timeouts"]):
+        match = _rule_values({k: v for k, v in rule.items() if k != "timeout"}, known, doc, ("timeouts", n))
         if not any(_matches(c, match) for c in cells):
-            raise MatrixError(f"{path}: timeouts rule {n} {rule} matches no cell")
-        timeout_rules.append((match, _seconds(rule["timeout"], path, f"timeouts rule {n}")))
+            raise MatrixError(f"{doc.where(('timeouts', n))}: the timeouts rule {_shown(rule)} matches no cell")
+        timeout_rules.append((match, rule["timeout"]))
 
     out: dict[str, Cell] = {}
     for c in cells:
-        timeout = default_timeout
+        timeout = top["timeout"]
         for match, seconds in timeout_rules:
             timeout = seconds if _matches(c, match) else timeout
         cell = Cell(c["kernel"], c["notifier"], c["machine"], c["suite"], timeout, c["fragment"])
+        if not re.fullmatch(SAFE_ID, cell.id):
+            raise MatrixError(f"{path}: the cell {cell.values()} would have the id {cell.id!r}, which is no safe name "
+                              f"({SAFE_ID}): rename the file or tree it comes from")
         same = out.get(cell.id)
         if same and same.values() != cell.values():
             raise MatrixError(f"{path}: two different cells have the id {cell.id!r}: {same.values()} and "
                               f"{cell.values()} (kernel trees with the same directory name?)")
         out.setdefault(cell.id, cell)  # an include that repeats an existing cell adds nothing
-    description = str(data.get("description", "")).strip()
-    build_timeout = _seconds(data.get("build_timeout", DEFAULT_BUILD_TIMEOUT_S), path, "build_timeout")
-    return Matrix(path.stem, path, description, tuple(out.values()), build_timeout)
+    return Matrix(path.stem, path, top["description"].strip(), tuple(out.values()), top["build_timeout"])
 
 
-def _rules(data: dict, key: str, path: Path) -> list[dict]:
-    rules = data.get(key) or []
-    if not isinstance(rules, list) or not all(isinstance(r, dict) and r for r in rules):
-        raise MatrixError(f"{path}: `{key}` must be a list of mappings such as {{notifier: off, suite: x}}")
-    return rules
+def _shown(rule: dict) -> dict:
+    return {k: v for k, v in rule.items() if v is not None}
 
 
-def _rule_values(rule: dict, known: dict[str, list[str]], path: Path, where: str) -> dict[str, set[str]]:
+def _rule_values(rule: dict, known: dict[str, list[str]], doc: schema.Document,
+                 at: schema.KeyPath) -> dict[str, set[str]]:
     """A rule's values per axis, each of which must be one the matrix has."""
     match = {}
     for axis, raw in rule.items():
-        if axis not in AXES:
-            raise MatrixError(f"{path}: {where}: unknown axis {axis!r}; the axes are {', '.join(AXES)}")
-        values = _axis_values(axis, raw, path, where)
+        if raw is None:
+            continue
+        values = _axis_values(axis, raw, doc, (*at, axis))
         if unknown := [v for v in values if v not in known[axis]]:
-            raise MatrixError(f"{path}: {where}: unknown value {', '.join(map(repr, unknown))} for axis {axis}; "
-                              f"the matrix has: {', '.join(known[axis])}")
+            raise MatrixError(f"{doc.where((*at, axis))}: unknown value {', '.join(map(repr, unknown))} for axis "
+                              f"{axis}; the matrix has: {', '.join(known[axis])}")
         match[axis] = set(values)
     return match
 
@@ -247,30 +209,27 @@ def _matches(cell: dict[str, str], match: dict[str, set[str]]) -> bool:
     return all(cell[axis] in values for axis, values in match.items())
 
 
-def _axis_values(axis: str, raw: Any, path: Path, where: str) -> list[str]:
-    items = raw if isinstance(raw, list) else [raw]
-    if not items or any(v is None or isinstance(v, (dict, list)) for v in items):
-        raise MatrixError(f"{path}: {where}: axis {axis} needs one or more plain values, got {raw!r}")
+def _axis_values(axis: str, items: list, doc: schema.Document, at: schema.KeyPath) -> list[str]:
     values: list[str] = []
-    for v in items:
-        for norm in _normalise(axis, v, path, where):
+    for n, v in enumerate(items):
+        for norm in _normalise(axis, v, doc.where((*at, n) if len(items) > 1 else at)):
             if norm not in values:
                 values.append(norm)
     return values
 
 
-def _normalise(axis: str, v: Any, path: Path, where: str) -> list[str]:
+def _normalise(axis: str, v: Any, where: str) -> list[str]:
     if axis == "notifier":
         # YAML 1.1 reads a bare on/off as a boolean: take it back as the word that was written.
         word = {True: "on", False: "off"}.get(v, str(v)) if isinstance(v, bool) else str(v)
         if word not in NOTIFIER_VALUES:
-            raise MatrixError(f"{path}: {where}: unknown value {v!r} for axis notifier; allowed: on, off")
+            raise MatrixError(f"{where}: unknown value {v!r} for axis notifier; allowed: on, off")
         return [word]
     text = str(v)
     if axis == "kernel":
         if re.fullmatch(r"debian:\d+\.\d+", text) or Path(text).expanduser().is_dir():
             return [text]
-        raise MatrixError(f"{path}: {where}: unknown value {text!r} for axis kernel: give debian:X.Y (Debian's "
+        raise MatrixError(f"{where}: unknown value {text!r} for axis kernel: give debian:X.Y (Debian's "
                           "linux-source-X.Y) or the path of a kernel tree")
     if axis == "fragment":
         if text in ("", "none"):
@@ -278,22 +237,22 @@ def _normalise(axis: str, v: Any, path: Path, where: str) -> list[str]:
         try:
             fragment_path(text)
         except ConfigError as e:
-            raise MatrixError(f"{path}: {where}: axis fragment: {e}") from None
+            raise MatrixError(f"{where}: axis fragment: {e}") from None
         return [text]
     if axis == "machine":
         known = sorted(p.stem for p in (paths.CONFIGS / "machines").glob("*.yaml"))
         if text not in known:
-            raise MatrixError(f"{path}: {where}: unknown value {text!r} for axis machine; the profiles in "
+            raise MatrixError(f"{where}: unknown value {text!r} for axis machine; the profiles in "
                               f"configs/machines/ are: {', '.join(known)}")
         return [text]
-    return resolve_suites(text, path, where)
+    return resolve_suites(text, where)
 
 
 def all_suites() -> list[str]:
     return [str(p.relative_to(paths.REPO)) for p in sorted((paths.REPO / "suites").glob("test_*.py"))]
 
 
-def resolve_suites(text: str, path: Path, where: str) -> list[str]:
+def resolve_suites(text: str, where: str) -> list[str]:
     """`all`, a name (notifier_events -> suites/test_notifier_events.py) or a path; repo-relative if inside."""
     if text == "all":
         return all_suites()
@@ -304,11 +263,5 @@ def resolve_suites(text: str, path: Path, where: str) -> list[str]:
             c = c.resolve()
             return [str(c.relative_to(paths.REPO)) if c.is_relative_to(paths.REPO) else str(c)]
     names = ", ".join(suite_id(s) for s in all_suites())
-    raise MatrixError(f"{path}: {where}: unknown suite {text!r}: no {candidates[0]}; the suites are: {names} "
+    raise MatrixError(f"{where}: unknown suite {text!r}: no {candidates[0]}; the suites are: {names} "
                       "(or all, or a path to a pytest file)")
-
-
-def _seconds(v: Any, path: Path, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-        raise MatrixError(f"{path}: {where}: expected a positive number of seconds, got {v!r}")
-    return float(v)

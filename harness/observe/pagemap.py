@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.observe.probe import Event
+from harness.results.events import Event
 
 PFN_MASK = (1 << 55) - 1
 SOFT_DIRTY = 1 << 55

@@ -4,33 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict, dataclass
 
+from harness.results.events import Event
 from harness.vm.ssh import SSH
 
 PROBE_DIR = "/sys/kernel/debug/mmu_probe"
-
-
-@dataclass(frozen=True)
-class Event:
-    """One probe record: kind is start|end|release (classic notifier, sub "mn") or invalidate (interval
-    notifier, sub "itv"); event is the kernel's enum name sans MMU_NOTIFY_."""
-
-    seq: int
-    pid: int
-    cpid: int
-    kind: str
-    event: str = ""
-    start: int = 0
-    end: int = 0
-    flags: int = 0
-    sub: str = "mn"
-
-    def covers(self, start: int, end: int) -> bool:
-        return self.start <= start and end <= self.end
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 _INT_FIELDS = {"seq", "pid", "cpid", "start", "end", "flags"}

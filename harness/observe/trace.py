@@ -7,7 +7,7 @@ harness/app/trace.py.
 
 from __future__ import annotations
 
-from harness.observe.probe import Event
+from harness.results.events import Event
 
 ULONG_MAX = (1 << 64) - 1
 

@@ -21,20 +21,22 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import statistics
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-import yaml
-
-from harness.checks import expectations
+from harness import schema
 from harness.errors import UserError
-from harness.observe.probe import Event
-from harness.observe.splat import find_splats
+from harness.results.events import Event, invalidations, related
 from harness.results.model import Result, read_results
 from harness.results.outcome import FAILED, Outcome
 from harness.results.rundir import RunDir
+from harness.results.splat import find_splats
+from harness.results.visible import visible
 
 EXIT_SAME, EXIT_REGRESSED, EXIT_EVENTS = 0, 1, 3
 COMPLETENESS = "invalidates_every_page"  # in the names of the completeness tests
@@ -45,6 +47,29 @@ ELSEWHERE = "-"  # the range of an event that touches none of the program's rang
 
 class ExpectEventsError(UserError):
     pass
+
+
+class SiteRule(Protocol):
+    """What the comparison reads of one expectation (checks/expectations.py's Expectation): its call site."""
+
+    @property
+    def observer(self) -> str: ...
+    @property
+    def range(self) -> str: ...
+    @property
+    def relation(self) -> str: ...
+    @property
+    def site(self) -> str: ...
+
+
+class EventCase(Protocol):
+    """What the comparison reads of a workload's expectations (checks/expectations.py's Case), passed in by
+    the caller so that results does not depend on checks."""
+
+    @property
+    def deterministic(self) -> bool: ...
+    @property
+    def expect(self) -> Sequence[SiteRule]: ...
 
 
 @dataclass(frozen=True)
@@ -177,13 +202,13 @@ class Comparison:
                 EXIT_EVENTS: "only notifier events or a device's counters changed"}[self.exit_code()]
 
 
-def compare(base: str, patched: str, base_runs: list[Path], patched_runs: list[Path], series: str,
-            expected: list[ExpectedChange] | None = None) -> Comparison:
-    """Compare the run directories of the two kernels; `series` picks the base's expectations (call sites)."""
+def compare(base: str, patched: str, base_runs: list[Path], patched_runs: list[Path],
+            cases: Mapping[str, EventCase], expected: list[ExpectedChange] | None = None) -> Comparison:
+    """Compare the run directories of the two kernels; `cases` are the base's expectations by workload/case
+    (harness/checks/expectations.py's load(series)): they name each event's call site."""
     out = Comparison(base, patched)
     before, after = _results(base_runs), _results(patched_runs)
     out.tests = (len(before), len(after))
-    cases = expectations.load(series)
     out.events = _event_changes(base_runs, patched_runs, cases)
     out.workloads = len(_workload_dirs(base_runs).keys() & _workload_dirs(patched_runs).keys())
     out.devices = _device_changes(base_runs, patched_runs)
@@ -280,13 +305,13 @@ def signature(events: list[Event], info: dict) -> dict[Group, Counter[str]]:
     ranges = {n: (int(r[0]), int(r[1])) for n, r in info.get("ranges", {}).items()}
     order = sorted(ranges, key=lambda n: (n != "target", n))
     sig: dict[Group, Counter[str]] = {}
-    for e in expectations.invalidations(events):
+    for e in invalidations(events):
         group = Group(e.sub, ELSEWHERE, "elsewhere")
         for name in order:
             start, end = ranges[name]
             if e.start < end and start < e.end:
                 rel = next((r for r in ("equal", "page", "covers", "within")
-                            if expectations.related(e, start, end, r, page)), "overlaps")
+                            if related(e, start, end, r, page)), "overlaps")
                 group = Group(e.sub, name, rel)
                 break
         sig.setdefault(group, Counter())[e.event] += 1
@@ -294,7 +319,7 @@ def signature(events: list[Event], info: dict) -> dict[Group, Counter[str]]:
 
 
 def _event_changes(base_runs: list[Path], patched_runs: list[Path],
-                   cases: dict[str, expectations.Case]) -> list[EventChange]:
+                   cases: Mapping[str, EventCase]) -> list[EventChange]:
     before, after = _workload_dirs(base_runs), _workload_dirs(patched_runs)
     changes = []
     for name in sorted(before.keys() & after.keys()):
@@ -318,7 +343,7 @@ def _events(test_dir: Path) -> list[Event]:
     return [Event(**e) for e in json.loads((test_dir / "events.json").read_text())]
 
 
-def _site(case: expectations.Case | None, group: Group) -> str:
+def _site(case: EventCase | None, group: Group) -> str:
     sites = sorted({x.site for x in (case.expect if case else ()) if (x.observer, x.range) ==
                     (group.observer, group.range) and (x.relation == group.relation or group.relation == "page")})
     return ", ".join(sites)
@@ -353,23 +378,28 @@ def time_ratio(before: list[float], after: list[float]) -> tuple[float, float, f
     return (statistics.median(after) / statistics.median(before), qa[0] / qb[0], qa[2] / qb[2])
 
 
+_EVENT = schema.Either((schema.Str(r"(MMU_NOTIFY_)?[A-Z_]+", "an event name (CLEAR or MMU_NOTIFY_CLEAR)"),
+                        schema.Null()))
+
+
+def _from_or_to(change: dict, at: schema.KeyPath) -> None:
+    if not (change["from"] or change["to"]):
+        raise schema.Invalid(at, "give `from` and/or `to` (event names): a change that trades nothing allows nothing")
+
+
+EXPECT_EVENTS = schema.Record({
+    "changes": schema.required(schema.ListOf(schema.Record({
+        "case": schema.required(schema.Str(), "a glob over workloads (mprotect/*)"),
+        "from": schema.optional(_EVENT, None, "an event that may vanish"),
+        "to": schema.optional(_EVENT, None, "an event that may appear"),
+    }, "a change", (_from_or_to,))), "the event changes a series means to make"),
+}, "a mapping")
+
+
 def load_expected(path: Path) -> list[ExpectedChange]:
     """An --expect-events file: `changes:` a list of {case: GLOB, from: EVENT|null, to: EVENT|null}."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ExpectEventsError(f"--expect-events {path}: {e}") from None
-    entries = data.get("changes") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise ExpectEventsError(f"--expect-events {path}: expected a mapping with a 'changes' list")
-    out = []
-    for i, entry in enumerate(entries, 1):
-        if not isinstance(entry, dict) or not entry.get("case") or set(entry) - {"case", "from", "to"} \
-                or not (entry.get("from") or entry.get("to")):
-            raise ExpectEventsError(f"--expect-events {path}: change {i} needs 'case' (a glob over workloads such "
-                                    f"as mprotect/*) and 'from' and/or 'to' (event names), got {entry!r}")
-        out.append(ExpectedChange(str(entry["case"]), _event_name(entry.get("from")), _event_name(entry.get("to"))))
-    return out
+    changes = schema.load(path, EXPECT_EVENTS, ExpectEventsError).data["changes"]
+    return [ExpectedChange(c["case"], _event_name(c["from"]), _event_name(c["to"])) for c in changes]
 
 
 def _event_name(value: object) -> str | None:
@@ -409,12 +439,15 @@ def render_text(c: Comparison) -> str:
               f"/{ran_b} pass, patched {ran_p - len(c.completeness.get('patched', []))}/{ran_p} pass"]
     lines += [f"  {side}: {f}" for side in ("base", "patched") for f in c.completeness.get(side, [])]
     lines += ["", f"Verdict: {c.verdict()} (exit {c.exit_code()})"]
-    return "\n".join(lines) + "\n"
+    return visible("\n".join(lines) + "\n")  # reasons and splat titles are guest output: no raw controls
 
 
 def render_markdown(c: Comparison) -> str:
+    """The text report in a code block whose fence is longer than any run of backticks in it: a reason
+    that holds ``` cannot end the block and turn the rest into markdown."""
     text = render_text(c)
-    return f"# harness compare\n\n```\n{text}```\n"
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return f"# harness compare\n\n{fence}\n{text}{fence}\n"
 
 
 def to_json(c: Comparison) -> dict[str, object]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from harness.atomic import write_text
 from harness.results.outcome import SEVERITY, Outcome, worst
 from harness.results.rundir import RunDir
+from harness.results.visible import visible
 
 PROBLEMS = ("failure", "error")  # the tags of a case that did not pass, in the order a summary lists them
 _BY_TAG = {"failure": Outcome.FAIL, "error": Outcome.ERROR, "skipped": Outcome.SKIP}
@@ -38,12 +39,32 @@ class Case:
 
 
 def read_cases(path: Path) -> list[Case]:
-    """Every test case in the file; none when it is missing or not XML."""
+    """Every finished test case in the file; none when it is missing or not XML."""
     try:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError):
         return []
-    return [_case(e) for e in root.iter("testcase")]
+    return [_case(e) for e in root.iter("testcase") if _finished(e)]
+
+
+def _finished(case: ET.Element) -> bool:
+    """pytest opens a case at its setup and names it at its call's report: a run stopped in between
+    (SIGTERM, Ctrl-C) leaves a nameless <testcase time=...> behind, a test that never ended, not a pass."""
+    return bool(case.get("name"))
+
+
+def drop_unfinished(path: Path) -> None:
+    """Rewrite a junit.xml without the nameless cases of tests that a stopped run never finished."""
+    try:
+        tree = ET.parse(path)
+    except (OSError, ET.ParseError):
+        return
+    parents = [(suite, case) for suite in tree.getroot().iter() for case in suite if case.tag == "testcase"
+               and not _finished(case)]
+    for suite, case in parents:
+        suite.remove(case)
+    if parents:
+        write(path, tree.getroot())
 
 
 def _case(e: ET.Element) -> Case:
@@ -151,8 +172,19 @@ def _holding(cases: list[ET.Element], tag: str) -> int:
 
 
 def write(path: Path, root: ET.Element) -> None:
+    """The file, atomically, with every control character that XML 1.0 forbids spelled out (visible.py)."""
+    _make_visible(root)
     tree = ET.ElementTree(root)
     ET.indent(tree)
     buf = io.BytesIO()
     tree.write(buf, encoding="utf-8", xml_declaration=True)
     write_text(path, buf.getvalue().decode())
+
+
+def _make_visible(root: ET.Element) -> None:
+    """Reasons and messages come from guests and tests: one \\x07 in them and no parser reads the file."""
+    for e in root.iter():
+        for key, value in e.attrib.items():
+            e.set(key, visible(value))
+        e.text = visible(e.text) if e.text else e.text
+        e.tail = visible(e.tail) if e.tail else e.tail

@@ -24,9 +24,9 @@ from typing import Any
 
 from harness.kernel.build import STAMP, content_key
 from harness.kernel.patches import TREE_STAMP
+from harness.results.load import CellReport, Entry, RunReport, load_run
 from harness.results.model import read_json
 from harness.results.outcome import Outcome
-from harness.results.report import CellReport, Entry, RunReport, load_run
 from harness.results.rundir import RunDir
 
 ORIGIN = "mmu_notifier_harness"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.atomic import write_text
-from harness.matrix.spec import Cell
+from harness.results.cell import Cell
 from harness.results.outcome import Outcome
 
 CELL_SCHEMA = 1
@@ -234,7 +234,7 @@ class RunRecord:
     jobs: int = 1
     cells: list[str] = field(default_factory=list)  # cell ids, in matrix order
     builds: list[Build] = field(default_factory=list)
-    interrupted: bool = False  # an interrupted run is reported, never compared with
+    interrupted: bool = False  # an interrupted run is reported, never the baseline of regressions
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)

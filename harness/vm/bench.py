@@ -194,7 +194,7 @@ def run_soak(out_dir: Path, ksrc: str | None, runs: int = 50, machine: str = "de
     while its workload runs: such a run must end in that fault's outcome and words (harness/vm/faults.py),
     and is counted apart from flakes; a fault classified otherwise is a misclassification.
     """
-    from harness.observe.splat import find_splats
+    from harness.results.splat import find_splats
 
     out_dir.mkdir(parents=True, exist_ok=True)
     prepared = prepare(ksrc)

@@ -21,7 +21,7 @@ from typing import Any
 import pexpect
 import ptyprocess
 
-from harness.observe.splat import Splat, SplatScanner
+from harness.results.splat import Splat, SplatScanner
 from harness.vm.timeline import Arrival, Timeline
 
 _LIVE: set[Console] = set()  # every QEMU not yet killed, for the exit handlers below

@@ -20,14 +20,27 @@ import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 from harness.results.outcome import GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault
 from harness.vm import qmp
-from harness.vm.ssh import CommandFailed, CommandTimeout, SSHError
+from harness.vm.console import Console
+from harness.vm.ssh import SSH, CommandFailed, CommandTimeout, SSHError
 
-if TYPE_CHECKING:
-    from harness.vm.machine import VM
+
+class VM(Protocol):
+    """What the fault path reads of a machine (harness/vm/machine.py's VM), and no more: so the
+    machine can use this module without the two importing each other."""
+
+    workdir: Path
+    console: Console | None
+    ssh: SSH | None
+
+    @property
+    def console_log(self) -> Path: ...
+
+    def post_mortem(self, into: Path) -> dict[str, str]: ...
 
 CHANNEL_GRACE_S = 3.0  # a lost channel may be QEMU dying: its sockets close before its exit is seen
 

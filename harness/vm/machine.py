@@ -17,10 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import atomic, paths
+from harness import atomic, paths, schema
 from harness.errors import InfraError, UserError
 from harness.kernel.image import Image, client_key
-from harness.profiles import load_named
 from harness.results.outcome import HarnessFault, Outcome
 from harness.vm import faults, qmp
 from harness.vm.console import Console, WaitResult
@@ -61,24 +60,30 @@ class Profile:
 
 
 ARCHES = ("x86_64",)  # what the pipeline builds (arch/x86, bzImage) and boots (qemu-system-x86_64)
-_PROFILE_KEYS = {"description", "arch", "machine", "cpu", "cpus", "memory_mib", "devices", "append"}
+_WORD = schema.Str(r"[^\s]+", "a word without spaces")
+PROFILE = schema.Record({
+    "description": schema.optional(schema.Str(), "", "what the guest is for"),
+    "arch": schema.optional(schema.Str(r"\w+", "an architecture name"), "x86_64",
+                            f"guest architecture: {', '.join(ARCHES)}"),
+    "machine": schema.optional(_WORD, "pc", "QEMU's -machine"),
+    "cpu": schema.optional(_WORD, "max", "QEMU's -cpu (host: the host's, under KVM only)"),
+    "cpus": schema.optional(schema.Int(min=1), 2, "QEMU's -smp"),
+    "memory_mib": schema.optional(schema.Int(min=64), 1024, "QEMU's -m, in MiB"),
+    "devices": schema.optional(schema.ListOf(_WORD), [],
+                               "QEMU -device arguments (MODEL[,PROP=VALUE...]), one each"),
+    "append": schema.optional(schema.ListOf(schema.Str(r"[^\s]+", "a kernel parameter without spaces")), [],
+                         "kernel command line parameters, one per item"),
+}, "a machine profile")
 
 
 def load_profile(name: str) -> Profile:
-    data = load_named(paths.CONFIGS / "machines", name, "machine profile", _PROFILE_KEYS, MachineError)
-    arch = str(data.get("arch", "x86_64"))
-    if arch not in ARCHES:
-        raise MachineError(f"machine profile {name!r} asks for arch {arch!r}; the harness builds and boots "
+    data = schema.load_named(paths.CONFIGS / "machines", name, "machine profile", PROFILE, MachineError).data
+    if data["arch"] not in ARCHES:
+        raise MachineError(f"machine profile {name!r} asks for arch {data['arch']!r}; the harness builds and boots "
                            f"{', '.join(ARCHES)} guests only")
-    try:
-        return Profile(name=name, description=str(data.get("description", "")), arch=arch,
-                       machine=str(data.get("machine", "pc")),
-                       cpu=str(data.get("cpu", "max")), cpus=int(data.get("cpus", 2)),
-                       memory_mib=int(data.get("memory_mib", 1024)),
-                       devices=tuple(str(d) for d in data.get("devices") or ()),
-                       append=tuple(str(a) for a in data.get("append") or ()))
-    except (TypeError, ValueError) as e:
-        raise MachineError(f"machine profile {name!r}: {e}") from None
+    return Profile(name=name, description=data["description"], arch=data["arch"], machine=data["machine"],
+                   cpu=data["cpu"], cpus=data["cpus"], memory_mib=data["memory_mib"],
+                   devices=tuple(data["devices"]), append=tuple(data["append"]))
 
 
 def qemu_binary() -> str:

@@ -1,0 +1,149 @@
+"""Every kind of YAML file in configs/, with its schema and the loader that reads it: one table, from which
+come the reference of their keys (`python -m harness.configs > docs/config-keys.md`) and the test that every
+file in configs/ is covered by a schema and loads (tests/test_schema.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import paths, schema
+
+
+@dataclass(frozen=True)
+class Kind:
+    title: str
+    files: str  # a glob under configs/
+    about: str
+    schema: Callable[[], schema.Type]  # imported when asked: each lives next to its loader
+    read: Callable[[Path], object]  # the loader the harness uses, on one file
+
+
+def _machine() -> schema.Type:
+    from harness.vm.machine import PROFILE
+    return PROFILE
+
+
+def _read_machine(path: Path) -> object:
+    from harness.vm.machine import load_profile
+    return load_profile(str(path))
+
+
+def _driver() -> schema.Type:
+    from harness.checks.drivers import PROFILE
+    return PROFILE
+
+
+def _read_driver(path: Path) -> object:
+    from harness.checks.drivers import load_driver
+    return load_driver(path.stem) if path.parent == paths.CONFIGS / "drivers" else load_driver(str(path))
+
+
+def _matrix() -> schema.Type:
+    from harness.matrix.spec import MATRIX
+    return MATRIX
+
+
+def _read_matrix(path: Path) -> object:
+    from harness.matrix.spec import load
+    return load(str(path))
+
+
+def _expectations() -> schema.Type:
+    from harness.checks.expectations import FILE
+    return FILE
+
+
+def _read_expectations(path: Path) -> object:
+    """Every series the file has entries for, and the default."""
+    from harness.checks.expectations import FILE, ExpectationError, load
+    cases = schema.load(path, FILE, ExpectationError).data["cases"].values()
+    return [load(s, path) for s in ["", *sorted({s for c in cases for s in c["versions"]})]]
+
+
+def _estimates() -> schema.Type:
+    from harness.kernel.build import ESTIMATES_SCHEMA
+    return ESTIMATES_SCHEMA
+
+
+def _read_estimates(path: Path) -> object:
+    from harness.kernel.build import BuildError
+    return schema.load(path, _estimates(), BuildError, empty=[]).data
+
+
+def _suites() -> schema.Type:
+    from harness.kernel.debian import SUITES_SCHEMA
+    return SUITES_SCHEMA
+
+
+def _read_suites(path: Path) -> object:
+    from harness.kernel.debian import load_suites
+    return load_suites(path)
+
+
+def _userspace() -> schema.Type:
+    from harness.kernel.image import USERSPACE_SCHEMA
+    return USERSPACE_SCHEMA
+
+
+def _read_userspace(path: Path) -> object:
+    # the schema only: userspace_files() also wants every file on this host
+    from harness.kernel.image import BuildError
+    return schema.load(path, _userspace(), BuildError, empty={}).data
+
+
+def _expect_events() -> schema.Type:
+    from harness.results.compare import EXPECT_EVENTS
+    return EXPECT_EVENTS
+
+
+KINDS = (
+    Kind("Machine profiles", "machines/*.yaml", "A QEMU guest: `harness run --machine NAME` (or a path to a .yaml "
+         "file), a driver profile's `machine`, a matrix's machine axis. Read by harness/vm/machine.py.",
+         _machine, _read_machine),
+    Kind("Driver profiles", "drivers/*.yaml", "A real driver under test: what its kernel needs and which suites "
+         "test it (`harness driver NAME`). Read by harness/checks/drivers.py. A known failure's `tests` are fnmatch "
+         "patterns, each with a word in it (no bare `*`), and each must name a test of the driver's suites: a test "
+         "function of theirs, a name they ask `known_failure` about (rxe's `odp-copy`), a program run (`ID` or "
+         "`ID: SUBTEST`), or a kselftest_harness test `FIXTURE[.VARIANT].TEST` of the tree, which the suite checks "
+         "when it collects the tree's tests. `needs` are the guest setups of harness/checks/workloads.py (its "
+         "`GuestSetup._NAME` methods).", _driver, _read_driver),
+    Kind("Test matrices", "matrix/*.yaml", "Axes, exclude and include rules, timeouts: `harness matrix`. Read by "
+         "harness/matrix/spec.py. Every value is a safe name (letters, digits and `_ . , + : / @ % = -`, no leading "
+         "`-`): they reach command lines, directories and exported CI files.", _matrix, _read_matrix),
+    Kind("Expected notifier events", "expectations/events.yaml", "What each guest workload must make the kernel "
+         "send, read from mm/. Read by harness/checks/expectations.py.", _expectations, _read_expectations),
+    Kind("Build estimates", "build-estimates.yaml", "Measured cold builds, for the build's progress estimate. "
+         "Read by harness/kernel/build.py. The file is a list of these.", _estimates, _read_estimates),
+    Kind("Debian suites", "debian-suites.yaml", "Suites of the system's Debian archive that kernel sources come "
+         "from (with a private apt state). Read by harness/kernel/debian.py.", _suites, _read_suites),
+    Kind("Guest userspace", "guest-userspace.yaml", "Host files every guest image carries. Read by "
+         "harness/kernel/image.py.", _userspace, _read_userspace),
+)
+# Not in configs/: the file a maintainer passes to `harness compare --expect-events`.
+EXPECT_EVENTS = Kind("harness compare --expect-events", "", "The event changes a patch series means to make. "
+                     "Read by harness/results/compare.py.", _expect_events, lambda p: None)
+
+
+def markdown() -> str:
+    """docs/config-keys.md: every kind of file and its keys, from the schemas themselves."""
+    out = ["# Configuration keys", "",
+           "Generated from the schemas (`python -m harness.configs > docs/config-keys.md`); what the files are "
+           "for is in [configs](configs.md). Every file is checked "
+           "against its schema when it is read, and a mistake is one error naming the file, the line, the key "
+           "path (`known_failures[0].tests`) and what was expected against what was found. Unknown keys are "
+           "errors. A key marked with a default may be left out."]
+    for kind in (*KINDS, EXPECT_EVENTS):
+        where = f"`configs/{kind.files}`" if kind.files else "a file of your own"
+        out += ["", f"## {kind.title} ({where})", "", kind.about, ""]
+        t = kind.schema()
+        if isinstance(t, schema.ListOf) and isinstance(t.item, schema.Record):
+            t = t.item
+        assert isinstance(t, schema.Record)
+        out.append(schema.markdown(t, ""))
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
