@@ -1,5 +1,10 @@
 """pytest plugin: suites get a prepared kernel, a booted VM shared by many tests, and a guest session.
 
+This module is the plugin's fixtures and hooks only; what they use lives where it belongs: the `Guest`
+that suites use (harness/guest.py, the public test API), the VM pools (harness/vm/pool.py), a test's
+classification into an outcome (harness/results/classify.py), the xdist control folder
+(harness/parallel.py) and the kernel `harness run` hands over (harness/session.py).
+
 One VM serves every test of a session (kernel, machine profile). Each test runs fresh guest
 processes and marks dmesg at its start, so the splats after the mark are its own. A test that
 crashes or wedges the guest gets the VM replaced before the next test runs.
@@ -18,36 +23,28 @@ worker, which boots that VM once (harness/parallel.py).
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import sys
 import threading
-from collections.abc import Generator, Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
-from harness import paths
+from harness import paths, session
 from harness.atomic import OutputDirError, check_output_dir, write_text
+from harness.guest import Guest
 from harness.kernel.prepare import Prepared, prepare
-from harness.observe import probe
 from harness.parallel import Control
+from harness.results.classify import SEVERITY_RANK, classify, first_line_of, is_results_lost, short_reason
 from harness.results.junit import drop_unfinished
-from harness.results.model import Boot, Result, Timings, write_results
-from harness.results.outcome import SEVERITY, GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault, Outcome
+from harness.results.model import Result, Timings, write_results
+from harness.results.outcome import Outcome
 from harness.results.rundir import RunDir, new_run_dir, point_latest
-from harness.results.splat import Splat, find_splats, is_allowed
-from harness.vm import faults, qmp
-from harness.vm.machine import VM, BootError, load_profile, probe_accel
-from harness.vm.ssh import CommandFailed, CommandResult, CommandTimeout, SSHError
-
-# Defaults for TCG on 2 cores, where this kernel boots in ~2 s; scaled up for debug kernels.
-DEFAULT_BOOT_TIMEOUT = 120.0
-DEFAULT_TEST_TIMEOUT = 300.0
-DEBUG_OPTIONS = ("KASAN", "PROVE_LOCKING", "KCSAN", "DEBUG_KMEMLEAK", "KMSAN")
-CRASH_KINDS = {"panic", "oops", "BUG"}  # the rest (WARNING, KASAN, lockdep, ...) fail the test
+from harness.vm import faults
+from harness.vm.machine import BootError
+from harness.vm.pool import DEFAULT_TEST_TIMEOUT, Pools
 
 RESULTS = pytest.StashKey[list[Result]]()
 RUN_DIR = pytest.StashKey[RunDir]()
@@ -81,9 +78,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--test-timeout", type=float, default=None, help="seconds a test may take with its guest")
     group.addoption("--guest-modules", default="",
                     help="comma-separated guest/ modules to load at boot, e.g. fault_panic (fault injection)")
-    group.addoption("--prepared-timings", default="", metavar="JSON",
-                    help="seconds per stage of this kernel's preparation before pytest started (harness run "
-                         "passes its own): added to timings.json's, where this session finds the kernel cached")
 
 
 @pytest.hookimpl(tryfirst=True)  # before junitxml's own configure reads xmlpath
@@ -125,6 +119,8 @@ def pytest_configure_node(node: object) -> None:
         config.pluginmanager.register(config.stash[CONTROL], "harness-control")
     node.workerinput[WORKERINPUT_RUN_DIR] = str(_run_path(config))  # type: ignore[attr-defined]
     node.workerinput[WORKERINPUT_CONTROL] = str(config.stash[CONTROL].folder)  # type: ignore[attr-defined]
+    if (handoff := config.pluginmanager.get_plugin(session.PLUGIN_NAME)) is not None:  # the run's one kernel
+        node.workerinput[session.WORKERINPUT_KEY] = json.dumps(session.to_json(handoff.prepared))  # type: ignore[attr-defined]
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own, which knows no machine profiles
@@ -179,9 +175,11 @@ def run_dir(pytestconfig: pytest.Config) -> Iterator[RunDir]:
 
 @pytest.fixture(scope="session")
 def kernel(pytestconfig: pytest.Config, run_dir: RunDir) -> Prepared:
-    """The kernel build and image for this session (built on first use, cached by content)."""
-    prepared = prepare(pytestconfig.getoption("kernel_src"), pytestconfig.getoption("notifier"),
-                                fragments=tuple(pytestconfig.getoption("fragment")))
+    """The kernel build and image for this session: the one `harness run` prepared and handed over
+    (harness/session.py), or, in a plain pytest session, built on first use (cached by content)."""
+    prepared = _handed_over(pytestconfig) or prepare(pytestconfig.getoption("kernel_src"),
+                                                     pytestconfig.getoption("notifier"),
+                                                     fragments=tuple(pytestconfig.getoption("fragment")))
     # Written whole by a rename: under xdist every worker writes the same two files.
     write_text(run_dir.root / "kernel.config", prepared.build.config.read_text())
     write_text(run_dir.kernel_json, json.dumps({
@@ -190,181 +188,26 @@ def kernel(pytestconfig: pytest.Config, run_dir: RunDir) -> Prepared:
         "fragments": list(prepared.fragments),
         "image": str(prepared.image.dir),
     }, indent=2) + "\n")
-    earlier = json.loads(pytestconfig.getoption("prepared_timings") or "{}")
-    run_dir.timings.prepare = {stage: round(s + earlier.get(stage, 0.0), 2) for stage, s in prepared.timings.items()}
+    run_dir.timings.prepare = {stage: round(s, 2) for stage, s in prepared.timings.items()}
     return prepared
 
 
-def timeout_scale(prepared: Prepared, accel: str) -> float:
-    """Debug kernels (KASAN, lockdep, ...) run several times slower; KVM much faster than TCG."""
-    scale = 3.0 if any(prepared.build.has(opt) for opt in DEBUG_OPTIONS) else 1.0
-    return scale * (0.5 if accel == "kvm" else 1.0)
-
-
-class VMs:
-    """Boots a VM on first need and replaces it when a test left it dead, crashed or suspect."""
-
-    def __init__(self, prepared: Prepared, machine: str, run_dir: RunDir, boot_timeout: float | None,
-                 extra_modules: str = "", worker: str = ""):
-        self.prepared = prepared
-        self.worker = worker  # xdist's worker id: its VMs are vm-gw0-1, ..., apart from another worker's
-        self.profile = load_profile(machine)
-        self.run_dir = run_dir
-        self.modules = [m for m in ["mmu_probe" if prepared.build.has("MMU_NOTIFIER") else "",
-                                    *extra_modules.split(",")] if m]
-        self.accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
-        self.scale = timeout_scale(prepared, self.accel)
-        self.boot_timeout = boot_timeout or DEFAULT_BOOT_TIMEOUT * self.scale
-        self.vm: VM | None = None
-        self.boots = 0
-        self.boot_error: BootError | None = None
-
-    def get(self) -> VM:
-        if self.boot_error:
-            raise self.boot_error  # a kernel that cannot boot will not boot for the next test either
-        if self.vm and not self.vm.alive():
-            self.discard()
-        if self.vm is None:
-            self.boots += 1
-            append = (f"harness.modules={','.join(self.modules)}",) if self.modules else ()
-            vm = VM(self.profile, self.prepared.build.bzimage, self.prepared.image,
-                    self.run_dir.vm_dir(self.boots, self.worker), accel=self.accel, extra_append=append)
-            try:
-                vm.start(self.boot_timeout)
-            except BootError as e:
-                self.boot_error = e
-                raise
-            self.run_dir.timings.boots.append(Boot(self.boots, round(vm.boot_s, 2), self.accel, self.boot_timeout,
-                                                    timeline=vm.timeline.to_json()))
-            self.vm = vm
-        return self.vm
-
-    def discard(self) -> None:
-        # Forget the VM before stopping it: the watchdog thread discards while the test it stopped may
-        # already be over, and the next test's get() must not be handed a VM whose SSH is closing.
-        vm, self.vm = self.vm, None
-        if vm:
-            vm.stop()
-
-    def close(self) -> None:
-        self.discard()
-
-
-class Pools:
-    """One VMs pool per machine profile: the session's (--machine) and any a test names with
-    @pytest.mark.machine("numa2"); each other profile keeps its vm-N directories under <run>/<profile>/."""
-
-    def __init__(self, prepared: Prepared, config: pytest.Config, run_dir: RunDir):
-        self.prepared, self.config, self.run_dir = prepared, config, run_dir
-        self.default = config.getoption("machine")
-        self.pools: dict[str, VMs] = {}
-
-    def pool(self, machine: str | None = None) -> VMs:
-        machine = machine or self.default
-        if machine not in self.pools:
-            root = self.run_dir if machine == self.default else RunDir.make(self.run_dir.root / machine)
-            self.pools[machine] = VMs(self.prepared, machine, root, self.config.getoption("boot_timeout"),
-                                      self.config.getoption("guest_modules"), worker_id(self.config))
-        return self.pools[machine]
-
-    def close(self) -> None:
-        for pool in self.pools.values():
-            pool.close()
-        # Another profile's boots were recorded in its own RunDir: timings.json has them too, by profile.
-        for machine, pool in self.pools.items():
-            if pool.run_dir is not self.run_dir:
-                self.run_dir.timings.boots += [replace(b, machine=machine) for b in pool.run_dir.timings.boots]
+def _handed_over(config: pytest.Config) -> Prepared | None:
+    """The Prepared of `harness run`: its plugin object in this process, or (an xdist worker) its reference."""
+    if (handoff := config.pluginmanager.get_plugin(session.PLUGIN_NAME)) is not None:
+        return handoff.prepared  # type: ignore[no-any-return]
+    reference = getattr(config, "workerinput", {}).get(session.WORKERINPUT_KEY)
+    return session.from_json(json.loads(reference)) if reference else None
 
 
 @pytest.fixture(scope="session")
 def vms(kernel: Prepared, pytestconfig: pytest.Config, run_dir: RunDir) -> Iterator[Pools]:
-    pools = Pools(kernel, pytestconfig, run_dir)
+    pools = Pools(kernel, run_dir, pytestconfig.getoption("machine"), pytestconfig.getoption("boot_timeout"),
+                  pytestconfig.getoption("guest_modules"), worker_id(pytestconfig))
     try:
         yield pools
     finally:
         pools.close()
-
-
-class Guest:
-    """One test's view of the guest: commands, guest programs, the probe, its own dmesg and artifacts."""
-
-    def __init__(self, vms: VMs, vm: VM, test_dir: Path, label: str):
-        assert vm.ssh
-        self.vms = vms
-        self.vm = vm
-        self.ssh = vm.ssh
-        self.dir = test_dir
-        self.dmesg = probe.Dmesg(vm.ssh, label)
-        self.probe = probe.Probe(vm.ssh)
-        self.timed_out: float | None = None  # the watchdog's limit, once it fired
-        self.post_mortem: dict[str, str] = {}  # what a timeout left: registers, screen, where the CPUs were
-
-    def run(self, argv: Sequence[str], timeout: float = 60, check: bool = False) -> CommandResult:
-        return self.ssh.run(argv, timeout=timeout, check=check)
-
-    def program(self, name: str, *args: str, timeout: float = 60) -> tuple[CommandResult, dict]:
-        """Run /guest/bin/NAME; it must exit 0 and print one JSON object as its last stdout line."""
-        result = self.ssh.run([f"/guest/bin/{name}", *args], timeout=timeout)
-        if not result.ok:
-            pytest.fail(f"guest program {name} failed:\n{result.describe()}")
-        lines = result.stdout.strip().splitlines()
-        try:
-            return result, json.loads(lines[-1])
-        except (IndexError, json.JSONDecodeError):
-            pytest.fail(f"guest program {name} printed no JSON summary:\n{result.describe()}")
-
-    def save(self, name: str, text: str) -> Path:
-        path = self.dir / name
-        path.write_text(text)
-        return path
-
-    def collect_post_mortem(self) -> dict[str, str]:
-        """A timed-out guest, before it is stopped: (QMP) its registers and screen, first, since an
-        SSH attempt wakes the guest's network; then dmesg if SSH still answers. Bounded: a wedged
-        guest costs a few seconds here."""
-        self.post_mortem |= self.vm.post_mortem(self.dir)
-        try:
-            self.save("dmesg.txt", self.dmesg.since_mark(timeout=10))
-            self.post_mortem["dmesg"] = str(self.dir / "dmesg.txt")
-        except (SSHError, OSError, RuntimeError) as e:
-            self.post_mortem["dmesg"] = f"not captured: {e}"
-        qmp.save(self.post_mortem, self.dir)
-        return self.post_mortem
-
-    def check_after_test(self, allow: list[str]) -> None:
-        """Raise the fault this test left behind: a dead or crashed guest, or splats in its dmesg."""
-        vm, console = self.vm, self.vm.console
-        assert console
-        if console.log_error:  # a result whose log is lost cannot be explained: not a verdict on the kernel
-            raise ResultsLost(console.log_error)
-        if self.timed_out is not None:
-            raise GuestTimeout(f"test exceeded its {self.timed_out:g} s watchdog; QEMU was stopped",
-                               vm.console_log)
-        if crash := faults.dead(vm):  # the one wording of every command (harness/vm/faults.py)
-            self.vms.discard()
-            raise crash
-        try:
-            log = self.dmesg.since_mark()
-        except (SSHError, OSError) as e:
-            self.vms.discard()
-            raise GuestUnreachable(f"guest stopped answering: {e}", vm.console_log) from None
-        self.save("dmesg.txt", log)
-        splats = [s for s in find_splats(log) if not is_allowed(s, allow)]
-        if splats:
-            self.vms.discard()  # a WARN or worse leaves the kernel suspect for the tests after this one
-            raise _splat_fault(splats, self.dir / "dmesg.txt")
-
-
-class ResultsLost(HarnessFault):
-    """The results directory stopped taking files (a full disk): the run stops at this test."""
-
-
-def _splat_fault(splats: list[Splat], dmesg: Path) -> HarnessFault | AssertionError:
-    titles = "; ".join(s.title for s in splats)
-    text = f"kernel splat(s) during the test: {titles}\n  dmesg: {dmesg}\n\n{splats[0].text}"
-    if any(s.kind in CRASH_KINDS for s in splats):
-        return GuestCrash(text)
-    return AssertionError(text)
 
 
 @pytest.fixture
@@ -440,7 +283,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         console = str(g.vm.console_log) if isinstance(g, Guest) else None
         dmesg = str(g.dir / "dmesg.txt") if isinstance(g, Guest) and (g.dir / "dmesg.txt").exists() else None
         post_mortem = g.post_mortem if isinstance(g, Guest) and outcome == Outcome.TIMEOUT else {}
-        if call.excinfo and _is_results_lost(call.excinfo.value):
+        if call.excinfo and is_results_lost(call.excinfo.value):
             item.session.shouldstop = f"results can no longer be written: {reason}"
         result = Result(report.nodeid, outcome, reason, round(report.duration, 3), console, dmesg,
                         {"post_mortem": post_mortem} if post_mortem else {})
@@ -460,34 +303,6 @@ class ResultCollector:
         data = getattr(report, REPORT_RESULT, None)
         if data is not None:
             self.results.append(Result.from_json(data))
-
-
-def classify(report: pytest.TestReport, call: pytest.CallInfo[None]) -> tuple[Outcome, str]:
-    if report.passed:
-        return Outcome.PASS, ""
-    if report.skipped and hasattr(report, "wasxfail"):  # an expected failure, e.g. a known kernel bug
-        return Outcome.XFAIL, report.wasxfail
-    if report.skipped:
-        longrepr = report.longrepr
-        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
-        return Outcome.SKIP, reason.removeprefix("Skipped: ")
-    exc = call.excinfo.value if call.excinfo else None
-    first_line = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else ""
-    if isinstance(exc, HarnessFault):
-        return exc.outcome, first_line
-    if isinstance(exc, CommandTimeout):
-        return Outcome.TIMEOUT, first_line
-    if isinstance(exc, CommandFailed):  # the guest answered, and the answer was wrong: the test's verdict
-        return (Outcome.FAIL if report.when == "call" else Outcome.ERROR), first_line
-    if isinstance(exc, SSHError):
-        return Outcome.INFRA, first_line
-    if isinstance(exc, (AssertionError, pytest.fail.Exception)):
-        return (Outcome.FAIL if report.when == "call" else Outcome.ERROR), first_line
-    return Outcome.ERROR, f"{type(exc).__name__}: {first_line}" if exc is not None else "unknown error"
-
-
-def _is_results_lost(exc: BaseException) -> bool:
-    return isinstance(exc, ResultsLost) or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -557,9 +372,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         for rep in terminalreporter.stats.get(category, ()):
             if not isinstance(rep, pytest.TestReport):  # a collection error: pytest's errors section shows it
                 rows.append((Outcome.ERROR, str(getattr(rep, "nodeid", "") or "collection"),
-                             _first_line_of(getattr(rep, "longreprtext", "") or "")))
+                             first_line_of(getattr(rep, "longreprtext", "") or "")))
                 continue
-            rows.append((recorded.get(rep.nodeid, outcome), rep.nodeid, _short_reason(rep)))
+            rows.append((recorded.get(rep.nodeid, outcome), rep.nodeid, short_reason(rep)))
     if not rows:
         return
     run = config.stash.get(RUN_PATH, None)
@@ -572,18 +387,4 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(line if len(line) <= width else line[:width - 1] + "…")
 
 
-def _short_reason(rep: pytest.TestReport) -> str:
-    if hasattr(rep, "wasxfail"):
-        return _first_line_of(rep.wasxfail)
-    longrepr = rep.longrepr
-    if rep.skipped and isinstance(longrepr, tuple):
-        return _first_line_of(str(longrepr[2]).removeprefix("Skipped: "))
-    crash = getattr(longrepr, "reprcrash", None)
-    return _first_line_of(crash.message if crash is not None else str(longrepr or ""))
 
-
-def _first_line_of(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
-
-
-SEVERITY_RANK = {o.value: i for i, o in enumerate(SEVERITY)}

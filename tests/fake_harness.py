@@ -2,7 +2,8 @@
 
 `kernel`: succeeds, except for --kernel-src debian:9.9, which fails the way a kernel build does.
 `run`: behaves as the suite's file name says (test_pass, test_fail, test_flaky_infra, test_hang,
-test_silent), writing what `harness run` writes, and logs its start and end for the concurrency check.
+test_silent, test_infra_error, test_user_error), writing what `harness run` writes and its --record, and logs
+its start and end for the concurrency check.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+from harness.results.model import ExitRecord
 
 
 def write_results(out: Path, suite: str, outcomes: list[tuple[str, str]]) -> None:
@@ -28,8 +31,13 @@ def write_results(out: Path, suite: str, outcomes: list[tuple[str, str]]) -> Non
     (out / "timings.json").write_text(json.dumps({"boots": [{"vm": 1, "boot_to_ssh_s": 2.5, "accel": "tcg"}]}))
 
 
+FAILURES = {"test_infra_error": ("infra", 75, "apt-get update of bookworm-backports failed (exit 100): network"),
+            "test_user_error": ("user", 2, "machine profile 'nope': no such profile")}
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
+    p.add_argument("--record", type=Path)
     p.add_argument("command")
     p.add_argument("--kernel-src")
     p.add_argument("--notifier")
@@ -41,9 +49,12 @@ def main() -> int:
     if args.command == "kernel":
         print(f"building kernel {args.kernel_src}", flush=True)
         if args.kernel_src == "debian:9.9":
-            print("harness: kernel build failed (exit 2); last lines of build.log:\nmm/oops.c:1: error: boom")
+            message = "kernel build failed (exit 2); last lines of build.log:\nmm/oops.c:1: error: boom"
+            print(f"harness: {message}")
+            ExitRecord("kernel", 2, "user", message).write(args.record)
             return 2
         print(json.dumps({"bzImage": "/nowhere"}, indent=2))
+        ExitRecord("kernel", 0).write(args.record)
         return 0
     out: Path = args.results_dir
     log = out.parent / "concurrency.log"
@@ -64,6 +75,11 @@ def main() -> int:
             marker.touch()
             write_results(out, args.suite, [("test_a", "INFRA")])
             rc = 1
+    elif behaviour in FAILURES:  # a command that failed before its verdict: its record says how, not its output
+        kind, rc, message = FAILURES[behaviour]
+        print("harness: what the log says is not what the runner reads")
+        ExitRecord("run", rc, kind, message).write(args.record)
+        return rc
     elif behaviour == "test_hang":
         time.sleep(600)
     elif behaviour == "test_silent":
@@ -72,6 +88,8 @@ def main() -> int:
     time.sleep(0.5)  # long enough for cells to overlap
     with open(log, "a") as f:
         f.write(f"end {time.monotonic()} {out.name}\n")
+    if behaviour != "test_silent":  # a process that crashed leaves no record
+        ExitRecord("run", rc).write(args.record)
     return rc
 
 

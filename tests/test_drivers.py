@@ -1,5 +1,5 @@
 """Driver profiles, known failures, the kernel-verdict mapping and the run verdict (harness/checks/drivers.py,
-harness/cli/driver.py, harness/results/junit.py); no guest needed."""
+harness/app/driver.py, harness/results/junit.py); no guest needed."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from harness import paths
+from harness.app import driver as driver_app
 from harness.checks import drivers
-from harness.cli import driver as driver_command
 from harness.cli import main as harness_cli
 from harness.observe import ktap
 from harness.results import junit
@@ -145,8 +145,8 @@ def test_verdict_when_nothing_ran(tmp_path: Path):
 
 def test_fragment_notes_name_what_the_kernel_lacks():
     hmm = drivers.load_driver("test_hmm")
-    assert driver_command.fragment_notes(hmm, "on", "6.12", {"TEST_HMM": "m", "DEVICE_PRIVATE": "y"}) == []
-    assert driver_command.fragment_notes(hmm, "off", "6.12", {"DEVICE_PRIVATE": "y"}) == [
+    assert driver_app.fragment_notes(hmm, "on", "6.12", {"TEST_HMM": "m", "DEVICE_PRIVATE": "y"}) == []
+    assert driver_app.fragment_notes(hmm, "off", "6.12", {"DEVICE_PRIVATE": "y"}) == [
         "fragment mmu-notifier-on.config is not applied on the notifier=off axis",
         "CONFIG_TEST_HMM is not set in this kernel"]
 

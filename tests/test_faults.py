@@ -166,7 +166,7 @@ def test_a_kasan_report_fails_an_otherwise_passing_test(tmp_path: Path):
     assert results["test_use_after_free"]["reason"].startswith(
         "kernel splat(s) during the test: KASAN: slab-use-after-free Read in use_after_free_write"), results
     boots = json.loads((tmp_path / "timings.json").read_text())["boots"]
-    assert {b["boot_timeout_s"] for b in boots} == {120.0 * 3}, boots  # harness/pytest_plugin.py timeout_scale
+    assert {b["boot_timeout_s"] for b in boots} == {120.0 * 3}, boots  # harness/vm/pool.py timeout_scale
 
 
 def _boot_and_ask(vm: VM, answers: dict[int, str]) -> None:

@@ -130,3 +130,29 @@ axes:
         ("on", "", "builds/6.12-on.log"), ("on", "debug/kasan", "builds/6.12-on-kasan.log")]
     assert sorted(p.parent.name for p in (tmp_path / "run").glob("*/cell.json")) == [
         "6.12-on-default-pass", "6.12-on-kasan-default-pass"]
+
+
+def test_a_cell_that_failed_before_its_verdict_is_judged_by_its_record(tmp_path: Path):
+    """The runner reads how a cell's command ended from its ExitRecord (`harness --record`), not from its
+    output: a failing machine (kind infra) is INFRA and retried once; bad input (kind user) is ERROR."""
+    for b in ("infra_error", "user_error"):
+        (tmp_path / f"test_{b}.py").write_text("")
+    path = tmp_path / "records.yaml"
+    path.write_text(f"""
+axes:
+  kernel: [debian:6.12]
+  notifier: [on]
+  suite: [{tmp_path / "test_infra_error.py"}, {tmp_path / "test_user_error.py"}]
+""")
+    m = spec.load(str(path))
+    run_dir = tmp_path / "run"
+    assert Runner(m, list(m.cells), run_dir, jobs=2, out=io.StringIO(), harness=FAKE).run() == 1
+    cells = {p.parent.name: json.loads(p.read_text()) for p in run_dir.glob("*/cell.json")}
+    infra, user = cells["6.12-on-default-infra_error"], cells["6.12-on-default-user_error"]
+    assert [a["outcome"] for a in infra["attempts"]] == ["INFRA", "INFRA"]
+    assert infra["reason"] == "apt-get update of bookworm-backports failed (exit 100): network"
+    assert [a["returncode"] for a in infra["attempts"]] == [75, 75]
+    assert (user["outcome"], user["reason"]) == ("ERROR", "machine profile 'nope': no such profile")
+    assert [a["outcome"] for a in user["attempts"]] == ["ERROR"]
+    builds = json.loads((run_dir / "run.json").read_text())["builds"]
+    assert (run_dir / builds[0]["log"]).with_suffix(".exit.json").exists()  # the build's own record

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli.run import xdist_args
+from harness.app.run import xdist_args
 from harness.parallel import Control
 from harness.results.model import Boot, Timings
 from harness.results.rundir import RunDir, point_latest
@@ -25,7 +25,7 @@ SUITE = '''\
 import os
 import time
 import pytest
-from harness.pytest_plugin import ResultsLost
+from harness.results.classify import ResultsLost
 from harness.results.model import Boot
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from harness.checks import rdma
 from harness.kernel import image
-from harness.kernel.build import BuildError
+from harness.kernel.build import BuildError, ToolMissing
 from harness.observe import kprobe
 
 NAMES = ["MMU_NOTIFY_UNMAP", "MMU_NOTIFY_CLEAR", "MMU_NOTIFY_PROTECTION_VMA", "MMU_NOTIFY_PROTECTION_PAGE",
@@ -101,7 +101,7 @@ def test_userspace_files_bring_their_libraries(tmp_path: Path):
 def test_userspace_files_name_the_missing_package(tmp_path: Path):
     config = tmp_path / "u.yaml"
     config.write_text("files:\n  - {path: /nonexistent/librxe-rdmav*.so, package: ibverbs-providers}\n")
-    with pytest.raises(BuildError, match="apt-get install ibverbs-providers"):
+    with pytest.raises(ToolMissing, match="apt-get install ibverbs-providers"):
         image.userspace_files(config)
     config.write_text("files: [/bin/true]\n")
     with pytest.raises(BuildError, match=r"u\.yaml:1: files\[0\]: expected a file \{path, package\?\}"):

@@ -9,7 +9,8 @@ from pathlib import Path
 from harness import paths
 
 RESULTS = paths.REPO / "harness" / "results"
-ABOVE = ("harness.matrix", "harness.checks", "harness.cli", "harness.pytest_plugin")
+ABOVE = ("harness.matrix", "harness.checks", "harness.cli", "harness.app", "harness.pytest_plugin", "harness.guest",
+         "harness.session")
 
 
 def _imports(path: Path) -> set[str]:

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from harness import paths
+from harness.app import kernel as kernel_app
+from harness.app.compare import CompareResult
 from harness.cli import compare as compare_cli
-from harness.cli import kernel as kernel_cli
 from harness.cli.main import main
 from harness.cli.output import progress_to_stderr
 from harness.results import summary as report_summary
@@ -49,7 +50,7 @@ def test_harness_kernel_prints_only_its_json_while_it_builds(tmp_path: Path, cap
         _noisy_work()
         return _fake_prepared(tmp_path)
 
-    monkeypatch.setattr(kernel_cli, "prepare", building)
+    monkeypatch.setattr(kernel_app, "prepare", building)
     assert main(["kernel"]) == 0
     out, err = capfd.readouterr()
     doc = json.loads(out)
@@ -61,12 +62,12 @@ def test_harness_compare_prints_only_its_report(tmp_path: Path, capfd: pytest.Ca
                                                 monkeypatch: pytest.MonkeyPatch):
     comparison = types.SimpleNamespace(exit_code=lambda: 0)
 
-    def comparing(req: object) -> tuple[object, Path]:
+    def comparing(req: object) -> CompareResult:
         _noisy_work()
-        return comparison, tmp_path
+        return CompareResult(comparison, tmp_path)  # type: ignore[arg-type]
 
     monkeypatch.setattr(compare_cli, "run_compare", comparing)
-    monkeypatch.setattr(compare_cli.compare, "render_text", lambda c: "REPORT: nothing changed\n")
+    monkeypatch.setattr("harness.app.compare.compare.render_text", lambda c: "REPORT: nothing changed\n")
     assert main(["compare", "--patch", "x.patch"]) == 0
     out, err = capfd.readouterr()
     assert out == "REPORT: nothing changed\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli.trace import elf_interpreter, shared_libraries
+from harness.app.trace import elf_interpreter, shared_libraries
 from harness.errors import UserError
 from harness.vm.faults import qemu_end
 

@@ -10,7 +10,7 @@ tracking re-allocations, and the time of the timed device-access loop (TCG: a sp
 Where the kernel has CONFIG_TEST_HMM, the same workloads also run against a real in-tree mirror,
 lib/test_hmm.c's /dev/hmm_dmirror0 (guest/kprograms/ev_hmm.c, built against the tree): its device fault
 count is what a mirror that ignores the event pays, to hold the model's blind column against.
-The command that boots a guest and runs all this is harness/cli/evidence.py.
+The use case that boots a guest and runs all this is harness/app/evidence.py.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from harness.checks import expectations as expect
 from harness.observe import probe as observe
 
 if TYPE_CHECKING:
-    from harness.pytest_plugin import Guest
+    from harness.guest import Guest
     from harness.vm.ssh import SSH
 
 KSM = "/sys/kernel/mm/ksm"

@@ -13,33 +13,43 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.matrix import export, runner, spec
-from harness.matrix.spec import MatrixError
-from harness.results import rundir
+from harness.app.matrix import (
+    MatrixExportRequest,
+    MatrixRunRequest,
+    default_jobs,
+    matrix_export,
+    matrix_list,
+    matrix_run,
+)
+from harness.cli import options
+
+RUN_EXITS = ((0, "every cell passed (or skipped)"),
+             (1, "a cell did not pass (its outcome and reproducer are in the report)"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("matrix", help="list, run or export a test matrix (configs/matrix/*.yaml)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = options.add_parser(sub, "matrix", "list, run or export a test matrix (configs/matrix/*.yaml)",
+                           (0, "done"), (1, "matrix run: a cell did not pass"), description=__doc__)
     matrix_sub = p.add_subparsers(dest="matrix_command", required=True)
 
-    s = matrix_sub.add_parser("list", help="the cells of a matrix, with their ids, timeouts and commands")
+    s = options.add_parser(matrix_sub, "list", "the cells of a matrix, with their ids, timeouts and commands",
+                           (0, "listed"))
     s.add_argument("name", metavar="NAME")
     s.add_argument("--ids", action="store_true", help="print the cell ids only, one a line")
     s.set_defaults(func=list_cells)
 
-    s = matrix_sub.add_parser("run", help="build each kernel once, run the cells in parallel VMs, write the report",
-                              description="Exit status: 0 when every cell passed (or skipped), 1 otherwise, 2 for "
-                              "a matrix that cannot be used, 130 when interrupted.")
+    s = options.add_parser(matrix_sub, "run", "build each kernel once, run the cells in parallel VMs, write the "
+                           "report", *RUN_EXITS)
     s.add_argument("name", metavar="NAME")
     s.add_argument("--cell", action="append", default=[], metavar="ID", help="run only this cell; repeatable")
     s.add_argument("--jobs", type=int, default=None,
-                   help=f"cells at once (default: min(CPUs, available GiB // 2), here {runner.default_jobs()})")
+                   help=f"cells at once (default: min(CPUs, available GiB // 2), here {default_jobs()})")
     s.add_argument("--run-dir", type=Path, default=None,
                    help="results directory (default: results/matrix-NAME/<time>, kept as history)")
     s.set_defaults(func=run)
 
-    s = matrix_sub.add_parser("export", help="a CI configuration whose jobs are the cells, plus a merged report job")
+    s = options.add_parser(matrix_sub, "export", "a CI configuration whose jobs are the cells, plus a merged "
+                           "report job", (0, "written"))
     s.add_argument("name", metavar="NAME")
     s.add_argument("--ci", required=True, choices=["github", "gitlab"])
     s.add_argument("-o", "--output", type=Path, default=None, help="write here instead of stdout")
@@ -47,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def list_cells(args: argparse.Namespace) -> int:
-    m = spec.load(args.name)
+    m = matrix_list(args.name).matrix
     if args.ids:
         print("\n".join(c.id for c in m.cells))
         return 0
@@ -59,19 +69,12 @@ def list_cells(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    m = spec.load(args.name)
-    cells = m.select(args.cell)
-    if args.jobs is not None and args.jobs < 1:
-        raise MatrixError(f"--jobs must be at least 1, got {args.jobs}")
-    run_dir = rundir.new_run_dir(args.run_dir, store=runner.store(m.name))
-    return runner.Runner(m, cells, run_dir, args.jobs or runner.default_jobs()).run()
+    return matrix_run(MatrixRunRequest(args.name, tuple(args.cell), args.jobs, args.run_dir)).exit_code
 
 
 def export_ci(args: argparse.Namespace) -> int:
-    text = export.export(spec.load(args.name), args.ci)
+    text = matrix_export(MatrixExportRequest(args.name, args.ci, args.output))
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)

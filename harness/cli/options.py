@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+import textwrap
 from pathlib import Path
 
+from harness.app.kernel import KernelChoice
+from harness.errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_USER
 from harness.kernel.config import NOTIFIER_AXIS
 
 
-@dataclass(frozen=True)
-class KernelChoice:
-    """Which kernel a command runs on: a tree (None: Debian's default), the notifier axis, extra fragments."""
-
-    kernel_src: str | None = None
-    notifier: str = "on"
-    fragments: tuple[str, ...] = ()
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> KernelChoice:
-        return cls(args.kernel_src, getattr(args, "notifier", "on"), tuple(getattr(args, "fragment", ())))
+def kernel_choice(args: argparse.Namespace) -> KernelChoice:
+    """The kernel that --kernel-src, --notifier and --fragment chose."""
+    return KernelChoice(args.kernel_src, getattr(args, "notifier", "on"), tuple(getattr(args, "fragment", ())))
 
 
 def add_kernel(p: argparse.ArgumentParser, *, axis: bool = True) -> None:
@@ -50,3 +44,32 @@ def add_run_tuning(p: argparse.ArgumentParser) -> None:
                    help="seconds from QEMU start to the ready marker")
     p.add_argument("--guest-modules", default="", metavar="M,...",
                    help="extra guest modules to load at boot (fault_panic, fault_inject, ...)")
+
+
+# What `run` and `driver` exit with: pytest's statuses, as the run use case gives them back (harness/app/run.py)
+RUN_EXITS = ((0, "every test passed (or skipped, or failed as expected)"),
+             (1, "a test did not pass: its outcome (FAIL, CRASH, TIMEOUT, INFRA, ...) is in outcomes.json"),
+             (3, "pytest's internal error (results could not be written: a full disk)"),
+             (4, "pytest's usage error (an unknown option or suite)"),
+             (5, "no tests were collected (a -k that matches nothing)"))
+
+# Every command's exit statuses end with these (harness/errors.py); each command's own come first.
+COMMON_EXITS = ((EXIT_USER, "bad input (a UserError), or a fault of a guest this command booted itself"),
+                (EXIT_INFRA, "infrastructure: apt, the network, a missing QEMU or tool, a full disk (retry or "
+                             "fix the machine; the input was fine)"),
+                (EXIT_INTERRUPTED, "interrupted (Ctrl-C, SIGTERM)"))
+
+
+def exit_codes(*own: tuple[int | str, str]) -> str:
+    """The `--help` epilog that lists a command's exit statuses, in order: its own and COMMON_EXITS."""
+    rows = sorted([*own, *COMMON_EXITS], key=lambda row: (isinstance(row[0], int), row[0] if isinstance(row[0], int)
+                                                          else 0))
+    return "exit status:\n" + "\n".join(
+        textwrap.fill(text, 100, initial_indent=f"  {code!s:>4}  ", subsequent_indent=" " * 8) for code, text in rows)
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str, help: str, *exits: tuple[int | str, str],
+               description: str | None = None) -> argparse.ArgumentParser:
+    """A command's parser, with its exit statuses in its --help; `description` keeps its line breaks."""
+    return sub.add_parser(name, help=help, description=description or help, epilog=exit_codes(*exits),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)

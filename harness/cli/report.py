@@ -14,16 +14,21 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.app.report import ReportRequest, write_report
+from harness.cli import options
 from harness.cli.output import progress_to_stderr
-from harness.results import kcidb, load, regressions, report, summary
+from harness.results import regressions, summary
+
+EXITS = ((0, "written (and, with --compare, nothing regressed)"), (1, "--compare: something regressed since PREV"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="merged JUnit, summary.json and report.html for a run directory",
-                       description="Write report.html, summary.json and (for a matrix run) a merged junit.xml into "
-                       "RUN_DIR. With --compare, also look for regressions since a previous run (a directory, or by "
-                       "default the run before RUN_DIR in its results store) and exit 1 if anything regressed. "
-                       "(Not `harness compare`, which compares a tree with the tree plus a patch series.)")
+    p = options.add_parser(sub, "report", "merged JUnit, summary.json and report.html for a run directory", *EXITS,
+                           description="Write report.html, summary.json and (for a matrix run) a merged junit.xml "
+                           "into RUN_DIR. With --compare, also look for regressions since a previous run (a directory, "
+                           "or by default the run before RUN_DIR in its results store) and exit 1 if anything "
+                           "regressed. (Not `harness compare`, which compares a tree with the tree plus a patch "
+                           "series.)")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--compare", nargs="?", const="previous", default=None, metavar="PREV",
                    help="look for regressions since a previous run directory (default: the one before RUN_DIR in its "
@@ -37,23 +42,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.kcidb:
-        doc = kcidb.write(args.run_dir, args.kcidb, args.kcidb_url)
+    with progress_to_stderr():  # stdout is the summary's (and the regressions') alone
+        result = write_report(ReportRequest(args.run_dir, args.compare, args.kcidb, args.kcidb_url))
+    if doc := result.kcidb:
         print(f"wrote {args.kcidb}: KCIDB v{doc['version']['major']}.{doc['version']['minor']}, "
               f"{len(doc['checkouts'])} checkout(s), {len(doc['builds'])} build(s), {len(doc['tests'])} test(s)",
               file=sys.stderr)
-        if (args.run_dir / "compare.json").exists():  # `harness compare` writes its own reports
-            return 0
-    found = None
-    with progress_to_stderr():  # stdout is the summary's (and the regressions') alone
-        if args.compare:
-            prev = load.previous_run(args.run_dir) if args.compare == "previous" else Path(args.compare)
-            if prev is None:
-                print(f"no earlier run next to {args.run_dir.resolve()} to compare with", file=sys.stderr)
-            else:
-                found = regressions.find_regressions(load.load_run(prev), load.load_run(args.run_dir))
-        written = report.write_report(args.run_dir, found)
-    if found:
-        print(regressions.format_regressions(found))
-    print(summary.format_summary(written))
-    return 1 if found and found["regressed"] else 0
+    if result.no_previous:
+        print(f"no earlier run next to {args.run_dir.resolve()} to compare with", file=sys.stderr)
+    if result.regressions:
+        print(regressions.format_regressions(result.regressions))
+    if result.summary is not None:
+        print(summary.format_summary(result.summary))
+    return result.exit_code

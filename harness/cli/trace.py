@@ -1,4 +1,4 @@
-"""`harness trace`: run any static program in a guest and print the mmu_notifier events of its mm.
+"""`harness trace`: run a program in a guest and print the mmu_notifier events of its mm.
 
     harness trace [--kernel-src KSRC] [--machine PROFILE] [--json] [--timeout S] -- PROGRAM [ARGS...]
 
@@ -7,12 +7,12 @@ which subscribes the probe's classic notifier to the program's mm at its exec, b
 instruction (the child stops at execve under PTRACE_TRACEME; the launcher subscribes and detaches).
 Only that process is watched: a notifier is not inherited across fork.
 
+PROGRAM is any x86-64 executable of this host: a statically linked one is copied alone; a dynamically
+linked one gets its loader and shared libraries copied into the guest at the paths the host's loader
+resolves them to (`ld.so --list`, as ldd does); one it cannot resolve is refused before booting.
+
 Events are the notifier's invalidate_range_start calls, in order, and its release at exit, shown as
 the kernel shows release to interval notifiers: RELEASE over [0, ULONG_MAX).
-Its exit status is the program's (128 + signal when it was killed), as with strace; a fault of the
-guest (a crash, QEMU killed, a hang, the channel lost) is one paragraph naming it, and exit status 2.
-A dynamically linked program gets its loader and shared libraries copied into the guest at the paths the
-host's loader resolves them to (`ld.so --list`, as ldd does); one it cannot resolve is refused before booting.
 With --json, one document: {"exit_status": N, "stdout": "...", "events": [{"seq": N, "event": "UNMAP",
 "start": N, "end": N, "flags": N}, ...]}. The program's stderr goes to stderr either way.
 """
@@ -21,132 +21,41 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-import struct
-import subprocess
 import sys
 from pathlib import Path
 
+from harness.app.trace import TraceRequest, trace
 from harness.cli import options
 from harness.cli.output import progress_to_stderr
-from harness.errors import UserError
-from harness.kernel.prepare import prepare
-from harness.observe.probe import Probe
-from harness.observe.trace import events_of, render
-from harness.results import rundir
-from harness.results.outcome import HarnessFault
-from harness.vm import faults
-from harness.vm.machine import VM, load_profile, probe_accel
+from harness.observe.trace import render
 
-GUEST_DIR = "/tmp/harness-trace"
+EXITS = (("N", "the program's own exit status (128 + N when signal N killed it), as with strace; a fault of "
+               "the guest (a crash, QEMU killed, a hang, the channel lost) is 2, with one paragraph naming it"),)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("trace", help="run a static program in a guest and print its mm's notifier events",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = options.add_parser(sub, "trace", "run a program (static, or dynamic with its libraries) in a guest and "
+                           "print its mm's notifier events", *EXITS, description=__doc__)
     options.add_kernel(p, axis=False)
     options.add_machine(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--timeout", type=float, default=120, help="seconds the program may run (default 120)")
-    p.add_argument("program", type=Path, metavar="PROGRAM", help="a statically linked executable on this host")
+    p.add_argument("program", type=Path, metavar="PROGRAM",
+                   help="an executable on this host (static, or dynamic with libraries this host resolves)")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="its arguments")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    program: Path = args.program
-    argv = args.args[1:] if args.args[:1] == ["--"] else args.args
-    if not program.is_file() or not os.access(program, os.X_OK):
-        print(f"harness trace: {program} is not an executable file", file=sys.stderr)
-        return 2
-    # A dynamic program gets its loader and libraries copied to the same paths in the guest, as the
-    # host's loader resolves them; one it cannot resolve is refused before booting, saying why.
-    libraries = shared_libraries(program, interpreter) if (interpreter := elf_interpreter(program)) else []
+    argv = tuple(args.args[1:] if args.args[:1] == ["--"] else args.args)
     with progress_to_stderr():  # a build's progress, the KVM probe: stdout is the trace's (the --json document)
-        prepared = prepare(args.kernel_src, "on")
-        if not prepared.build.has("MMU_NOTIFIER"):
-            print(f"harness trace: the kernel {prepared.build.config} has no CONFIG_MMU_NOTIFIER", file=sys.stderr)
-            return 2
-        accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
-    workdir = rundir.new_run_dir()  # results/<time>: the console log is kept, nothing left in /tmp
-    vm = VM(load_profile(args.machine), prepared.build.bzimage, prepared.image, workdir, accel=accel,
-            extra_append=("harness.modules=mmu_probe",))
-    try:
-        # A dead QEMU, a kernel crash, a hang or a lost channel leaves as one fault, said the way every
-        # command says it (harness/vm/faults.py; printed by cli/main.py, exit status 2).
-        with progress_to_stderr(), faults.guarded(vm, "booting the guest") as work:
-            vm.start(boot_timeout=120)
-            assert vm.ssh
-            ssh = vm.ssh
-            target = f"{GUEST_DIR}/{program.name}"
-            work.doing = f"copying {program} into the guest"
-            ssh.run(["mkdir", "-p", GUEST_DIR, *sorted({str(Path(p).parent) for p, _ in libraries})], check=True)
-            for guest_path, host_file in libraries:
-                ssh.put(host_file, guest_path)
-            ssh.put(program, target)
-            work.doing = f"{program.name} ran"
-            result = ssh.run(["/guest/bin/trace-launch", f"{GUEST_DIR}/status.json", target, *argv],
-                             timeout=args.timeout)
-            if not result.ok:  # not the program's status (that is in status.json): the guest's, or the launcher's
-                if vm.console:
-                    vm.console.wait_exit(faults.CHANNEL_GRACE_S)  # a session cut by QEMU's death has no status
-                if crash := faults.dead(vm, work.doing):
-                    raise crash
-                raise HarnessFault(f"trace-launch could not run {program.name} in the guest (exit status "
-                                   f"{result.exit_status}): {result.stderr.strip()[-500:]}", vm.console_log)
-            work.doing = f"reading the events of {program.name}"
-            status = json.loads(ssh.run(["cat", f"{GUEST_DIR}/status.json"], check=True).stdout)
-            events = events_of(Probe(ssh).events(pid=status["pid"]))
-    finally:
-        vm.stop()
+        result = trace(TraceRequest(args.program, argv, args.kernel_src, args.machine, args.timeout))
     if result.stderr:
         sys.stderr.write(result.stderr)
     if args.json:
-        print(json.dumps({"exit_status": status["exit_status"], "stdout": result.stdout, "events": events}))
+        print(json.dumps({"exit_status": result.exit_status, "stdout": result.stdout, "events": result.events}))
     else:
-        print(f"# {program} {' '.join(argv)}: pid {status['pid']} in a {prepared.build.release} guest, "
-              f"probe subscribed at exec; console log: {vm.console_log}")
-        print(render(events, result.stdout, status["exit_status"]))
-    return int(status["exit_status"])  # as strace does: the traced program's status (128 + signal if killed)
-
-
-# The host's own loaders, trusted to list a program's libraries without running it (`ld.so --list`, what
-# ldd does). A program naming another interpreter is not run on the host to find out.
-KNOWN_LOADERS = ("/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
-
-
-def shared_libraries(program: Path, interpreter: str) -> list[tuple[str, Path]]:
-    """(path in the guest, file on the host) of the loader and every library `program` needs."""
-    if interpreter not in KNOWN_LOADERS or not Path(interpreter).exists():
-        raise UserError(f"harness trace: {program} is dynamically linked with the interpreter {interpreter}, "
-                        f"which this host does not have as its loader: build it with -static")
-    listed = subprocess.run([interpreter, "--list", str(program)], capture_output=True, text=True)
-    missing = [line.split()[0] for line in listed.stdout.splitlines() if "=> not found" in line]
-    if listed.returncode != 0 or missing:
-        raise UserError(f"harness trace: the shared libraries of {program} cannot be resolved on this host "
-                        f"({', '.join(missing) or listed.stderr.strip() or f'exit {listed.returncode}'}): "
-                        "build it with -static")
-    found = [(interpreter, Path(interpreter).resolve())]
-    for line in listed.stdout.splitlines():
-        if m := re.search(r"=> (/\S+) \(", line):
-            found.append((m[1], Path(m[1]).resolve()))  # at the path the loader asks for, the file it names
-    return found
-
-
-def elf_interpreter(path: Path) -> str:
-    """The program interpreter (PT_INTERP) a dynamically linked ELF asks for; "" for a static one."""
-    with open(path, "rb") as f:
-        head = f.read(64)
-        if head[:4] != b"\x7fELF" or head[4] != 2:  # not a 64-bit ELF: let the guest say what it thinks
-            return ""
-        order = "<" if head[5] == 1 else ">"
-        phoff, = struct.unpack_from(order + "Q", head, 0x20)
-        phentsize, phnum = struct.unpack_from(order + "HH", head, 0x36)
-        for i in range(phnum):
-            f.seek(phoff + i * phentsize)
-            p_type, _, p_offset, _, _, p_filesz = struct.unpack(order + "IIQQQQ", f.read(40))
-            if p_type == 3:  # PT_INTERP
-                f.seek(p_offset)
-                return f.read(p_filesz).rstrip(b"\0").decode(errors="replace")
-    return ""
+        print(f"# {args.program} {' '.join(argv)}: pid {result.pid} in a {result.release} guest, "
+              f"probe subscribed at exec; console log: {result.console_log}")
+        print(render(result.events, result.stdout, result.exit_status))
+    return result.exit_status

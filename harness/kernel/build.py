@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from harness import atomic, paths, schema
-from harness.errors import UserError
+from harness.errors import InfraError, UserError
 from harness.kernel import kconfig
 from harness.kernel.source import KernelTree
 
@@ -37,6 +37,17 @@ IN_TREE_PREFIX = "harness-build-"  # a build directory inside a tree the harness
 
 class BuildError(UserError):
     pass
+
+
+class ToolMissing(InfraError):
+    """A package the machine needs is not installed (the message says which): the machine's to fix."""
+
+
+class DiskFull(InfraError):
+    """A build step ran out of disk space: the machine's to fix, and the same build then succeeds."""
+
+
+NO_SPACE = "No space left on device"  # what the compiler, the linker and cp say (strerror(ENOSPC))
 
 
 @dataclass(frozen=True)
@@ -335,6 +346,8 @@ def run_logged(cmd: Sequence[str], log: Path, what: str, progress: BuildProgress
         rc = proc.wait()
     if rc != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
+        if NO_SPACE in tail:  # the machine's disk, not the tree: the same build succeeds with room
+            raise DiskFull(f"{what} failed: the disk is full (exit {rc}); last lines of {log}:\n{tail}")
         raise BuildError(f"{what} failed (exit {rc}); last lines of {log}:\n{tail}")
     if progress:
         progress.done()

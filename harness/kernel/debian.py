@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import atomic, paths, schema
-from harness.errors import UserError
+from harness.errors import InfraError, UserError
 
 SUITES_FILE = paths.CONFIGS / "debian-suites.yaml"
 SYSTEM_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
@@ -27,6 +27,10 @@ SYSTEM_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list")
 
 class PackageError(UserError):
     pass
+
+
+class AptFailed(InfraError):
+    """apt-get or the archive failed (the network, a mirror, the system's sources), not the request."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ def install(package: str) -> None:
     proc = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", package],
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        raise PackageError(f"apt-get install {package} failed:\n{proc.stderr.strip()[-2000:]}")
+        raise AptFailed(f"apt-get install {package} failed:\n{proc.stderr.strip()[-2000:]}")
 
 
 def installed_version(package: str) -> str | None:
@@ -88,7 +92,7 @@ def system_archive(sources: tuple[Path, ...] = SYSTEM_SOURCES, codename: str | N
         for uri, suites in _entries(f.read_text(errors="replace"), deb822=f.suffix == ".sources"):
             if codename in suites:
                 return uri
-    raise PackageError(f"none of the system's apt sources ({', '.join(map(str, sources))}) serves Debian "
+    raise AptFailed(f"none of the system's apt sources ({', '.join(map(str, sources))}) serves Debian "
                        f"{codename or 'this release'}: cannot tell which archive to fetch kernel sources from")
 
 
@@ -144,7 +148,7 @@ def fetch(package: str) -> tuple[Path, str]:
 def _apt(cmd: list[str], what: str, cwd: Path | None = None) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
     if proc.returncode != 0:
-        raise PackageError(f"{what} failed (exit {proc.returncode}):\n{proc.stderr.strip()[-2000:]}")
+        raise AptFailed(f"{what} failed (exit {proc.returncode}):\n{proc.stderr.strip()[-2000:]}")
 
 
 def extract_tarball(deb: Path, out: Path) -> None:

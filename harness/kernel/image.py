@@ -19,6 +19,7 @@ from harness import atomic, paths, schema
 from harness.kernel.build import (
     BuildError,
     KernelBuild,
+    ToolMissing,
     build_guest_modules,
     build_probe_module,
     content_key,
@@ -78,7 +79,7 @@ def build_guest_programs() -> Path:
 def build_rdma_programs() -> Path:
     """guest/rdma/*.c, linked against the host's libibverbs (the image carries it); cached by their sources."""
     if not Path("/usr/include/infiniband/verbs.h").exists():
-        raise BuildError("infiniband/verbs.h is missing: apt-get install libibverbs-dev")
+        raise ToolMissing("infiniband/verbs.h is missing: apt-get install libibverbs-dev")
     sources = sorted((paths.GUEST / "rdma").iterdir()) + sorted((paths.GUEST / "programs").glob("*.h"))
     key = content_key(*(p.name.encode() + p.read_bytes() for p in sources), (paths.GUEST / "Makefile").read_bytes())
     out = paths.cache_root() / "guest-rdma" / key
@@ -108,8 +109,8 @@ def userspace_files(config: Path = USERSPACE) -> list[Path]:
     for entry in entries:
         matches = sorted(glob.glob(entry["path"]))
         if not matches:
-            raise BuildError(f"{entry['path']} is missing ({config.name}): "
-                             f"apt-get install {entry['package'] or '<its package>'}")
+            raise ToolMissing(f"{entry['path']} is missing ({config.name}): "
+                              f"apt-get install {entry['package'] or '<its package>'}")
         found += [Path(m) for m in matches]
     libs = [lib for f in found if _is_elf(f) for lib in _shared_libs(f)]
     return sorted(set(found + libs))
@@ -124,7 +125,7 @@ def build_image(build: KernelBuild) -> Image:
     """Everything the guest needs for this kernel build; cached by all of its inputs."""
     for tool in (BUSYBOX, DROPBEAR):
         if not tool.exists():
-            raise BuildError(f"{tool} is missing: apt-get install busybox-static dropbear-bin")
+            raise ToolMissing(f"{tool} is missing: apt-get install busybox-static dropbear-bin")
     programs = build_guest_programs()
     rdma = build_rdma_programs()
     extra = sorted(set(userspace_files()) | {lib for prog in rdma.iterdir() for lib in _shared_libs(prog)})

@@ -1,5 +1,10 @@
 """`harness matrix run`: build each kernel once, then run the cells as parallel `harness run` subprocesses.
 
+Each build and each cell is a `harness --record FILE ...` process: how it ended comes back as that record
+(an ExitRecord of harness/results/model.py: exit status, kind of failure, message), never from its output,
+which is only kept as a log. A cell whose command failed on the machine (kind "infra": apt, the network, a
+missing QEMU, a full disk) is INFRA, and tried once more; bad input is ERROR.
+
 Kernel builds go one after another (each uses every core). Then up to `jobs` cells run at once,
 each in its own process group with its own results directory, so that a cell that crashes, hangs
 or is killed at its timeout takes nothing else down. A cell that ends INFRA (the guest was never
@@ -7,8 +12,8 @@ reachable, or no results at all) runs once more before it is reported; its first
 next to it as <cell>.attempt-1.
 
     results/matrix-<name>/<time>/       run.json, report.html, summary.json, junit.xml
-        builds/<kernel>-<notifier>.log  `harness kernel` output
-        <cell-id>/                      a `harness run` results directory, plus harness.log and cell.json
+        builds/<kernel>-<notifier>.log  `harness kernel` output, and .exit.json: how it ended
+        <cell-id>/                      a `harness run` results directory, plus harness.log, exit.json, cell.json
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ from typing import IO
 from harness import paths
 from harness.matrix.spec import Cell, Matrix, kernel_id
 from harness.results import load, regressions, report
-from harness.results.model import Attempt, Build, CellRecord, FailedBuild, RunRecord
+from harness.results.model import EXIT_JSON, Attempt, Build, CellRecord, ExitRecord, FailedBuild, RunRecord
 from harness.results.outcome import GREEN, Outcome
 from harness.results.rundir import CELL_JSON, RUN_JSON, RunDir, point_latest
 from harness.results.summary import format_summary
 
+# A cell command that failed before its verdict, by the kind of failure its record names
+FAILED_KINDS = {"user": Outcome.ERROR, "fault": Outcome.ERROR, "infra": Outcome.INFRA}
 KILL_GRACE_S = 20.0  # SIGTERM lets `harness run` stop its VMs and write outcomes.json; then SIGKILL
 HEARTBEAT_S = 30.0
 
@@ -118,8 +125,10 @@ class Runner:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         frag = ["--fragment", fragment] if fragment else []
-        proc = _spawn([*self.harness, "kernel", "--kernel-src", kernel, "--notifier", notifier, *frag],
-                      subprocess.PIPE)
+        record_path = log_path.with_suffix(".exit.json")
+        record_path.unlink(missing_ok=True)
+        proc = _spawn([*self.harness, "--record", str(record_path), "kernel", "--kernel-src", kernel,
+                       "--notifier", notifier, *frag], subprocess.PIPE)
         timer = threading.Timer(self.matrix.build_timeout_s, _killpg, (proc, signal.SIGKILL))
         timer.start()
         lines = []
@@ -139,8 +148,9 @@ class Runner:
         seconds = round(time.monotonic() - started, 1)
         if rc == 0:
             return Build(kernel, notifier, True, seconds, rel, fragment=fragment)
-        text = "".join(lines)
-        error = text[text.find("harness: "):] if "harness: " in text else "".join(lines[-30:])
+        record = ExitRecord.read(record_path)
+        # the failure as the build said it; with no record (it was killed, or crashed), its last lines
+        error = record.message if record and record.kind else "".join(lines[-30:])
         if rc < 0 and seconds >= self.matrix.build_timeout_s:
             error = f"the build exceeded its {self.matrix.build_timeout_s:g} s build_timeout and was killed"
         return Build(kernel, notifier, False, seconds, rel, error.strip() or f"exit status {rc}", fragment)
@@ -229,7 +239,7 @@ class Runner:
         args[1:1] = ["--results-dir", str(cr.dir)]
         cr.log = open(RunDir(cr.dir).harness_log, "w")  # noqa: SIM115 -- closed in poll() when the cell ends
         cr.started, cr.started_at, cr.killed_at = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S%z"), None
-        cr.proc = _spawn([*self.harness, *args], cr.log)
+        cr.proc = _spawn([*self.harness, "--record", str(cr.dir / EXIT_JSON), *args], cr.log)
         attempt = f" (attempt {len(cr.attempts) + 1})" if cr.attempts else ""
         self.say(f"start {cr.cell.id}{attempt}")
 
@@ -253,8 +263,11 @@ class Runner:
         """Classify the attempt that just ended; True when it should run once more (INFRA, first time)."""
         assert cr.proc
         rc = cr.proc.returncode
+        record = ExitRecord.read(cr.dir / EXIT_JSON)
         if cr.killed_at is not None:
             outcome, reason = Outcome.TIMEOUT, f"the cell exceeded its {cr.cell.timeout_s:g} s timeout and was killed"
+        elif record and record.kind in FAILED_KINDS:  # it never reached a verdict: its record says why
+            outcome, reason = FAILED_KINDS[record.kind], record.message
         else:
             outcome, reason = load.judge_cell_dir(cr.dir, rc)
         if outcome == Outcome.INFRA and not cr.attempts:

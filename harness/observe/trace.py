@@ -1,8 +1,8 @@
 """What `harness trace` shows of a traced program: its notifier events, as JSON rows and as a listing.
 
 Events are the notifier's invalidate_range_start calls, in order, and its release at exit, shown as
-the kernel shows release to interval notifiers: RELEASE over [0, ULONG_MAX). The command itself is
-harness/cli/trace.py.
+the kernel shows release to interval notifiers: RELEASE over [0, ULONG_MAX). The use case itself is
+harness/app/trace.py.
 """
 
 from __future__ import annotations

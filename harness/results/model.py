@@ -252,3 +252,39 @@ class RunRecord:
     def read(cls, path: Path) -> RunRecord | None:
         data = read_json(path)
         return cls.from_json(data) if isinstance(data, dict) else None
+
+
+EXIT_JSON = "exit.json"  # `harness --record FILE`: how a command ended (a matrix cell's, in its directory)
+
+
+@dataclass
+class ExitRecord:
+    """How one `harness` command ended, as its process's caller reads it (never its output's text):
+    the exit status, and for a command that failed before its verdict, which kind of failure and its message.
+    kind: "" (the command's own verdict), "user" (bad input), "infra" (the machine: apt, network, QEMU, a
+    full disk), "fault" (the guest the command drove crashed, hung or was lost), "interrupted"."""
+
+    command: str  # the subcommand: run, kernel, ...
+    exit_status: int
+    kind: str = ""
+    message: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: JSONObject) -> ExitRecord:
+        return cls(str(d.get("command") or ""), int(d["exit_status"]), str(d.get("kind") or ""),
+                   str(d.get("message") or ""))
+
+    def write(self, path: Path) -> None:
+        _write_json(path, self.to_json())
+
+    @classmethod
+    def read(cls, path: Path) -> ExitRecord | None:
+        """The record, or None when the command left none (it was killed, or never started)."""
+        data = read_json(path)
+        try:
+            return cls.from_json(data) if isinstance(data, dict) else None
+        except (KeyError, TypeError, ValueError):
+            return None

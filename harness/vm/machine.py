@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import atomic, paths, schema
-from harness.errors import UserError
+from harness.errors import InfraError, UserError
 from harness.kernel.image import Image, client_key
 from harness.results.outcome import HarnessFault, Outcome
 from harness.vm import faults, qmp
@@ -27,6 +27,10 @@ from harness.vm.ssh import SSH, SSHError
 from harness.vm.timeline import Timeline
 
 READY_RE = r"^HARNESS-READY (\S+)\r*\n"  # the whole line: a half-printed release is no release
+
+
+class QemuMissing(InfraError):
+    """The machine has no QEMU: an installation to fix, not an input."""
 
 
 class MachineError(UserError):
@@ -85,7 +89,7 @@ def load_profile(name: str) -> Profile:
 def qemu_binary() -> str:
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
-        raise MachineError("qemu-system-x86_64 not found: apt-get install qemu-system-x86")
+        raise QemuMissing("qemu-system-x86_64 not found: apt-get install qemu-system-x86")
     return qemu
 
 

@@ -1,6 +1,8 @@
 """`harness bench --loop`: a maintainer's edit-to-verdict loop, measured end to end (bench.json "loop").
 
 A maintainer edits one file of their tree and asks for a verdict: `harness run --kernel-src TREE -k CASE`.
+The bench asks through the application layer (harness/app/run.py and compare.py), in this process: the same
+work as the command, without the Python start-up of a new process (about a second).
 The bench does exactly that on a git tree of its own (a committed copy of Debian's tree, made once under
 the cache: setup, not part of any figure; so is that tree's first, cold build), with a real edit: a new
 function in mm/rmap.c whose body differs on every run, so that the compiler and ccache both do real work.
@@ -8,14 +10,14 @@ It also builds the same kind of one-file change as a patch through `harness comp
 tree, cached; the patched kernel builds on a copy of the base's build).
 
 Keys of bench.json "loop" (times in seconds, wall clock):
-  edit_to_verdict_s       the edit, then `harness run -k CASE` on the user tree, to its exit (the verdict)
+  edit_to_verdict_s       the edit, then the run use case (`harness run -k CASE`) on the user tree, to its verdict
   edit_to_verdict_parts   where that time went, from the run's timings.json and outcomes.json:
                             config_s (composing the .config), build_s (the incremental build),
                             image_s (modules staging, initramfs), boot_s (QEMU start to SSH),
-                            test_s (the case itself), other_s (the rest: Python and pytest start-up,
+                            test_s (the case itself), other_s (the rest: pytest's start-up,
                             collection, the guest's shutdown, writing results)
   verdict                 the case's outcome (a figure of a run that did not pass says so)
-  compare_one_file_s      `harness compare --patch ONE_FILE.patch -k CASE SUITE` to its exit
+  compare_one_file_s      the compare use case (`harness compare --patch ONE_FILE.patch -k CASE SUITE`) to its end
   compare_parts           base_prepare_s / patched_prepare_s (finding or building each kernel), runs_s (the
                           case on both kernels: boots and tests), other_s (the rest: start-up, pytest, the
                           VMs' shutdown); and within patched_prepare_s: patched_copy_s (the patched copy of
@@ -28,15 +30,22 @@ Keys of bench.json "loop" (times in seconds, wall clock):
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from harness import paths
+from harness.app.compare import CompareRequest, run_compare
+from harness.app.kernel import KernelChoice
+from harness.app.run import RunRequest, run
 from harness.errors import UserError
 from harness.kernel import source
 from harness.kernel.build import IN_TREE_PREFIX
@@ -45,7 +54,7 @@ SERIES = "6.12"
 EDITED = "mm/rmap.c"
 SUITE = "suites/test_events.py"
 CASE = "munmap and whole"  # -k: one event case of SUITE
-RUN_TIMEOUT_S = 3600  # a cold build of the user tree under a loaded host fits
+T = TypeVar("T")
 
 
 class LoopBenchError(UserError):
@@ -96,13 +105,39 @@ def one_file_patch(tree: Path, mark: int) -> str:
             f"diff --git a/{EDITED} b/{EDITED}\n" + "".join(diff))
 
 
-def _harness(args: list[str], log: Path) -> tuple[int, float]:
-    """Run `harness ARGS` as a maintainer does (a new process), output to `log`: exit status, wall seconds."""
+def _logged(log: Path, call: Callable[[], T]) -> tuple[T, float]:
+    """`call()` with everything it and its children print going to `log`: its result, and wall seconds."""
     started = time.monotonic()
-    with open(log, "w") as out:
-        proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], stdout=out, stderr=subprocess.STDOUT,
-                              cwd=paths.REPO, timeout=RUN_TIMEOUT_S)
-    return proc.returncode, round(time.monotonic() - started, 2)
+    with _output_to(log):
+        result = call()
+    return result, round(time.monotonic() - started, 2)
+
+
+@contextlib.contextmanager
+def _output_to(log: Path) -> Iterator[None]:
+    """File descriptors 1 and 2 (make's, QEMU's) and sys.stdout/stderr (pytest's) into `log` for the block."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(log, "w") as out:
+            os.dup2(out.fileno(), 1)
+            os.dup2(out.fileno(), 2)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                yield
+            out.flush()
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+
+
+def _run_case(tree: Path, machine: str, results: Path, log: Path) -> tuple[int, float]:
+    """The run use case, as `harness run --kernel-src TREE --machine M -k CASE SUITE` runs it."""
+    request = RunRequest(KernelChoice(str(tree)), machine, (str(paths.REPO / SUITE),), results, CASE)
+    result, wall = _logged(log, lambda: run(request))
+    return result.exit_code, wall
 
 
 def _run_parts(run_dir: Path, wall: float) -> tuple[dict[str, float], str]:
@@ -124,10 +159,8 @@ def run_loop(out_dir: Path, machine: str = "default", compare: bool = True) -> d
     setup_started = time.monotonic()
     fresh = not (paths.cache_root() / "loop-bench" / f"linux-{SERIES}" / ".git").is_dir()
     tree = loop_tree()
-    suite = str(paths.REPO / SUITE)
     # Setup: the tree's first build (cold, out of tree in builds/), and a run that leaves image and guest ready
-    code, warm_s = _harness(["run", "--kernel-src", str(tree), "--machine", machine, "-k", CASE,
-                             "--results-dir", str(out_dir / "loop-setup"), suite], out_dir / "loop-setup.log")
+    code, warm_s = _run_case(tree, machine, out_dir / "loop-setup", out_dir / "loop-setup.log")
     if code not in (0, 1):
         raise LoopBenchError(f"the setup run on {tree} failed (exit {code}): {out_dir / 'loop-setup.log'}")
     setup_s = round(time.monotonic() - setup_started, 1) if fresh or warm_s > 120 else None
@@ -139,8 +172,7 @@ def run_loop(out_dir: Path, machine: str = "default", compare: bool = True) -> d
     try:
         target.write_text(edited(original, mark))  # the edit: the clock starts here
         started = time.monotonic()
-        code, _ = _harness(["run", "--kernel-src", str(tree), "--machine", machine, "-k", CASE,
-                            "--results-dir", str(out_dir / "loop-run"), suite], out_dir / "loop-run.log")
+        code, _ = _run_case(tree, machine, out_dir / "loop-run", out_dir / "loop-run.log")
         wall = round(time.monotonic() - started, 2)
     finally:
         target.write_text(original)  # the tree as committed; its next build recompiles this file once more
@@ -158,11 +190,13 @@ def _compare_one_file(out_dir: Path, tree: Path, mark: int, machine: str) -> dic
     patch = out_dir / "one-file.patch"
     patch.write_text(one_file_patch(tree, mark))
     results = out_dir / "compare"
-    code, wall = _harness(["compare", "--patch", str(patch), "--machine", machine, "-k", CASE,
-                           "--results-dir", str(results), str(paths.REPO / SUITE)], out_dir / "compare.log")
+    request = CompareRequest(patch=(str(patch),), machine=machine, suites=(str(paths.REPO / SUITE),),
+                             results_dir=results, k=CASE)
+    compared, wall = _logged(out_dir / "compare.log", lambda: run_compare(request))
+    code = compared.exit_code
     report = results / "compare.json"
-    if code not in (0, 1, 3) or not report.exists():
-        raise LoopBenchError(f"harness compare failed (exit {code}): {out_dir / 'compare.log'}")
+    if not report.exists():
+        raise LoopBenchError(f"harness compare wrote no compare.json: {out_dir / 'compare.log'}")
     builds = json.loads(report.read_text()).get("builds", {})
     base, patched = builds.get("base", {}), builds.get("patched", {})
     runs_s = 0.0

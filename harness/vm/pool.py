@@ -1,0 +1,102 @@
+"""The VMs of a test session: one per machine profile, booted on first need, replaced when a test left it
+dead, crashed or suspect (the pytest plugin's `vms` fixture holds the pools; harness/guest.py uses them).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+from harness.kernel.prepare import Prepared
+from harness.results.model import Boot
+from harness.results.rundir import RunDir
+from harness.vm.machine import VM, BootError, load_profile, probe_accel
+
+# Defaults for TCG on 2 cores, where this kernel boots in ~2 s; scaled up for debug kernels.
+DEFAULT_BOOT_TIMEOUT = 120.0
+DEFAULT_TEST_TIMEOUT = 300.0
+DEBUG_OPTIONS = ("KASAN", "PROVE_LOCKING", "KCSAN", "DEBUG_KMEMLEAK", "KMSAN")
+
+
+def timeout_scale(prepared: Prepared, accel: str) -> float:
+    """Debug kernels (KASAN, lockdep, ...) run several times slower; KVM much faster than TCG."""
+    scale = 3.0 if any(prepared.build.has(opt) for opt in DEBUG_OPTIONS) else 1.0
+    return scale * (0.5 if accel == "kvm" else 1.0)
+
+
+class VMs:
+    """Boots a VM on first need and replaces it when a test left it dead, crashed or suspect."""
+
+    def __init__(self, prepared: Prepared, machine: str, run_dir: RunDir, boot_timeout: float | None,
+                 extra_modules: str = "", worker: str = ""):
+        self.prepared = prepared
+        self.worker = worker  # xdist's worker id: its VMs are vm-gw0-1, ..., apart from another worker's
+        self.profile = load_profile(machine)
+        self.run_dir = run_dir
+        self.modules = [m for m in ["mmu_probe" if prepared.build.has("MMU_NOTIFIER") else "",
+                                    *extra_modules.split(",")] if m]
+        self.accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
+        self.scale = timeout_scale(prepared, self.accel)
+        self.boot_timeout = boot_timeout or DEFAULT_BOOT_TIMEOUT * self.scale
+        self.vm: VM | None = None
+        self.boots = 0
+        self.boot_error: BootError | None = None
+
+    def get(self) -> VM:
+        if self.boot_error:
+            raise self.boot_error  # a kernel that cannot boot will not boot for the next test either
+        if self.vm and not self.vm.alive():
+            self.discard()
+        if self.vm is None:
+            self.boots += 1
+            append = (f"harness.modules={','.join(self.modules)}",) if self.modules else ()
+            vm = VM(self.profile, self.prepared.build.bzimage, self.prepared.image,
+                    self.run_dir.vm_dir(self.boots, self.worker), accel=self.accel, extra_append=append)
+            try:
+                vm.start(self.boot_timeout)
+            except BootError as e:
+                self.boot_error = e
+                raise
+            self.run_dir.timings.boots.append(Boot(self.boots, round(vm.boot_s, 2), self.accel, self.boot_timeout,
+                                                    timeline=vm.timeline.to_json()))
+            self.vm = vm
+        return self.vm
+
+    def discard(self) -> None:
+        # Forget the VM before stopping it: the watchdog thread discards while the test it stopped may
+        # already be over, and the next test's get() must not be handed a VM whose SSH is closing.
+        vm, self.vm = self.vm, None
+        if vm:
+            vm.stop()
+
+    def close(self) -> None:
+        self.discard()
+
+
+class Pools:
+    """One VMs pool per machine profile: the session's (--machine) and any a test names with
+    @pytest.mark.machine("numa2"); each other profile keeps its vm-N directories under <run>/<profile>/."""
+
+    def __init__(self, prepared: Prepared, run_dir: RunDir, default: str, boot_timeout: float | None = None,
+                 extra_modules: str = "", worker: str = ""):
+        self.prepared, self.run_dir, self.default = prepared, run_dir, default
+        self.boot_timeout, self.extra_modules, self.worker = boot_timeout, extra_modules, worker
+        self.pools: dict[str, VMs] = {}
+
+    def pool(self, machine: str | None = None) -> VMs:
+        machine = machine or self.default
+        if machine not in self.pools:
+            root = self.run_dir if machine == self.default else RunDir.make(self.run_dir.root / machine)
+            self.pools[machine] = VMs(self.prepared, machine, root, self.boot_timeout, self.extra_modules,
+                                      self.worker)
+        return self.pools[machine]
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+        # Another profile's boots were recorded in its own RunDir: timings.json has them too, by profile.
+        for machine, pool in self.pools.items():
+            if pool.run_dir is not self.run_dir:
+                self.run_dir.timings.boots += [replace(b, machine=machine) for b in pool.run_dir.timings.boots]
+
+
