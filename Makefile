@@ -99,9 +99,10 @@ report: venv ## rewrite the last MATRIX run's report and compare it with the run
 evidence: deps ## what the notifier event saves a model driver: results/<run>/evidence/ (REPEATS=3)
 	$(HARNESS) evidence --machine=$(MACHINE) --repeats=$(or $(REPEATS),3)
 
-lint: venv ## ruff on everything, mypy on the harness package
+lint: venv ## ruff on everything, mypy on the harness package, the layers and no import cycle (import-linter)
 	$(VENV)/bin/ruff check harness tests suites
 	$(VENV)/bin/mypy harness
+	$(VENV)/bin/lint-imports --no-cache
 
 driver: deps ## one driver's tests and a verdict: DRIVER=test_hmm|kvm|virtio-gpu (configs/drivers/)
 	$(HARNESS) driver $(DRIVER)

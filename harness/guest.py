@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from harness.classify import ResultsLost
 from harness.observe import probe
-from harness.results.classify import ResultsLost
 from harness.results.outcome import GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault
 from harness.results.splat import Splat, find_splats, is_allowed
 from harness.vm import faults, qmp

@@ -2,7 +2,7 @@
 
 This module is the plugin's fixtures and hooks only; what they use lives where it belongs: the `Guest`
 that suites use (harness/guest.py, the public test API), the VM pools (harness/vm/pool.py), a test's
-classification into an outcome (harness/results/classify.py), the xdist control folder
+classification into an outcome (harness/classify.py), the xdist control folder
 (harness/parallel.py) and the kernel `harness run` hands over (harness/session.py).
 
 One VM serves every test of a session (kernel, machine profile). Each test runs fresh guest
@@ -34,10 +34,10 @@ import pytest
 
 from harness import paths, session
 from harness.atomic import OutputDirError, check_output_dir, write_text
+from harness.classify import SEVERITY_RANK, classify, first_line_of, is_results_lost, short_reason
 from harness.guest import Guest
 from harness.kernel.prepare import Prepared, prepare
 from harness.parallel import Control
-from harness.results.classify import SEVERITY_RANK, classify, first_line_of, is_results_lost, short_reason
 from harness.results.junit import drop_unfinished
 from harness.results.model import Result, Timings, write_results
 from harness.results.outcome import Outcome

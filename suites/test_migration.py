@@ -10,7 +10,8 @@ import json
 import pytest
 
 from harness.checks import expectations
-from harness.checks.workloads import GuestSetup, Run, Unavailable, run_case
+from harness.checks.cases import Run, run_case
+from harness.checks.workloads import GuestSetup, Unavailable
 from harness.observe import pagemap
 from harness.results.compare import CHECKS_JSON
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from harness import atomic, paths
-from harness.cli import kernel as kernel_cli
+from harness.app import kernel as kernel_app
 from harness.cli.main import main
 from harness.kernel import artifact, artifact_unpack, source
 from harness.kernel.artifact_manifest import Limits, load_limits
@@ -380,8 +380,8 @@ def test_pack_prints_the_sha256(tmp_path: Path, packed: artifact.Packed, capfd: 
     build = types.SimpleNamespace(bzimage="bz", config="c", release="r")
     prepared = types.SimpleNamespace(build=build, image=types.SimpleNamespace(initramfs="i"), timings={},
                                      tree=types.SimpleNamespace(identity="t"), notifier="on", fragments=())
-    monkeypatch.setattr(kernel_cli, "prepare", lambda *a: prepared)
-    monkeypatch.setattr(kernel_cli, "pack", lambda *a: packed)
+    monkeypatch.setattr(kernel_app, "prepare", lambda *a: prepared)
+    monkeypatch.setattr(kernel_app, "pack", lambda *a: packed)
     assert main(["kernel", "--pack", str(packed.path)]) == 0
     out, _ = capfd.readouterr()
     assert json.loads(out)["artifact"]["sha256"] == hashlib.sha256(packed.path.read_bytes()).hexdigest()

@@ -25,7 +25,7 @@ SUITE = '''\
 import os
 import time
 import pytest
-from harness.results.classify import ResultsLost
+from harness.classify import ResultsLost
 from harness.results.model import Boot
 
 

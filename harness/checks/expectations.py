@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import paths, schema
+from harness.checks.workloads import setup_names
 from harness.errors import UserError
 from harness.results.events import OBSERVERS, Event, related
 from harness.results.events import invalidations as invalidations  # the suites name it through here
@@ -71,13 +72,6 @@ class Outcome:
         return not self.failures
 
 
-def _setup_names() -> list[str]:
-    # workloads.py imports this module (run_case): read its setups when a file is checked, not at import
-    from harness.checks.workloads import setup_names
-
-    return setup_names()
-
-
 _SERIES = schema.Str(r"\d+\.\d+", 'a kernel series "X.Y" (quoted)')
 EXPECTATION = schema.Record({
     "event": schema.required(schema.Str(r"[A-Z_]+", "an event name without MMU_NOTIFY_ (CLEAR)"),
@@ -97,7 +91,7 @@ CASE = schema.Record({
     "run": schema.required(schema.ListOf(schema.Str(), one_or_more=True), "/guest/bin/NAME and its arguments"),
     "expect": schema.optional(_EXPECT, [], "the invalidations it must cause (source's kernel)"),
     "only": schema.optional(schema.Bool(), False, "no other invalidation may touch a range the program printed"),
-    "needs": schema.optional(schema.ListOf(schema.Enum(_setup_names, "a guest setup of harness/checks/workloads.py:")),
+    "needs": schema.optional(schema.ListOf(schema.Enum(setup_names, "a guest setup of harness/checks/workloads.py:")),
                              [], "what the guest must provide first"),
     "why": schema.optional(schema.Str(), "", "why the kernel sends these (or none)"),
     "versions": schema.optional(schema.MapOf(_SERIES, schema.Record({

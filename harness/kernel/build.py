@@ -20,15 +20,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from harness import atomic, paths, schema
 from harness.errors import InfraError, UserError
 from harness.kernel import kconfig
 from harness.kernel.source import KernelTree
-
-if TYPE_CHECKING:  # config.py runs olddefconfig through this module; only the type comes back
-    from harness.kernel.config import Configured
 
 STAMP = ".harness-built.json"
 BUILD_STARTED = ".harness-build-started"  # touched as make starts: a later edit to a user's tree is newer
@@ -94,6 +91,17 @@ def make_cmd(tree: KernelTree, outdir: Path, *targets: str, jobs: int | None = N
     if jobs:
         cmd.append(f"-j{jobs}")
     return [*cmd, *targets]
+
+
+@dataclass(frozen=True)
+class Configured:
+    """What a build takes: a tree's verified final .config (made by config.py), its content key, and why it is what
+    it is (harness-config-why.txt)."""
+
+    tree: KernelTree
+    config: Path
+    key: str
+    why: str
 
 
 def build_kernel(configured: Configured, jobs: int | None = None) -> KernelBuild:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from harness import atomic, paths
 from harness.kernel import composition, kconfig, resolver
-from harness.kernel.build import config_key, content_key, make_cmd, run_logged
+from harness.kernel.build import Configured, config_key, content_key, make_cmd, run_logged
 from harness.kernel.kconfig import ConfigError
 from harness.kernel.source import KernelTree
 
@@ -44,16 +44,6 @@ class ConfigSpec:
     def requests(self) -> list[kconfig.Request]:
         reqs = [r for frag in self.fragments for r in kconfig.parse_fragment(frag)]
         return reqs + [kconfig.parse_setting(s) for s in self.settings]
-
-
-@dataclass(frozen=True)
-class Configured:
-    """A tree's verified final .config, its content key, and why it is what it is (harness-config-why.txt)."""
-
-    tree: KernelTree
-    config: Path
-    key: str
-    why: str
 
 
 def fragment_path(name: str) -> Path:
