@@ -9,6 +9,7 @@ modules_install for the image, and the header of this tree's event names.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ from typing import TextIO
 
 from harness import atomic, paths, schema
 from harness.errors import InfraError, UserError
-from harness.kernel import kconfig
+from harness.kernel import kconfig, sandbox
 from harness.kernel.source import KernelTree
 
 STAMP = ".harness-built.json"
@@ -137,7 +138,14 @@ def build_kernel(configured: Configured, jobs: int | None = None) -> KernelBuild
                 _make_kernel(tree, outdir, configured.config, key, jobs, seeded)
     outdir = build_dir(tree, key)
     atomic.write_text(outdir / "harness-config-why.txt", configured.why)
-    return KernelBuild(tree, outdir, key, json.loads((outdir / STAMP).read_text())["release"])
+    return KernelBuild(tree, outdir, key, checked_release(json.loads((outdir / STAMP).read_text())["release"], outdir))
+
+
+def checked_release(release: object, outdir: Path) -> str:
+    """The stamp's kernel release, which names lib/modules/<release>: one path component, as Kbuild makes it."""
+    if not isinstance(release, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+~-]*", release):
+        raise BuildError(f"{outdir / STAMP}: {release!r} is not a kernel release; remove {outdir} to rebuild it")
+    return release
 
 
 def unchanged_since_build(tree: KernelTree, key: str) -> bool:
@@ -197,7 +205,8 @@ def seed_build(outdir: Path, base: Path) -> None:
         subprocess.run(["cp", "-a", "--", *map(str, entries), str(outdir)], check=True)
 
 
-def _keep_objtool(tree: KernelTree, outdir: Path, base: Path, log: Path, env: dict[str, str]) -> None:
+def _keep_objtool(tree: KernelTree, outdir: Path, base: Path, log: Path, env: dict[str, str],
+                  jail: sandbox.Jail | None) -> None:
     """Rebuild objtool in a seeded build, then give it back the base's mtime if the series left tools/ alone.
 
     Unlike the kernel's objects, objtool is built with absolute paths (the top Makefile's objtool_O), so a
@@ -207,7 +216,7 @@ def _keep_objtool(tree: KernelTree, outdir: Path, base: Path, log: Path, env: di
     built, before = outdir / "tools/objtool", base / "tools/objtool"
     if not (before / "objtool").exists() or any(f.startswith("tools/") for f in tree.changed):
         return
-    run_logged(make_cmd(tree, outdir, "tools/objtool"), log, "objtool", env=env)
+    run_logged(make_cmd(tree, outdir, "tools/objtool"), log, "objtool", env=env, jail=jail)
     for path in built.rglob("*"):  # its objects too, or the next make relinks it
         old = before / path.relative_to(built)
         if path.is_file() and not path.is_symlink() and old.is_file():
@@ -218,6 +227,9 @@ def _keep_objtool(tree: KernelTree, outdir: Path, base: Path, log: Path, env: di
 def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: int | None,
                  seeded: str | None = None) -> None:
     """make bzImage modules in outdir (incremental when it was built before); the stamp is written last."""
+    jail = sandbox.for_tree(tree, writable=(outdir,))  # an untrusted tree's build: sandbox.py
+    if jail:
+        jail.settle()
     from_scratch = not (outdir / "vmlinux").exists()  # before this build: no objects to reuse (or seeded)
     previous = _read_stamp(outdir)
     (outdir / BUILD_STARTED).unlink(missing_ok=True)  # a build that does not finish leaves none
@@ -230,16 +242,20 @@ def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: i
     stats = outdir / ".harness-ccache.log"  # this build's own ccache outcomes (others may run at once)
     stats.unlink(missing_ok=True)
     env = {"CCACHE_STATSLOG": str(stats)}
-    run_logged(make_cmd(tree, outdir, "olddefconfig"), log, "olddefconfig", env=env)
-    if seeded:
-        _keep_objtool(tree, outdir, Path(seeded), log, env)
-    config_text = (outdir / ".config").read_text()
-    expected = expected_build(tree, key, config_text, previous) if from_scratch and not seeded else None
-    progress = BuildProgress("kernel build", expected)
-    run_logged(make_cmd(tree, outdir, "bzImage", "modules", jobs=jobs or os.cpu_count() or 1), log,
-               "kernel build", progress=progress, env=env)
-    release = subprocess.run(make_cmd(tree, outdir, "-s", "kernelrelease"), capture_output=True, text=True,
-                             check=True).stdout.strip()
+    try:
+        run_logged(make_cmd(tree, outdir, "olddefconfig"), log, "olddefconfig", env=env, jail=jail)
+        if seeded:
+            _keep_objtool(tree, outdir, Path(seeded), log, env, jail)
+        config_text = (outdir / ".config").read_text()
+        expected = expected_build(tree, key, config_text, previous) if from_scratch and not seeded else None
+        progress = BuildProgress("kernel build", expected)
+        run_logged(make_cmd(tree, outdir, "bzImage", "modules", jobs=jobs or os.cpu_count() or 1), log,
+                   "kernel build", progress=progress, env=env, jail=jail)
+        release = checked_release(captured(make_cmd(tree, outdir, "-s", "kernelrelease"), "make kernelrelease",
+                                           sandbox.for_tree(tree, readable=(outdir,))).strip(), outdir)
+    except BaseException:
+        (outdir / STAMP).unlink(missing_ok=True)  # one the build wrote itself must not pass for the harness's
+        raise
     atomic.write_text(outdir / STAMP, json.dumps({
         "release": release, "tree": str(tree.path), "identity": tree.identity, "key": key,
         "build_s": round(time.monotonic() - started, 1),
@@ -279,7 +295,8 @@ def build_guest_modules(build: KernelBuild, subdir: str, generated: dict[str, st
             for name, text in generated.items():
                 (tmp / name).write_text(text)
             run_logged(["make", "-C", str(build.dir), f"M={tmp}", "CC=ccache gcc", "modules"],
-                       build.dir / "guest-modules.log", f"guest/{subdir} modules")
+                       build.dir / "guest-modules.log", f"guest/{subdir} modules",
+                       jail=sandbox.for_tree(build.tree, readable=(build.dir,), writable=(tmp,)))
     return sorted(outdir.glob("*.ko"))
 
 
@@ -311,7 +328,8 @@ def install_modules(build: KernelBuild) -> Path:
         return dest
     with atomic.staged_dir(dest) as tmp:
         run_logged(make_cmd(build.tree, build.dir, f"INSTALL_MOD_PATH={tmp}", "INSTALL_MOD_STRIP=1",
-                            "DEPMOD=/sbin/depmod", "modules_install"), build.dir / "build.log", "modules_install")
+                            "DEPMOD=/sbin/depmod", "modules_install"), build.dir / "build.log", "modules_install",
+                   jail=sandbox.for_tree(build.tree, readable=(build.dir,), writable=(tmp,)))
         (tmp / made_from.name).write_text(stamp)
     return dest
 
@@ -336,14 +354,16 @@ def event_names_header(srctree: Path) -> str:
 
 
 def run_logged(cmd: Sequence[str], log: Path, what: str, progress: BuildProgress | None = None,
-               env: dict[str, str] | None = None) -> None:
+               env: dict[str, str] | None = None, jail: sandbox.Jail | None = None) -> None:
     """Run a build step with its output appended to `log`; on failure show the tail and the log's path.
-    With `progress`, a line on stderr every 30 s says how far the build got (stdout is for results)."""
-    with open(log, "a") as out:
+    With `progress`, a line on stderr every 30 s says how far the build got (stdout is for results).
+    With `jail`, the step runs there (an untrusted tree's: harness/kernel/sandbox.py)."""
+    full_env = {**ccache_env(), **(env or {})}
+    with open(log, "a") as out, jail.lent() if jail else contextlib.nullcontext():
         out.write(f"\n$ {' '.join(cmd)}\n")
         out.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**ccache_env(), **(env or {})})
+        proc = subprocess.Popen(jail.wrap(cmd) if jail else cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=jail.env(full_env) if jail else full_env)
         assert proc.stdout
         if progress:
             progress.start()
@@ -359,6 +379,14 @@ def run_logged(cmd: Sequence[str], log: Path, what: str, progress: BuildProgress
         raise BuildError(f"{what} failed (exit {rc}); last lines of {log}:\n{tail}")
     if progress:
         progress.done()
+
+
+def captured(cmd: Sequence[str], what: str, jail: sandbox.Jail | None = None) -> str:
+    """A short step's stdout (in `jail`, when its tree is untrusted); BuildError with its stderr if it fails."""
+    proc = jail.run(cmd, env=ccache_env()) if jail else subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(f"{what} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return proc.stdout
 
 
 # Kbuild's quiet lines, one per step: "  CC      mm/rmap.o", "  CC [M]  lib/test_hmm.o", "  LD      vmlinux.o"
