@@ -17,7 +17,7 @@ import pytest
 
 from harness import paths
 from harness.kernel import kconfig, patches, sandbox
-from harness.kernel.build import run_logged
+from harness.kernel.build import ccache_env, ccache_outcomes, run_logged
 from harness.kernel.source import KernelTree
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("bwrap"),
@@ -139,15 +139,20 @@ def test_kconfig_shell_of_a_trusted_tree_runs_as_before(places: dict[str, Path |
 
 def test_what_a_step_leaves_is_checked_before_root_reads_it(places: dict[str, Path | str]):
     tree, build = fake_tree(places), Path(places["build"])
-    jail = sandbox.for_tree(tree, writable=(build,))
+    link = paths.cache_root() / "builds" / "6.12.0-fake"  # a build is named through builds/, as build_dir does
+    link.parent.mkdir(parents=True)
+    link.symlink_to(build)
+    jail = sandbox.for_tree(tree, writable=(link,))
     assert jail is not None
     script = (f"echo x > inside && ln -s {places['canary']} build.log && mkfifo fifo && ln -s inside ok-link && "
+              "ln -s .. source && mkdir -p arch/x86_64 && ln -s ../../x86/boot/bzImage arch/x86_64/bzImage && "
               "cp /bin/true suid && chmod u+s,o+w suid")
     with pytest.raises(sandbox.SandboxError) as e:
         jail.run(["sh", "-c", script], cwd=build)
     assert f"build.log -> {places['canary']}" in str(e.value) and "fifo (a fifo)" in str(e.value)
     assert not (build / "build.log").is_symlink() and not (build / "fifo").exists()
-    assert (build / "ok-link").is_symlink()  # a link inside the build is a build's own
+    # links inside the build, or to its tree, are a build's own (Kbuild's source -> .., arch/x86_64's bzImage)
+    assert all((build / name).is_symlink() for name in ("ok-link", "source", "arch/x86_64/bzImage"))
     st = (build / "suid").stat()
     assert (st.st_uid, st.st_mode & (stat.S_ISUID | stat.S_IWOTH)) == (0, 0)
     assert Path(places["canary"]).read_text() == "canary\n"
@@ -184,16 +189,18 @@ def test_the_view_of_a_step_hides_the_cache_but_for_its_own_paths(places: dict[s
     link = paths.cache_root() / "builds" / "6.12.0-fake"
     link.parent.mkdir(parents=True)
     link.symlink_to(build)
+    (paths.cache_root() / "ccache").mkdir()
     args = sandbox.Jail((tree,), (link,)).bwrap_args()
     text = " ".join(args)
     assert f"--tmpfs {paths.cache_root()}" in text and "--ro-bind / /" in text and "--unshare-net" in text
     assert f"--dir {paths.cache_root() / 'src'}" in text
     assert f"--ro-bind {tree} {tree}" in text and f"--bind {build} {build}" in text
     assert f"--symlink {build} {link}" in text
+    assert f"--ro-bind {paths.cache_root() / 'ccache'} {paths.cache_root() / 'ccache'}" in text  # its hits, read-only
     assert args.index(f"{paths.cache_root()}") < args.index(f"{tree}")  # the mask first, then what shows through
     proc = subprocess.run([*sandbox.Jail((tree,), (link,)).wrap(["ls", "-A", str(paths.cache_root())])],
                           capture_output=True, text=True)
-    assert sorted(proc.stdout.split()) == ["builds", "src"], proc.stderr
+    assert sorted(proc.stdout.split()) == ["builds", "ccache", "src"], proc.stderr
 
 
 def test_a_series_cannot_link_out_of_its_tree(places: dict[str, Path | str]):
@@ -204,3 +211,32 @@ def test_a_series_cannot_link_out_of_its_tree(places: dict[str, Path | str]):
     patch = "diff --git a/evil b/evil\nnew file mode 120000\nindex 0000000..1111111\n" + patch
     with pytest.raises(patches.PatchError, match="evil becomes a symlink out of the tree"):
         patches.patched_tree(base, "debian:fake", patches.split_mbox(patch, "evil.patch"))
+
+
+def test_a_confined_build_hits_roots_ccache_and_stores_nothing(places: dict[str, Path | str]):
+    tree, build = fake_tree(places), Path(places["build"])
+    (build / "hit.c").write_text(f"int tag(void) {{ return 0x{places['tag'][:6]}; }}\n")
+    ccache_dir = Path(ccache_env()["CCACHE_DIR"])
+    subprocess.run(["ccache", "gcc", "-c", "hit.c", "-o", "root.o"], cwd=build, env=ccache_env(), check=True)  # trusted
+    env = {**ccache_env(), "CCACHE_STATSLOG": str(build / "stats")}
+    stored = sorted(p for p in ccache_dir.rglob("*") if p.is_file() and p.name != "stats")
+    (build / "miss.c").write_text(f"int other(void) {{ return 0x{places['tag'][6:]}; }}\n")
+    jail = sandbox.for_tree(tree, writable=(build,))
+    assert jail is not None
+    proc = jail.run(["sh", "-c", "ccache gcc -c hit.c -o hit.o && ccache gcc -c miss.c -o miss.o"], env=env, cwd=build)
+    assert proc.returncode == 0, proc.stderr
+    assert ccache_outcomes(build / "stats") == {"hits": 1, "misses": 1}  # root's entry read; the new one compiled
+    assert sorted(p for p in ccache_dir.rglob("*") if p.is_file() and p.name != "stats") == stored  # and not stored
+
+
+def test_a_patched_tree_is_readable_by_its_confined_build(places: dict[str, Path | str]):
+    """patched_tree() makes the tree with mkdtemp (0700): the sandbox's uid must still read it."""
+    path = Path(places["outside"]) / "base"
+    shutil.copytree(Path(places["tree"]), path, ignore=shutil.ignore_patterns("harness-build-*"))
+    base = KernelTree(path, "6.12.0", "debian:fake", immutable=True)
+    patch = "--- /dev/null\n+++ b/added.txt\n@@ -0,0 +1 @@\n+from the series\n"
+    _, tree = patches.patched_tree(base, str(path), patches.split_mbox(patch, "add.patch"))
+    jail = sandbox.for_tree(tree)
+    assert jail is not None
+    proc = jail.run(["cat", str(tree.path / "added.txt")])
+    assert (proc.returncode, proc.stdout) == (0, "from the series\n"), proc.stderr

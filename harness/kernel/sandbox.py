@@ -110,7 +110,9 @@ class Jail:
             args += ["--perms", "0755", "--tmpfs", str(mask)]
         masks = [Path("/tmp"), *hidden()]  # where a path must have its directories made to appear
         bound: list[Path] = []
-        for path, how in [*((p, "--ro-bind") for p in self.readable), *((p, "--bind") for p in self.writable)]:
+        ccache = Path(trusted_ccache_dir(os.environ))  # read-only, for its hits (env() says so to ccache)
+        readable = [*self.readable, *([ccache] if ccache.is_dir() else [])]
+        for path, how in [*((p, "--ro-bind") for p in readable), *((p, "--bind") for p in self.writable)]:
             real = path.resolve()
             args += [*_parents(real, masks, bound), how, str(real), str(real)]
             bound.append(real)
@@ -152,7 +154,7 @@ class Jail:
         """Take back a writable directory that a step was lent and never gave back (the harness was killed
         meanwhile), before root writes in it."""
         for path in self.writable:
-            if confining() and path.exists() and path.lstat().st_uid == UID:
+            if confining() and path.exists() and path.stat().st_uid == UID:
                 reclaim(path, (*allowed, *self.readable))
 
     def run(self, cmd: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None,
@@ -185,6 +187,8 @@ def for_tree(tree: KernelTree, readable: Sequence[Path] = (), writable: Sequence
             print(f"harness: {describe()}", file=sys.stderr, flush=True)
             _said_degraded.append(True)
         return None
+    if stat.S_IMODE(tree.path.stat().st_mode) & 0o005 != 0o005:
+        tree.path.chmod(0o755)  # a patched tree's top is a mkdtemp() directory (0700); its files are 0644
     return Jail((tree.path, *readable), tuple(writable))
 
 
@@ -210,6 +214,7 @@ def trusted_ccache_dir(env: Mapping[str, str]) -> str:
 
 
 def _chown_tree(top: Path, uid: int, gid: int) -> None:
+    top = top.resolve()
     os.lchown(top, uid, gid)
     for dirpath, dirnames, filenames in os.walk(top):
         for name in dirnames + filenames:
@@ -219,7 +224,8 @@ def _chown_tree(top: Path, uid: int, gid: int) -> None:
 def reclaim(top: Path, allowed: Sequence[Path] = ()) -> None:
     """Take back a directory a step wrote: root-owned, no setuid/setgid/world-write bit, and no symlink out of
     it (or `allowed`), no fifo, socket or device in it. SandboxError names what the step left."""
-    roots = [top.resolve(), *(p.resolve() for p in allowed)]
+    top = top.resolve()  # builds/VERSION-KEY is a link to the directory in the tree: walk the directory
+    roots = [top, *(p.resolve() for p in allowed)]
     bad: list[str] = []
     for dirpath, dirnames, filenames in os.walk(top):
         for name in [*dirnames, *filenames]:
