@@ -240,3 +240,20 @@ def test_a_patched_tree_is_readable_by_its_confined_build(places: dict[str, Path
     assert jail is not None
     proc = jail.run(["cat", str(tree.path / "added.txt")])
     assert (proc.returncode, proc.stdout) == (0, "from the series\n"), proc.stderr
+
+
+@pytest.mark.kernel_trees
+def test_kconfig_probes_answer_the_same_in_the_sandbox():
+    """Debian's 6.12 read confined gives every symbol the value it has unconfined: the compiler and rustc probes
+    of Kconfig.include work there (else a patched tree's .config differs from its base's, and its build is cold)."""
+    from harness.kernel import source
+
+    base = source.resolve("debian:6.12")
+    patch = "--- /dev/null\n+++ b/harness-sandbox-probes.txt\n@@ -0,0 +1 @@\n+tests/test_sandbox.py: a patched copy\n"
+    _, tree = patches.patched_tree(base, "debian:6.12", patches.split_mbox(patch, "probes.patch"))  # made once
+    jail = sandbox.for_tree(tree)
+    assert jail is not None
+    free = kconfig.value_snapshot(kconfig.load_tree(tree.path, tree.version))
+    confined = kconfig.value_snapshot(kconfig.load_tree(tree.path, tree.version, jail))
+    assert free["RUSTC_VERSION"] != "0" and free["CC_HAS_SANE_STACKPROTECTOR"] == "y"
+    assert {k: (v, confined.get(k)) for k, v in free.items() if confined.get(k) != v} == {}

@@ -111,7 +111,7 @@ class Jail:
         masks = [Path("/tmp"), *hidden()]  # where a path must have its directories made to appear
         bound: list[Path] = []
         ccache = Path(trusted_ccache_dir(os.environ))  # read-only, for its hits (env() says so to ccache)
-        readable = [*self.readable, *([ccache] if ccache.is_dir() else [])]
+        readable = [*self.readable, *(p for p in (ccache, *toolchains(os.environ).values()) if p.is_dir())]
         for path, how in [*((p, "--ro-bind") for p in readable), *((p, "--bind") for p in self.writable)]:
             real = path.resolve()
             args += [*_parents(real, masks, bound), how, str(real), str(real)]
@@ -131,6 +131,7 @@ class Jail:
             return env
         for name in [n for n in env if n.startswith("SSH_") or n in ("XAUTHORITY", "DISPLAY", "MAIL")]:
             del env[name]
+        env.update({name: str(path) for name, path in toolchains(env).items()})
         env.update({"HOME": "/tmp", "USER": USER, "LOGNAME": USER, "KBUILD_BUILD_USER": USER, "TMPDIR": "/tmp",
                     "CCACHE_DIR": trusted_ccache_dir(env), "CCACHE_READONLY": "1", "CCACHE_TEMPDIR": "/tmp"})
         return env
@@ -193,6 +194,18 @@ def for_tree(tree: KernelTree, readable: Sequence[Path] = (), writable: Sequence
 
 
 _said_degraded: list[bool] = []
+
+
+def toolchains(env: Mapping[str, str]) -> dict[str, Path]:
+    """Root's rustup toolchain (its home is hidden), read-only: Kconfig's probes read rustc's version into the
+    .config (RUSTC_VERSION), and a sandboxed tree must see the toolchain its base was configured with, or its
+    .config differs and its build cannot start from the base's."""
+    found = {}
+    for name, default in (("RUSTUP_HOME", ".rustup"), ("CARGO_HOME", ".cargo")):
+        path = Path(env.get(name) or Path.home() / default)
+        if path.is_dir():
+            found[name] = path.resolve()
+    return found
 
 
 def setpriv_args() -> list[str]:
@@ -279,7 +292,9 @@ def _shell_fn(kconf: Any, _: str, command: str) -> str:
     """kconfiglib's own _shell_fn (a shell runs the Kconfig's command), confined when the tree is untrusted."""
     jail = _kconfig_jail[-1] if _kconfig_jail else None
     cmd = ["/bin/sh", "-c", command]
-    proc = jail.run(cmd, cwd=Path.cwd()) if jail else subprocess.run(cmd, capture_output=True, text=True)
+    # Kbuild runs conf in the build directory, and Kconfig.include's cc-option makes its .tmp_$$ there: the
+    # jail's is its private /tmp (the tree is read-only in there, and every probe would fail)
+    proc = jail.run(cmd, cwd=Path("/tmp")) if jail else subprocess.run(cmd, capture_output=True, text=True)
     if proc.stderr:
         kconf._warn(f"'{command}' wrote to stderr: {proc.stderr.strip()}", kconf.filename, kconf.linenr)
     return "\n".join(proc.stdout.splitlines()).rstrip("\n").replace("\n", " ")
