@@ -106,12 +106,12 @@ def test_a_makefile_writes_only_its_build_directory(places: dict[str, Path | str
     assert Path("/proc/sys/kernel/core_pattern").read_text() == core_pattern
     log = (build / "build.log").read_text()
     # / is read-only, even where root's file modes would let anyone write; /root and the cache are root's
-    # tmpfs; sysctl lets euid 0 write core_pattern, and the step is not euid 0
+    # tmpfs; sysctl lets euid 0 write core_pattern: /proc/sys is read-only, and the step is not euid 0 (uid below)
     for target, error in ((places["canary"], "Read-only file system"), (places["open_canary"], "Read-only file system"),
                           (f"{places['open_dir']}/new-{places['tag']}", "Read-only file system"),
                           (places["beside"], "Read-only file system"),
                           (f"/root/outside-{places['tag']}", "Permission denied"),
-                          ("/proc/sys/kernel/core_pattern", "Permission denied")):
+                          ("/proc/sys/kernel/core_pattern", "Read-only file system")):
         assert f"cannot create {target}: {error}" in log, log
     # inside the build directory the step wrote, as the sandbox's uid, with no network but its loopback
     assert (build / "inside").read_text() == "inside\n"
@@ -257,3 +257,19 @@ def test_kconfig_probes_answer_the_same_in_the_sandbox():
     confined = kconfig.value_snapshot(kconfig.load_tree(tree.path, tree.version, jail))
     assert free["RUSTC_VERSION"] != "0" and free["CC_HAS_SANE_STACKPROTECTOR"] == "y"
     assert {k: (v, confined.get(k)) for k, v in free.items() if confined.get(k) != v} == {}
+
+
+def test_roots_files_stay_roots_where_the_mount_is_writable(places: dict[str, Path | str]):
+    """The uid drop on its own: a root-owned 0644 file in the very directory the step may write (what euid 0,
+    even without capabilities, could overwrite: sysctl's core_pattern is checked the same way)."""
+    tree, build = fake_tree(places), Path(places["build"])
+    jail = sandbox.for_tree(tree, writable=(build,))
+    assert jail is not None
+    with jail.lent():
+        owned = build / "roots"
+        owned.write_text("canary\n")
+        owned.chmod(0o644)
+        proc = subprocess.run(jail.wrap(["sh", "-c", f"echo pwned > {owned}"]), env=jail.env(os.environ),
+                              capture_output=True, text=True)
+    assert f"cannot create {owned}: Permission denied" in proc.stderr, proc.stderr
+    assert owned.read_text() == "canary\n"
