@@ -251,8 +251,10 @@ def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: i
         progress = BuildProgress("kernel build", expected)
         run_logged(make_cmd(tree, outdir, "bzImage", "modules", jobs=jobs or os.cpu_count() or 1), log,
                    "kernel build", progress=progress, env=env, jail=jail)
-        release = checked_release(captured(make_cmd(tree, outdir, "-s", "kernelrelease"), "make kernelrelease",
-                                           sandbox.for_tree(tree, readable=(outdir,))).strip(), outdir)
+        asked = sandbox.run(sandbox.for_tree(tree, readable=(outdir,)), make_cmd(tree, outdir, "-s", "kernelrelease"))
+        if asked.returncode != 0:
+            raise BuildError(f"make kernelrelease failed in {outdir}: {asked.stderr.strip()[-2000:]}")
+        release = checked_release(asked.stdout.strip(), outdir)
     except BaseException:
         (outdir / STAMP).unlink(missing_ok=True)  # one the build wrote itself must not pass for the harness's
         raise
@@ -379,14 +381,6 @@ def run_logged(cmd: Sequence[str], log: Path, what: str, progress: BuildProgress
         raise BuildError(f"{what} failed (exit {rc}); last lines of {log}:\n{tail}")
     if progress:
         progress.done()
-
-
-def captured(cmd: Sequence[str], what: str, jail: sandbox.Jail | None = None) -> str:
-    """A short step's stdout (in `jail`, when its tree is untrusted); BuildError with its stderr if it fails."""
-    proc = jail.run(cmd, env=ccache_env()) if jail else subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BuildError(f"{what} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
-    return proc.stdout
 
 
 # Kbuild's quiet lines, one per step: "  CC      mm/rmap.o", "  CC [M]  lib/test_hmm.o", "  LD      vmlinux.o"

@@ -174,6 +174,11 @@ class Jail:
                                   env=self.env(env if env is not None else os.environ))
 
 
+def run(jail: Jail | None, cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """A short step to completion, its output captured: in `jail`, or as before without one (a trusted tree)."""
+    return jail.run(cmd) if jail else subprocess.run(cmd, capture_output=True, text=True)
+
+
 def _parents(path: Path, masks: Sequence[Path], bound: Sequence[Path]) -> list[str]:
     """bwrap's --dir for every directory above `path` inside a mask (an empty tmpfs) not yet there."""
     mask = next((m for m in masks if path.is_relative_to(m)), None)

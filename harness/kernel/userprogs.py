@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,7 +66,7 @@ def compile_static(build: KernelBuild, name: str, source: Path, inputs: Sequence
             log = build.dir / "harness-userprogs.log"
             # gcc reads an untrusted tree's headers in its jail (its #include could name any file)
             jail = sandbox.for_tree(build.tree, readable=(build.dir, paths.GUEST, source.parent), writable=(tmp,))
-            proc = jail.run(cmd) if jail else subprocess.run(cmd, capture_output=True, text=True)
+            proc = sandbox.run(jail, cmd)
             with open(log, "a") as f:
                 f.write(f"\n$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
             if proc.returncode != 0:
