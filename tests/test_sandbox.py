@@ -273,3 +273,14 @@ def test_roots_files_stay_roots_where_the_mount_is_writable(places: dict[str, Pa
                               capture_output=True, text=True)
     assert f"cannot create {owned}: Permission denied" in proc.stderr, proc.stderr
     assert owned.read_text() == "canary\n"
+
+
+def test_a_step_is_not_given_the_harness_credentials(places: dict[str, Path | str]):
+    jail = sandbox.for_tree(fake_tree(places))
+    assert jail is not None
+    env = jail.env({"PATH": "/usr/bin", "GITHUB_TOKEN": "t", "CI_JOB_TOKEN": "t", "AWS_SECRET_ACCESS_KEY": "k",
+                    "SSH_AUTH_SOCK": "/s", "NPM_PASSWORD": "p", "KCONFIG_ALLCONFIG": "/a", "CC": "gcc"})
+    assert {k: v for k, v in env.items() if k in ("PATH", "KCONFIG_ALLCONFIG", "CC")} == \
+        {"PATH": "/usr/bin", "KCONFIG_ALLCONFIG": "/a", "CC": "gcc"}
+    assert not {"GITHUB_TOKEN", "CI_JOB_TOKEN", "AWS_SECRET_ACCESS_KEY", "SSH_AUTH_SOCK", "NPM_PASSWORD"} & set(env)
+    assert (env["HOME"], env["CCACHE_READONLY"], env["KBUILD_BUILD_USER"]) == ("/tmp", "1", sandbox.USER)

@@ -52,6 +52,7 @@ its kernel, the artifact's extraction) is listed in the security notes (docs: "u
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -71,6 +72,8 @@ if TYPE_CHECKING:
 UID = GID = 64434  # no passwd entry; outside the ranges Debian's adduser hands out (1000-59999, 100-999)
 USER = "harness-sandbox"  # what `whoami`-less tools are told (KBUILD_BUILD_USER, USER, LOGNAME)
 _STRIPPED_MODE = stat.S_ISUID | stat.S_ISGID | stat.S_IWOTH
+# What a step is not given of the harness's environment: credentials a CI or a shell may hold
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|_KEY$|_KEY_|^AWS_|^SSH_|^GPG|^XAUTHORITY$|^DISPLAY$")
 
 
 class SandboxError(UserError):
@@ -137,8 +140,8 @@ class Jail:
         env = dict(base)
         if not confining():
             return env
-        for name in [n for n in env if n.startswith("SSH_") or n in ("XAUTHORITY", "DISPLAY", "MAIL")]:
-            del env[name]
+        for name in [n for n in env if _SECRET_NAME.search(n)]:
+            del env[name]  # its kernel's console reaches the results, which CI may publish
         env.update({name: str(path) for name, path in toolchains(env).items()})
         env.update({"HOME": "/tmp", "USER": USER, "LOGNAME": USER, "KBUILD_BUILD_USER": USER, "TMPDIR": "/tmp",
                     "CCACHE_DIR": trusted_ccache_dir(env), "CCACHE_READONLY": "1", "CCACHE_TEMPDIR": "/tmp"})
