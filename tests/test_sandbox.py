@@ -17,7 +17,7 @@ import pytest
 
 from harness import paths
 from harness.kernel import kconfig, patches, sandbox
-from harness.kernel.build import ccache_env, ccache_outcomes, run_logged
+from harness.kernel.build import BuildError, KernelBuild, ccache_env, ccache_outcomes, run_logged
 from harness.kernel.source import KernelTree
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("bwrap"),
@@ -164,10 +164,8 @@ def test_a_directory_never_given_back_is_taken_back_before_root_writes_in_it(pla
     os.symlink(places["canary"], build / ".config")
     os.lchown(build / ".config", sandbox.UID, sandbox.GID)
     os.chown(build, sandbox.UID, sandbox.GID)
-    jail = sandbox.for_tree(tree, writable=(build,))
-    assert jail is not None
     with pytest.raises(sandbox.SandboxError, match="a symlink out of the build"):
-        jail.settle()
+        sandbox.for_tree(tree, writable=(build,))  # a jail for it first takes it back
     assert not (build / ".config").exists() and build.stat().st_uid == 0
 
 
@@ -210,7 +208,7 @@ def test_a_series_cannot_link_out_of_its_tree(places: dict[str, Path | str]):
     patch = ("--- /dev/null\n+++ b/evil\n@@ -0,0 +1 @@\n+/etc/shadow\n\\ No newline at end of file\n")
     patch = "diff --git a/evil b/evil\nnew file mode 120000\nindex 0000000..1111111\n" + patch
     with pytest.raises(patches.PatchError, match="evil becomes a symlink out of the tree"):
-        patches.patched_tree(base, "debian:fake", patches.split_mbox(patch, "evil.patch"))
+        patches.patched_tree(base, "debian:fake", patches.split_mbox(patch.encode(), "evil.patch"))
 
 
 def test_a_confined_build_hits_roots_ccache_and_stores_nothing(places: dict[str, Path | str]):
@@ -235,7 +233,7 @@ def test_a_patched_tree_is_readable_by_its_confined_build(places: dict[str, Path
     shutil.copytree(Path(places["tree"]), path, ignore=shutil.ignore_patterns("harness-build-*"))
     base = KernelTree(path, "6.12.0", "debian:fake", immutable=True)
     patch = "--- /dev/null\n+++ b/added.txt\n@@ -0,0 +1 @@\n+from the series\n"
-    _, tree = patches.patched_tree(base, str(path), patches.split_mbox(patch, "add.patch"))
+    _, tree = patches.patched_tree(base, str(path), patches.split_mbox(patch.encode(), "add.patch"))
     jail = sandbox.for_tree(tree)
     assert jail is not None
     proc = jail.run(["cat", str(tree.path / "added.txt")])
@@ -250,7 +248,7 @@ def test_kconfig_probes_answer_the_same_in_the_sandbox():
 
     base = source.resolve("debian:6.12")
     patch = "--- /dev/null\n+++ b/harness-sandbox-probes.txt\n@@ -0,0 +1 @@\n+tests/test_sandbox.py: a patched copy\n"
-    _, tree = patches.patched_tree(base, "debian:6.12", patches.split_mbox(patch, "probes.patch"))  # made once
+    _, tree = patches.patched_tree(base, "debian:6.12", patches.split_mbox(patch.encode(), "probes.patch"))  # made once
     jail = sandbox.for_tree(tree)
     assert jail is not None
     free = kconfig.value_snapshot(kconfig.load_tree(tree.path, tree.version))
@@ -284,3 +282,18 @@ def test_a_step_is_not_given_the_harness_credentials(places: dict[str, Path | st
         {"PATH": "/usr/bin", "KCONFIG_ALLCONFIG": "/a", "CC": "gcc"}
     assert not {"GITHUB_TOKEN", "CI_JOB_TOKEN", "AWS_SECRET_ACCESS_KEY", "SSH_AUTH_SOCK", "NPM_PASSWORD"} & set(env)
     assert (env["HOME"], env["CCACHE_READONLY"], env["KBUILD_BUILD_USER"]) == ("/tmp", "1", sandbox.USER)
+
+
+def test_a_release_a_build_reports_is_one_path_component_and_its_stamp_goes_with_a_failure(tmp_path: Path):
+    """The stamp (and `make kernelrelease`) of an untrusted build are its output: lib/modules/<release> must
+    stay a directory of the image, and a stamp the build planted before failing must not pass for finished."""
+    tree = KernelTree(tmp_path, "6.12.0", "debian:fake", immutable=True)
+    assert KernelBuild(tree, tmp_path, "k", "6.12.118-harness+").release == "6.12.118-harness+"
+    for bad in ("../../../etc", "6.12/../x", "", ".hidden"):
+        with pytest.raises(BuildError, match="is not a kernel release"):
+            KernelBuild(tree, tmp_path, "k", bad)
+    stamp = tmp_path / ".harness-built.json"
+    with pytest.raises(RuntimeError), sandbox.discarded_on_failure(stamp):
+        stamp.write_text("{}")  # what a step could write
+        raise RuntimeError("the step failed")
+    assert not stamp.exists()

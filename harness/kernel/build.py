@@ -9,7 +9,6 @@ modules_install for the image, and the header of this tree's event names.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -54,6 +53,10 @@ class KernelBuild:
     dir: Path
     key: str
     release: str
+
+    def __post_init__(self) -> None:  # the release names lib/modules/<release>: one path component, as Kbuild's
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+~-]*", self.release):
+            raise BuildError(f"{self.dir / STAMP}: {self.release!r} is not a kernel release; remove {self.dir}")
 
     @property
     def config(self) -> Path:
@@ -138,14 +141,7 @@ def build_kernel(configured: Configured, jobs: int | None = None) -> KernelBuild
                 _make_kernel(tree, outdir, configured.config, key, jobs, seeded)
     outdir = build_dir(tree, key)
     atomic.write_text(outdir / "harness-config-why.txt", configured.why)
-    return KernelBuild(tree, outdir, key, checked_release(json.loads((outdir / STAMP).read_text())["release"], outdir))
-
-
-def checked_release(release: object, outdir: Path) -> str:
-    """The stamp's kernel release, which names lib/modules/<release>: one path component, as Kbuild makes it."""
-    if not isinstance(release, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+~-]*", release):
-        raise BuildError(f"{outdir / STAMP}: {release!r} is not a kernel release; remove {outdir} to rebuild it")
-    return release
+    return KernelBuild(tree, outdir, key, json.loads((outdir / STAMP).read_text())["release"])
 
 
 def unchanged_since_build(tree: KernelTree, key: str) -> bool:
@@ -228,8 +224,6 @@ def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: i
                  seeded: str | None = None) -> None:
     """make bzImage modules in outdir (incremental when it was built before); the stamp is written last."""
     jail = sandbox.for_tree(tree, writable=(outdir,))  # an untrusted tree's build: sandbox.py
-    if jail:
-        jail.settle()
     from_scratch = not (outdir / "vmlinux").exists()  # before this build: no objects to reuse (or seeded)
     previous = _read_stamp(outdir)
     (outdir / BUILD_STARTED).unlink(missing_ok=True)  # a build that does not finish leaves none
@@ -242,7 +236,7 @@ def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: i
     stats = outdir / ".harness-ccache.log"  # this build's own ccache outcomes (others may run at once)
     stats.unlink(missing_ok=True)
     env = {"CCACHE_STATSLOG": str(stats)}
-    try:
+    with sandbox.discarded_on_failure(outdir / STAMP):  # a stamp the build wrote must not pass for the harness's
         run_logged(make_cmd(tree, outdir, "olddefconfig"), log, "olddefconfig", env=env, jail=jail)
         if seeded:
             _keep_objtool(tree, outdir, Path(seeded), log, env, jail)
@@ -251,13 +245,8 @@ def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: i
         progress = BuildProgress("kernel build", expected)
         run_logged(make_cmd(tree, outdir, "bzImage", "modules", jobs=jobs or os.cpu_count() or 1), log,
                    "kernel build", progress=progress, env=env, jail=jail)
-        asked = sandbox.run(sandbox.for_tree(tree, readable=(outdir,)), make_cmd(tree, outdir, "-s", "kernelrelease"))
-        if asked.returncode != 0:
-            raise BuildError(f"make kernelrelease failed in {outdir}: {asked.stderr.strip()[-2000:]}")
-        release = checked_release(asked.stdout.strip(), outdir)
-    except BaseException:
-        (outdir / STAMP).unlink(missing_ok=True)  # one the build wrote itself must not pass for the harness's
-        raise
+        release = sandbox.output(sandbox.for_tree(tree, readable=(outdir,)),
+                                 make_cmd(tree, outdir, "-s", "kernelrelease"))
     atomic.write_text(outdir / STAMP, json.dumps({
         "release": release, "tree": str(tree.path), "identity": tree.identity, "key": key,
         "build_s": round(time.monotonic() - started, 1),
@@ -358,10 +347,10 @@ def event_names_header(srctree: Path) -> str:
 def run_logged(cmd: Sequence[str], log: Path, what: str, progress: BuildProgress | None = None,
                env: dict[str, str] | None = None, jail: sandbox.Jail | None = None) -> None:
     """Run a build step with its output appended to `log`; on failure show the tail and the log's path.
-    With `progress`, a line on stderr every 30 s says how far the build got (stdout is for results).
-    With `jail`, the step runs there (an untrusted tree's: harness/kernel/sandbox.py)."""
+    With `progress`, a line on stderr every 30 s says how far the build got (stdout is for results); with `jail`,
+    in that jail (an untrusted tree's step: harness/kernel/sandbox.py)."""
     full_env = {**ccache_env(), **(env or {})}
-    with open(log, "a") as out, jail.lent() if jail else contextlib.nullcontext():
+    with open(log, "a") as out, sandbox.lent(jail):
         out.write(f"\n$ {' '.join(cmd)}\n")
         out.flush()
         proc = subprocess.Popen(jail.wrap(cmd) if jail else cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

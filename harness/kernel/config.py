@@ -165,8 +165,6 @@ def compose(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path, str, s
     scratch = paths.cache_root() / "configure" / content_key(tree.identity, str(tree.path))
     scratch.mkdir(parents=True, exist_ok=True)
     jail = sandbox.for_tree(tree, writable=(scratch,))  # an untrusted tree's own tools and $(shell): sandbox.py
-    if jail:
-        jail.settle()
     try:
         kconf = kconfig.load_tree(tree.path, tree.version, sandbox.for_tree(tree))
     except kconfig.Unmodelled as e:

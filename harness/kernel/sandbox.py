@@ -51,6 +51,7 @@ its kernel, the artifact's extraction) is listed in the security notes (docs: "u
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -182,6 +183,29 @@ def run(jail: Jail | None, cmd: Sequence[str]) -> subprocess.CompletedProcess[st
     return jail.run(cmd) if jail else subprocess.run(cmd, capture_output=True, text=True)
 
 
+def lent(jail: Jail | None) -> contextlib.AbstractContextManager[None]:
+    """`jail.lent()`, or nothing to lend without a jail."""
+    return jail.lent() if jail else contextlib.nullcontext()
+
+
+@contextmanager
+def discarded_on_failure(path: Path) -> Iterator[None]:
+    """A file the harness writes last, after untrusted steps that could write it too: gone if they fail."""
+    try:
+        yield
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def output(jail: Jail | None, cmd: Sequence[str]) -> str:
+    """A short step's stdout, stripped (`run`); SandboxError with its stderr if it fails."""
+    proc = run(jail, cmd)
+    if proc.returncode != 0:
+        raise SandboxError(f"{' '.join(cmd)} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return proc.stdout.strip()
+
+
 def _parents(path: Path, masks: Sequence[Path], bound: Sequence[Path]) -> list[str]:
     """bwrap's --dir for every directory above `path` inside a mask (an empty tmpfs) not yet there."""
     mask = next((m for m in masks if path.is_relative_to(m)), None)
@@ -206,7 +230,9 @@ def for_tree(tree: KernelTree, readable: Sequence[Path] = (), writable: Sequence
         return None
     if stat.S_IMODE(tree.path.stat().st_mode) & 0o005 != 0o005:
         tree.path.chmod(0o755)  # a patched tree's top is a mkdtemp() directory (0700); its files are 0644
-    return Jail((tree.path, *readable), tuple(writable))
+    jail = Jail((tree.path, *readable), tuple(writable))
+    jail.settle()  # a directory a killed harness left lent is taken back before root writes in it
+    return jail
 
 
 _said_degraded: list[bool] = []
