@@ -54,10 +54,6 @@ class KernelBuild:
     key: str
     release: str
 
-    def __post_init__(self) -> None:  # the release names lib/modules/<release>: one path component, as Kbuild's
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+~-]*", self.release):
-            raise BuildError(f"{self.dir / STAMP}: {self.release!r} is not a kernel release; remove {self.dir}")
-
     @property
     def config(self) -> Path:
         return self.dir / ".config"
@@ -141,7 +137,7 @@ def build_kernel(configured: Configured, jobs: int | None = None) -> KernelBuild
                 _make_kernel(tree, outdir, configured.config, key, jobs, seeded)
     outdir = build_dir(tree, key)
     atomic.write_text(outdir / "harness-config-why.txt", configured.why)
-    return KernelBuild(tree, outdir, key, json.loads((outdir / STAMP).read_text())["release"])
+    return KernelBuild(tree, outdir, key, sandbox.release_in(outdir / STAMP))
 
 
 def unchanged_since_build(tree: KernelTree, key: str) -> bool:
@@ -201,8 +197,7 @@ def seed_build(outdir: Path, base: Path) -> None:
         subprocess.run(["cp", "-a", "--", *map(str, entries), str(outdir)], check=True)
 
 
-def _keep_objtool(tree: KernelTree, outdir: Path, base: Path, log: Path, env: dict[str, str],
-                  jail: sandbox.Jail | None) -> None:
+def _keep_objtool(tree: KernelTree, outdir: Path, base: Path, log: Path, env: dict[str, str]) -> None:
     """Rebuild objtool in a seeded build, then give it back the base's mtime if the series left tools/ alone.
 
     Unlike the kernel's objects, objtool is built with absolute paths (the top Makefile's objtool_O), so a
@@ -212,7 +207,7 @@ def _keep_objtool(tree: KernelTree, outdir: Path, base: Path, log: Path, env: di
     built, before = outdir / "tools/objtool", base / "tools/objtool"
     if not (before / "objtool").exists() or any(f.startswith("tools/") for f in tree.changed):
         return
-    run_logged(make_cmd(tree, outdir, "tools/objtool"), log, "objtool", env=env, jail=jail)
+    run_logged(make_cmd(tree, outdir, "tools/objtool"), log, "objtool", env=env, jail=sandbox.building(tree, outdir))
     for path in built.rglob("*"):  # its objects too, or the next make relinks it
         old = before / path.relative_to(built)
         if path.is_file() and not path.is_symlink() and old.is_file():
@@ -223,7 +218,7 @@ def _keep_objtool(tree: KernelTree, outdir: Path, base: Path, log: Path, env: di
 def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: int | None,
                  seeded: str | None = None) -> None:
     """make bzImage modules in outdir (incremental when it was built before); the stamp is written last."""
-    jail = sandbox.for_tree(tree, writable=(outdir,))  # an untrusted tree's build: sandbox.py
+    jail = sandbox.building(tree, outdir)  # an untrusted tree's build: sandbox.py
     from_scratch = not (outdir / "vmlinux").exists()  # before this build: no objects to reuse (or seeded)
     previous = _read_stamp(outdir)
     (outdir / BUILD_STARTED).unlink(missing_ok=True)  # a build that does not finish leaves none
@@ -236,17 +231,16 @@ def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: i
     stats = outdir / ".harness-ccache.log"  # this build's own ccache outcomes (others may run at once)
     stats.unlink(missing_ok=True)
     env = {"CCACHE_STATSLOG": str(stats)}
-    with sandbox.discarded_on_failure(outdir / STAMP):  # a stamp the build wrote must not pass for the harness's
-        run_logged(make_cmd(tree, outdir, "olddefconfig"), log, "olddefconfig", env=env, jail=jail)
-        if seeded:
-            _keep_objtool(tree, outdir, Path(seeded), log, env, jail)
-        config_text = (outdir / ".config").read_text()
-        expected = expected_build(tree, key, config_text, previous) if from_scratch and not seeded else None
-        progress = BuildProgress("kernel build", expected)
-        run_logged(make_cmd(tree, outdir, "bzImage", "modules", jobs=jobs or os.cpu_count() or 1), log,
-                   "kernel build", progress=progress, env=env, jail=jail)
-        release = sandbox.output(sandbox.for_tree(tree, readable=(outdir,)),
-                                 make_cmd(tree, outdir, "-s", "kernelrelease"))
+    run_logged(make_cmd(tree, outdir, "olddefconfig"), log, "olddefconfig", env=env, jail=jail)
+    if seeded:
+        _keep_objtool(tree, outdir, Path(seeded), log, env)
+    config_text = (outdir / ".config").read_text()
+    expected = expected_build(tree, key, config_text, previous) if from_scratch and not seeded else None
+    progress = BuildProgress("kernel build", expected)
+    run_logged(make_cmd(tree, outdir, "bzImage", "modules", jobs=jobs or os.cpu_count() or 1), log,
+               "kernel build", progress=progress, env=env, jail=jail)
+    release = sandbox.output(sandbox.for_tree(tree, readable=(outdir,)),
+                             make_cmd(tree, outdir, "-s", "kernelrelease"))
     atomic.write_text(outdir / STAMP, json.dumps({
         "release": release, "tree": str(tree.path), "identity": tree.identity, "key": key,
         "build_s": round(time.monotonic() - started, 1),
@@ -347,14 +341,12 @@ def event_names_header(srctree: Path) -> str:
 def run_logged(cmd: Sequence[str], log: Path, what: str, progress: BuildProgress | None = None,
                env: dict[str, str] | None = None, jail: sandbox.Jail | None = None) -> None:
     """Run a build step with its output appended to `log`; on failure show the tail and the log's path.
-    With `progress`, a line on stderr every 30 s says how far the build got (stdout is for results); with `jail`,
-    in that jail (an untrusted tree's step: harness/kernel/sandbox.py)."""
-    full_env = {**ccache_env(), **(env or {})}
+    With `progress`, a line on stderr every 30 s says how far the build got (stdout is for results). In `jail`."""
     with open(log, "a") as out, sandbox.lent(jail):
         out.write(f"\n$ {' '.join(cmd)}\n")
         out.flush()
-        proc = subprocess.Popen(jail.wrap(cmd) if jail else cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env=jail.env(full_env) if jail else full_env)
+        proc = subprocess.Popen(sandbox.wrap(jail, cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=sandbox.env(jail, {**ccache_env(), **(env or {})}))
         assert proc.stdout
         if progress:
             progress.start()

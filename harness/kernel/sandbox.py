@@ -52,6 +52,7 @@ its kernel, the artifact's extraction) is listed in the security notes (docs: "u
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -62,13 +63,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from harness import paths
 from harness.errors import UserError
 
-if TYPE_CHECKING:
-    from harness.kernel.source import KernelTree
+
+class KernelTree(Protocol):
+    """What this module reads of a source.KernelTree (importing it would make kconfig -> sandbox -> source a cycle)."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def imported(self) -> bool: ...
+    @property
+    def base(self) -> object | None: ...
 
 UID = GID = 64434  # no passwd entry; outside the ranges Debian's adduser hands out (1000-59999, 100-999)
 USER = "harness-sandbox"  # what `whoami`-less tools are told (KBUILD_BUILD_USER, USER, LOGNAME)
@@ -188,14 +197,21 @@ def lent(jail: Jail | None) -> contextlib.AbstractContextManager[None]:
     return jail.lent() if jail else contextlib.nullcontext()
 
 
-@contextmanager
-def discarded_on_failure(path: Path) -> Iterator[None]:
-    """A file the harness writes last, after untrusted steps that could write it too: gone if they fail."""
-    try:
-        yield
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+def wrap(jail: Jail | None, cmd: Sequence[str]) -> list[str]:
+    return jail.wrap(cmd) if jail else list(cmd)
+
+
+def env(jail: Jail | None, base: Mapping[str, str]) -> dict[str, str]:
+    return jail.env(base) if jail else dict(base)
+
+
+def release_in(stamp: Path) -> str:
+    """The kernel release a build's stamp names (an untrusted build could write one): it names
+    lib/modules/<release>, so it must be one path component, as Kbuild makes it."""
+    release = json.loads(stamp.read_text()).get("release")
+    if not isinstance(release, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+~-]*", release):
+        raise SandboxError(f"{stamp}: {release!r} is not a kernel release; remove {stamp.parent} to rebuild it")
+    return release
 
 
 def output(jail: Jail | None, cmd: Sequence[str]) -> str:
@@ -236,6 +252,11 @@ def for_tree(tree: KernelTree, readable: Sequence[Path] = (), writable: Sequence
 
 
 _said_degraded: list[bool] = []
+
+
+def building(tree: KernelTree, outdir: Path) -> Jail | None:
+    """The jail of a step that builds `tree` in `outdir` (for_tree)."""
+    return for_tree(tree, writable=(outdir,))
 
 
 def toolchains(env: Mapping[str, str]) -> dict[str, Path]:
