@@ -33,15 +33,17 @@ The mechanism, and why:
   shown read-only; kconfiglib runs a confined `$(shell,...)` in the jail's /tmp, as Kbuild runs conf in
   the build directory (cc-option makes its .tmp_$$ in the working directory; the tree is read-only).
 - **ccache**: a sandboxed build reads root's ccache (read-only, CCACHE_READONLY) and stores nothing.
-  It keeps every hit the compare path lives on (the base's objtool sources, unchanged files), and an
-  untrusted build cannot poison entries that trusted builds would later use; a shared writable ccache
-  would let it. A file the series changed is compiled each time the patched build needs it (once: its
+  It keeps the hits the compare path lives on (175 of the 211 compilations of a seeded 6.12 build of a
+  one-comment series, as unconfined), and an untrusted build cannot poison entries that trusted builds
+  would later use; a shared writable ccache would let it. A file the series changed is compiled each time the patched build needs it (once: its
   object then stays in the patched build directory).
 - **Reading back**: the directories a step writes are lent to UID for the step (`lent`) and taken back
   after it, before the harness reads or writes anything there: every entry root-owned again, setuid,
   setgid and world-write bits cleared, and the step fails if it left a symlink that leads outside that
   directory and the tree, or a fifo, socket or device (a symlink planted as build.log or .harness-built.json
-  would make root write or read where the build chose). No untrusted process runs meanwhile.
+  would make root write or read where the build chose). No untrusted process runs meanwhile. A stamp's
+  release names a directory of the image: `release_in` checks it. A step is not given the harness's
+  credentials (its kernel's console reaches the results, which CI may publish).
 
 Not root: nothing to drop (the harness already runs as its user); steps run as before and `describe()`
 says so. Root without bwrap or setpriv: an error naming the package, never a silent fallback to root.
