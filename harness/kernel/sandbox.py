@@ -35,8 +35,8 @@ The mechanism, and why:
 - **ccache**: a sandboxed build reads root's ccache (read-only, CCACHE_READONLY) and stores nothing.
   It keeps the hits the compare path lives on (175 of the 211 compilations of a seeded 6.12 build of a
   one-comment series, as unconfined), and an untrusted build cannot poison entries that trusted builds
-  would later use; a shared writable ccache would let it. A file the series changed is compiled each time the patched build needs it (once: its
-  object then stays in the patched build directory).
+  would later use; a shared writable ccache would let it. A file the series changed is compiled each
+  time a patched build needs it (once: its object then stays in that build directory).
 - **Reading back**: the directories a step writes are lent to UID for the step (`lent`) and taken back
   after it, before the harness reads or writes anything there: every entry root-owned again, setuid,
   setgid and world-write bits cleared, and the step fails if it left a symlink that leads outside that
