@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.kernel import composition, kconfig, trees
+from harness.kernel import composition, kconfig, sandbox, trees
 from harness.kernel.kconfig import ConfigError
 
 
@@ -31,9 +31,10 @@ def config_make(req: ConfigMakeRequest) -> ConfigMakeResult:
     """Compose, then write the .config only if every request holds; the report says what moved and why."""
     requests = [r for frag in req.fragments for r in kconfig.parse_fragment(frag)]
     requests += [kconfig.parse_setting(text) for text in req.settings]
-    tree = trees.resolve(req.kernel_src).path
-    version = kconfig.tree_version(tree)
-    kconf = kconfig.load_tree(tree, version)
+    tree = trees.resolve(req.kernel_src)
+    version = kconfig.tree_version(tree.path)
+    # an untrusted tree's (patched:KEY) `$(shell,...)` run in its jail (harness/kernel/sandbox.py)
+    kconf = kconfig.load_tree(tree.path, version, sandbox.for_tree(tree))
     result = composition.compose(kconf, req.base, requests, off=list(req.off), on=list(req.on))
     lines = [f"kernel {kconf.srctree} ({version}), base {req.base}, "
              f"{len(req.fragments)} fragment(s), {len(req.settings)} --set"]
@@ -68,7 +69,8 @@ class ConfigExplainRequest:
 
 def config_explain(req: ConfigExplainRequest) -> str:
     """Why SYM has its value in the .config (or in the tree's defaults)."""
-    kconf = kconfig.load_tree(trees.resolve(req.kernel_src).path)
+    tree = trees.resolve(req.kernel_src)
+    kconf = kconfig.load_tree(tree.path, None, sandbox.for_tree(tree))
     if req.config is not None:
         kconfig.apply_base(kconf, str(req.config))
     return str(kconfig.explain(kconf, req.symbol))

@@ -24,7 +24,7 @@ from typing import TextIO
 
 from harness import atomic, paths, schema
 from harness.errors import InfraError, UserError
-from harness.kernel import kconfig
+from harness.kernel import kconfig, sandbox
 from harness.kernel.source import KernelTree
 
 STAMP = ".harness-built.json"
@@ -137,7 +137,7 @@ def build_kernel(configured: Configured, jobs: int | None = None) -> KernelBuild
                 _make_kernel(tree, outdir, configured.config, key, jobs, seeded)
     outdir = build_dir(tree, key)
     atomic.write_text(outdir / "harness-config-why.txt", configured.why)
-    return KernelBuild(tree, outdir, key, json.loads((outdir / STAMP).read_text())["release"])
+    return KernelBuild(tree, outdir, key, sandbox.release_in(outdir / STAMP))
 
 
 def unchanged_since_build(tree: KernelTree, key: str) -> bool:
@@ -207,7 +207,7 @@ def _keep_objtool(tree: KernelTree, outdir: Path, base: Path, log: Path, env: di
     built, before = outdir / "tools/objtool", base / "tools/objtool"
     if not (before / "objtool").exists() or any(f.startswith("tools/") for f in tree.changed):
         return
-    run_logged(make_cmd(tree, outdir, "tools/objtool"), log, "objtool", env=env)
+    run_logged(make_cmd(tree, outdir, "tools/objtool"), log, "objtool", env=env, jail=sandbox.building(tree, outdir))
     for path in built.rglob("*"):  # its objects too, or the next make relinks it
         old = before / path.relative_to(built)
         if path.is_file() and not path.is_symlink() and old.is_file():
@@ -218,6 +218,7 @@ def _keep_objtool(tree: KernelTree, outdir: Path, base: Path, log: Path, env: di
 def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: int | None,
                  seeded: str | None = None) -> None:
     """make bzImage modules in outdir (incremental when it was built before); the stamp is written last."""
+    jail = sandbox.building(tree, outdir)  # an untrusted tree's build: sandbox.py
     from_scratch = not (outdir / "vmlinux").exists()  # before this build: no objects to reuse (or seeded)
     previous = _read_stamp(outdir)
     (outdir / BUILD_STARTED).unlink(missing_ok=True)  # a build that does not finish leaves none
@@ -230,16 +231,16 @@ def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: i
     stats = outdir / ".harness-ccache.log"  # this build's own ccache outcomes (others may run at once)
     stats.unlink(missing_ok=True)
     env = {"CCACHE_STATSLOG": str(stats)}
-    run_logged(make_cmd(tree, outdir, "olddefconfig"), log, "olddefconfig", env=env)
+    run_logged(make_cmd(tree, outdir, "olddefconfig"), log, "olddefconfig", env=env, jail=jail)
     if seeded:
         _keep_objtool(tree, outdir, Path(seeded), log, env)
     config_text = (outdir / ".config").read_text()
     expected = expected_build(tree, key, config_text, previous) if from_scratch and not seeded else None
     progress = BuildProgress("kernel build", expected)
     run_logged(make_cmd(tree, outdir, "bzImage", "modules", jobs=jobs or os.cpu_count() or 1), log,
-               "kernel build", progress=progress, env=env)
-    release = subprocess.run(make_cmd(tree, outdir, "-s", "kernelrelease"), capture_output=True, text=True,
-                             check=True).stdout.strip()
+               "kernel build", progress=progress, env=env, jail=jail)
+    release = sandbox.output(sandbox.for_tree(tree, readable=(outdir,)),
+                             make_cmd(tree, outdir, "-s", "kernelrelease"))
     atomic.write_text(outdir / STAMP, json.dumps({
         "release": release, "tree": str(tree.path), "identity": tree.identity, "key": key,
         "build_s": round(time.monotonic() - started, 1),
@@ -279,7 +280,8 @@ def build_guest_modules(build: KernelBuild, subdir: str, generated: dict[str, st
             for name, text in generated.items():
                 (tmp / name).write_text(text)
             run_logged(["make", "-C", str(build.dir), f"M={tmp}", "CC=ccache gcc", "modules"],
-                       build.dir / "guest-modules.log", f"guest/{subdir} modules")
+                       build.dir / "guest-modules.log", f"guest/{subdir} modules",
+                       jail=sandbox.for_tree(build.tree, readable=(build.dir,), writable=(tmp,)))
     return sorted(outdir.glob("*.ko"))
 
 
@@ -311,7 +313,8 @@ def install_modules(build: KernelBuild) -> Path:
         return dest
     with atomic.staged_dir(dest) as tmp:
         run_logged(make_cmd(build.tree, build.dir, f"INSTALL_MOD_PATH={tmp}", "INSTALL_MOD_STRIP=1",
-                            "DEPMOD=/sbin/depmod", "modules_install"), build.dir / "build.log", "modules_install")
+                            "DEPMOD=/sbin/depmod", "modules_install"), build.dir / "build.log", "modules_install",
+                   jail=sandbox.for_tree(build.tree, readable=(build.dir,), writable=(tmp,)))
         (tmp / made_from.name).write_text(stamp)
     return dest
 
@@ -336,14 +339,14 @@ def event_names_header(srctree: Path) -> str:
 
 
 def run_logged(cmd: Sequence[str], log: Path, what: str, progress: BuildProgress | None = None,
-               env: dict[str, str] | None = None) -> None:
+               env: dict[str, str] | None = None, jail: sandbox.Jail | None = None) -> None:
     """Run a build step with its output appended to `log`; on failure show the tail and the log's path.
-    With `progress`, a line on stderr every 30 s says how far the build got (stdout is for results)."""
-    with open(log, "a") as out:
+    With `progress`, a line on stderr every 30 s says how far the build got (stdout is for results). In `jail`."""
+    with open(log, "a") as out, sandbox.lent(jail):
         out.write(f"\n$ {' '.join(cmd)}\n")
         out.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**ccache_env(), **(env or {})})
+        proc = subprocess.Popen(sandbox.wrap(jail, cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=sandbox.env(jail, {**ccache_env(), **(env or {})}))
         assert proc.stdout
         if progress:
             progress.start()

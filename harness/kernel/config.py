@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness import atomic, paths
-from harness.kernel import composition, kconfig, resolver
+from harness.kernel import composition, kconfig, resolver, sandbox
 from harness.kernel.build import Configured, config_key, content_key, make_cmd, run_logged
 from harness.kernel.kconfig import ConfigError
 from harness.kernel.source import KernelTree
@@ -164,8 +164,9 @@ def compose(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path, str, s
     # A per-tree directory where scripts/kconfig/conf is built once and olddefconfig runs.
     scratch = paths.cache_root() / "configure" / content_key(tree.identity, str(tree.path))
     scratch.mkdir(parents=True, exist_ok=True)
+    jail = sandbox.for_tree(tree, writable=(scratch,))  # an untrusted tree's own tools and $(shell): sandbox.py
     try:
-        kconf = kconfig.load_tree(tree.path, tree.version)
+        kconf = kconfig.load_tree(tree.path, tree.version, sandbox.for_tree(tree))
     except kconfig.Unmodelled as e:
         if spec.off or spec.on:
             flags = " ".join([*(f"--off {s}" for s in spec.off), *(f"--on {s}" for s in spec.on)])
@@ -173,17 +174,17 @@ def compose(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path, str, s
                                      "configuration cannot be composed; without it the tree still builds "
                                      "through the kernel's own tools") from None
         print(f"harness: {e}; composing with the kernel's own scripts/kconfig instead", flush=True)
-        return _compose_with_kernel_tools(tree, spec, scratch, log, str(e))
+        return _compose_with_kernel_tools(tree, spec, scratch, log, str(e), jail)
     composed = composition.compose(kconf, spec.base, spec.requests(), off=spec.off, on=spec.on)
     kconfig.write_config(kconf, scratch / ".config")
-    run_logged(make_cmd(tree, scratch, "olddefconfig"), log, "olddefconfig")
+    run_logged(make_cmd(tree, scratch, "olddefconfig"), log, "olddefconfig", jail=jail)
     kconfig.verify(kconf, scratch / ".config", composed.requests)
     text = (scratch / ".config").read_text()
     return scratch / ".config", config_key(tree, text), describe_composition(spec, composed)
 
 
 def _compose_with_kernel_tools(tree: KernelTree, spec: ConfigSpec, scratch: Path, log: Path,
-                               unmodelled: str) -> tuple[Path, str, str]:
+                               unmodelled: str, jail: sandbox.Jail | None = None) -> tuple[Path, str, str]:
     """The engine's composition (kconfig.apply_base, the requests, olddefconfig) spelled with the kernel's
     own tools: tinyconfig or allnoconfig as `make allnoconfig` given every line through KCONFIG_ALLCONFIG
     (so a symbol that a request makes visible is n, as in the engine), any other base as the .config
@@ -198,11 +199,11 @@ def _compose_with_kernel_tools(tree: KernelTree, spec: ConfigSpec, scratch: Path
         atomic.write_text(allconfig, "".join(frag.read_text() for frag in tiny) + lines)
         # conf reads KCONFIG_ALLCONFIG from its environment (a make variable would not reach it)
         run_logged(make_cmd(tree, scratch, "allnoconfig"), log, "allnoconfig",
-                   env={"KCONFIG_ALLCONFIG": str(allconfig)})
+                   env={"KCONFIG_ALLCONFIG": str(allconfig)}, jail=jail)
     else:
         base = tree.path / kconfig.DEFCONFIG if spec.base == "defconfig" else Path(spec.base)
         atomic.write_text(config, base.read_text() + lines)
-    run_logged(make_cmd(tree, scratch, "olddefconfig"), log, "olddefconfig")
+    run_logged(make_cmd(tree, scratch, "olddefconfig"), log, "olddefconfig", jail=jail)
     kconfig.verify(f"no dependency can be named: {unmodelled}", config, requests)
     why = "\n".join([f"base: {spec.base}", *(f"fragment: {f}" for f in spec.fragments),
                      *(f"--set {s}" for s in spec.settings),

@@ -27,6 +27,7 @@ from pathlib import Path
 import kconfiglib
 
 from harness.errors import UserError
+from harness.kernel import sandbox
 
 
 class ConfigError(UserError):
@@ -175,15 +176,16 @@ def read_config_values(path: Path) -> dict[str, str]:
     return values
 
 
-def kconfig_env(srctree: Path, kernelversion: str) -> dict[str, str]:
+def kconfig_env(srctree: Path, kernelversion: str, jail: sandbox.Jail | None = None) -> dict[str, str]:
     """The variables the top-level Makefile exports to scripts/kconfig and that Kconfig files expand.
 
     Shell macros in Kconfig run the tools these name (`$(success,... $(NM) ...)` decides
     TOOLS_SUPPORT_RELR; pahole's version decides what BTF allows), so each must be what Kbuild passes.
+    The tree's own scripts/pahole-version.sh runs in `jail` (an untrusted tree's).
     """
-    def first_line(cmd: list[str]) -> str:
+    def first_line(cmd: list[str], jail: sandbox.Jail | None = None) -> str:
         try:
-            out = subprocess.run(cmd, capture_output=True, text=True).stdout
+            out = (jail.run(cmd) if jail else subprocess.run(cmd, capture_output=True, text=True)).stdout
         except OSError:  # the tool is not installed: Kbuild's $(shell ...) gives "" too
             return ""
         return out.splitlines()[0].replace("#", "") if out.strip() else ""
@@ -206,7 +208,7 @@ def kconfig_env(srctree: Path, kernelversion: str) -> dict[str, str]:
         "RUSTC_VERSION_TEXT": first_line(["rustc", "--version"]),
         "BINDGEN": "bindgen",
         "PAHOLE": "pahole",
-        "PAHOLE_VERSION": first_line([str(pahole_version), "pahole"]) if pahole_version.exists() else "",
+        "PAHOLE_VERSION": first_line([str(pahole_version), "pahole"], jail) if pahole_version.exists() else "",
     }
 
 
@@ -256,14 +258,16 @@ def check_tree(srctree: Path) -> None:
                           "the harness builds and boots x86_64 kernels only.")
 
 
-def load_tree(srctree: Path, kernelversion: str | None = None) -> kconfiglib.Kconfig:
-    """Parse the tree's x86 Kconfig (about 2 s for 6.12); the version defaults to the Makefile's."""
+def load_tree(srctree: Path, kernelversion: str | None = None, jail: sandbox.Jail | None = None) -> kconfiglib.Kconfig:
+    """Parse the tree's x86 Kconfig (about 2 s for 6.12); the version defaults to the Makefile's. The commands
+    its `$(shell,...)` macros run, run in `jail` (an untrusted tree's: harness/kernel/sandbox.py)."""
     srctree = Path(srctree).resolve()
     if kernelversion is None:
         kernelversion = tree_version(srctree)
     else:
         check_tree(srctree)
-    with _in_tree(srctree, kconfig_env(srctree, kernelversion)):
+    with sandbox.kconfig_shell(jail) as shell_env, \
+            _in_tree(srctree, {**kconfig_env(srctree, kernelversion, jail), **shell_env}):
         try:
             return KernelKconfig("Kconfig")
         except kconfiglib.KconfigError as e:

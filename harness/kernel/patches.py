@@ -76,6 +76,7 @@ def patched_tree(base: KernelTree, base_ksrc: str, series: list[Patch]) -> tuple
         subprocess.run(["cp", "-al", "--", *map(str, entries), str(tmp)], check=True)
         for i, patch in enumerate(series, 1):
             _apply(tmp, patch, f"patch {i}/{len(series)}")
+        _check_links(tmp, series)
         applied = [{"origin": p.origin, "subject": p.subject, "sha256": p.sha256} for p in series]
         (tmp / TREE_STAMP).write_text(json.dumps({
             "identity": f"{base.identity}+{key}", "base": base_ksrc, "base_identity": base.identity,
@@ -94,6 +95,16 @@ def _apply(tree: Path, patch: Patch, which: str) -> None:
     if proc.returncode != 0:
         raise PatchError(f"{which} ({patch.origin}: {patch.subject}) does not apply:\n"
                          f"{proc.stderr.decode(errors='replace').strip()}")
+
+
+def _check_links(tree: Path, series: list[Patch]) -> None:
+    """A symlink the series made must stay in the tree: the harness (root) reads the tree's files."""
+    for patch in series:
+        for name in patch.touched():
+            path = tree / name
+            if path.is_symlink() and not path.resolve().is_relative_to(tree.resolve()):
+                raise PatchError(f"{patch.origin} ({patch.subject}): {name} becomes a symlink out of the tree "
+                                 f"(to {os.readlink(path)})")
 
 
 def _unshare(tree: Path, name: str, which: str) -> None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import atomic, paths
+from harness.kernel import sandbox
 from harness.kernel.build import BuildError, KernelBuild, content_key, make_cmd, run_logged
 
 KPROGRAMS = paths.GUEST / "kprograms"
@@ -45,7 +45,7 @@ def uapi_headers(build: KernelBuild) -> Path:
         if not (build.tree.immutable and stamp.exists()):
             started = time.monotonic()
             run_logged(make_cmd(build.tree, build.dir, "headers"), build.dir / "harness-userprogs.log",
-                       "make headers")
+                       "make headers", jail=sandbox.for_tree(build.tree, writable=(build.dir,)))
             atomic.write_text(stamp, json.dumps({"s": round(time.monotonic() - started, 1)}))
     return include
 
@@ -64,7 +64,9 @@ def compile_static(build: KernelBuild, name: str, source: Path, inputs: Sequence
         with atomic.staged_dir(out) as tmp:
             cmd[cmd.index("OUT")] = str(tmp / name)
             log = build.dir / "harness-userprogs.log"
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            # gcc reads an untrusted tree's headers in its jail (its #include could name any file)
+            jail = sandbox.for_tree(build.tree, readable=(build.dir, paths.GUEST, source.parent), writable=(tmp,))
+            proc = sandbox.run(jail, cmd)
             with open(log, "a") as f:
                 f.write(f"\n$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
             if proc.returncode != 0:

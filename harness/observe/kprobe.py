@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import atomic
+from harness.kernel import sandbox
 from harness.kernel.build import KernelBuild, content_key, parse_event_enum, run_logged
 from harness.vm.ssh import SSH
 
@@ -83,7 +84,8 @@ def range_layout(build: KernelBuild) -> Layout:
         (Path(tmp) / "offsets.c").write_text(OFFSETS_C)
         (Path(tmp) / "Kbuild").write_text("obj-m := offsets.o\n")
         run_logged(["make", "-C", str(build.dir), f"M={tmp}", "CC=ccache gcc", "offsets.s"],
-                   build.dir / "guest-modules.log", "struct mmu_notifier_range offsets")
+                   build.dir / "guest-modules.log", "struct mmu_notifier_range offsets",
+                   jail=sandbox.for_tree(build.tree, readable=(build.dir,), writable=(Path(tmp),)))
         layout = parse_offsets((Path(tmp) / "offsets.s").read_text())
     atomic.write_text(cache, json.dumps({"offsets": layout.offsets, "sizes": layout.sizes}))
     return layout
