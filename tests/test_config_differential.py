@@ -22,7 +22,7 @@ from pathlib import Path
 import kconfiglib
 import pytest
 
-from harness.kernel import composition, config, kconfig
+from harness.kernel import composition, config, kconfig, kconfig_explain
 from harness.kernel.build import make_cmd
 from harness.kernel.config import config_spec
 from harness.kernel.source import KernelTree
@@ -55,7 +55,7 @@ def olddefconfig_of(kernel: KernelTree, scratch: Path, config: Path) -> Path:
 def disagreements(engine: Path, kernel: Path) -> list[str]:
     """Every symbol whose value differs between two .config files; absent and "is not set" are both n."""
     return [f"CONFIG_{name}: engine {a or '(absent)'}, kernel {b or '(absent)'}"
-            for name, a, b in kconfig.diff_configs(engine, kernel)]
+            for name, a, b in kconfig_explain.diff_configs(engine, kernel)]
 
 
 def check_fixed_point(model: kconfiglib.Kconfig, kernel: KernelTree, scratch: Path, name: str) -> None:

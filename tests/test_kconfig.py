@@ -18,7 +18,7 @@ import pytest
 
 from harness import paths
 from harness.cli import main as harness_cli
-from harness.kernel import composition, kconfig, resolver
+from harness.kernel import composition, kconfig, kconfig_explain, resolver
 from harness.kernel.config import fragments_for
 from harness.kernel.kconfig import ConfigError, Request
 from tests.trees import kernel_tree
@@ -152,7 +152,7 @@ def test_unknown_symbol_is_an_error_with_a_suggestion(k612: kconfiglib.Kconfig) 
     with pytest.raises(ConfigError, match=r"unknown Kconfig symbol CONFIG_MMU_NOTIFER.*CONFIG_MMU_NOTIFIER"):
         resolver.turn_off(k612, "MMU_NOTIFER")
     with pytest.raises(ConfigError, match="unknown Kconfig symbol"):
-        kconfig.explain(k612, "CONFIG_NO_SUCH_THING")
+        kconfig_explain.explain(k612, "CONFIG_NO_SUCH_THING")
     with pytest.raises(ConfigError, match=r"^frag:7: unknown Kconfig symbol CONFIG_NO_SUCH_THING"):
         kconfig.apply_requests(k612, [Request("NO_SUCH_THING", "y", "frag:7")])
 
@@ -320,7 +320,7 @@ def test_on_a_prompted_symbol_reports_unmet_dependencies(k612: kconfiglib.Kconfi
 
 def test_explain_lists_selectors_with_values(k612: kconfiglib.Kconfig, cloud_612: Path) -> None:
     kconfig.apply_base(k612, str(cloud_612))
-    text = kconfig.explain(k612, "MMU_NOTIFIER")
+    text = kconfig_explain.explain(k612, "MMU_NOTIFIER")
     lines = text.splitlines()
     assert lines[0].startswith("CONFIG_MMU_NOTIFIER (bool) = y")
     assert "prompt: none" in text
@@ -330,7 +330,7 @@ def test_explain_lists_selectors_with_values(k612: kconfiglib.Kconfig, cloud_612
     assert "TEST_HMM[=n]" in next(line for line in lines if "selected by (inactive)" in line)
     assert "value comes from: a select" in text
 
-    kvm_x86 = kconfig.explain(k612, "KVM_X86")
+    kvm_x86 = kconfig_explain.explain(k612, "KVM_X86")
     assert "default in effect: KVM[=m] if" in kvm_x86 and "KVM_INTEL[=m]" in kvm_x86
 
 
@@ -338,12 +338,12 @@ def test_diff_configs(tmp_path: Path) -> None:
     a, b = tmp_path / "a.config", tmp_path / "b.config"
     a.write_text("CONFIG_KVM=m\nCONFIG_MMU_NOTIFIER=y\n# CONFIG_TEST_HMM is not set\nCONFIG_NR_CPUS=64\n")
     b.write_text("# CONFIG_KVM is not set\nCONFIG_NR_CPUS=8\nCONFIG_LOCALVERSION=\"-x\"\n")
-    rows = kconfig.diff_configs(a, b)
+    rows = kconfig_explain.diff_configs(a, b)
     assert rows == [("KVM", "m", "n"), ("LOCALVERSION", None, "-x"), ("MMU_NOTIFIER", "y", None),
                     ("NR_CPUS", "64", "8")]  # TEST_HMM: "not set" and absent are the same
-    text = kconfig.render_diff(rows, "a", "b")
+    text = kconfig_explain.render_diff(rows, "a", "b")
     assert "CONFIG_MMU_NOTIFIER  y -> (absent)" in text and text.endswith("4 symbol(s) differ")
-    assert kconfig.diff_configs(a, a) == []
+    assert kconfig_explain.diff_configs(a, a) == []
 
 
 # -- the CLI ------------------------------------------------------------------------------------------

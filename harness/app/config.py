@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.kernel import composition, kconfig, sandbox, trees
+from harness.kernel import composition, kconfig, kconfig_explain, sandbox, trees
 from harness.kernel.kconfig import ConfigError
 
 
@@ -73,7 +73,7 @@ def config_explain(req: ConfigExplainRequest) -> str:
     kconf = kconfig.load_tree(tree.path, None, sandbox.for_tree(tree))
     if req.config is not None:
         kconfig.apply_base(kconf, str(req.config))
-    return str(kconfig.explain(kconf, req.symbol))
+    return str(kconfig_explain.explain(kconf, req.symbol))
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class ConfigDiffRequest:
 
 def config_diff(req: ConfigDiffRequest) -> str:
     """The symbols whose values differ between A and B."""
-    return str(kconfig.render_diff(kconfig.diff_configs(req.a, req.b), str(req.a), str(req.b)))
+    return str(kconfig_explain.render_diff(kconfig_explain.diff_configs(req.a, req.b), str(req.a), str(req.b)))
 
 
 def _short_list(names: list[str], limit: int = 12) -> str:
