@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import atomic, paths
+from harness import locks, paths
 from harness.app import kernel as kernel_app
 from harness.cli.main import main
 from harness.kernel import artifact, artifact_unpack, source
@@ -331,14 +331,14 @@ def test_a_refused_early_member_ends_the_decompressor(world: World, tmp_path: Pa
 def test_a_killed_import_leaves_nothing_that_trips_the_next(world: World, packed: artifact.Packed):
     tree = world.cache / TREE
     # The import unpacks, then waits for the tree's lock (held here): it is killed there, staging dir and all
-    with atomic.locked(source.tree_lock(tree), "a run reading the tree"):
+    with locks.locked(source.tree_lock(tree), "a run reading the tree"):
         child = subprocess.Popen(
             [sys.executable, "-c", "import sys; from pathlib import Path; from harness.kernel import artifact; "
              "artifact.import_artifact(Path(sys.argv[1]))", str(packed.path)],
             cwd=paths.REPO, env={**os.environ, "HARNESS_CACHE": str(world.cache)}, stderr=subprocess.PIPE, text=True)
         try:
             assert child.stderr is not None
-            for line in child.stderr:  # atomic.locked says so once it has waited a second
+            for line in child.stderr:  # locks.locked says so once it has waited a second
                 if "waiting for tree-linux-source-6.12" in line:
                     break
             else:

@@ -12,20 +12,20 @@ import textwrap
 import time
 from pathlib import Path
 
-from harness import atomic, paths
+from harness import locks, paths
 
 # A holder in its own process: takes the lock (the harness's way, or a bare flock as an older harness
 # did), says so on stdout, holds it for the given seconds.
 HOLDER = textwrap.dedent("""
     import fcntl, sys, time
     from pathlib import Path
-    from harness import atomic
+    from harness import locks
     lock, seconds, how = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
     if how == "bare":
         f = open(lock, "a"); fcntl.flock(f, fcntl.LOCK_EX)
         print("held", flush=True); time.sleep(seconds)
     else:
-        with atomic.locked(lock, "building kernel 6.12.117 (notifier off)", log=lock.with_suffix(".log"),
+        with locks.locked(lock, "building kernel 6.12.117 (notifier off)", log=lock.with_suffix(".log"),
                            shared=how == "shared"):
             print("held", flush=True); time.sleep(seconds)
 """)
@@ -43,7 +43,7 @@ def test_a_wait_names_the_holder_then_its_progress(tmp_path: Path, capsys):
     lock.with_suffix(".log").write_text("make bzImage\n  CC      mm/rmap.o\n")
     holder = hold(lock, 2.5)
     started = time.monotonic()
-    with atomic.locked(lock, "the same build", progress_every=0.7):
+    with locks.locked(lock, "the same build", progress_every=0.7):
         waited = time.monotonic() - started
     holder.wait()
     err = capsys.readouterr().err
@@ -61,7 +61,7 @@ def test_a_wait_names_the_holder_then_its_progress(tmp_path: Path, capsys):
 def test_a_short_wait_is_silent(tmp_path: Path, capsys):
     lock = tmp_path / "l.lock"
     holder = hold(lock, 0.3)
-    with atomic.locked(lock):
+    with locks.locked(lock):
         pass
     holder.wait()
     assert capsys.readouterr().err == ""
@@ -70,7 +70,7 @@ def test_a_short_wait_is_silent(tmp_path: Path, capsys):
 def test_a_holder_without_a_record_is_still_named(tmp_path: Path, capsys):
     lock = tmp_path / "old.lock"
     holder = hold(lock, 1.6, how="bare")  # a harness from before holder records
-    with atomic.locked(lock):
+    with locks.locked(lock):
         pass
     holder.wait()
     err = capsys.readouterr().err
@@ -82,9 +82,9 @@ def test_readers_share_and_a_writer_waits_for_them(tmp_path: Path, capsys):
     lock = tmp_path / "tree.lock"
     readers = [hold(lock, 2, how="shared"), hold(lock, 2, how="shared")]  # the second did not wait for the first
     started = time.monotonic()
-    with atomic.locked(lock, shared=True):
+    with locks.locked(lock, shared=True):
         assert time.monotonic() - started < 0.5  # a third reader neither
-    with atomic.locked(lock, "unpacking"):
+    with locks.locked(lock, "unpacking"):
         assert time.monotonic() - started > 1
     for r in readers:
         r.wait()

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from harness import atomic, paths
+from harness import atomic, locks, paths
 from harness.kernel import config, source
 from harness.kernel.artifact_manifest import FORMAT, FRAGMENTS, ArtifactError, Limits, load_limits, validate
 from harness.kernel.artifact_unpack import MANIFEST, compressor, sha256_of, unpack
@@ -284,7 +284,7 @@ def import_artifact(artifact: Path, sha256: str | None = None, limits: Limits | 
     limits = limits or load_limits()
     root = paths.cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    with atomic.locked(root / "locks" / "artifact-import.lock", f"importing {artifact.name}"):
+    with locks.locked(root / "locks" / "artifact-import.lock", f"importing {artifact.name}"):
         for stale in root.glob(f"{STAGING_PREFIX}*"):  # of dead imports (this one's would be named anew)
             if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)  # never follows a link out (rmtree works on descriptors)
@@ -295,7 +295,7 @@ def import_artifact(artifact: Path, sha256: str | None = None, limits: Limits | 
             manifest = unpack(artifact, staged, limits, sha256)
             target = Placement.of(root, staged, manifest)
             # Into the tree's directory: its lock, exclusive (no run reads it meanwhile; source.py, prepare.py)
-            with atomic.locked(source.tree_lock(target.tree), f"importing {artifact.name} into {target.tree}"):
+            with locks.locked(source.tree_lock(target.tree), f"importing {artifact.name} into {target.tree}"):
                 _place(target, manifest)
         finally:
             shutil.rmtree(staged, ignore_errors=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from harness import atomic, paths, schema
+from harness import atomic, locks, paths, schema
 from harness.errors import InfraError, UserError
 from harness.kernel import kconfig, sandbox
 from harness.kernel.source import KernelTree
@@ -114,7 +114,7 @@ def build_kernel(configured: Configured, jobs: int | None = None) -> KernelBuild
         # One lock per build directory: other configs of the same tree build meanwhile, and a second
         # run of this config waits for the first rather than build it twice.
         link = _build_link(tree, key)
-        with atomic.locked(build_lock(link), f"building kernel {tree.version} ({tree.identity}) in {link}",
+        with locks.locked(build_lock(link), f"building kernel {tree.version} ({tree.identity}) in {link}",
                            log=link / "build.log"):
             outdir = build_dir(tree, key)
             # or the process we waited for built it

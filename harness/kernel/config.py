@@ -20,7 +20,7 @@ import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness import atomic, paths
+from harness import atomic, locks, paths
 from harness.kernel import composition, kconfig, resolver, sandbox
 from harness.kernel.build import Configured, config_key, content_key, make_cmd, run_logged
 from harness.kernel.kconfig import ConfigError
@@ -126,7 +126,7 @@ def configure(tree: KernelTree, spec: ConfigSpec) -> Configured:
                           "the kernels packed with it; this configuration is not one of them. Import its artifact, "
                           f"or remove {tree.path} so that the full tree is unpacked")
     # compose() works in the tree's one scratch directory: one composition per tree at a time (seconds).
-    with atomic.locked(paths.cache_root() / "locks" / f"configure-{content_key(tree.identity, str(tree.path))}.lock",
+    with locks.locked(paths.cache_root() / "locks" / f"configure-{content_key(tree.identity, str(tree.path))}.lock",
                        f"composing a .config for {tree.version} ({tree.identity})", log=root / "configure.log"):
         scratch_config, key, why = compose(tree, spec, root / "configure.log")
         kept = root / "by-key" / f"{tree.version}-{key}.config"

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import atomic, paths
+from harness import locks, paths
 from harness.kernel import source, trees
 from harness.kernel.build import KernelBuild, build_kernel, build_lock
 from harness.kernel.config import config_spec, configure
@@ -36,17 +36,17 @@ def prepare(ksrc: str | None = None, notifier: str = "on", settings: tuple[str, 
     # Each lock guards one thing, so that a ready kernel never waits for another config's build:
     # unpacking a tree (exclusive, in source.py; taken only when there is something to unpack), reading
     # it (shared, from here to the image), composing in its scratch directory (config.py), one build
-    # directory (build.py), one image. A wait of more than a second says who holds what (atomic.locked).
+    # directory (build.py), one image. A wait of more than a second says who holds what (locks.locked).
     with _timed(timings, "source_s"):
         tree = trees.resolve(ksrc)
-    with atomic.locked(source.tree_lock(tree.path), f"reading {tree.path} for a build", shared=True):
+    with locks.locked(source.tree_lock(tree.path), f"reading {tree.path} for a build", shared=True):
         with _timed(timings, "config_s"):
             configured = configure(tree, config_spec(notifier, tree.series, settings, fragments))
         with _timed(timings, "kernel_s"):
             kernel = build_kernel(configured)
         with _timed(timings, "image_s"), \
-                atomic.locked(build_lock(kernel.dir), f"making an image from {kernel.dir}", shared=True), \
-                atomic.locked(_image_lock(kernel), f"making the image (guest modules, initramfs) of {kernel.dir}"):
+                locks.locked(build_lock(kernel.dir), f"making an image from {kernel.dir}", shared=True), \
+                locks.locked(_image_lock(kernel), f"making the image (guest modules, initramfs) of {kernel.dir}"):
             image = build_image(kernel)
     return Prepared(tree, kernel, image, notifier, fragments, timings)
 

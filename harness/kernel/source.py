@@ -11,7 +11,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import atomic, paths
+from harness import atomic, locks, paths
 from harness.kernel import debian
 from harness.kernel.kconfig import tree_version
 
@@ -69,7 +69,7 @@ def debian_tree(series: str = DEFAULT_SERIES) -> KernelTree:
         return _debian(dest, stamp.read_text(), package)  # fetched (7.x) and unpacked before: never changes
     # Installing, fetching, unpacking: one process per tree, and none while a build reads it (prepare.py
     # holds this lock shared from the config stage to the image).
-    with atomic.locked(tree_lock(dest), f"installing and unpacking {package} into {dest}"):
+    with locks.locked(tree_lock(dest), f"installing and unpacking {package} into {dest}"):
         if not tarball.exists() and debian.candidate(package):
             debian.install(package)
         if tarball.exists():

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import atomic, paths
+from harness import atomic, locks, paths
 from harness.kernel import sandbox
 from harness.kernel.build import BuildError, KernelBuild, content_key, make_cmd, run_logged
 
@@ -41,7 +41,7 @@ def uapi_headers(build: KernelBuild) -> Path:
     stamp = build.dir / ".harness-headers.json"
     if build.tree.immutable and stamp.exists():
         return include
-    with atomic.locked(build.dir / ".harness-headers.lock"):
+    with locks.locked(build.dir / ".harness-headers.lock"):
         if not (build.tree.immutable and stamp.exists()):
             started = time.monotonic()
             run_logged(make_cmd(build.tree, build.dir, "headers"), build.dir / "harness-userprogs.log",

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import atomic, paths, schema
+from harness import atomic, locks, paths, schema
 from harness.errors import InfraError, UserError
 from harness.kernel.image import Image, client_key
 from harness.results.outcome import HarnessFault, Outcome
@@ -169,7 +169,7 @@ def probe_accel(kernel: Path, image: Image, timeout: float = 30) -> str:
     if cache.exists() and (known := json.loads(cache.read_text())).get("key") == key:
         return known["accel"]
     # One probe at a time: parallel runs (xdist workers, matrix cells) share its folder and cache file.
-    with atomic.locked(paths.cache_root() / "locks" / "kvm-probe.lock", "probing KVM with a boot"):
+    with locks.locked(paths.cache_root() / "locks" / "kvm-probe.lock", "probing KVM with a boot"):
         if cache.exists() and (known := json.loads(cache.read_text())).get("key") == key:
             return known["accel"]  # probed while this process waited
         return _probe_kvm(kernel, image, timeout, cache, key)
