@@ -39,7 +39,7 @@ from harness.results.outcome import SEVERITY, GuestCrash, GuestTimeout, GuestUnr
 from harness.results.rundir import RunDir, new_run_dir, point_latest
 from harness.vm import faults, qmp
 from harness.vm.machine import VM, BootError, load_profile, probe_accel
-from harness.vm.ssh import CommandFailed, CommandResult, CommandTimeout, SSHError
+from harness.vm.ssh import CommandFailed, CommandFlooded, CommandResult, CommandTimeout, SSHError
 
 # Defaults for TCG on 2 cores, where this kernel boots in ~2 s; scaled up for debug kernels.
 DEFAULT_BOOT_TIMEOUT = 120.0
@@ -457,6 +457,8 @@ def classify(report: pytest.TestReport, call: pytest.CallInfo[None]) -> tuple[Ou
         return exc.outcome, first_line
     if isinstance(exc, CommandTimeout):
         return Outcome.TIMEOUT, first_line
+    if isinstance(exc, CommandFlooded):  # one not seen by harness/vm/faults.py (a fixture's)
+        return Outcome.FLOOD, first_line
     if isinstance(exc, CommandFailed):  # the guest answered, and the answer was wrong: the test's verdict
         return (Outcome.FAIL if report.when == "call" else Outcome.ERROR), first_line
     if isinstance(exc, SSHError):
