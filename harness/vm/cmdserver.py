@@ -178,7 +178,7 @@ class CommandServer:
         try:
             chan.exec_command(SERVER_PATH)
             try:
-                kind, payload = server._next_frame(deadline)
+                kind, payload = server.next_frame(deadline)
             except ServerGone:
                 status = chan.recv_exit_status() if chan.exit_status_ready() else -1
                 if status in (126, 127):  # the shell's "not found" / "cannot execute"
@@ -207,7 +207,7 @@ class CommandServer:
             raise TimeoutError("the guest took no more input") from None
         out, err = bytearray(), bytearray()
         while True:
-            kind, payload = self._next_frame(deadline)
+            kind, payload = self.next_frame(deadline)
             if kind in (b"O", b"E"):
                 stream, name = (out, "stdout") if kind == b"O" else (err, "stderr")
                 if len(stream) + len(payload) > self.limits.output_bytes:
@@ -234,7 +234,9 @@ class CommandServer:
     def close(self) -> None:
         self.chan.close()
 
-    def _next_frame(self, deadline: float) -> tuple[bytes, bytes]:
+    def next_frame(self, deadline: float) -> tuple[bytes, bytes]:
+        """The next frame from the guest: TimeoutError past `deadline`, ServerGone when the channel ends,
+        Flooded for a frame longer than limits.frame_bytes."""
         while (frame := self._reader.next()) is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -245,6 +247,7 @@ class CommandServer:
             except TimeoutError:  # a slice of the wait: look at the deadline again
                 continue
             if not data:
-                raise ServerGone("the command server's channel ended")
+                cut = f" {self._reader.pending} bytes into a frame" if self._reader.pending else ""
+                raise ServerGone(f"the command server's channel ended{cut}")
             self._reader.feed(data)
         return frame

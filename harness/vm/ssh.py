@@ -102,6 +102,14 @@ class CommandResult:
                 f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}")
 
 
+def take_output(into: bytearray, data: bytes, limit: int, name: str, command: str) -> None:
+    """An exec channel's output, bounded as the command server's is (harness/vm/cmdserver.py)."""
+    if len(into) + len(data) > limit:
+        raise CommandFlooded(f"the guest flooded: the command's {name} passed {guest_limits.size(limit)}, "
+                             f"starting {bytes(into[:60] or data[:60])!r} while running: {command}")
+    into += data
+
+
 def pinned_client(port: int, host_key_pub: Path) -> paramiko.SSHClient:
     """A client that knows exactly one host key for [127.0.0.1]:port and rejects every other."""
     kind, b64 = host_key_pub.read_text().split()[:2]
@@ -343,9 +351,9 @@ class SSH:
                 if time.monotonic() > deadline:
                     raise CommandTimeout(f"command did not finish within {timeout:.0f} s: {command}")
                 if chan.recv_ready():
-                    self._take(out, chan.recv(65536), "stdout", command)
+                    take_output(out, chan.recv(65536), self.limits.output_bytes, "stdout", command)
                 elif chan.recv_stderr_ready():
-                    self._take(err, chan.recv_stderr(65536), "stderr", command)
+                    take_output(err, chan.recv_stderr(65536), self.limits.output_bytes, "stderr", command)
                 elif not transport.is_active():
                     raise SSHError(f"SSH session dropped while running: {command}")
                 else:
@@ -363,14 +371,6 @@ class SSH:
             chan.close()
         return CommandResult(tuple(argv), status, out.decode(errors="replace"), err.decode(errors="replace"),
                              time.monotonic() - started)
-
-    def _take(self, into: bytearray, data: bytes, name: str, command: str) -> None:
-        """An exec channel's output, bounded as the command server's is (harness/vm/cmdserver.py)."""
-        if len(into) + len(data) > self.limits.output_bytes:
-            raise CommandFlooded(f"the guest flooded: the command's {name} passed "
-                                 f"{guest_limits.size(self.limits.output_bytes)}, starting "
-                                 f"{bytes(into[:60] or data[:60])!r} while running: {command}")
-        into += data
 
     def put(self, local: Path, remote: str, mode: int = 0o755) -> None:
         # Written beside, then renamed over: a file in use (the loader or libc a running dropbear maps)
