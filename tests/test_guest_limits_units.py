@@ -31,7 +31,7 @@ from harness.vm.cmdserver import (
     encode_request,
 )
 from harness.vm.limits import GuestLimits, LimitsError
-from harness.vm.ssh import CommandFlooded, take_output
+from harness.vm.ssh import DESCRIBED_OUTPUT, CommandFlooded, CommandResult, take_output
 
 MIB = 1 << 20
 SMALL = GuestLimits(frame_bytes=MIB, output_bytes=4 * MIB, console_memory_bytes=MIB, console_log_bytes=MIB)
@@ -217,3 +217,15 @@ def test_an_exec_channels_output_is_bounded_the_same_way():
                                              r"starting b'y\\ny\\n.* while running: yes"):
         take_output(out, b"y\n", 2001, "stdout", "yes")
     assert out == b"y\n" * 1000
+
+
+def test_a_long_output_is_described_by_its_start_and_its_end():
+    """commands.log and every error message carry at most DESCRIBED_OUTPUT characters of each stream: a 32 MiB
+    output once filled commands.log with 32 MiB a command."""
+    stdout = "first line\n" + "y\n" * (MIB // 2) + "last line\n"
+    text = CommandResult(("yes",), 0, stdout, "", 1.0).describe()
+    assert len(text) < DESCRIBED_OUTPUT + 200
+    assert "--- stdout\nfirst line\n" in text and text.endswith("last line\n--- stderr\n")
+    assert f"[... {len(stdout) - DESCRIBED_OUTPUT} characters left out ...]" in text
+    short = CommandResult(("echo",), 0, "hi\n", "", 1.0).describe()
+    assert short.endswith("--- stdout\nhi\n--- stderr\n")

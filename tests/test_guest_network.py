@@ -17,7 +17,6 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 

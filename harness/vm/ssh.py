@@ -48,6 +48,9 @@ from harness.vm.limits import GuestLimits
 SERVER_REPLY_GRACE_S = 2.0
 MAX_SERVERS = 4  # command servers per session (threads at once); a thread beyond takes an exec channel
 RECONNECT_SETTLE_S = 0.5
+# Of a command's stdout and of its stderr, what commands.log and an error message show: a command may print
+# up to limits.output_bytes, and a copy of that in every log line and message would be the host's to hold.
+DESCRIBED_OUTPUT = 16384
 
 # paramiko logs a failure of its transport thread (a connection reset by a QEMU dying as it is reached) with
 # a traceback, on stderr when nothing else handles its records; the same failure reaches the caller as an
@@ -99,7 +102,15 @@ class CommandResult:
             except ValueError:
                 status += f" (killed by signal {self.signal})"
         return (f"$ {shlex.join(self.argv)}\n{status} after {self.duration_s:.2f} s\n"
-                f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}")
+                f"--- stdout\n{_excerpt(self.stdout)}--- stderr\n{_excerpt(self.stderr)}")
+
+
+def _excerpt(text: str, head: int = DESCRIBED_OUTPUT // 4, tail: int = DESCRIBED_OUTPUT * 3 // 4) -> str:
+    """A command's output as commands.log and error messages show it: whole up to DESCRIBED_OUTPUT
+    characters, else its start and its end (where a failure says why)."""
+    if len(text) <= head + tail:
+        return text
+    return f"{text[:head]}\n[... {len(text) - head - tail} characters left out ...]\n{text[-tail:]}"
 
 
 def take_output(into: bytearray, data: bytes, limit: int, name: str, command: str) -> None:
