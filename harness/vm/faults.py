@@ -9,8 +9,8 @@ into the same outcome (harness/results/outcome.py), with the same words and the 
         vm.ssh.run(...)
 
 Whatever leaves the block as a fault of the machine leaves as a HarnessFault (GuestCrash, GuestTimeout,
-GuestFlooded, GuestUnreachable, or the BootError the boot raised), which harness/cli/main.py prints as one paragraph
-with exit status 2. A block that ends normally is still checked: a kernel that oopsed or a QEMU that died
+GuestFlooded, GuestUnreachable, or the BootError the boot raised), which harness/cli/main.py prints as one
+paragraph with exit status 2. A block that ends normally is still checked: a kernel that oopsed or a QEMU that died
 while the work seemed to succeed is a CRASH, and one that flooded its console a FLOOD, not a result.
 """
 

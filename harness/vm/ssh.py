@@ -11,8 +11,8 @@ are opened and closed at once: one more reason for long-lived channels.) No shel
 from input. Both paths say the same: a command killed by a signal has exit status -1 (the server also
 names the signal), a timeout is CommandTimeout, a session gone under a command is SSHError, output past
 a limit of harness/vm/limits.py is CommandFlooded; the reply comes when the command exits, even if a
-background child still holds its stdout. Files are copied by
-feeding them to `cat` (dropbear has no SFTP server in the image).
+background child still holds its stdout. Files are copied by feeding them to `cat` (dropbear has no SFTP
+server in the image).
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ class CommandFailed(SSHError):
 
 class CommandFlooded(SSHError):
     """The guest sent more than a limit allows while a command ran (harness/vm/limits.py): the command's
-    outcome is unknown, and its channel is dropped (which ends the command in the guest)."""
+    outcome is unknown, and its channel is dropped. The command server then kills the command; dropbear
+    leaves the command of an exec channel running, as after a timeout."""
 
 
 class CommandServerLost(SSHError):
