@@ -47,7 +47,7 @@ def _frame(kind: bytes, payload: bytes) -> bytes:
 def test_the_defaults_come_from_configs_and_each_can_be_overridden_by_its_variable():
     default = limits.load({})
     assert default == GuestLimits(frame_bytes=MIB, output_bytes=32 * MIB, console_memory_bytes=MIB,
-                                  console_log_bytes=256 * MIB)
+                                  console_log_bytes=64 * MIB)
     assert limits.load({"HARNESS_LIMIT_OUTPUT_BYTES": "128M"}) == replace(default, output_bytes=128 * MIB)
     assert limits.load({"HARNESS_LIMIT_CONSOLE_LOG_BYTES": "1G"}).console_log_bytes == 1 << 30
     assert limits.load({"HARNESS_LIMIT_FRAME_BYTES": "70000"}).frame_bytes == 70000
