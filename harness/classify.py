@@ -13,7 +13,7 @@ import errno
 import pytest
 
 from harness.results.outcome import SEVERITY, HarnessFault, Outcome
-from harness.vm.ssh import CommandFailed, CommandTimeout, SSHError
+from harness.vm.ssh import CommandFailed, CommandFlooded, CommandTimeout, SSHError
 
 
 class ResultsLost(HarnessFault):
@@ -35,6 +35,8 @@ def classify(report: pytest.TestReport, call: pytest.CallInfo[None]) -> tuple[Ou
         return exc.outcome, first_line
     if isinstance(exc, CommandTimeout):
         return Outcome.TIMEOUT, first_line
+    if isinstance(exc, CommandFlooded):  # one not seen by harness/vm/faults.py (a fixture's)
+        return Outcome.FLOOD, first_line
     if isinstance(exc, CommandFailed):  # the guest answered, and the answer was wrong: the test's verdict
         return (Outcome.FAIL if report.when == "call" else Outcome.ERROR), first_line
     if isinstance(exc, SSHError):

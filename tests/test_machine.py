@@ -57,7 +57,8 @@ def test_qemu_opens_no_door_of_its_own():
     assert argv[argv.index("-chardev") + 1] == "socket,id=qmp,fd=7"
     assert argv[argv.index("-mon") + 1] == "chardev=qmp,mode=control"
     assert argv[argv.index("-monitor") + 1] == "none"
-    assert argv[argv.index("-netdev") + 1] == "user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22"
+    # restrict=on: the guest reaches neither the host's services nor the network (tests/test_guest_network.py)
+    assert argv[argv.index("-netdev") + 1] == "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22"
     joined = " ".join(argv)
     assert "abstract" not in joined and "path=" not in joined and "server" not in joined
 

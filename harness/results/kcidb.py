@@ -35,9 +35,11 @@ ARCH = "x86_64"
 EXCERPT_MAX = 16384
 # KCIDB's statuses say what a test says of the tested code. XFAIL is a known kernel bug that the suite
 # expects (kselftest counts its xfail as a pass); CRASH is the kernel failing; TIMEOUT leaves the code's
-# state unknown (ERROR); INFRA means the test never ran for want of a guest (MISS). Our outcome is in misc.
+# state unknown (ERROR), and so does FLOOD (the guest sent more than the host takes); INFRA means the test
+# never ran for want of a guest (MISS). Our outcome is in misc.
 STATUS = {Outcome.PASS: "PASS", Outcome.FAIL: "FAIL", Outcome.SKIP: "SKIP", Outcome.XFAIL: "PASS",
-          Outcome.ERROR: "ERROR", Outcome.TIMEOUT: "ERROR", Outcome.CRASH: "FAIL", Outcome.INFRA: "MISS"}
+          Outcome.ERROR: "ERROR", Outcome.TIMEOUT: "ERROR", Outcome.CRASH: "FAIL", Outcome.FLOOD: "ERROR",
+          Outcome.INFRA: "MISS"}
 
 
 def runs_of(run_dir: Path) -> list[RunReport]:

@@ -5,6 +5,8 @@ kernel bug, named with its reason). The others are about the run:
   ERROR    the harness itself failed (a bug or bad input)
   TIMEOUT  a boot, command or test deadline passed
   CRASH    the kernel panicked / oopsed / hit BUG, or QEMU died
+  FLOOD    the guest sent more than the host takes (a command's output, the console, a frame of the
+           command channel: harness/vm/limits.py); what it was doing is unknown
   INFRA    the guest was never reachable (boot never started, SSH unreachable): not a regression
 
 SEVERITY is the only ranking of outcomes in the harness: `harness run`, `harness driver`,
@@ -26,14 +28,16 @@ class Outcome(StrEnum):
     ERROR = "ERROR"
     TIMEOUT = "TIMEOUT"
     CRASH = "CRASH"
+    FLOOD = "FLOOD"
     INFRA = "INFRA"
 
 
 # Worst first. A real FAIL outranks INFRA: INFRA says the guest was never reachable, which is not a
 # regression, so it must not hide one. Among the green ones a PASS outranks an XFAIL and a SKIP.
-SEVERITY = (Outcome.CRASH, Outcome.TIMEOUT, Outcome.FAIL, Outcome.ERROR, Outcome.INFRA,
+# A FLOOD is the guest's doing, like a TIMEOUT: a failure, never hidden as INFRA.
+SEVERITY = (Outcome.CRASH, Outcome.TIMEOUT, Outcome.FLOOD, Outcome.FAIL, Outcome.ERROR, Outcome.INFRA,
             Outcome.PASS, Outcome.XFAIL, Outcome.SKIP)
-FAILED = frozenset({Outcome.CRASH, Outcome.TIMEOUT, Outcome.FAIL, Outcome.ERROR})  # INFRA is reported apart
+FAILED = frozenset({Outcome.CRASH, Outcome.TIMEOUT, Outcome.FLOOD, Outcome.FAIL, Outcome.ERROR})  # INFRA apart
 GREEN = frozenset({Outcome.PASS, Outcome.XFAIL, Outcome.SKIP})
 
 
@@ -69,3 +73,9 @@ class GuestTimeout(HarnessFault):
 
 class GuestUnreachable(HarnessFault):
     outcome = Outcome.INFRA
+
+
+class GuestFlooded(HarnessFault):
+    """The guest sent more than a limit of harness/vm/limits.py: its reason starts "the guest flooded"."""
+
+    outcome = Outcome.FLOOD

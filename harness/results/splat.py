@@ -128,12 +128,13 @@ _HEADERS = (
 )
 
 
-# Every header holds one of these: a cheap test that spares most lines the regexes.
-_KEYWORDS = ("WARNING", "BUG", "INFO", "UBSAN", "LOCKUP", "[#", "panic", "PANIC", "kmemleak", "unreferenced object")
+# Every header holds one of these: a cheap test that spares most lines the regexes (and, with no splat open,
+# spares a console's lines without any of them the scanner: SplatScanner.skip).
+KEYWORDS = ("WARNING", "BUG", "INFO", "UBSAN", "LOCKUP", "[#", "panic", "PANIC", "kmemleak", "unreferenced object")
 
 
 def _match_header(msg: str) -> tuple[_Header, re.Match[str]] | None:
-    if not any(w in msg for w in _KEYWORDS):
+    if not any(w in msg for w in KEYWORDS):
         return None
     for h in _HEADERS:
         m = h.rx.match(msg)
@@ -202,15 +203,21 @@ class SplatScanner:
     `find_splats(text)` is the same run over a whole log.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int | None = None) -> None:
+        """keep: for a console that may print without end, how many splats to report and hold (a fatal
+        one always is); past it the others are only counted, in `dropped`, at the cost of a line each."""
         self._n = 0
         self._cur: _Open | None = None
         self._done: list[Splat] = []
+        self._keep = keep
+        self._started = 0
+        self._fatal_kept = False
+        self.dropped = 0
         # Recent lines outside any splat, for the `[ cut here ]` printed before a header.
         self._recent: deque[tuple[int, str, str]] = deque(maxlen=3)
 
     def feed(self, line: str) -> Splat | None:
-        """Read one line (a trailing newline is allowed)."""
+        """Read one line (a trailing newline is allowed). Past `keep` splats, only a fatal one is reported."""
         self._n += 1
         raw = line.rstrip("\r\n")
         msg = strip_prefix(raw)
@@ -223,6 +230,21 @@ class SplatScanner:
             return self._start(raw, msg, *hit)
         self._recent.append((self._n, raw, msg))
         return None
+
+    @property
+    def idle(self) -> bool:
+        """No splat is being read: a line without a keyword (KEYWORDS) cannot start one."""
+        return self._cur is None
+
+    def skip(self, count: int, last: list[str]) -> None:
+        """What feed() does with `count` lines that hold no keyword while the scanner is idle, without
+        reading each: they are counted, and the last of them (`last`, up to 3) kept as a prelude may be."""
+        assert self._cur is None, "skip() while a splat is open"
+        first = self._n + count - len(last)
+        self._n += count
+        for i, raw in enumerate(last[-3:], start=first + 1 + max(len(last) - 3, 0)):
+            raw = raw.rstrip("\r\n")
+            self._recent.append((i, raw, strip_prefix(raw)))
 
     def finish(self) -> list[Splat]:
         """Close the splat being read, if any, and return all splats found so far, in input order."""
@@ -279,7 +301,7 @@ class SplatScanner:
             self._close()
         return True, None
 
-    def _start(self, raw: str, msg: str, header: _Header, m: re.Match[str]) -> Splat:
+    def _start(self, raw: str, msg: str, header: _Header, m: re.Match[str]) -> Splat | None:
         cur = _Open(header, m, self._n)
         # Take the prelude (and what lies between it and the header, e.g. the message of WARN()).
         recent = list(self._recent)
@@ -295,12 +317,17 @@ class SplatScanner:
         cur.add(raw, msg)
         cur.fatal = header.kind == "panic"
         self._cur = cur
-        return cur.snapshot()
+        self._started += 1
+        return cur.snapshot() if self._keep is None or self._started <= self._keep or cur.fatal else None
 
     def _close(self) -> None:
         assert self._cur is not None
-        self._done.append(self._cur.snapshot())
-        self._cur = None
+        cur, self._cur = self._cur, None
+        if self._keep is None or len(self._done) < self._keep or (cur.fatal and not self._fatal_kept):
+            self._done.append(cur.snapshot())  # a title costs more than reading the splat: only for those kept
+            self._fatal_kept |= cur.fatal
+        else:
+            self.dropped += 1
 
 
 def find_splats(text: str) -> list[Splat]:

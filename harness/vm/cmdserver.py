@@ -4,6 +4,9 @@ A command over a channel of its own costs a channel open, dropbear's fork and `s
 the server it costs one request frame and a fork+execve of the argument list. The framing (described in
 cmdserver.c) is pure and tested on its own; CommandServer runs one command at a time over a paramiko
 channel and says how it ended, leaving the classification (timeout, lost session) to harness/vm/ssh.py.
+What the guest sends is bounded (harness/vm/limits.py): a frame's announced length before it is buffered,
+a command's stdout and stderr as they grow. Past a limit is Flooded; a frame the server never sends (an
+unknown type, a short exit frame) is MalformedFrame: a garbled channel, never a bare struct.error.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 
 import paramiko
 
+from harness.vm.limits import GuestLimits, size
+
 SERVER_PATH = "/guest/bin/cmdserver"
 HELLO = b"cmdserver 1"
 MAX_REQUEST = 256 << 20  # cmdserver.c's MAX_REQUEST: a larger stdin goes over a channel of its own
@@ -24,6 +29,7 @@ _U32 = struct.Struct(">I")
 _EXIT = struct.Struct(">BIQ")  # how, exit status or signal, guest microseconds
 EXITED, SIGNALLED, TIMED_OUT = 0, 1, 2
 START_ATTEMPTS = 3
+LAST_WORDS = 1 << 16  # what is read of a dead server's stderr (the last 300 characters are told)
 
 
 def encode_request(argv: Sequence[str], timeout_s: float | None, stdin: bytes = b"") -> bytes:
@@ -41,26 +47,47 @@ def encode_request(argv: Sequence[str], timeout_s: float | None, stdin: bytes = 
     return _HEADER.pack(b"R", len(payload)) + payload
 
 
-class FrameReader:
-    """Frames out of a byte stream that arrives in pieces of any size: feed() the pieces, next() the frames."""
+class MalformedFrame(ValueError):
+    """A frame cmdserver.c never sends (an unknown type, an exit frame of the wrong size): a garbled channel."""
 
-    def __init__(self) -> None:
+
+class Flooded(Exception):
+    """The guest sent more than a limit (harness/vm/limits.py) allows: the message says what, and how much."""
+
+
+class FrameReader:
+    """Frames out of a byte stream that arrives in pieces of any size: feed() the pieces, next() the frames.
+
+    A frame's length is checked against `max_frame` as soon as its header is in, before a byte of its
+    payload is kept: Flooded, however many bytes it announces."""
+
+    def __init__(self, max_frame: int = 1 << 20) -> None:
         self._buf = bytearray()
+        self.max_frame = max_frame
 
     def feed(self, data: bytes) -> None:
         self._buf += data
+        self._length()
 
     def next(self) -> tuple[bytes, bytes] | None:
         """The first complete frame (type, payload), taken out; None until one is complete."""
-        if len(self._buf) < _HEADER.size:
+        length = self._length()
+        if length is None or len(self._buf) < _HEADER.size + length:
             return None
-        kind, length = _HEADER.unpack_from(self._buf)
         end = _HEADER.size + length
-        if len(self._buf) < end:
-            return None
-        frame = (kind, bytes(self._buf[_HEADER.size:end]))
+        frame = (bytes(self._buf[:1]), bytes(memoryview(self._buf)[_HEADER.size:end]))
         del self._buf[:end]
         return frame
+
+    def _length(self) -> int | None:
+        """The payload length of the frame at the head of the buffer, once its header is in."""
+        if len(self._buf) < _HEADER.size:
+            return None
+        _, length = _HEADER.unpack_from(self._buf)
+        if length > self.max_frame:
+            raise Flooded(f"the command server announced a frame of {length} bytes, more than the "
+                          f"{size(self.max_frame)} a frame may hold")
+        return int(length)
 
     @property
     def pending(self) -> int:
@@ -85,16 +112,18 @@ class Exit:
 
 
 def decode_exit(payload: bytes) -> Exit:
+    if len(payload) != _EXIT.size:
+        raise MalformedFrame(f"an exit frame of {len(payload)} bytes, not {_EXIT.size}")
     how, code, guest_us = _EXIT.unpack(payload)
     if how not in (EXITED, SIGNALLED, TIMED_OUT):
-        raise ValueError(f"an exit frame with how={how}")
+        raise MalformedFrame(f"an exit frame with how={how}")
     return Exit(how, code, guest_us / 1e6)
 
 
 @dataclass(frozen=True)
 class Reply:
-    stdout: bytes
-    stderr: bytes
+    stdout: bytes | bytearray  # as received: a copy of megabytes would double the host's peak
+    stderr: bytes | bytearray
     exit: Exit
 
 
@@ -113,20 +142,22 @@ class ServerFailed(Exception):
 class CommandServer:
     """One cmdserver on one exec channel of `transport`; one command at a time (the caller locks)."""
 
-    def __init__(self, transport: paramiko.Transport, chan: paramiko.Channel):
+    def __init__(self, transport: paramiko.Transport, chan: paramiko.Channel, limits: GuestLimits):
         self.transport = transport
         self.chan = chan
-        self._reader = FrameReader()
+        self.limits = limits
+        self._reader = FrameReader(limits.frame_bytes)
 
     @classmethod
-    def start(cls, transport: paramiko.Transport, deadline: float, open_timeout: float) -> CommandServer:
+    def start(cls, transport: paramiko.Transport, deadline: float, open_timeout: float,
+              limits: GuestLimits) -> CommandServer:
         """Start the guest's server and wait for its hello. ServerAbsent if the guest has no such program;
         ServerGone if it ends before its hello for another reason (the session went); TimeoutError when no
         hello comes by `deadline`; paramiko's and the socket's errors as they come (no channel opened within
         `open_timeout`: "Timeout opening channel")."""
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
-                return cls._start(transport, deadline, open_timeout)
+                return cls._start(transport, deadline, open_timeout, limits)
             except (paramiko.SSHException, ServerGone) as e:
                 # Dropbear 2022.83 may refuse a channel ("Unable to open channel"), or close it at once, while
                 # it still winds down another one that closed under a live process. A server started twice
@@ -140,13 +171,14 @@ class CommandServer:
         raise AssertionError("unreachable")
 
     @classmethod
-    def _start(cls, transport: paramiko.Transport, deadline: float, open_timeout: float) -> CommandServer:
+    def _start(cls, transport: paramiko.Transport, deadline: float, open_timeout: float,
+               limits: GuestLimits) -> CommandServer:
         chan = transport.open_session(timeout=max(min(deadline - time.monotonic(), open_timeout), 0.1))
-        server = cls(transport, chan)
+        server = cls(transport, chan, limits)
         try:
             chan.exec_command(SERVER_PATH)
             try:
-                kind, payload = server._next_frame(deadline)
+                kind, payload = server.next_frame(deadline)
             except ServerGone:
                 status = chan.recv_exit_status() if chan.exit_status_ready() else -1
                 if status in (126, 127):  # the shell's "not found" / "cannot execute"
@@ -165,8 +197,9 @@ class CommandServer:
         return self.transport.is_active() and not (chan.closed or chan.eof_received or chan.exit_status_ready())
 
     def run(self, request: bytes, deadline: float) -> Reply:
-        """Send an encode_request() frame; the reply. TimeoutError when it has not come by `deadline`
-        (the channel is then of no more use: close it)."""
+        """Send an encode_request() frame; the reply. TimeoutError when it has not come by `deadline`,
+        Flooded past a limit, MalformedFrame for a frame the server never sends (the channel is then of
+        no more use: close it)."""
         self.chan.settimeout(max(deadline - time.monotonic(), 0.1))
         try:
             self.chan.sendall(request)
@@ -174,23 +207,25 @@ class CommandServer:
             raise TimeoutError("the guest took no more input") from None
         out, err = bytearray(), bytearray()
         while True:
-            kind, payload = self._next_frame(deadline)
-            if kind == b"O":
-                out += payload
-            elif kind == b"E":
-                err += payload
+            kind, payload = self.next_frame(deadline)
+            if kind in (b"O", b"E"):
+                stream, name = (out, "stdout") if kind == b"O" else (err, "stderr")
+                if len(stream) + len(payload) > self.limits.output_bytes:
+                    raise Flooded(f"the command's {name} passed {size(self.limits.output_bytes)}, starting "
+                                  f"{bytes(stream[:60] or payload[:60])!r}")
+                stream += payload
             elif kind == b"X":
-                return Reply(bytes(out), bytes(err), decode_exit(payload))
+                return Reply(out, err, decode_exit(payload))
             elif kind == b"F":
                 raise ServerFailed(payload.decode(errors="replace"))
             else:
-                raise ServerGone(f"{SERVER_PATH} sent a frame of unknown type {kind!r}")
+                raise MalformedFrame(f"a frame of unknown type {kind!r}")
 
     def last_words(self) -> str:
         """After ServerGone: how the server's channel ended (exit status, its stderr)."""
         status = self.chan.recv_exit_status() if self.chan.exit_status_ready() else None
         said = b""
-        while self.chan.recv_stderr_ready():
+        while self.chan.recv_stderr_ready() and len(said) < LAST_WORDS:  # a server that never stops: enough
             said += self.chan.recv_stderr(4096)
         end = "no exit status (killed by a signal?)" if status in (None, -1) else f"exit status {status}"
         text = said.decode(errors="replace").strip()
@@ -199,7 +234,9 @@ class CommandServer:
     def close(self) -> None:
         self.chan.close()
 
-    def _next_frame(self, deadline: float) -> tuple[bytes, bytes]:
+    def next_frame(self, deadline: float) -> tuple[bytes, bytes]:
+        """The next frame from the guest: TimeoutError past `deadline`, ServerGone when the channel ends,
+        Flooded for a frame longer than limits.frame_bytes."""
         while (frame := self._reader.next()) is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -210,6 +247,7 @@ class CommandServer:
             except TimeoutError:  # a slice of the wait: look at the deadline again
                 continue
             if not data:
-                raise ServerGone("the command server's channel ended")
+                cut = f" {self._reader.pending} bytes into a frame" if self._reader.pending else ""
+                raise ServerGone(f"the command server's channel ended{cut}")
             self._reader.feed(data)
         return frame

@@ -1,7 +1,10 @@
 """The serial console: QEMU under pexpect from its first byte, teed to a log by a reader thread.
 
 The thread drains the pty continuously (a full pty would stall the guest), scans each line for
-kernel splats while they print, and lets the caller wait for a pattern, a crash, or QEMU's exit.
+kernel splats while they print (harness/vm/transcript.py), and lets the caller wait for a pattern, a
+crash, or QEMU's exit. What the guest prints is untrusted: the memory kept is bounded and the log on disk
+stops at its limit (harness/vm/limits.py); past that the console is still drained and scanned, and
+`flooded` says why the guest's work ends as FLOOD (harness/vm/faults.py).
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from typing import Any
 import pexpect
 import ptyprocess
 
-from harness.results.splat import Splat, SplatScanner
+from harness.results.splat import Splat
+from harness.vm import limits as guest_limits
+from harness.vm.limits import GuestLimits
 from harness.vm.timeline import Arrival, Timeline
+from harness.vm.transcript import Transcript, Watch
 
 _LIVE: set[Console] = set()  # every QEMU not yet killed, for the exit handlers below
 _PR_SET_PDEATHSIG = 1
@@ -66,35 +72,66 @@ if threading.current_thread() is threading.main_thread() and signal.getsignal(si
 class WaitResult:
     """What ended a wait: the pattern matched, a fatal splat, QEMU exited, or the deadline passed."""
 
-    status: str  # "matched" | "crashed" | "exited" | "timeout" | "silent"
+    status: str  # "matched" | "crashed" | "flooded" | "exited" | "timeout" | "silent"
     match: re.Match[str] | None = None
     splat: Splat | None = None
     exit_status: int | None = None
     silent_s: float = 0.0
 
 
+class ConsoleLog:
+    """console.log on disk, up to `limit` bytes; a full disk or a flood stops the log, never the draining (a
+    full pty stalls the guest). Past the limit it ends with a line that says so, and `flooded` says why."""
+
+    def __init__(self, path: Path, limit: int):
+        self.path = path
+        self.limit = limit
+        self.written = 0
+        self.error = ""  # why the log stopped short: a full disk
+        self.flooded = ""  # why the log stopped short: the guest printed past the limit
+        self._file = open(path, "wb")  # noqa: SIM115 - closed by close()
+
+    def write(self, chunk: str) -> None:
+        if self.error or self.flooded:
+            return
+        data = chunk.encode("utf-8", "replace")
+        room = self.limit - self.written
+        try:
+            self._file.write(data[:room])
+            self.written += min(len(data), room)
+            if len(data) > room:
+                self.flooded = (f"the guest flooded the console: it printed more than "
+                                f"{guest_limits.size(self.limit)} (the log stops there; "
+                                f"{guest_limits.ENV_PREFIX}CONSOLE_LOG_BYTES raises the limit)")
+                self._file.write(f"\n[harness: {self.flooded}]\n".encode())
+            self._file.flush()
+        except OSError as e:
+            self.error = f"console log {self.path} is incomplete: {e.strerror}"
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        except OSError as e:
+            self.error = self.error or f"console log {self.path} is incomplete: {e.strerror}"
+
+
 class Console:
     def __init__(self, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
-                 pass_fds: Sequence[int] = ()):
+                 pass_fds: Sequence[int] = (), limits: GuestLimits | None = None):
         """pass_fds: descriptors QEMU inherits (the QMP socketpair's end); every other one is closed."""
         if os.environ.get("HARNESS_NO_QEMU"):  # `make unit`: a test that boots here is missing its e2e mark
             raise RuntimeError(f"HARNESS_NO_QEMU is set: refusing to start {argv[0]} (mark the test e2e)")
+        self.limits = limits or guest_limits.load()
         self.log_path = log_path
-        self._log = open(log_path, "w", errors="replace")  # noqa: SIM115 - closed by the reader thread
-        self._text = ""
+        self._log = ConsoleLog(log_path, self.limits.console_log_bytes)
         self._cond = threading.Condition()
-        self._scanner = SplatScanner()
-        self._partial = ""
-        self.splats: list[Splat] = []  # every splat started so far (fatal or not)
+        # Arrival times (time.monotonic()) for the boot timeline (harness/vm/timeline.py) are taken by the
+        # transcript, on the host, as each line arrives; `started` just before QEMU is spawned.
+        self._transcript = Transcript(self.limits.console_memory_bytes, self.qemu_cpu_s)
         self.last_output = time.monotonic()
         self.exit_status: int | None = None
-        # Arrival times (time.monotonic()) for the boot timeline (harness/vm/timeline.py): taken here, on
-        # the host, as each line arrives; `started` just before QEMU is spawned.
-        self.kernel_line: Arrival | None = None  # the kernel's first line ("Linux version ...")
-        self.markers: list[Arrival] = []  # every "HARNESS-..." line /init printed
         self.exit: Arrival | None = None  # QEMU's end (EOF on the pty)
         self._closed = False
-        self.log_error = ""  # why the log on disk stopped short of what QEMU printed (a full disk)
         def preexec() -> None:
             _die_with_parent()
             # The serial console's pty: devpts makes it group tty writable, and a line written there would
@@ -117,8 +154,26 @@ class Console:
 
     @property
     def text(self) -> str:
+        """The console's last lines (limits.console_memory_bytes of them); console.log has the rest."""
         with self._cond:
-            return self._text
+            return self._transcript.text()
+
+    @property
+    def splats(self) -> list[Splat]:
+        """Every splat started so far, fatal or not (up to transcript.MAX_SPLATS)."""
+        with self._cond:
+            return list(self._transcript.splats)
+
+    @property
+    def kernel_line(self) -> Arrival | None:
+        """The kernel's first line ("Linux version ...") as it arrived."""
+        return self._transcript.kernel_line
+
+    @property
+    def markers(self) -> list[Arrival]:
+        """The "HARNESS-..." lines /init printed, as they arrived."""
+        with self._cond:
+            return list(self._transcript.markers)
 
     def _read(self) -> None:
         while True:
@@ -130,49 +185,33 @@ class Console:
                 self.exit = Arrival(time.monotonic(), self.qemu_cpu_s(), "")  # before the reaping ends /proc/PID
                 break
             with self._cond:
-                self._write_log(chunk)
-                self._text += chunk
+                self._log.write(chunk)
                 self.last_output = time.monotonic()
-                self._scan(chunk, arrived=self.last_output)
+                self._transcript.feed(chunk, arrived=self.last_output)
                 self._cond.notify_all()
         self.child.close()  # reaps QEMU, so that its exit status is known
         with self._cond:
-            self._scan("\n", final=True, arrived=time.monotonic())
+            self._transcript.finish(arrived=time.monotonic())
             self.exit_status = self.child.exitstatus if self.child.exitstatus is not None else -(
                 self.child.signalstatus or 0)
             self._closed = True
-            try:
-                self._log.close()
-            except OSError as e:
-                self.log_error = self.log_error or f"console log {self.log_path} is incomplete: {e.strerror}"
+            self._log.close()
             self._cond.notify_all()
 
-    def _write_log(self, chunk: str) -> None:
-        """Tee to the log; a full disk stops the log, never the draining (a full pty stalls the guest)."""
-        if self.log_error:
-            return
-        try:
-            self._log.write(chunk)
-            self._log.flush()
-        except OSError as e:
-            self.log_error = f"console log {self.log_path} is incomplete: {e.strerror}"
+    @property
+    def log_error(self) -> str:
+        """Why the log on disk stopped short of what QEMU printed (a full disk); "" while it is whole."""
+        return self._log.error
 
-    def _scan(self, chunk: str, arrived: float, final: bool = False) -> None:
-        lines = (self._partial + chunk.replace("\r", "")).split("\n")
-        self._partial = "" if final else lines.pop()
-        for line in lines:
-            if line.startswith("HARNESS-"):
-                self.markers.append(Arrival(arrived, self.qemu_cpu_s(), line))
-            elif self.kernel_line is None and "Linux version" in line:
-                self.kernel_line = Arrival(arrived, self.qemu_cpu_s(), line)
-            started = self._scanner.feed(line)
-            if started is not None:
-                self.splats.append(started)
+    @property
+    def flooded(self) -> str:
+        """Why the guest's work ends as FLOOD (it printed past the log's limit); "" while it has not."""
+        return self._log.flooded
 
     def timeline(self) -> Timeline:
         """This boot's stages so far, from the arrival times of its console lines."""
         with self._cond:
-            return Timeline.from_console(self.started, self.kernel_line, list(self.markers))
+            return Timeline.from_console(self.started, self._transcript.kernel_line, list(self._transcript.markers))
 
     def qemu_cpu_s(self) -> float | None:
         """CPU seconds QEMU has used so far (user + system, every thread): the work a boot took, which a
@@ -186,36 +225,49 @@ class Console:
 
     def fatal_splat(self) -> Splat | None:
         with self._cond:
-            return next((s for s in self.splats if s.fatal), None)
+            return self._transcript.fatal
 
     def finished_splats(self) -> list[Splat]:
         """Splats with their whole text, as far as the console has printed them."""
         with self._cond:
-            return self._scanner.finish()
+            return self._transcript.finished_splats()
 
     def wait_for(self, pattern: str, timeout: float, since: int = 0, stop_on_crash: bool = True,
                  silence_timeout: float | None = None) -> WaitResult:
-        """Wait until `pattern` appears in the console after offset `since`.
+        """Wait until `pattern` matches a console line that starts at or after offset `since` (a pattern
+        matches within one line: harness/vm/transcript.py). A flood ends the wait ("flooded"), as a fatal
+        splat does when stop_on_crash.
 
         silence_timeout: give up early when the console has printed nothing for that long (a hung boot).
         """
         regex = re.compile(pattern, re.MULTILINE)
         deadline = time.monotonic() + timeout
         with self._cond:
-            while True:
-                if m := regex.search(self._text, since):
-                    return WaitResult("matched", match=m)
-                if stop_on_crash and (splat := next((s for s in self.splats if s.fatal), None)):
-                    return WaitResult("crashed", splat=splat)
-                if self._closed:
-                    return WaitResult("exited", exit_status=self.exit_status)
-                now = time.monotonic()
-                if silence_timeout is not None and now - self.last_output > silence_timeout:
-                    return WaitResult("silent", silent_s=silence_timeout)
-                remaining = deadline - now
-                if remaining <= 0:
-                    return WaitResult("timeout")
-                self._cond.wait(min(remaining, 1.0))
+            watch = self._transcript.watch(regex, since)
+            try:
+                return self._wait(watch, deadline, stop_on_crash, silence_timeout)
+            finally:
+                self._transcript.unwatch(watch)
+
+    def _wait(self, watch: Watch, deadline: float, stop_on_crash: bool, silence_timeout: float | None
+              ) -> WaitResult:
+        """wait_for()'s loop, with the condition held."""
+        while True:
+            if m := watch.match:
+                return WaitResult("matched", match=m)
+            if stop_on_crash and (splat := self._transcript.fatal):
+                return WaitResult("crashed", splat=splat)
+            if self.flooded:
+                return WaitResult("flooded")
+            if self._closed:
+                return WaitResult("exited", exit_status=self.exit_status)
+            now = time.monotonic()
+            if silence_timeout is not None and now - self.last_output > silence_timeout:
+                return WaitResult("silent", silent_s=silence_timeout)
+            remaining = deadline - now
+            if remaining <= 0:
+                return WaitResult("timeout")
+            self._cond.wait(min(remaining, 1.0))
 
     def wait_exit(self, timeout: float) -> bool:
         with self._cond:
@@ -232,5 +284,6 @@ class Console:
         _LIVE.discard(self)
 
     def offset(self) -> int:
+        """Characters the console has printed so far: a `since` for wait_for()."""
         with self._cond:
-            return len(self._text)
+            return self._transcript.size

@@ -1,7 +1,7 @@
 """How a VM's work ended, said one way for every command: `harness run` (the pytest plugin), `trace`,
 `shell`, `evidence`, `bench` and `soak` all turn a dead QEMU, a kernel crash on the console, a command
-past its timeout and a lost SSH channel into the same outcome (harness/results/outcome.py), with the
-same words and the console log's path.
+past its timeout, a lost SSH channel and a guest that sends more than the host takes (harness/vm/limits.py)
+into the same outcome (harness/results/outcome.py), with the same words and the console log's path.
 
     with guarded(vm, "booting") as work:
         vm.start(...)
@@ -9,9 +9,9 @@ same words and the console log's path.
         vm.ssh.run(...)
 
 Whatever leaves the block as a fault of the machine leaves as a HarnessFault (GuestCrash, GuestTimeout,
-GuestUnreachable, or the BootError the boot raised), which harness/cli/main.py prints as one paragraph
-with exit status 2. A block that ends normally is still checked: a kernel that oopsed or a QEMU that died
-while the work seemed to succeed is a CRASH, not a result.
+GuestFlooded, GuestUnreachable, or the BootError the boot raised), which harness/cli/main.py prints as one
+paragraph with exit status 2. A block that ends normally is still checked: a kernel that oopsed or a QEMU that died
+while the work seemed to succeed is a CRASH, and one that flooded its console a FLOOD, not a result.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from harness.results.outcome import GuestCrash, GuestTimeout, GuestUnreachable, HarnessFault
+from harness.results.outcome import GuestCrash, GuestFlooded, GuestTimeout, GuestUnreachable, HarnessFault
 from harness.vm import qmp
 from harness.vm.console import Console
-from harness.vm.ssh import SSH, CommandFailed, CommandTimeout, SSHError
+from harness.vm.ssh import SSH, CommandFailed, CommandFlooded, CommandTimeout, SSHError
 
 
 class VM(Protocol):
@@ -56,13 +56,16 @@ def qemu_end(exit_status: int | None) -> str:
 
 
 def dead(vm: VM, doing: str = "") -> HarnessFault | None:
-    """A CRASH when the guest kernel crashed (a fatal splat on the console) or QEMU is gone; else None."""
+    """The fault that ends the machine's use: a CRASH when the guest kernel crashed (a fatal splat on the
+    console) or QEMU is gone, a FLOOD when the guest printed past the console's limit; else None."""
     console = vm.console
     if console is None:
         return None
     while_ = f" while {doing}" if doing else ""
     if fatal := console.fatal_splat():
         return GuestCrash(f"kernel crashed: {fatal.title}{while_}", vm.console_log)
+    if console.flooded:  # before QEMU's end: the flood came first
+        return GuestFlooded(f"{console.flooded}{while_}", vm.console_log)
     if not console.child.isalive():
         console.wait_exit(2)  # reaped by the reader thread: its exit status
         return GuestCrash(f"{qemu_end(console.exit_status)}{while_}", vm.console_log)
@@ -79,6 +82,8 @@ def explain(vm: VM, exc: BaseException, doing: str = "",
         return exc  # already classified where it happened (a boot, the test watchdog)
     if not isinstance(exc, SSHError) or isinstance(exc, CommandFailed):
         return None
+    if isinstance(exc, CommandFlooded):  # the guest answered, too much: no sign of a dying QEMU to wait for
+        return dead(vm, doing) or GuestFlooded(str(exc), vm.console_log)
     if vm.console and not isinstance(exc, CommandTimeout):  # a timeout is no sign of a dying QEMU
         vm.console.wait_exit(CHANNEL_GRACE_S)
     if crash := dead(vm, doing):

@@ -1,7 +1,8 @@
 """QEMU machines: profiles from configs/machines/*.yaml, the command line as a list, and a VM's life.
 
 A VM boots a kernel build with an image, watches its console from the first byte, and ends in one
-of a few classified ways: ready, crashed (a fatal splat), exited (QEMU died), or timed out.
+of a few classified ways: ready, crashed (a fatal splat), exited (QEMU died), flooded (the console past
+its limit: harness/vm/limits.py), or timed out.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from harness.errors import InfraError, UserError
 from harness.kernel.image import Image, client_key
 from harness.results.outcome import HarnessFault, Outcome
 from harness.vm import faults, qmp
+from harness.vm import limits as guest_limits
 from harness.vm.console import Console, WaitResult
+from harness.vm.limits import GuestLimits
 from harness.vm.ssh import SSH, SSHError
 from harness.vm.timeline import Timeline
 
@@ -116,7 +119,9 @@ def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel
     """The whole QEMU command line. QEMU listens on nothing another user could reach: the guest's SSH
     is forwarded on 127.0.0.1 only (and its host key is pinned), the serial console is QEMU's stdio
     (a pty only the harness holds), the human monitor is off, and QMP, where asked for, is an
-    inherited socketpair end with no name (harness/vm/qmp.py)."""
+    inherited socketpair end with no name (harness/vm/qmp.py). The guest reaches nothing either: its
+    user network is restricted (restrict=on), so that it can neither connect to the host's services
+    (its loopback is 10.0.2.2 to the guest) nor to the network, while the forward to its SSH still works."""
     argv = [
         qemu_binary(),
         "-machine", profile.machine,
@@ -136,7 +141,7 @@ def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel
         "-serial", "stdio",
         "-no-reboot",  # a guest that reboots (panic=-1, triple fault) ends QEMU instead of looping
         "-nodefaults",
-        "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+        "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0",
     ]
     for dev in profile.devices:
@@ -243,6 +248,7 @@ class VM:
     timeline: Timeline = field(default_factory=Timeline)  # the last boot's stages (harness/vm/timeline.py)
     argv: list[str] = field(default_factory=list)
     qmp_channel: qmp.Channel | None = None  # this boot's QMP socketpair
+    limits: GuestLimits = field(default_factory=guest_limits.load)  # what the host takes from this guest
 
     @property
     def console_log(self) -> Path:
@@ -262,7 +268,8 @@ class VM:
             self.argv = qemu_argv(self.profile, self.kernel, self.image.initramfs, self.ssh_port, self.accel,
                                   self.extra_append, self.qmp_channel.qemu_fd)
             (self.workdir / "qemu-argv.json").write_text(json.dumps(self.argv, indent=1))
-            self.console = Console(self.argv, self.console_log, pass_fds=(self.qmp_channel.qemu_fd,))
+            self.console = Console(self.argv, self.console_log, pass_fds=(self.qmp_channel.qemu_fd,),
+                                   limits=self.limits)
             self.qmp_channel.handed_over()
             result = self.console.wait_for(READY_RE, boot_timeout, silence_timeout=silence_timeout)
             if result.status == "exited" and "Could not set up host forwarding" in self.console.text and attempt < 2:
@@ -275,7 +282,7 @@ class VM:
         if connect_ssh:
             try:
                 self.ssh = SSH.connect(self.ssh_port, self.image.host_key_pub, client_key(), timeout=ssh_timeout,
-                                       log=self.workdir / "commands.log")
+                                       log=self.workdir / "commands.log", limits=self.limits)
                 self.ssh.peer_alive = self.alive  # a dead QEMU or a crashed kernel: say so now, not in 15 s
                 self.timeline.mark("ssh", time.monotonic() - self.console.started, self.console.qemu_cpu_s())
                 self.boot_s = time.monotonic() - started
@@ -295,6 +302,9 @@ class VM:
                 if ended.status == "exited":
                     raise BootError("CRASH", f"{faults.qemu_end(ended.exit_status)} while booting ({stopped_at})",
                                     self.console_log) from None
+                if ended.status == "flooded":
+                    raise BootError("FLOOD", f"{self.console.flooded} while booting ({stopped_at})",
+                                    self.console_log) from None
                 raise BootError("INFRA", f"guest booted but SSH is unreachable: {e} ({stopped_at})",
                                 self.console_log) from None
         else:
@@ -311,6 +321,8 @@ class VM:
         if result.status == "crashed" and result.splat:
             raise BootError("CRASH", f"kernel crashed during boot: {result.splat.title} ({stopped_at})",
                             self.console_log)
+        if result.status == "flooded":
+            raise BootError("FLOOD", f"{self.console.flooded} while booting ({stopped_at})", self.console_log)
         if result.status == "exited":
             splat = self.console.fatal_splat()
             if splat:

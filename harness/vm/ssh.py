@@ -9,9 +9,10 @@ takes an exec channel of its own, as every command did before the server: dropbe
 `sh -c`, quoted here with shlex.join. (Dropbear 2022.83 sometimes refuses or closes a channel when two
 are opened and closed at once: one more reason for long-lived channels.) No shell string is ever built
 from input. Both paths say the same: a command killed by a signal has exit status -1 (the server also
-names the signal), a timeout is CommandTimeout, a session gone under a command is SSHError; the reply
-comes when the command exits, even if a background child still holds its stdout. Files are copied by
-feeding them to `cat` (dropbear has no SFTP server in the image).
+names the signal), a timeout is CommandTimeout, a session gone under a command is SSHError, output past
+a limit of harness/vm/limits.py is CommandFlooded; the reply comes when the command exits, even if a
+background child still holds its stdout. Files are copied by feeding them to `cat` (dropbear has no SFTP
+server in the image).
 """
 
 from __future__ import annotations
@@ -29,20 +30,27 @@ from pathlib import Path
 
 import paramiko
 
+from harness.vm import limits as guest_limits
 from harness.vm.cmdserver import (
     TIMED_OUT,
     CommandServer,
+    Flooded,
+    MalformedFrame,
     ServerAbsent,
     ServerFailed,
     ServerGone,
     encode_request,
 )
+from harness.vm.limits import GuestLimits
 
 # The server kills a command at its timeout and says so; the host waits this much longer before it
 # takes the silence for a guest that no longer runs.
 SERVER_REPLY_GRACE_S = 2.0
 MAX_SERVERS = 4  # command servers per session (threads at once); a thread beyond takes an exec channel
 RECONNECT_SETTLE_S = 0.5
+# Of a command's stdout and of its stderr, what commands.log and an error message show: a command may print
+# up to limits.output_bytes, and a copy of that in every log line and message would be the host's to hold.
+DESCRIBED_OUTPUT = 16384
 
 # paramiko logs a failure of its transport thread (a connection reset by a QEMU dying as it is reached) with
 # a traceback, on stderr when nothing else handles its records; the same failure reaches the caller as an
@@ -60,6 +68,12 @@ class CommandTimeout(SSHError):
 
 class CommandFailed(SSHError):
     """A command that ran and exited non-zero (check=True): a result, not a lost channel."""
+
+
+class CommandFlooded(SSHError):
+    """The guest sent more than a limit allows while a command ran (harness/vm/limits.py): the command's
+    outcome is unknown, and its channel is dropped. The command server then kills the command; dropbear
+    leaves the command of an exec channel running, as after a timeout."""
 
 
 class CommandServerLost(SSHError):
@@ -89,7 +103,23 @@ class CommandResult:
             except ValueError:
                 status += f" (killed by signal {self.signal})"
         return (f"$ {shlex.join(self.argv)}\n{status} after {self.duration_s:.2f} s\n"
-                f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}")
+                f"--- stdout\n{_excerpt(self.stdout)}--- stderr\n{_excerpt(self.stderr)}")
+
+
+def _excerpt(text: str, head: int = DESCRIBED_OUTPUT // 4, tail: int = DESCRIBED_OUTPUT * 3 // 4) -> str:
+    """A command's output as commands.log and error messages show it: whole up to DESCRIBED_OUTPUT
+    characters, else its start and its end (where a failure says why)."""
+    if len(text) <= head + tail:
+        return text
+    return f"{text[:head]}\n[... {len(text) - head - tail} characters left out ...]\n{text[-tail:]}"
+
+
+def take_output(into: bytearray, data: bytes, limit: int, name: str, command: str) -> None:
+    """An exec channel's output, bounded as the command server's is (harness/vm/cmdserver.py)."""
+    if len(into) + len(data) > limit:
+        raise CommandFlooded(f"the guest flooded: the command's {name} passed {guest_limits.size(limit)}, "
+                             f"starting {bytes(into[:60] or data[:60])!r} while running: {command}")
+    into += data
 
 
 def pinned_client(port: int, host_key_pub: Path) -> paramiko.SSHClient:
@@ -124,9 +154,11 @@ def _no_delay(client: paramiko.SSHClient) -> None:
 
 
 class SSH:
-    def __init__(self, client: paramiko.SSHClient, log: Path | None, reconnect: Callable[[], SSH] | None = None):
+    def __init__(self, client: paramiko.SSHClient, log: Path | None, reconnect: Callable[[], SSH] | None = None,
+                 limits: GuestLimits | None = None):
         self.client = client
         self.log = log
+        self.limits = limits or guest_limits.load()
         self._reconnect = reconnect  # used once, when the session is found dropped before a command
         self.peer_alive: Callable[[], bool] = lambda: True  # the VM's: no reconnecting to a QEMU that is gone
         # Command servers, one command at a time each: a thread finds one idle, or starts one (up to
@@ -140,7 +172,8 @@ class SSH:
         _no_delay(client)
 
     @classmethod
-    def connect(cls, port: int, host_key_pub: Path, key: Path, timeout: float, log: Path | None = None) -> SSH:
+    def connect(cls, port: int, host_key_pub: Path, key: Path, timeout: float, log: Path | None = None,
+                limits: GuestLimits | None = None) -> SSH:
         """Retry while the guest's dropbear comes up; a wrong host key is final.
 
         The boot calls this once /init saw dropbear listening, so the first try normally succeeds; a try
@@ -148,6 +181,7 @@ class SSH:
         deadline = time.monotonic() + timeout
         delay = 0.05
         last: Exception | None = None
+        limits = limits or guest_limits.load()
         while True:
             client = pinned_client(port, host_key_pub)
             # An attempt may use all the time left: a slow guest (a debug kernel, a loaded host) can take more
@@ -159,7 +193,8 @@ class SSH:
                 transport = client.get_transport()
                 assert transport
                 transport.set_keepalive(5)
-                return cls(client, log, reconnect=lambda: cls.connect(port, host_key_pub, key, 15, log))
+                return cls(client, log, reconnect=lambda: cls.connect(port, host_key_pub, key, 15, log, limits),
+                           limits=limits)
             except paramiko.BadHostKeyException as e:
                 client.close()
                 raise SSHError(f"guest on 127.0.0.1:{port} presented a host key that is not the one pinned in "
@@ -247,6 +282,11 @@ class SSH:
         except ServerFailed as e:
             keep = True  # it could not start the command, and waits for the next
             raise SSHError(f"the guest could not start: {command}: {e}") from None
+        except Flooded as e:
+            raise CommandFlooded(f"the guest flooded: {e} while running: {command}") from None
+        except MalformedFrame as e:
+            raise CommandServerLost(f"the guest's command server garbled its channel ({e}) while running: "
+                                    f"{command}; the command's outcome is unknown") from None
         except (paramiko.SSHException, EOFError, OSError) as e:
             raise SSHError(f"SSH channel failed while running: {command}: {type(e).__name__} {e}") from None
         finally:
@@ -285,7 +325,7 @@ class SSH:
     def _start_server(self, transport: paramiko.Transport, command: str, timeout: float, deadline: float
                       ) -> CommandServer | None:
         try:
-            return CommandServer.start(transport, deadline, open_timeout=min(timeout, 10))
+            return CommandServer.start(transport, deadline, open_timeout=min(timeout, 10), limits=self.limits)
         except TimeoutError:
             raise CommandTimeout(f"command did not finish within {timeout:.0f} s: {command} (the guest's command "
                                  "server did not start)") from None
@@ -323,9 +363,9 @@ class SSH:
                 if time.monotonic() > deadline:
                     raise CommandTimeout(f"command did not finish within {timeout:.0f} s: {command}")
                 if chan.recv_ready():
-                    out += chan.recv(65536)
+                    take_output(out, chan.recv(65536), self.limits.output_bytes, "stdout", command)
                 elif chan.recv_stderr_ready():
-                    err += chan.recv_stderr(65536)
+                    take_output(err, chan.recv_stderr(65536), self.limits.output_bytes, "stderr", command)
                 elif not transport.is_active():
                     raise SSHError(f"SSH session dropped while running: {command}")
                 else:
