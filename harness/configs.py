@@ -108,6 +108,16 @@ def _read_artifact_limits(path: Path) -> object:
     return load_limits(path)
 
 
+def _guest_limits() -> schema.Type:
+    from harness.vm.limits import SCHEMA
+    return SCHEMA
+
+
+def _read_guest_limits(path: Path) -> object:
+    from harness.vm.limits import load
+    return load({}, path)
+
+
 KINDS = (
     Kind("Machine profiles", "machines/*.yaml", "A QEMU guest: `harness run --machine NAME` (or a path to a .yaml "
          "file), a driver profile's `machine`, a matrix's machine axis. Read by harness/vm/machine.py.",
@@ -133,6 +143,9 @@ KINDS = (
     Kind("Artifact limits", "artifact-limits.yaml", "What `harness kernel --import` unpacks at most from one build "
          "artifact, checked member by member while it unpacks (`--max-files` and `--max-unpacked-mib` override "
          "the first two). Read by harness/kernel/artifact_manifest.py.", _artifact_limits, _read_artifact_limits),
+    Kind("Guest limits", "guest-limits.yaml", "How much the host takes from a guest (every read from it is bounded; "
+         "going over is the FLOOD outcome). Each can be overridden for a run by `HARNESS_LIMIT_<KEY>` (e.g. "
+         "`HARNESS_LIMIT_OUTPUT_BYTES=128M`). Read by harness/vm/limits.py.", _guest_limits, _read_guest_limits),
 )
 # Not in configs/: the file a maintainer passes to `harness compare --expect-events`.
 EXPECT_EVENTS = Kind("harness compare --expect-events", "", "The event changes a patch series means to make. "

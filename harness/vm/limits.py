@@ -11,10 +11,9 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 
-import yaml
-
-from harness import paths
+from harness import paths, schema
 from harness.errors import UserError
 
 LIMITS_FILE = paths.CONFIGS / "guest-limits.yaml"
@@ -50,20 +49,25 @@ def parse_size(text: object, where: str) -> int:
     return int(m[1]) * _UNITS[m[2].upper()]
 
 
-def load(environ: Mapping[str, str] | None = None) -> GuestLimits:
+# A size: bytes, or a number ending in K, M or G (powers of 1024); parse_size() reads it.
+_SIZE_TYPE = schema.Either((schema.Int(min=1), schema.Str(_SIZE.pattern, "a size (bytes, or a number ending in K, "
+                                                                          "M or G)")))
+SCHEMA = schema.Record({
+    "frame_bytes": schema.required(_SIZE_TYPE, "the longest frame the command server may announce"),
+    "output_bytes": schema.required(_SIZE_TYPE, "a command's stdout, and apart from it its stderr"),
+    "console_memory_bytes": schema.required(_SIZE_TYPE, "the console text kept in memory (its tail)"),
+    "console_log_bytes": schema.required(_SIZE_TYPE, "console.log on disk; past it the guest flooded"),
+}, "the guest limits")
+
+
+def load(environ: Mapping[str, str] | None = None, path: Path = LIMITS_FILE) -> GuestLimits:
     """The limits of this run: configs/guest-limits.yaml, each overridden by HARNESS_LIMIT_<KEY> if set."""
     env = os.environ if environ is None else environ
-    try:
-        data = yaml.safe_load(LIMITS_FILE.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise LimitsError(f"{LIMITS_FILE}: cannot read the guest limits: {e}") from None
-    keys = {f.name for f in fields(GuestLimits)}
-    if not isinstance(data, dict) or set(data) != keys:
-        raise LimitsError(f"{LIMITS_FILE}: expected exactly the keys {sorted(keys)}")
+    data = schema.load(path, SCHEMA, LimitsError).data
     values = {}
-    for key in sorted(keys):
+    for key in sorted(f.name for f in fields(GuestLimits)):
         var = ENV_PREFIX + key.upper()
-        where = f"environment variable {var}" if var in env else f"{LIMITS_FILE}, key {key}"
+        where = f"environment variable {var}" if var in env else f"{path}, key {key}"
         value = parse_size(env.get(var, data[key]), where)
         if value < MINIMUM[key]:
             raise LimitsError(f"{where}: {value} bytes is below the least the harness works with ({MINIMUM[key]})")
