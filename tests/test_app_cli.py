@@ -209,10 +209,10 @@ def _shell_with(result: CommandResult, monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setattr(shell_app, "prepare", lambda *a, **k: prepared)
     monkeypatch.setattr(shell_app, "load_profile", lambda name: name)
     monkeypatch.setattr(shell_app, "check_devices", lambda profile: None)
-    monkeypatch.setattr(shell_app, "probe_accel", lambda *a: "tcg")
+    monkeypatch.setattr(shell_app, "accel_for", lambda *a: "tcg")
     monkeypatch.setattr(shell_app.rundir, "new_run_dir", lambda *a: tmp_path)
     FakeVM.result = result
-    monkeypatch.setattr(shell_app, "VM", FakeVM)
+    monkeypatch.setattr(shell_app, "guest_vm", FakeVM)
     return shell_app.shell(ShellRequest(command="sleep 100"))
 
 

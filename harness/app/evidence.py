@@ -7,7 +7,6 @@ lib/test_hmm.c's device; with `rxe`, also soft-RoCE stock against event-aware, t
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from harness.errors import UserError
 from harness.kernel.prepare import prepare
 from harness.results import rundir
 from harness.vm import faults
-from harness.vm.machine import VM, load_profile, probe_accel
+from harness.vm.machine import accel_for, guest_vm, load_profile
 
 RXE_FIX = paths.CONFIGS / "patches" / "rxe-odp-copy-offset.patch"  # under both: reads are byte-exact
 RXE_AWARE = paths.CONFIGS / "patches" / "rxe-odp-honour-event.patch"
@@ -55,9 +54,8 @@ class EvidenceResult:
 def evidence(req: EvidenceRequest) -> EvidenceResult:
     out = rundir.new_run_dir(req.results_dir) / "evidence"
     prepared = prepare(req.kernel_src, "on")
-    accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
-    vm = VM(load_profile(req.machine), prepared.build.bzimage, prepared.image, out / "vm", accel=accel,
-            extra_append=("harness.modules=mmu_probe",))
+    accel = accel_for(prepared)
+    vm = guest_vm(prepared, load_profile(req.machine), out / "vm", accel, ("mmu_probe",))
     workloads = [BY_NAME[n] for n in req.only] if req.only else WORKLOADS
     hmm_binary, hmm_skipped = None, "" if req.hmm else "--no-hmm"
     try:

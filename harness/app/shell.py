@@ -13,7 +13,7 @@ from harness.kernel.image import client_key
 from harness.kernel.prepare import prepare
 from harness.results import rundir
 from harness.vm import faults
-from harness.vm.machine import VM, check_devices, load_profile, probe_accel
+from harness.vm.machine import VM, accel_for, check_devices, guest_vm, load_profile, probe_modules
 from harness.vm.ssh import SSHError
 
 
@@ -37,10 +37,9 @@ def shell(req: ShellRequest) -> ShellResult:
     profile = load_profile(req.machine)
     check_devices(profile)
     prepared = prepare(k.kernel_src, k.notifier, fragments=k.fragments)
-    accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
+    accel = accel_for(prepared)
     workdir = rundir.new_run_dir()  # results/<time>: the console log outlives the shell, nothing in /tmp
-    modules = ("harness.modules=mmu_probe",) if prepared.build.has("MMU_NOTIFIER") else ()
-    vm = VM(profile, prepared.build.bzimage, prepared.image, workdir, accel=accel, extra_append=modules)
+    vm = guest_vm(prepared, profile, workdir, accel, probe_modules(prepared))
     try:
         # Faults of the machine leave as one paragraph naming them (harness/vm/faults.py).
         with faults.guarded(vm, "booting the guest") as work:

@@ -23,7 +23,7 @@ from harness.observe.trace import events_of
 from harness.results import rundir
 from harness.results.outcome import HarnessFault
 from harness.vm import faults
-from harness.vm.machine import VM, load_profile, probe_accel
+from harness.vm.machine import accel_for, guest_vm, load_profile
 
 GUEST_DIR = "/tmp/harness-trace"
 
@@ -56,10 +56,9 @@ def trace(req: TraceRequest) -> TraceResult:
     prepared = prepare(req.kernel_src, "on")
     if not prepared.build.has("MMU_NOTIFIER"):
         raise UserError(f"trace: the kernel {prepared.build.config} has no CONFIG_MMU_NOTIFIER")
-    accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
+    accel = accel_for(prepared)
     workdir = rundir.new_run_dir()  # results/<time>: the console log is kept, nothing left in /tmp
-    vm = VM(load_profile(req.machine), prepared.build.bzimage, prepared.image, workdir, accel=accel,
-            extra_append=("harness.modules=mmu_probe",))
+    vm = guest_vm(prepared, load_profile(req.machine), workdir, accel, ("mmu_probe",))
     try:
         # A dead QEMU, a kernel crash, a hang or a lost channel leaves as one fault, said the way every
         # command says it (harness/vm/faults.py; printed by cli/main.py).

@@ -47,7 +47,7 @@ from harness.kernel.image import build_bare_image
 from harness.kernel.prepare import prepare
 from harness.results.outcome import HarnessFault
 from harness.vm import faults
-from harness.vm.machine import VM, BareBoot, boot_bare, load_profile, probe_accel
+from harness.vm.machine import VM, BareBoot, accel_for, boot_bare, guest_vm, load_profile, probe_modules
 from harness.vm.ssh import SSH
 from harness.vm.timeline import STAGES, Timeline
 
@@ -108,7 +108,7 @@ def run_bench(out_dir: Path, ksrc: str | None, machine: str = "default", boots: 
     prepared = prepare(ksrc)
     prepare_cached = time.monotonic() - started
     stamp = json.loads((prepared.build.dir / ".harness-built.json").read_text())
-    accel = probe_accel(prepared.build.bzimage, prepared.image)
+    accel = accel_for(prepared)
     profile = load_profile(machine)
     bare_initrd = build_bare_image()
     boot_times: list[float] = []
@@ -116,7 +116,7 @@ def run_bench(out_dir: Path, ksrc: str | None, machine: str = "default", boots: 
     timelines: list[Timeline] = []
     bares: list[BareBoot] = []
     for i in range(boots):
-        vm = VM(profile, prepared.build.bzimage, prepared.image, out_dir / f"vm-{i + 1}", accel=accel)
+        vm = guest_vm(prepared, profile, out_dir / f"vm-{i + 1}", accel)
         try:
             # A fault of the machine ends the bench, said as every command says it (harness/vm/faults.py).
             with faults.guarded(vm, f"boot {i + 1} of {boots}") as work:
@@ -198,14 +198,12 @@ def run_soak(out_dir: Path, ksrc: str | None, runs: int = 50, machine: str = "de
 
     out_dir.mkdir(parents=True, exist_ok=True)
     prepared = prepare(ksrc)
-    accel = probe_accel(prepared.build.bzimage, prepared.image)
+    accel = accel_for(prepared)
     profile = load_profile(machine)
-    append = ("harness.modules=mmu_probe",) if prepared.build.has("MMU_NOTIFIER") else ()
     rng = random.Random(seed)
     flakes, boots, injected = [], [], []
     for i in range(runs):
-        vm = VM(profile, prepared.build.bzimage, prepared.image, out_dir / f"run-{i + 1}", accel=accel,
-                extra_append=append)
+        vm = guest_vm(prepared, profile, out_dir / f"run-{i + 1}", accel, probe_modules(prepared))
         fault = rng.choice(sorted(SOAK_FAULTS)) if rng.random() < fault_rate else ""
         cause, outcome = "", "PASS"
         try:

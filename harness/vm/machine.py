@@ -21,6 +21,7 @@ from pathlib import Path
 from harness import atomic, locks, paths, schema
 from harness.errors import InfraError, UserError
 from harness.kernel.image import Image, client_key
+from harness.kernel.prepare import Prepared
 from harness.results.outcome import HarnessFault, Outcome
 from harness.vm import faults, qmp
 from harness.vm import limits as guest_limits
@@ -358,3 +359,21 @@ class VM:
             self.console.kill()
         if self.qmp_channel:
             self.qmp_channel.close()
+
+
+def accel_for(prepared: Prepared) -> str:
+    """HARNESS_ACCEL if it is set, else what probe_accel() found (KVM only when a real boot under it works)."""
+    return os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
+
+
+def probe_modules(prepared: Prepared) -> tuple[str, ...]:
+    """The probe module, where this kernel can have it (CONFIG_MMU_NOTIFIER)."""
+    return ("mmu_probe",) if prepared.build.has("MMU_NOTIFIER") else ()
+
+
+def guest_vm(prepared: Prepared, profile: Profile, workdir: Path, accel: str, modules: tuple[str, ...] = ()) -> VM:
+    """The one recipe for a guest of a prepared kernel (every command and the test sessions use it): its
+    bzImage and image under the profile's QEMU, and on the kernel's command line, after the profile's
+    `append`, the guest modules /init loads (`harness.modules=`, images/init)."""
+    append = (f"harness.modules={','.join(modules)}",) if modules else ()
+    return VM(profile, prepared.build.bzimage, prepared.image, workdir, accel=accel, extra_append=append)

@@ -4,13 +4,12 @@ dead, crashed or suspect (the pytest plugin's `vms` fixture holds the pools; har
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 
 from harness.kernel.prepare import Prepared
 from harness.results.model import Boot
 from harness.results.rundir import RunDir
-from harness.vm.machine import VM, BootError, load_profile, probe_accel
+from harness.vm.machine import VM, BootError, accel_for, guest_vm, load_profile, probe_modules
 
 # Defaults for TCG on 2 cores, where this kernel boots in ~2 s; scaled up for debug kernels.
 DEFAULT_BOOT_TIMEOUT = 120.0
@@ -33,9 +32,8 @@ class VMs:
         self.worker = worker  # xdist's worker id: its VMs are vm-gw0-1, ..., apart from another worker's
         self.profile = load_profile(machine)
         self.run_dir = run_dir
-        self.modules = [m for m in ["mmu_probe" if prepared.build.has("MMU_NOTIFIER") else "",
-                                    *extra_modules.split(",")] if m]
-        self.accel = os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
+        self.modules = (*probe_modules(prepared), *filter(None, extra_modules.split(",")))
+        self.accel = accel_for(prepared)
         self.scale = timeout_scale(prepared, self.accel)
         self.boot_timeout = boot_timeout or DEFAULT_BOOT_TIMEOUT * self.scale
         self.vm: VM | None = None
@@ -49,9 +47,8 @@ class VMs:
             self.discard()
         if self.vm is None:
             self.boots += 1
-            append = (f"harness.modules={','.join(self.modules)}",) if self.modules else ()
-            vm = VM(self.profile, self.prepared.build.bzimage, self.prepared.image,
-                    self.run_dir.vm_dir(self.boots, self.worker), accel=self.accel, extra_append=append)
+            vm = guest_vm(self.prepared, self.profile, self.run_dir.vm_dir(self.boots, self.worker), self.accel,
+                          self.modules)
             try:
                 vm.start(self.boot_timeout)
             except BootError as e:
