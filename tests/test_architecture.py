@@ -1,9 +1,10 @@
 """The code's shape, checked: the README's module tree is the package's, no module is over 500 lines, and the
 layers of pyproject.toml's import-linter contracts hold (each layer imports only those below it, and no import
-cycle joins two modules or two packages)."""
+cycle joins two modules or two packages); and commands reach each other only through harness/app/."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -63,3 +64,19 @@ def test_the_layers_and_no_cycles_hold() -> None:
     done = subprocess.run([str(lint), "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "2 kept, 0 broken" in done.stdout
+
+
+def test_a_command_module_imports_no_other_command() -> None:
+    """cli/ modules share options.py, output.py and main.py (which registers them all); a command that wants
+    another's work calls its use case in harness/app/, never the other command's module."""
+    shared = {"main.py", "options.py", "output.py", "__init__.py", "__main__.py"}
+    commands = {f"harness.cli.{p.stem}" for p in (PACKAGE / "cli").glob("*.py") if p.name not in shared}
+    for path in (PACKAGE / "cli").glob("*.py"):
+        if path.name in shared:
+            continue
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        others = (found & commands) - {f"harness.cli.{path.stem}"}
+        assert not others, f"{path.name} imports {sorted(others)}: commands reach each other through harness/app/"
