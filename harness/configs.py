@@ -9,6 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import paths, schema
+from harness.checks import drivers, expectations
+from harness.kernel import artifact_manifest, build, debian, image
+from harness.matrix import spec
+from harness.results import compare
+from harness.vm import limits, machine
 
 
 @dataclass(frozen=True)
@@ -16,140 +21,59 @@ class Kind:
     title: str
     files: str  # a glob under configs/
     about: str
-    schema: Callable[[], schema.Type]  # imported when asked: each lives next to its loader
+    schema: schema.Type  # each lives next to its loader
     read: Callable[[Path], object]  # the loader the harness uses, on one file
 
 
-def _machine() -> schema.Type:
-    from harness.vm.machine import PROFILE
-    return PROFILE
-
-
-def _read_machine(path: Path) -> object:
-    from harness.vm.machine import load_profile
-    return load_profile(str(path))
-
-
-def _driver() -> schema.Type:
-    from harness.checks.drivers import PROFILE
-    return PROFILE
-
-
 def _read_driver(path: Path) -> object:
-    from harness.checks.drivers import load_driver
-    return load_driver(path.stem) if path.parent == paths.CONFIGS / "drivers" else load_driver(str(path))
-
-
-def _matrix() -> schema.Type:
-    from harness.matrix.spec import MATRIX
-    return MATRIX
-
-
-def _read_matrix(path: Path) -> object:
-    from harness.matrix.spec import load
-    return load(str(path))
-
-
-def _expectations() -> schema.Type:
-    from harness.checks.expectations import FILE
-    return FILE
+    return drivers.load_driver(path.stem if path.parent == paths.CONFIGS / "drivers" else str(path))
 
 
 def _read_expectations(path: Path) -> object:
     """Every series the file has entries for, and the default."""
-    from harness.checks.expectations import FILE, ExpectationError, load
-    cases = schema.load(path, FILE, ExpectationError).data["cases"].values()
-    return [load(s, path) for s in ["", *sorted({s for c in cases for s in c["versions"]})]]
-
-
-def _estimates() -> schema.Type:
-    from harness.kernel.build import ESTIMATES_SCHEMA
-    return ESTIMATES_SCHEMA
-
-
-def _read_estimates(path: Path) -> object:
-    from harness.kernel.build import BuildError
-    return schema.load(path, _estimates(), BuildError, empty=[]).data
-
-
-def _suites() -> schema.Type:
-    from harness.kernel.debian import SUITES_SCHEMA
-    return SUITES_SCHEMA
-
-
-def _read_suites(path: Path) -> object:
-    from harness.kernel.debian import load_suites
-    return load_suites(path)
-
-
-def _userspace() -> schema.Type:
-    from harness.kernel.image import USERSPACE_SCHEMA
-    return USERSPACE_SCHEMA
-
-
-def _read_userspace(path: Path) -> object:
-    # the schema only: userspace_files() also wants every file on this host
-    from harness.kernel.image import BuildError
-    return schema.load(path, _userspace(), BuildError, empty={}).data
-
-
-def _expect_events() -> schema.Type:
-    from harness.results.compare import EXPECT_EVENTS
-    return EXPECT_EVENTS
-
-
-def _artifact_limits() -> schema.Type:
-    from harness.kernel.artifact_manifest import LIMITS_SCHEMA
-    return LIMITS_SCHEMA
-
-
-def _read_artifact_limits(path: Path) -> object:
-    from harness.kernel.artifact_manifest import load_limits
-    return load_limits(path)
-
-
-def _guest_limits() -> schema.Type:
-    from harness.vm.limits import SCHEMA
-    return SCHEMA
-
-
-def _read_guest_limits(path: Path) -> object:
-    from harness.vm.limits import load
-    return load({}, path)
+    cases = schema.load(path, expectations.FILE, expectations.ExpectationError).data["cases"].values()
+    return [expectations.load(s, path) for s in ["", *sorted({s for c in cases for s in c["versions"]})]]
 
 
 KINDS = (
     Kind("Machine profiles", "machines/*.yaml", "A QEMU guest: `harness run --machine NAME` (or a path to a .yaml "
          "file), a driver profile's `machine`, a matrix's machine axis. Read by harness/vm/machine.py.",
-         _machine, _read_machine),
+         machine.PROFILE, lambda path: machine.load_profile(str(path))),
     Kind("Driver profiles", "drivers/*.yaml", "A real driver under test: what its kernel needs and which suites "
          "test it (`harness driver NAME`). Read by harness/checks/drivers.py. A known failure's `tests` are fnmatch "
          "patterns, each with a word in it (no bare `*`), and each must name a test of the driver's suites: a test "
          "function of theirs, a name they ask `known_failure` about (rxe's `odp-copy`), a program run (`ID` or "
          "`ID: SUBTEST`), or a kselftest_harness test `FIXTURE[.VARIANT].TEST` of the tree, which the suite checks "
          "when it collects the tree's tests. `needs` are the guest setups of harness/checks/workloads.py (its "
-         "`GuestSetup._NAME` methods).", _driver, _read_driver),
+         "`GuestSetup._NAME` methods).", drivers.PROFILE, _read_driver),
     Kind("Test matrices", "matrix/*.yaml", "Axes, exclude and include rules, timeouts: `harness matrix`. Read by "
          "harness/matrix/spec.py. Every value is a safe name (letters, digits and `_ . , + : / @ % = -`, no leading "
-         "`-`): they reach command lines, directories and exported CI files.", _matrix, _read_matrix),
+         "`-`): they reach command lines, directories and exported CI files.",
+         spec.MATRIX, lambda path: spec.load(str(path))),
     Kind("Expected notifier events", "expectations/events.yaml", "What each guest workload must make the kernel "
-         "send, read from mm/. Read by harness/checks/expectations.py.", _expectations, _read_expectations),
+         "send, read from mm/. Read by harness/checks/expectations.py.", expectations.FILE, _read_expectations),
     Kind("Build estimates", "build-estimates.yaml", "Measured cold builds, for the build's progress estimate. "
-         "Read by harness/kernel/build.py. The file is a list of these.", _estimates, _read_estimates),
+         "Read by harness/kernel/build.py. The file is a list of these.", build.ESTIMATES_SCHEMA,
+         lambda path: schema.load(path, build.ESTIMATES_SCHEMA, build.BuildError, empty=[]).data),
     Kind("Debian suites", "debian-suites.yaml", "Suites of the system's Debian archive that kernel sources come "
-         "from (with a private apt state). Read by harness/kernel/debian.py.", _suites, _read_suites),
+         "from (with a private apt state). Read by harness/kernel/debian.py.",
+         debian.SUITES_SCHEMA, debian.load_suites),
     Kind("Guest userspace", "guest-userspace.yaml", "Host files every guest image carries. Read by "
-         "harness/kernel/image.py.", _userspace, _read_userspace),
+         "harness/kernel/image.py.", image.USERSPACE_SCHEMA,
+         lambda path: schema.load(path, image.USERSPACE_SCHEMA, build.BuildError, empty={}).data),
     Kind("Artifact limits", "artifact-limits.yaml", "What `harness kernel --import` unpacks at most from one build "
          "artifact, checked member by member while it unpacks (`--max-files` and `--max-unpacked-mib` override "
-         "the first two). Read by harness/kernel/artifact_manifest.py.", _artifact_limits, _read_artifact_limits),
+         "the first two). Read by harness/kernel/artifact_manifest.py.",
+         artifact_manifest.LIMITS_SCHEMA, artifact_manifest.load_limits),
     Kind("Guest limits", "guest-limits.yaml", "How much the host takes from a guest (every read from it is bounded; "
          "going over is the FLOOD outcome). Each can be overridden for a run by `HARNESS_LIMIT_<KEY>` (e.g. "
-         "`HARNESS_LIMIT_OUTPUT_BYTES=128M`). Read by harness/vm/limits.py.", _guest_limits, _read_guest_limits),
+         "`HARNESS_LIMIT_OUTPUT_BYTES=128M`). Read by harness/vm/limits.py.",
+         limits.SCHEMA, lambda path: limits.load({}, path)),
 )
 # Not in configs/: the file a maintainer passes to `harness compare --expect-events`.
 EXPECT_EVENTS = Kind("harness compare --expect-events", "", "The event changes a patch series means to make. "
-                     "Read by harness/results/compare.py.", _expect_events, lambda p: None)
+                     "Read by harness/results/compare.py.",
+                     compare.EXPECT_EVENTS, lambda path: compare.load_expected(path))
 
 
 def markdown() -> str:
@@ -163,7 +87,7 @@ def markdown() -> str:
     for kind in (*KINDS, EXPECT_EVENTS):
         where = f"`configs/{kind.files}`" if kind.files else "a file of your own"
         out += ["", f"## {kind.title} ({where})", "", kind.about, ""]
-        t = kind.schema()
+        t = kind.schema
         if isinstance(t, schema.ListOf) and isinstance(t.item, schema.Record):
             t = t.item
         assert isinstance(t, schema.Record)
