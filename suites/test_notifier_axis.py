@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.kernel.build import BuildError, build_probe_module
+from harness.kernel.build import BuildError
+from harness.kernel.guest_modules import build_probe_module
 
 pytestmark = pytest.mark.e2e
 

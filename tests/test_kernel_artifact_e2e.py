@@ -20,14 +20,8 @@ import pytest
 
 from harness import paths
 from harness.kernel import artifact, source
-from harness.kernel.build import (
-    STAMP,
-    KernelBuild,
-    build_guest_modules,
-    build_probe_module,
-    ccache_env,
-    event_names_header,
-)
+from harness.kernel.build import STAMP, KernelBuild, ccache_env, event_names_header
+from harness.kernel.guest_modules import build_guest_modules, build_probe_module
 from harness.observe import ktap
 
 pytestmark = pytest.mark.e2e

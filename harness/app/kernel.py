@@ -13,7 +13,7 @@ from typing import Any
 from harness.errors import UserError
 from harness.kernel import artifact
 from harness.kernel.artifact_manifest import load_limits
-from harness.kernel.build import build_guest_modules, build_probe_module
+from harness.kernel.guest_modules import build_guest_modules, build_probe_module
 from harness.kernel.image import build_guest_programs
 from harness.kernel.prepare import Prepared, prepare
 from harness.kernel.source import DEFAULT_SERIES

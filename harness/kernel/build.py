@@ -257,34 +257,6 @@ def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: i
     started_mark.rename(outdir / BUILD_STARTED)  # its mtime is the build's start: what unchanged_since_build reads
 
 
-def build_probe_module(build: KernelBuild) -> Path:
-    """guest/probe built against this kernel build, with the event names of this tree's enum."""
-    if not build.has("MMU_NOTIFIER"):
-        raise BuildError(f"CONFIG_MMU_NOTIFIER is not set in {build.config}: the probe module cannot exist there")
-    (ko,) = build_guest_modules(build, "probe", {"mmu_probe_events.h": event_names_header(build.tree.path)})
-    return ko
-
-
-def build_guest_modules(build: KernelBuild, subdir: str, generated: dict[str, str] | None = None) -> list[Path]:
-    """The out-of-tree modules of guest/SUBDIR (its Kbuild), built against this kernel; cached by sources."""
-    src = paths.GUEST / subdir
-    generated = generated or {}
-    files = sorted(p for p in src.iterdir() if p.is_file())
-    key = content_key(*(p.name.encode() + p.read_bytes() for p in files),
-                      *(f"{name}\0{text}" for name, text in sorted(generated.items())))
-    outdir = build.dir / "harness-guest-modules" / f"{subdir}-{key}"
-    if not outdir.exists():
-        with atomic.staged_dir(outdir) as tmp:
-            for p in files:
-                shutil.copy(p, tmp / p.name)
-            for name, text in generated.items():
-                (tmp / name).write_text(text)
-            run_logged(["make", "-C", str(build.dir), f"M={tmp}", "CC=ccache gcc", "modules"],
-                       build.dir / "guest-modules.log", f"guest/{subdir} modules",
-                       jail=sandbox.for_tree(build.tree, readable=(build.dir,), writable=(tmp,)))
-    return sorted(outdir.glob("*.ko"))
-
-
 def modules_fingerprint(build: KernelBuild) -> str:
     """What the image takes from a build: its release and its modules, each by size and modification time
     (Kbuild rewrites a .ko only when it relinks it). A user's tree rebuilt after an edit of built-in code

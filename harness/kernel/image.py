@@ -20,13 +20,12 @@ from harness.kernel.build import (
     BuildError,
     KernelBuild,
     ToolMissing,
-    build_guest_modules,
-    build_probe_module,
     content_key,
     install_modules,
     modules_fingerprint,
     run_logged,
 )
+from harness.kernel.guest_modules import build_guest_modules, build_probe_module
 
 BUSYBOX = Path("/bin/busybox")
 BARE_INIT = paths.IMAGES / "bare-init.c"  # the bare-boot reference's /init (harness/vm/bench.py)
