@@ -10,6 +10,7 @@ from pathlib import Path
 
 from harness import paths, schema
 from harness.checks import drivers, expectations
+from harness.fuzz import program as fuzz_program
 from harness.kernel import artifact_manifest, build, debian, image
 from harness.matrix import spec
 from harness.results import compare
@@ -65,6 +66,9 @@ KINDS = (
          "artifact, checked member by member while it unpacks (`--max-files` and `--max-unpacked-mib` override "
          "the first two). Read by harness/kernel/artifact_manifest.py.",
          artifact_manifest.LIMITS_SCHEMA, artifact_manifest.load_limits),
+    Kind("Fuzzing", "fuzz.yaml", "What `harness fuzz` draws (operations, areas, sizes, advice, by weight) and the "
+         "invalidation each operation must make of the pages present before it. Read by harness/fuzz/program.py.",
+         fuzz_program.SCHEMA, fuzz_program.load_config),
     Kind("Guest limits", "guest-limits.yaml", "How much the host takes from a guest (every read from it is bounded; "
          "going over is the FLOOD outcome). Each can be overridden for a run by `HARNESS_LIMIT_<KEY>` (e.g. "
          "`HARNESS_LIMIT_OUTPUT_BYTES=128M`). Read by harness/vm/limits.py.",

@@ -65,25 +65,9 @@ def run_compare(req: CompareRequest) -> CompareResult:
     patches.check_specs(list(req.base_patch), "--base-patch")  # an option-like value: refused before anything
     patches.check_specs(list(req.patch))
     check_output_dir(Path(req.results_dir or paths.results_root()))  # before anything is made; creates nothing
-    notes: list[str] = []
-    base_ksrc, base_tree = patches.fixed_base(req.base)
-    if base_tree.identity != (given := trees.resolve(req.base)).identity:
-        notes.append(f"note: {given.path} is compared at its HEAD ({base_tree.identity}); uncommitted "
-                     "changes are not part of it")
-    if req.base_patch:
-        under = patches.read_series(list(req.base_patch), given, "--base-patch")
-        base_ksrc, base_tree = patches.patched_tree(base_tree, base_ksrc, under)
-        notes += [f"  base patch {i}/{len(under)}: {p.origin}: {p.subject}" for i, p in enumerate(under, 1)]
-    if req.patch:
-        series = patches.read_series(list(req.patch), given)
-        patched_ksrc, patched_tree = patches.patched_tree(base_tree, base_ksrc, series)
-        what = f"{base_ksrc} + {len(series)} patch(es)"
-        notes += [f"  patch {i}/{len(series)}: {p.origin}: {p.subject}" for i, p in enumerate(series, 1)]
-    elif req.patched:
-        patched_ksrc, patched_tree = patches.fixed_base(req.patched)
-        what = f"{req.patched} ({patched_tree.identity})"
-    else:
-        raise UserError("compare needs --patch or --patched")
+    sides_ = resolve_sides(req.base, req.base_patch, req.patch, req.patched)
+    base_ksrc, base_tree, patched_ksrc, what, notes = (sides_.base_ksrc, sides_.base_tree, sides_.patched_ksrc,
+                                                       sides_.what, sides_.notes)
     out_dir = rundir.new_run_dir(req.results_dir)  # claimed once both trees exist: a refused series leaves none
     sides = {"base": base_ksrc, "patched": patched_ksrc}
     built = {side: _prepare(side, ksrc, req.notifier, req.fragments) for side, ksrc in sides.items()}
@@ -109,6 +93,42 @@ def run_compare(req: CompareRequest) -> CompareResult:
     write_text(out_dir / "compare.md", compare.render_markdown(comparison))
     write_text(out_dir / "compare.json", json.dumps(compare.to_json(comparison), indent=1))
     return CompareResult(comparison, out_dir)
+
+
+@dataclass(frozen=True)
+class Sides:
+    """The two kernels of a comparison: the base (with its --base-patch series) and the patched one."""
+    base_ksrc: str
+    base_tree: trees.KernelTree
+    patched_ksrc: str
+    what: str  # how the patched side came about, for the report
+    notes: list[str]
+
+
+def resolve_sides(base: str | None, base_patch: tuple[str, ...], patch: tuple[str, ...],
+                  patched: str | None) -> Sides:
+    """--base, --base-patch, and --patch or --patched, as trees of the cache that cannot change while compared
+    (shared by `harness compare` and `harness fuzz --patch`)."""
+    notes: list[str] = []
+    base_ksrc, base_tree = patches.fixed_base(base)
+    if base_tree.identity != (given := trees.resolve(base)).identity:
+        notes.append(f"note: {given.path} is compared at its HEAD ({base_tree.identity}); uncommitted "
+                     "changes are not part of it")
+    if base_patch:
+        under = patches.read_series(list(base_patch), given, "--base-patch")
+        base_ksrc, base_tree = patches.patched_tree(base_tree, base_ksrc, under)
+        notes += [f"  base patch {i}/{len(under)}: {p.origin}: {p.subject}" for i, p in enumerate(under, 1)]
+    if patch:
+        series = patches.read_series(list(patch), given)
+        patched_ksrc, _ = patches.patched_tree(base_tree, base_ksrc, series)
+        what = f"{base_ksrc} + {len(series)} patch(es)"
+        notes += [f"  patch {i}/{len(series)}: {p.origin}: {p.subject}" for i, p in enumerate(series, 1)]
+    elif patched:
+        patched_ksrc, patched_tree = patches.fixed_base(patched)
+        what = f"{patched} ({patched_tree.identity})"
+    else:
+        raise UserError("compare needs --patch or --patched")
+    return Sides(base_ksrc, base_tree, patched_ksrc, what, notes)
 
 
 def _prepare(side: str, ksrc: str, notifier: str, fragments: tuple[str, ...]) -> Prepared:

@@ -15,10 +15,24 @@ import sys
 from pathlib import Path
 
 from harness.app.failures import failure_of
-from harness.cli import bench, compare, config, driver, evidence, kernel, matrix, options, report, run, shell, trace
+from harness.cli import (
+    bench,
+    compare,
+    config,
+    driver,
+    evidence,
+    fuzz,
+    kernel,
+    matrix,
+    options,
+    report,
+    run,
+    shell,
+    trace,
+)
 from harness.results.model import ExitRecord
 
-COMMANDS = (kernel, run, shell, bench, config, matrix, report, trace, driver, evidence, compare)
+COMMANDS = (kernel, run, shell, bench, config, matrix, report, trace, driver, evidence, compare, fuzz)
 
 
 def parser() -> argparse.ArgumentParser:
