@@ -327,17 +327,55 @@ static void check_all(void)
 
 /* ---- operations --------------------------------------------------------------------------------- */
 
-static char *map_area(int kind, size_t n, int *fd)
+/*
+ * Where areas go: each slot has a window of its own, far below where mmap(NULL) puts things (thread stacks,
+ * malloc's arenas), cut into 4 MiB chunks (2 MiB-aligned, room to grow in place), one per map or move. A
+ * hole that an unmap leaves is then never filled by someone else's mapping, which a later operation on
+ * the slot would unmap or write (a thread's stack, once).
+ */
+#define WINDOW_BASE 0x200000000000UL
+#define WINDOW_SIZE (1UL << 30)
+#define CHUNK (4UL << 20)
+
+static unsigned long chunks_used[NSLOTS];
+
+/* A fresh chunk of slot s, reserved PROT_NONE (the caller maps over it with MAP_FIXED, or mremaps onto it). */
+static char *chunk(int s)
+{
+	for (unsigned long tries = 0; tries < WINDOW_SIZE / CHUNK; tries++) {
+		char *want = (char *)(WINDOW_BASE + s * WINDOW_SIZE + (chunks_used[s]++ % (WINDOW_SIZE / CHUNK)) * CHUNK);
+		char *got = mmap(want, CHUNK, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
+				 -1, 0);
+
+		if (got == want)
+			return got;
+		if (got != MAP_FAILED)	/* a kernel without MAP_FIXED_NOREPLACE: it was only a hint */
+			munmap(got, CHUNK);
+	}
+	return NULL;
+}
+
+/* What the area does not use of its chunk goes back (free, so that the area can grow into it in place). */
+static char *release_rest(char *at, size_t len)
+{
+	if (at && at != MAP_FAILED && len < CHUNK)
+		munmap(at + len, CHUNK - len);
+	return at;
+}
+
+static char *map_area(int s, int kind, size_t n, int *fd)
 {
 	size_t len = n * page;
-	int flags = MAP_PRIVATE | MAP_ANONYMOUS;
+	int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
 	char path[64];
-	char *p;
+	char *at = chunk(s), *p;
 
 	*fd = -1;
+	if (!at)
+		return NULL;
 	switch (kind) {
 	case K_SHARED:
-		flags = MAP_SHARED | MAP_ANONYMOUS;
+		flags = MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED;
 		break;
 	case K_MEMFD:
 	case K_FILE:
@@ -352,22 +390,12 @@ static char *map_area(int kind, size_t n, int *fd)
 		/* twice the area: a mapping that grows stays inside the file (no SIGBUS) */
 		if (*fd < 0 || ftruncate(*fd, 2 * MAX_PAGES * page))
 			return NULL;
-		p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
-		return p == MAP_FAILED ? NULL : p;
-	case K_THP: {
-		/* 2 MiB-aligned, so that a fault may take a huge page */
-		char *r = mmap(NULL, len + PMD_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-
-		if (r == MAP_FAILED)
-			return NULL;
-		p = (char *)(((unsigned long)r + PMD_SIZE - 1) & ~(PMD_SIZE - 1));
-		if (mmap(p, len, PROT_READ | PROT_WRITE, flags | MAP_FIXED, -1, 0) != p)
-			return NULL;
-		madvise(p, len, MADV_HUGEPAGE);
-		return p;
+		p = mmap(at, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, *fd, 0);
+		return p == MAP_FAILED ? NULL : release_rest(p, len);
 	}
-	}
-	p = mmap(NULL, len, PROT_READ | PROT_WRITE, flags, -1, 0);
+	p = release_rest(mmap(at, len, PROT_READ | PROT_WRITE, flags, -1, 0), len);
+	if (p != MAP_FAILED && kind == K_THP)
+		madvise(p, len, MADV_HUGEPAGE);	/* the chunk is 2 MiB-aligned: a fault may take a huge page */
 	return p == MAP_FAILED ? NULL : p;
 }
 
@@ -586,7 +614,7 @@ static int run_op(char *line)
 			malformed(line);
 		if (sl->addr) {
 			ret = -2;	/* the slot has an area (a mutation put this map here): nothing to do */
-		} else if (!(sl->addr = map_area(kind, n1, &sl->fd))) {
+		} else if (!(sl->addr = map_area(s, kind, n1, &sl->fd))) {
 			ret = -1;
 			err = errno;
 		} else {
@@ -617,10 +645,11 @@ static int run_op(char *line)
 				/* dontunmap: the old range stays mapped, empty (only its move invalidates it) */
 				int flags = MREMAP_MAYMOVE | MREMAP_FIXED | (word[0] == 'd' ? MREMAP_DONTUNMAP : 0);
 
-				to = mmap(NULL, old * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-				got = to == MAP_FAILED ? MAP_FAILED : mremap(sl->addr, old * page, old * page, flags, to);
+				to = chunk(s);
+				got = !to ? MAP_FAILED : release_rest(mremap(sl->addr, old * page, old * page, flags, to),
+								      old * page);
 			} else {
-				got = mremap(sl->addr, old * page, want * page, MREMAP_MAYMOVE);
+				got = mremap(sl->addr, old * page, want * page, 0);	/* in place: its chunk has room */
 			}
 			ret = got == MAP_FAILED ? -1 : 0;
 			err = ret ? errno : 0;

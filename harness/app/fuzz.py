@@ -123,6 +123,7 @@ def _finish(result: FuzzResult, prepared: Prepared, req: FuzzRequest) -> FuzzRes
         "seed": result.seed, "kernel": prepared.build.release, "identity": prepared.tree.identity,
         "mirrors": list(req.mirrors), "jobs": req.jobs, "programs": s.programs, "ops": s.ops,
         "run_s": round(s.run_s, 1), "behaviours": s.behaviours, "corpus": s.corpus, "boots": s.boots,
+        "known": s.known,
         "findings": [{**f.finding.to_json(), "seconds_to_find": round(f.seconds_to_find, 1),
                       "ops_after_shrinking": len(f.minimal)} for f in result.found],
     }, indent=1))

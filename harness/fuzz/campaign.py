@@ -47,6 +47,7 @@ class Stats:
     behaviours: int = 0
     corpus: int = 0
     boots: int = 0
+    known: dict[str, int] = field(default_factory=dict)  # findings of configs/fuzz.yaml's `known`, by pattern
 
 
 @dataclass
@@ -141,6 +142,12 @@ class Campaign:
         f = run.outcome.finding
         if f is None or f.signature in self.found:
             return
+        if known := self.generator.config.known_as(f.signature):
+            if known not in s.known:
+                print(f"fuzz: program {k}: a known finding ({known}, configs/fuzz.yaml): {f.describe()}",
+                      file=sys.stderr, flush=True)
+            s.known[known] = s.known.get(known, 0) + 1
+            return
         print(f"fuzz: program {k} found {f.describe()}; shrinking ...", file=sys.stderr, flush=True)
         found_at = time.monotonic() - self.started
         guest = self.guests[0]
@@ -165,7 +172,7 @@ class Campaign:
         s, elapsed = self.stats, max(time.monotonic() - self.started, 1e-9)
         return (f"fuzz: {elapsed:.0f} s: {s.programs} programs ({s.programs / elapsed:.2f}/s), "
                 f"{s.ops / elapsed:.0f} ops/s, {s.behaviours} behaviours, corpus {s.corpus}, "
-                f"findings {len(self.found)}")
+                f"findings {len(self.found)}" + (f" (and {sum(s.known.values())} known)" if s.known else ""))
 
 
 def replay(guest: FuzzGuest, program: Program, times: int = 1) -> Iterator[Run]:

@@ -8,6 +8,7 @@ Generation follows the grammar: an operation on an area comes after the area's `
 
 from __future__ import annotations
 
+import fnmatch
 import random
 import re
 from dataclasses import dataclass, replace
@@ -121,6 +122,10 @@ SCHEMA = schema.Record({
         "how many operations a generated program has"),
     "events": schema.required(schema.MapOf(schema.Str(), _EVENT),
                               "operation (`advise ADVICE` for one advice) -> the invalidation it must make"),
+    "known": schema.optional(schema.ListOf(schema.Record({
+        "signature": schema.required(schema.Str(), "an fnmatch pattern over a finding's signature"),
+        "why": schema.required(schema.Str(), "what it is, where, and how it was found"),
+    }, "a finding investigated already")), [], "findings a campaign counts and goes on from"),
 })
 
 
@@ -137,6 +142,11 @@ class FuzzConfig:
     min_ops: int
     max_ops: int
     events: dict[str, dict[str, str]]
+    known: tuple[dict[str, str], ...] = ()
+
+    def known_as(self, signature: str) -> str | None:
+        """The `known` pattern a finding's signature matches, if any."""
+        return next((k["signature"] for k in self.known if fnmatch.fnmatchcase(signature, k["signature"])), None)
 
 
 def load_config(path: Path = CONFIG) -> FuzzConfig:
@@ -152,7 +162,7 @@ def load_config(path: Path = CONFIG) -> FuzzConfig:
     if max(d["sizes"]) > MAX_PAGES or d["ops_per_program"]["min"] > d["ops_per_program"]["max"]:
         raise FuzzConfigError(f"{path}: sizes must be at most {MAX_PAGES} pages and ops_per_program min <= max")
     return FuzzConfig(d["weights"], d["kinds"], tuple(d["sizes"]), d["advice"], d["ops_per_program"]["min"],
-                      d["ops_per_program"]["max"], d["events"])
+                      d["ops_per_program"]["max"], d["events"], tuple(d["known"]))
 
 
 # --- generation and mutation ---------------------------------------------------------------------------
