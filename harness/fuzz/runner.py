@@ -137,9 +137,11 @@ class FuzzGuest:
         if out.finding is None:
             blamed = last_op_on_console(vm.console.text if vm and vm.console else "", len(texts))
             text = texts[blamed] if blamed is not None else ""
-            fatal = vm.console.fatal_splat() if vm and vm.console else None
-            if fatal:  # the title first: it is the finding's signature
-                out.finding = oracle.Finding("crash", blamed, f"{fatal.title}: {fault.reason}", text)
+            if vm and vm.console and (fatal := vm.console.fatal_splat()):
+                # the report that started it, not the panic it ended in ("Fatal exception"): its title is
+                # the finding's signature
+                first = next((s for s in vm.console.finished_splats() if s.kind != "panic"), fatal)
+                out.finding = oracle.Finding("crash", blamed, f"{first.title}: {fault.reason}", text)
             else:
                 check = "hang" if fault.outcome == Outcome.TIMEOUT else "crash"
                 out.finding = oracle.Finding(check, blamed, fault.reason, text)
