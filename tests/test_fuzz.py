@@ -218,3 +218,29 @@ def test_the_executor_builds_on_this_host_without_a_kernel_tree(tmp_path):
     proc = subprocess.run(["gcc", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-I", str(tmp_path),
                            str(paths.GUEST / "kprograms/fuzz_exec.c")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_reproducer_is_one_c_file_that_runs_its_program(tmp_path):
+    """report.reproducer(): fuzz_exec.c with probe.h inlined and the program built in; here it runs on the host,
+    where there is neither probe nor test_hmm, so it only shows that the built-in program is the one run."""
+    from types import SimpleNamespace
+
+    from harness.fuzz import report
+    from harness.fuzz.campaign import Found
+
+    prog = parse("map 0 anon 3\nwrite 0 0 3\nprotect 0 1 1 r\nunmap 0 0 1\n")
+    finding = oracle.Finding("completeness", 3, "1 page(s) present before it were not invalidated", "unmap 0 0 1")
+    found = Found(finding, "7", 12, prog, prog, oracle.Outcome(), 3, 1.5)
+    source = report.reproducer(found, SimpleNamespace(build=SimpleNamespace(release="6.12.118")))
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib/test_hmm_uapi.h").write_text((paths.REPO / "tests/data/fuzz/test_hmm_uapi.h").read_text())
+    (tmp_path / "reproducer.c").write_text(source)
+    cc = subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-static", "-I", str(tmp_path),
+                         "-o", str(tmp_path / "reproducer"), str(tmp_path / "reproducer.c")],
+                        capture_output=True, text=True)
+    assert cc.returncode == 0, cc.stderr
+    run = subprocess.run([str(tmp_path / "reproducer")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [line.get("op") for line in lines[1:-1]] == ["map", "write", "protect", "unmap"]
+    assert lines[-1] == {"done": 4}

@@ -573,7 +573,8 @@ static int run_op(char *line)
 	struct hmm_dmirror_cmd cmd;
 	char *start = NULL;
 	size_t first = 0, n = 0;
-	long long seq0, seq1;
+	long long seq0, seq1 = -1;
+	int seq1_taken = 0;
 	int fields = sscanf(line, "%15s %d", op, &s);
 
 	if (fields < 1)
@@ -646,8 +647,12 @@ static int run_op(char *line)
 				int flags = MREMAP_MAYMOVE | MREMAP_FIXED | (word[0] == 'd' ? MREMAP_DONTUNMAP : 0);
 
 				to = chunk(s);
-				got = !to ? MAP_FAILED : release_rest(mremap(sl->addr, old * page, old * page, flags, to),
-								      old * page);
+				got = !to ? MAP_FAILED : mremap(sl->addr, old * page, old * page, flags, to);
+				/* the rest of the chunk goes back after the window: its munmap is ours, not the move's */
+				seq1 = probe_recorded();
+				seq1_taken = 1;
+				if (got != MAP_FAILED)
+					release_rest(got, old * page);
 			} else {
 				got = mremap(sl->addr, old * page, want * page, 0);	/* in place: its chunk has room */
 			}
@@ -785,7 +790,8 @@ static int run_op(char *line)
 	}
 	if (ret == -1 && !err)
 		err = errno;
-	seq1 = probe_recorded();
+	if (!seq1_taken)
+		seq1 = probe_recorded();
 
 	printf("{\"i\":%d,\"op\":\"%s\",\"slot\":%d,\"start\":%lu,\"end\":%lu,\"ret\":%d,\"errno\":%d,"
 	       "\"seq0\":%lld,\"seq1\":%lld", op_index, op, s, (unsigned long)start, (unsigned long)(start + n * page),

@@ -57,7 +57,7 @@ def write_finding(out_dir: Path, n: int, found: Found, prepared: Prepared) -> Pa
 def reproducer(found: Found, prepared: Prepared) -> str:
     """fuzz_exec.c with probe.h inlined and the program built in: one file to mail to a list."""
     program = render(found.minimal)
-    literal = "".join(f'\t"{line}\\n"\n' for line in program.splitlines())
+    literal = " \\\n".join(f'\t"{line}\\n"' for line in program.splitlines())
     source = EXECUTOR.read_text().replace('#include "../programs/probe.h"\n', PROBE_H.read_text())
     return (f"/*\n * Reproducer from `harness fuzz` (seed {found.seed}, program {found.index}) on "
             f"{prepared.build.release}:\n *   {found.finding.describe()[:600]}\n *\n"
@@ -65,7 +65,7 @@ def reproducer(found: Found, prepared: Prepared) -> str:
             " *   gcc -O2 -static -I LINUX_TREE -isystem BUILD/usr/include reproducer.c -o reproducer\n"
             " * Run as root in the guest, with the harness's mmu_probe module and test_hmm loaded:\n"
             " *   ./reproducer    (exit 3 and a {\"finding\": ...} line: the bug; 0: clean)\n */\n"
-            f"#define FUZZ_EMBEDDED_PROGRAM \\\n{literal}\n" + source)
+            f"#define FUZZ_EMBEDDED_PROGRAM \\\n{literal}\n\n" + source)
 
 
 def regression_test(found: Found, prepared: Prepared) -> str:
