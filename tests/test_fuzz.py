@@ -178,6 +178,7 @@ def test_a_kernel_splat_is_a_finding_when_the_executor_saw_nothing():
     text = next((paths.REPO / "tests/data/splats/6.12").glob("*warn*")).read_text()
     judged = oracle.judge(PROG, _out(_line(0, "map", [], 0, 0)), [], text, CONFIG)
     assert judged.finding and judged.finding.check == "splat"
+    assert judged.finding.signature == f"splat:{judged.finding.title}"
 
 
 def test_a_line_that_is_not_the_protocol_is_the_harness_bug_it_is():

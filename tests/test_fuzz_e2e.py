@@ -118,4 +118,4 @@ def test_a_program_replays_with_its_verdict_and_exit_status(kernel, status, says
                            "--results-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=900)
     assert proc.returncode == status, proc.stdout + proc.stderr
     assert proc.stdout.startswith(says) and (status or not proc.stdout), proc.stdout + proc.stderr[-2000:]
-    assert json.loads((tmp_path / "run" / "replay.json").read_text())["done"] == (status == 0)
+    assert json.loads((tmp_path / "run" / "replay.json").read_text())["done"]  # the executor ran to its end

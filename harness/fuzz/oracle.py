@@ -28,13 +28,14 @@ class Finding:
     op: int | None  # the operation's index in the program, when one is to blame
     detail: str
     op_text: str = ""
+    title: str = ""  # a splat's or crash's title (harness/results/splat.py): "WARNING in dmirror_fault"
 
     @property
     def signature(self) -> str:
         """What makes two findings the same bug, for the shrinker and for deduplication: the check and the
         kind of operation (or the splat's title)."""
-        if self.check in ("splat", "crash"):
-            return f"{self.check}:{self.detail.split(':', 1)[0]}"
+        if self.title:
+            return f"{self.check}:{self.title}"
         return f"{self.check}:{self.op_text.split(' ', 1)[0] if self.op_text else '-'}" + (
             f" {self.op_text.split()[4]}" if self.op_text.startswith("advise") else "")
 
@@ -44,7 +45,7 @@ class Finding:
 
     def to_json(self) -> dict:
         return {"check": self.check, "op": self.op, "op_text": self.op_text, "detail": self.detail,
-                "signature": self.signature}
+                "title": self.title, "signature": self.signature}
 
 
 @dataclass
@@ -121,7 +122,7 @@ def judge(program: Program, out: Outcome, events: list[Event], dmesg: str, confi
     if out.finding is None and (splats := find_splats(dmesg)):
         s = splats[0]
         out.finding = Finding("splat", last_op(out), f"{s.title}: {s.text.splitlines()[0][:200]}",
-                              texts[last_op(out)] if out.ops and last_op(out) < len(texts) else "")
+                              texts[last_op(out)] if out.ops and last_op(out) < len(texts) else "", s.title)
     return out
 
 

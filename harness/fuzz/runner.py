@@ -141,7 +141,7 @@ class FuzzGuest:
                 # the report that started it, not the panic it ended in ("Fatal exception"): its title is
                 # the finding's signature
                 first = next((s for s in vm.console.finished_splats() if s.kind != "panic"), fatal)
-                out.finding = oracle.Finding("crash", blamed, f"{first.title}: {fault.reason}", text)
+                out.finding = oracle.Finding("crash", blamed, fault.reason, text, first.title)
             else:
                 check = "hang" if fault.outcome == Outcome.TIMEOUT else "crash"
                 out.finding = oracle.Finding(check, blamed, fault.reason, text)
