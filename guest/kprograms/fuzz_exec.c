@@ -849,7 +849,7 @@ static int work(int argc, char **argv, FILE *in)
 	return 0;
 }
 
-#define EXIT_WAIT_MS 10000
+#define EXIT_WAIT_MS 3000
 
 /*
  * The parent waits for the worker's verdict, then a while for its exit: a kernel that broke the contract

@@ -21,6 +21,7 @@ CONFIG = paths.CONFIGS / "fuzz.yaml"
 NSLOTS = 8  # fuzz_exec.c's NSLOTS
 MAX_PAGES = 512  # and MAX_PAGES
 THP_PAGES = 512
+LOCALITY = 0.6  # how often an operation on a range takes the range of the operation before it
 
 # operation -> its words after the name: "s" a slot, "i" an integer, and a fixed vocabulary by name
 SIGNATURES: dict[str, tuple[str, ...]] = {
@@ -198,18 +199,25 @@ class Generator:
         areas: dict[int, int] = {}  # slot -> pages, as far as the generator can tell
         out: list[Op] = []
         while len(out) < n:
-            out.append(self.op(rng, areas))
+            out.append(self.op(rng, areas, out[-1] if out else None))
         return tuple(out)
 
-    def op(self, rng: random.Random, areas: dict[int, int]) -> Op:
+    def op(self, rng: random.Random, areas: dict[int, int], previous: Op | None = None) -> Op:
         if not areas:
             return self._map(rng, areas)
         name = _weighted(rng, self.ops)
         if name == "map":
             return self._map(rng, areas)
-        slot = rng.choice(sorted(areas))
-        pages = areas[slot]
-        first, count = rng.randrange(pages), rng.choice((1, 1, 2, 3, 4, 8, 16, pages))
+        # Locality: most bugs need several operations on the same pages (write, MADV_FREE, write again,
+        # MADV_PAGEOUT), so most of the time an operation takes the range of the one before it.
+        if previous and previous.slot in areas and rng.random() < LOCALITY and \
+                SIGNATURES[previous.name][:3] == ("s", "i", "i"):
+            slot, first, count = int(previous.args[0]), int(previous.args[1]), int(previous.args[2])
+            pages = areas[slot]
+        else:
+            slot = rng.choice(sorted(areas))
+            pages = areas[slot]
+            first, count = rng.randrange(pages), rng.choice((1, 1, 2, 3, 4, 8, 16, pages))
         if name == "unmap":
             if first == 0 and count >= pages:
                 del areas[slot]
@@ -248,11 +256,11 @@ class Generator:
         at = rng.randrange(len(ops) + 1)
         areas = _areas_before(ops, at)
         if how == "insert" or not ops:
-            ops.insert(at, self.op(rng, areas))
+            ops.insert(at, self.op(rng, areas, ops[at - 1] if at else None))
         elif how == "delete" and len(ops) > 1:
             del ops[min(at, len(ops) - 1)]
         elif how == "redraw":
-            ops[min(at, len(ops) - 1)] = self.op(rng, areas)
+            ops[min(at, len(ops) - 1)] = self.op(rng, areas, ops[at - 1] if at else None)
         elif how == "splice" and other:
             ops = ops[:at] + list(other[rng.randrange(len(other)):])
         else:
