@@ -26,10 +26,10 @@ deb_packages = $(shell awk -v want=" $(1) " '/^\[/ {set = substr($$1, 2, length(
 DEB_SETS ?= host tree git artifact tests
 TREE_SET = $(if $(KSRC),,tree)
 kernel run shell driver evidence matrix test-debug: DEB_SETS = host $(TREE_SET)
-bench compare: DEB_SETS = host git $(TREE_SET)
+bench compare bench-fuzz: DEB_SETS = host git $(TREE_SET)
 test: DEB_SETS = host tree git artifact tests
 
-.PHONY: help deps venv kernel run test test-debug unit shell bench matrix report lint clean evidence driver compare
+.PHONY: help deps venv kernel run test test-debug unit shell bench bench-fuzz matrix report lint clean evidence driver compare
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -89,6 +89,10 @@ shell: deps ## a shell in the guest
 
 bench: deps ## build/boot/SSH figures and the edit-to-verdict loop into results/<run>/bench.json
 	$(HARNESS) bench --machine=$(MACHINE) --loop
+
+bench-fuzz: deps ## the fuzzer's time to find each planted bug from three fresh seeds, into results/fuzz-bench.jsonl
+	HARNESS_FUZZ_SEEDS=3 HARNESS_FUZZ_BENCH=$(RESULTS)/fuzz-bench.jsonl $(PY) -m pytest -s -p no:cacheprovider \
+	    tests/test_fuzz_e2e.py -k planted_bug_is_found
 
 matrix: deps ## run a test matrix (MATRIX=smoke|nightly, JOBS=N): kernels built once, cells in parallel, report
 	$(HARNESS) matrix run $(MATRIX) $(if $(JOBS),--jobs $(JOBS))

@@ -76,6 +76,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where this run's results go, JUnit XML too (default: results/<time>, without JUnit)")
     group.addoption("--boot-timeout", type=float, default=None, help="seconds to the ready marker")
     group.addoption("--test-timeout", type=float, default=None, help="seconds a test may take with its guest")
+    group.addoption("--fuzz-time", type=float, default=None, metavar="S",
+                    help="seconds suites/test_fuzz.py fuzzes for (default 120)")
     group.addoption("--guest-modules", default="",
                     help="comma-separated guest/ modules to load at boot, e.g. fault_panic (fault injection)")
 

@@ -1,6 +1,7 @@
 """`harness fuzz` on real kernels: each planted bug (tests/data/patches/planted/, Debian 6.12 broken on purpose)
-is found from a fresh seed within its budget and shrunk to a handful of operations; stock 6.12 runs clean for
-as long; a planted bug given as --patch is reported as a difference; a finding's program replays.
+is found from a fresh seed within its budget and shrunk to a handful of operations; a planted bug given as
+--patch is reported as a difference; a finding's program replays. That stock kernels run clean (but for the
+known test_hmm bugs) is suites/test_fuzz.py, in make test on 6.12 and in every nightly cell.
 
 The budgets are for a loaded two-core host under TCG (make test runs builds and other tests beside these);
 docs/fuzz.md has the times to find measured by `make bench`. A seed is drawn per run and printed: a failure
@@ -10,6 +11,7 @@ names it (`harness fuzz --seed N --kernel-src patched:KEY` runs the same program
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -25,7 +27,6 @@ pytestmark = [pytest.mark.e2e]
 
 PLANTED = Path(__file__).parent / "data" / "patches" / "planted"
 FIND_BUDGET_S = 240  # each planted bug: measured 1-60 s to find (docs/fuzz.md); four times that, for a loaded host
-STOCK_S = 120  # stock 6.12 for as long as the longest time to find we measured, with no finding
 SHRINK_BUDGET = 80  # candidate runs
 MINIMAL_OPS = 6  # what "a handful of operations" means here
 
@@ -49,9 +50,14 @@ def _ksrc(name: str) -> str:
     return ksrc
 
 
-@pytest.mark.test_timeout(FIND_BUDGET_S + 900)
+# `make bench-fuzz`: each planted bug from HARNESS_FUZZ_SEEDS fresh seeds, the times appended to HARNESS_FUZZ_BENCH
+SEEDS = int(os.environ.get("HARNESS_FUZZ_SEEDS", "1"))
+BENCH = os.environ.get("HARNESS_FUZZ_BENCH")
+
+
+@pytest.mark.parametrize("attempt", range(SEEDS))
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_a_planted_bug_is_found_from_a_fresh_seed_and_shrunk(name, tmp_path):
+def test_a_planted_bug_is_found_from_a_fresh_seed_and_shrunk(name, attempt, tmp_path):
     checks, op = EXPECTED[name]
     seed = str(secrets.randbelow(10**9))
     result = run_fuzz(FuzzRequest(kernel_src=_ksrc(name), seconds=FIND_BUDGET_S, seed=seed, stop_at_first=True,
@@ -64,6 +70,12 @@ def test_a_planted_bug_is_found_from_a_fresh_seed_and_shrunk(name, tmp_path):
     assert len(found.minimal) <= MINIMAL_OPS, f"seed {seed}: shrunk to {len(found.minimal)} ops: {kinds}"
     print(f"{name}: found in {found.seconds_to_find:.1f} s (seed {seed}), {len(found.original)} -> "
           f"{len(found.minimal)} operations in {found.shrink_runs} runs: {found.finding.describe()}", file=sys.stderr)
+    if BENCH:
+        with open(BENCH, "a") as f:
+            f.write(json.dumps({"patch": name, "seed": seed, "seconds_to_find": round(found.seconds_to_find, 1),
+                                "programs": result.stats.programs, "ops_before": len(found.original),
+                                "ops_after": len(found.minimal), "shrink_runs": found.shrink_runs,
+                                "signature": found.finding.signature}) + "\n")
     # what the finding leaves
     (d,) = (tmp_path / "run" / "findings").iterdir()
     assert parse((d / "program.prog").read_text()) == found.minimal
@@ -80,16 +92,6 @@ def test_a_planted_bug_is_found_from_a_fresh_seed_and_shrunk(name, tmp_path):
     assert [i["comment"] for i in issues] == [f"harness fuzz: {found.finding.signature}"]
 
 
-@pytest.mark.test_timeout(STOCK_S + 600)
-def test_stock_6_12_runs_clean_for_as_long(tmp_path):
-    seed = str(secrets.randbelow(10**9))
-    result = run_fuzz(FuzzRequest(kernel_src="debian:6.12", seconds=STOCK_S, seed=seed, results_dir=tmp_path / "run",
-                                  shrink_budget=SHRINK_BUDGET))
-    assert result.stats.programs >= 20, result.stats  # it did fuzz
-    assert not result.found, f"seed {seed}: " + "; ".join(f.finding.describe() for f in result.found)
-
-
-@pytest.mark.test_timeout(FIND_BUDGET_S + 900)
 def test_a_planted_bug_given_as_a_patch_is_a_difference_with_the_program_that_shows_it(tmp_path):
     seed = str(secrets.randbelow(10**9))
     result = run_fuzz(FuzzRequest(base="debian:6.12", patch=(str(PLANTED / "wrong-event-munmap.patch"),),

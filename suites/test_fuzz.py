@@ -1,0 +1,54 @@
+"""`harness fuzz` as a suite: a fixed time of fuzzing on the session's kernel, so that every matrix cell (the
+nightly's among them) fuzzes and reports what it found. The time is --fuzz-time (default 120 s).
+
+A finding that configs/fuzz.yaml lists as known (the two test_hmm bugs, docs/fuzz.md) is reported and does not
+fail the test; any other finding fails it, with the minimal program, its reproducer and regression test, and
+KCIDB issues in the test's directory (fuzz/findings/, fuzz/kcidb.json)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+
+from harness.fuzz import report
+from harness.fuzz.campaign import Campaign, Corpus, Found
+from harness.fuzz.program import Generator, load_config
+from harness.fuzz.runner import MIRRORS, FuzzGuest
+from harness.vm.machine import accel_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier]
+DEFAULT_S = 120.0
+
+
+def test_fuzzing_finds_nothing_new(kernel, run_dir, pytestconfig, request):
+    seconds = float(pytestconfig.getoption("fuzz_time", None) or DEFAULT_S)
+    out = run_dir.test_dir(request.node.nodeid) / "fuzz"
+    out.mkdir(parents=True, exist_ok=True)
+    seed = str(secrets.randbelow(10**9))
+    config = load_config()
+    mirrors = MIRRORS if kernel.build.has("TEST_HMM") else ("model",)
+    guest = FuzzGuest(kernel, pytestconfig.getoption("machine"), out, accel_for(kernel), mirrors, config)
+    found: list[Found] = []
+
+    def record(f: Found) -> None:
+        found.append(f)
+        report.write_finding(out, len(found), f, kernel)
+
+    try:
+        guest.run(())  # boots, and tells what the guest has
+        campaign = Campaign([guest], Generator(config, guest.features), Corpus.open(seed, resume=False), seed, record,
+                            shrink_budget=60)
+        stats = campaign.run(seconds)
+    finally:
+        guest.stop()
+    (out / "fuzz.json").write_text(json.dumps({"seed": seed, "seconds": seconds, "programs": stats.programs,
+                                               "ops": stats.ops, "known": stats.known,
+                                               "findings": [f.finding.to_json() for f in found]}, indent=1))
+    (out / "kcidb.json").write_text(json.dumps(report.kcidb(found, kernel, out), indent=1))
+    print(f"fuzz: seed {seed}: {stats.programs} programs, {stats.ops} operations in {seconds:.0f} s; known: "
+          f"{stats.known or 'none'}")
+    assert stats.programs > 0, "no program ran"
+    assert not found, f"seed {seed}: " + "; ".join(f"{f.finding.describe()} (minimal program: "
+                                                    f"{len(f.minimal)} operations)" for f in found) + f"; see {out}"
