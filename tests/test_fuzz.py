@@ -109,7 +109,7 @@ def test_the_shrinker_stops_at_its_budget():
 
 # --- the oracle --------------------------------------------------------------------------------------
 
-PID, PAGE, START = 100, 4096, 0x7F0000000000
+PID, PAGE, START = 100, 4096, 0x200000000000  # slot 0's window (fuzz_exec.c)
 
 
 def _line(i, op, must, seq0, seq1, ret=0, **kw):
@@ -207,6 +207,8 @@ def test_every_operation_of_the_executor_is_known_to_the_generator():
 
 def test_the_executor_and_the_generator_agree_on_their_limits():
     source = (paths.GUEST / "kprograms/fuzz_exec.c").read_text()
+    assert f"#define WINDOW_BASE {program.WINDOWS[0]:#x}UL\n" in source
+    assert "#define WINDOW_SIZE (1UL << 30)\n" in source
     assert f"#define NSLOTS {program.NSLOTS}\n" in source
     assert f"#define MAX_PAGES {program.MAX_PAGES}\n" in source
 
@@ -245,3 +247,11 @@ def test_a_reproducer_is_one_c_file_that_runs_its_program(tmp_path):
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     assert [line.get("op") for line in lines[1:-1]] == ["map", "write", "protect", "unmap"]
     assert lines[-1] == {"done": 4}
+
+
+def test_only_what_an_operation_did_to_the_areas_is_compared():
+    """The executor's own faults (its stack, its data after a fork) are in the window too, elsewhere."""
+    out = _out(_line(0, "map", [], 0, 0), _line(1, "unmap", [0], 0, 3))
+    events = [_start(0, "CLEAR", 0x7FFF0000, 0x7FFF1000), _start(1, "UNMAP", START, START + PAGE),
+              _start(2, "CLEAR", START, START + PAGE, cpid=PID + 1)]  # ksmd's, say
+    assert oracle.judge(PROG, out, events, "", CONFIG).events[1] == [("UNMAP", 0, PAGE)]

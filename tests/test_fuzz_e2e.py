@@ -30,17 +30,18 @@ FIND_BUDGET_S = 240  # each planted bug: measured 1-60 s to find (docs/fuzz.md);
 SHRINK_BUDGET = 80  # candidate runs
 MINIMAL_OPS = 6  # what "a handful of operations" means here
 
-# patch -> (the checks that may find it, the operation the minimal program must keep)
+# patch -> (the checks that may find it, the operations one of which the minimal program must keep)
 EXPECTED = {
     # no CLEAR for MADV_DONTNEED: the device, the model mirrors and completeness all see it
-    "skip-notifier-dontneed": ({"completeness", "mirror", "device", "dev_write"}, "advise dontneed"),
-    # munmap sends PROTECTION_VMA: only the event's name is wrong (a blind mirror still invalidates)
-    "wrong-event-munmap": ({"event"}, "unmap"),
+    "skip-notifier-dontneed": ({"completeness", "mirror", "device", "dev_write"}, ("advise dontneed",)),
+    # munmap sends PROTECTION_VMA: only the event's name is wrong (a blind mirror still invalidates); mremap's
+    # unmapping of a shrink's tail or of the old place goes through the same unmap_vmas()
+    "wrong-event-munmap": ({"event"}, ("unmap", "remap")),
     # mremap's range one page short: what a MREMAP_DONTUNMAP leaves mapped is never invalidated (a plain move
     # hides it: the munmap of the old range that follows invalidates the page late)
-    "off-by-one-mremap": ({"completeness", "mirror"}, "remap"),
+    "off-by-one-mremap": ({"completeness", "mirror"}, ("remap",)),
     # a start without its end on the redirtied-lazyfree path of reclaim
-    "missing-end-lazyfree": ({"contract"}, "advise pageout"),
+    "missing-end-lazyfree": ({"contract"}, ("advise pageout",)),
 }
 
 
@@ -58,7 +59,7 @@ BENCH = os.environ.get("HARNESS_FUZZ_BENCH")
 @pytest.mark.parametrize("attempt", range(SEEDS))
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_a_planted_bug_is_found_from_a_fresh_seed_and_shrunk(name, attempt, tmp_path):
-    checks, op = EXPECTED[name]
+    checks, ops = EXPECTED[name]
     seed = str(secrets.randbelow(10**9))
     result = run_fuzz(FuzzRequest(kernel_src=_ksrc(name), seconds=FIND_BUDGET_S, seed=seed, stop_at_first=True,
                                   results_dir=tmp_path / "run", shrink_budget=SHRINK_BUDGET))
@@ -66,7 +67,7 @@ def test_a_planted_bug_is_found_from_a_fresh_seed_and_shrunk(name, attempt, tmp_
     found = result.found[0]
     assert found.finding.check in checks, f"seed {seed}: {found.finding.describe()}"
     kinds = [o.kind() for o in found.minimal]
-    assert any(k.startswith(op) for k in kinds), f"seed {seed}: {op} not in the minimal program {kinds}"
+    assert any(k.startswith(ops) for k in kinds), f"seed {seed}: none of {ops} in the minimal program {kinds}"
     assert len(found.minimal) <= MINIMAL_OPS, f"seed {seed}: shrunk to {len(found.minimal)} ops: {kinds}"
     print(f"{name}: found in {found.seconds_to_find:.1f} s (seed {seed}), {len(found.original)} -> "
           f"{len(found.minimal)} operations in {found.shrink_runs} runs: {found.finding.describe()}", file=sys.stderr)
@@ -100,7 +101,8 @@ def test_a_planted_bug_given_as_a_patch_is_a_difference_with_the_program_that_sh
     d = result.differences[0]
     # the patched verdict is an event finding when the unmapped pages were present; events differ either way
     assert d.patched_verdict in ("clean", "event:unmap", "event:remap"), d.render()
-    assert any(b and p and b[0][0] == "UNMAP" and p[0][0] == "PROTECTION_VMA" for _, _, b, p in d.ops), d.render()
+    names = [({e for e, _, _ in b}, {e for e, _, _ in p}) for _, _, b, p in d.ops]
+    assert ({"UNMAP"}, {"PROTECTION_VMA"}) in names, d.render()
     report = (tmp_path / "run" / "fuzz-compare.txt").read_text()
     assert d.render() in report
 

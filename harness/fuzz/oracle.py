@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from harness.fuzz.program import FuzzConfig, Program
+from harness.fuzz.program import WINDOWS, FuzzConfig, Program
 from harness.results.events import Event
 from harness.results.splat import find_splats
 
@@ -112,7 +112,9 @@ def judge(program: Program, out: Outcome, events: list[Event], dmesg: str, confi
     for line in out.ops:
         i, start = int(line["i"]), int(line["start"])
         window = [e for e in mine if int(line["seq0"]) <= e.seq < int(line["seq1"])]
-        out.events[i] = sorted((e.event, e.start - start, e.end - start) for e in window if e.cpid == pid)
+        # what the operation did to the areas: not the executor's own faults elsewhere (its stack, its data)
+        out.events[i] = sorted((e.event, e.start - start, e.end - start) for e in window
+                               if e.cpid == pid and e.start < WINDOWS[1] and e.end > WINDOWS[0])
         if out.finding is None and line.get("must") and line["ret"] == 0 and line["seq0"] >= 0:
             if line["seq0"] < oldest:
                 out.notes.append(f"operation {i}: the probe's ring dropped its events; not judged")
