@@ -255,3 +255,15 @@ def test_only_what_an_operation_did_to_the_areas_is_compared():
     events = [_start(0, "CLEAR", 0x7FFF0000, 0x7FFF1000), _start(1, "UNMAP", START, START + PAGE),
               _start(2, "CLEAR", START, START + PAGE, cpid=PID + 1)]  # ksmd's, say
     assert oracle.judge(PROG, out, events, "", CONFIG).events[1] == [("UNMAP", 0, PAGE)]
+
+
+def test_kcov_pcs_are_a_behaviour_each():
+    from harness.fuzz.campaign import behaviours
+    from harness.fuzz.runner import Run
+
+    out = oracle.parse_output('{"pid": 1, "page_size": 4096}\n{"pcs":"ffffffff81001000,ffffffff81001010"}\n'
+                              '{"done": 0}\n')
+    assert out.pcs == {0xFFFFFFFF81001000, 0xFFFFFFFF81001010} and out.done
+    assert behaviours(Run((), out, 0.0)) == {"pc:ffffffff81001000", "pc:ffffffff81001010"}
+    with pytest.raises(oracle.ExecutorError):
+        oracle.parse_output('{"pcs":"zz"}\n')

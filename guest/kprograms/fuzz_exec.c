@@ -13,6 +13,7 @@
  *   mirror SLOT                   the model mirrors of the area (mmu_probe) fault it again
  *   bg SLOT FIRST N write|devread a thread on the other CPU does that in a loop until bg_stop
  *   bg_stop
+ * With --kcov, the worker's kernel coverage (its distinct PCs) is printed before "done".
  *
  * The oracle, run whenever no background thread runs (a thread's writes would race the comparisons):
  *   contract   the probe's classic notifier on this mm has no start without its end (open 0), no end
@@ -77,7 +78,7 @@ static int hmm = -1, mem = -1, model = 1, nmirrors;
 static long long stale_seen[MAX_MIRRORS];
 static unsigned char *bounce, *cpu;
 static unsigned int gen;
-static int op_index, ncpus, verdict_fd = -1, mergeable, kmsg = -1;
+static int op_index, ncpus, verdict_fd = -1, mergeable, kmsg = -1, use_kcov;
 static const char *file_dir = "/mnt/wb";
 
 static struct {
@@ -808,6 +809,53 @@ static int run_op(char *line)
 	return 1;
 }
 
+/* ---- --kcov: the kernel code the worker's own system calls ran (CONFIG_KCOV) ---------------------- */
+
+#define KCOV_INIT_TRACE _IOR('c', 1, unsigned long)
+#define KCOV_ENABLE _IO('c', 100)
+#define KCOV_DISABLE _IO('c', 101)
+#define KCOV_TRACE_PC 0
+#define KCOV_WORDS (1UL << 18)
+
+static int kcov_fd = -1;
+static unsigned long *kcov_area;
+
+static void kcov_start(void)
+{
+	kcov_fd = open("/sys/kernel/debug/kcov", O_RDWR);
+	if (kcov_fd < 0 || ioctl(kcov_fd, KCOV_INIT_TRACE, KCOV_WORDS))
+		die("kcov: open /sys/kernel/debug/kcov (the kernel needs CONFIG_KCOV)");
+	kcov_area = mmap(NULL, KCOV_WORDS * sizeof(unsigned long), PROT_READ | PROT_WRITE, MAP_SHARED, kcov_fd, 0);
+	if (kcov_area == MAP_FAILED || ioctl(kcov_fd, KCOV_ENABLE, KCOV_TRACE_PC))
+		die("kcov: mmap or enable");
+	__atomic_store_n(&kcov_area[0], 0, __ATOMIC_RELAXED);
+}
+
+static int by_value(const void *a, const void *b)
+{
+	unsigned long x = *(const unsigned long *)a, y = *(const unsigned long *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The distinct PCs, one line: {"pcs":"hex,hex,..."} (the trace wraps at KCOV_WORDS: then only the first). */
+static void kcov_report(void)
+{
+	unsigned long n = __atomic_load_n(&kcov_area[0], __ATOMIC_RELAXED);
+
+	ioctl(kcov_fd, KCOV_DISABLE, 0);
+	if (n > KCOV_WORDS - 1)
+		n = KCOV_WORDS - 1;
+	qsort(kcov_area + 1, n, sizeof(unsigned long), by_value);
+	printf("{\"pcs\":\"");
+	for (unsigned long i = 1, last = 0; i <= n; i++)
+		if (kcov_area[i] != last) {
+			printf("%s%lx", last ? "," : "", kcov_area[i]);
+			last = kcov_area[i];
+		}
+	printf("\"}\n");
+}
+
 /* The program, in the worker: returns its exit status once the verdict is out. */
 static int work(int argc, char **argv, FILE *in)
 {
@@ -828,6 +876,8 @@ static int work(int argc, char **argv, FILE *in)
 	if (access(PROBE_WATCH, F_OK))
 		no_probe = 1;	/* no probe module: no contract, and no events for the host to judge */
 	probe_watch_self(argc, argv);
+	if (use_kcov)
+		kcov_start();
 	printf("{\"pid\":%d,\"page_size\":%ld,\"probed\":%d,\"hmm\":%d,\"model\":%d,\"cpus\":%d}\n", getpid(),
 	       page, probed, hmm >= 0, model, ncpus);
 	fflush(stdout);
@@ -842,6 +892,8 @@ static int work(int argc, char **argv, FILE *in)
 	bg_stop();
 	reap();
 	check_all();
+	if (use_kcov)
+		kcov_report();
 	printf("{\"done\":%d}\n", op_index);
 	fflush(stdout);
 	if (write(verdict_fd, "0", 1) != 1)
@@ -892,6 +944,8 @@ int main(int argc, char **argv)
 			hmm = -2;
 		else if (!strcmp(argv[i], "--no-model"))
 			model = 0;
+		else if (!strcmp(argv[i], "--kcov"))
+			use_kcov = 1;
 		else if (!strncmp(argv[i], "--file-dir=", 11))
 			file_dir = argv[i] + 11;
 	}

@@ -41,6 +41,8 @@ class FuzzRequest:
     max_programs: int | None = None
     stop_at_first: bool = False
     shrink_budget: int = 150
+    settings: tuple[str, ...] = ()  # --set SYM=VALUE on the kernel's config (CONFIG_KCOV=y for --kcov)
+    kcov: bool = False  # coverage feedback from the worker's kernel PCs
     # before a merge: compare's inputs
     base: str | None = None
     base_patch: tuple[str, ...] = ()
@@ -85,10 +87,10 @@ def run_fuzz(req: FuzzRequest) -> FuzzResult:
     print(f"fuzz: seed {seed}", file=sys.stderr, flush=True)
     if req.patch or req.patched:
         return _compare(req, config, seed)
-    prepared = _prepare(req.kernel_src)
+    prepared = _prepare(req.kernel_src, req.settings)
     out_dir = rundir.new_run_dir(req.results_dir)
-    guests = [FuzzGuest(prepared, req.machine, out_dir / f"job-{j}", accel_for(prepared), req.mirrors, config)
-              for j in range(1 if program else req.jobs)]
+    guests = [FuzzGuest(prepared, req.machine, out_dir / f"job-{j}", accel_for(prepared), req.mirrors, config,
+                        kcov=req.kcov) for j in range(1 if program else req.jobs)]
     try:
         if program is not None:
             run = guests[0].run(program)
@@ -132,8 +134,8 @@ def _finish(result: FuzzResult, prepared: Prepared, req: FuzzRequest) -> FuzzRes
     return result
 
 
-def _prepare(ksrc: str | None) -> Prepared:
-    prepared = prepare(ksrc, "on")
+def _prepare(ksrc: str | None, settings: tuple[str, ...] = ()) -> Prepared:
+    prepared = prepare(ksrc, "on", settings)
     if not prepared.build.has("MMU_NOTIFIER"):
         raise UserError(f"fuzz: the kernel {prepared.build.config} has no CONFIG_MMU_NOTIFIER: nothing mirrors")
     return prepared
@@ -141,7 +143,7 @@ def _prepare(ksrc: str | None) -> Prepared:
 
 def _compare(req: FuzzRequest, config: FuzzConfig, seed: str) -> FuzzResult:
     sides = resolve_sides(req.base, req.base_patch, req.patch, req.patched)
-    built = {"base": _prepare(sides.base_ksrc), "patched": _prepare(sides.patched_ksrc)}
+    built = {"base": _prepare(sides.base_ksrc, req.settings), "patched": _prepare(sides.patched_ksrc, req.settings)}
     out_dir = rundir.new_run_dir(req.results_dir)
     guests = {side: FuzzGuest(p, req.machine, out_dir / side, accel_for(p), req.mirrors, config)
               for side, p in built.items()}

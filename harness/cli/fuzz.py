@@ -3,6 +3,7 @@ finding shrunk to a reproducer.
 
     harness fuzz [--kernel-src KSRC] [--time 10m] [--seed N] [--mirror model|hmm]... [--jobs N] [--resume]
                  [--max-programs N] [--stop-at-first] [--replay PROGRAM] [--machine M] [--results-dir DIR]
+                 [--set SYM=VALUE]... [--kcov]
     harness fuzz [--base KSRC] [--base-patch FILE]... (--patch FILE|A..B ... | --patched KSRC) [--time 10m] ...
 
 A program (guest/kprograms/fuzz_exec.c runs it) maps areas (anonymous, shared, memfd, ext2 file, THP) and
@@ -61,6 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-programs", type=int, default=None, metavar="N", help="stop after N programs")
     p.add_argument("--stop-at-first", action="store_true", help="stop at the first finding (once shrunk)")
     p.add_argument("--replay", type=Path, default=None, metavar="PROGRAM", help="run one program file, judged")
+    p.add_argument("--set", action="append", default=[], metavar="SYM=VALUE",
+                   help="one more config setting of the kernel(s) (e.g. CONFIG_KCOV=y)")
+    p.add_argument("--kcov", action="store_true",
+                   help="coverage feedback: keep programs that run new kernel code (needs --set CONFIG_KCOV=y)")
     p.add_argument("--base", default=None, metavar="KSRC", help="with --patch/--patched: the base tree")
     p.add_argument("--base-patch", action="append", default=[], metavar="FILE|A..B",
                    help="patches the base itself carries (repeatable)")
@@ -74,6 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     req = FuzzRequest(args.kernel_src, args.machine, args.time, args.seed, tuple(args.mirror or MIRRORS), args.jobs,
                       args.resume, args.results_dir, args.replay, args.max_programs, args.stop_at_first,
+                      settings=tuple(args.set), kcov=args.kcov,
                       base=args.base, base_patch=tuple(args.base_patch), patch=tuple(args.patch),
                       patched=args.patched)
     with progress_to_stderr():

@@ -83,8 +83,9 @@ class Corpus:
 
 
 def behaviours(run: Run) -> set[str]:
-    """What a run showed, as words: each operation kind with its result and the events it caused."""
-    out = set()
+    """What a run showed, as words: each operation kind with its result and the events it caused, and with
+    --kcov each kernel PC its system calls ran."""
+    out = {f"pc:{pc:x}" for pc in run.outcome.pcs}
     texts = [op.kind() for op in run.program]
     for line in run.outcome.ops:
         i = int(line["i"])

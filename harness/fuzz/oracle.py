@@ -59,10 +59,11 @@ class Outcome:
     # (event, start - op start, end - op start): what a base and a patched kernel are compared on
     events: dict[int, list[tuple[str, int, int]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    pcs: frozenset[int] = frozenset()  # with --kcov: the kernel code the program's own system calls ran
 
     def to_json(self) -> dict:
         return {"finding": self.finding.to_json() if self.finding else None, "done": self.done,
-                "ops": len(self.ops), "notes": self.notes,
+                "ops": len(self.ops), "notes": self.notes, "pcs": len(self.pcs),
                 "events": {str(i): [list(e) for e in evs] for i, evs in self.events.items()}}
 
 
@@ -90,6 +91,11 @@ def parse_output(text: str) -> Outcome:
             out.finding = Finding(str(obj["finding"]), int(obj["i"]), str(obj.get("detail", "")))
         elif "done" in obj:
             out.done = True
+        elif "pcs" in obj:
+            try:
+                out.pcs = frozenset(int(x, 16) for x in str(obj["pcs"]).split(",") if x)
+            except ValueError:
+                raise ExecutorError(f"fuzz_exec wrote PCs that are not hex: {line[:200]!r}") from None
         elif "stuck" in obj or "died" in obj:
             out.notes.append(f"fuzz_exec: {obj.get('stuck') or obj.get('died')}")
         elif "i" in obj:

@@ -177,6 +177,7 @@ class Features:
     file: bool = True  # an ext2 at /mnt/wb for `file` areas
     ksm: bool = True
     model: bool = True
+    kcov: bool = False  # coverage feedback (CONFIG_KCOV and --kcov)
 
 
 class Generator:

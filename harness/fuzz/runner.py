@@ -54,9 +54,9 @@ class FuzzGuest:
     """One guest for programs, rebooted when a run leaves it untrustworthy."""
 
     def __init__(self, prepared: Prepared, machine: str, workdir: Path, accel: str, mirrors: tuple[str, ...],
-                 config: FuzzConfig, boot_timeout: float = 180):
+                 config: FuzzConfig, boot_timeout: float = 180, kcov: bool = False):
         self.prepared, self.machine, self.workdir, self.accel = prepared, machine, workdir, accel
-        self.mirrors, self.config, self.boot_timeout = mirrors, config, boot_timeout
+        self.mirrors, self.config, self.boot_timeout, self.kcov = mirrors, config, boot_timeout, kcov
         self.executor = userprogs.kprogram(prepared.build, "fuzz_exec")
         self.vm: VM | None = None
         self.boots = 0
@@ -92,7 +92,11 @@ class FuzzGuest:
                     have[need] = True
                 except Unavailable:
                     have[need] = False
-            self.features = Features(hmm=hmm, file=have["writeback_fs"], ksm=have["ksm"], model="model" in self.mirrors)
+            if self.kcov and not ssh.run(["test", "-e", "/sys/kernel/debug/kcov"]).ok:
+                raise FuzzSetupError(f"--kcov: {self.prepared.build.release} has no /sys/kernel/debug/kcov: build it "
+                                     "with CONFIG_KCOV=y (harness kernel --set CONFIG_KCOV=y)")
+            self.features = Features(hmm=hmm, file=have["writeback_fs"], ksm=have["ksm"],
+                                     model="model" in self.mirrors, kcov=self.kcov)
         return vm
 
     def run(self, program: Program) -> Run:
@@ -120,7 +124,8 @@ class FuzzGuest:
         return Run(program, out, time.monotonic() - started)
 
     def flags(self) -> list[str]:
-        return [*([] if self.features.hmm else ["--no-hmm"]), *([] if self.features.model else ["--no-model"])]
+        return [*([] if self.features.hmm else ["--no-hmm"]), *([] if self.features.model else ["--no-model"]),
+                *(["--kcov"] if self.features.kcov else [])]
 
     def _fault_outcome(self, program: Program, fault: HarnessFault) -> oracle.Outcome:
         """A guest that died or hung under a program: what its output file still says, and the fault."""
