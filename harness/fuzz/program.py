@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import random
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness import paths, schema
@@ -124,6 +124,9 @@ SCHEMA = schema.Record({
         "how many operations a generated program has"),
     "events": schema.required(schema.MapOf(schema.Str(), _EVENT),
                               "operation (`advise ADVICE` for one advice) -> the invalidation it must make"),
+    "follow": schema.optional(schema.MapOf(schema.Str(), schema.MapOf(schema.Str(), schema.Number(positive=True))),
+                              {}, "operation -> the next operation (or `advise ADVICE`) -> a factor on its weight, "
+                                  "when the next takes the same range"),
     "known": schema.optional(schema.ListOf(schema.Record({
         "signature": schema.required(schema.Str(), "an fnmatch pattern over a finding's signature"),
         "why": schema.required(schema.Str(), "what it is, where, and how it was found"),
@@ -145,6 +148,7 @@ class FuzzConfig:
     max_ops: int
     events: dict[str, dict[str, str]]
     known: tuple[dict[str, str], ...] = ()
+    follow: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def known_as(self, signature: str) -> str | None:
         """The `known` pattern a finding's signature matches, if any."""
@@ -157,14 +161,16 @@ def load_config(path: Path = CONFIG) -> FuzzConfig:
     for key, known in (("weights", SIGNATURES), ("kinds", WORDS["kind"]), ("advice", WORDS["advice"])):
         if unknown := sorted(set(d[key]) - set(known)):
             raise FuzzConfigError(f"{doc.where((key, unknown[0]))}: {unknown[0]!r} is not one of {', '.join(known)}")
-    for op in d["events"]:
+    named = [(("events", op), op) for op in d["events"]] + [(("follow", op), op) for op in d["follow"]] + \
+        [(("follow", op, nxt), nxt) for op, nexts in d["follow"].items() for nxt in nexts]
+    for at, op in named:
         name, _, advice = op.partition(" ")
         if name not in SIGNATURES or (advice and (name != "advise" or advice not in WORDS["advice"])):
-            raise FuzzConfigError(f"{doc.where(('events', op))}: {op!r} is not an operation (or `advise ADVICE`)")
+            raise FuzzConfigError(f"{doc.where(at)}: {op!r} is not an operation (or `advise ADVICE`)")
     if max(d["sizes"]) > MAX_PAGES or d["ops_per_program"]["min"] > d["ops_per_program"]["max"]:
         raise FuzzConfigError(f"{path}: sizes must be at most {MAX_PAGES} pages and ops_per_program min <= max")
     return FuzzConfig(d["weights"], d["kinds"], tuple(d["sizes"]), d["advice"], d["ops_per_program"]["min"],
-                      d["ops_per_program"]["max"], d["events"], tuple(d["known"]))
+                      d["ops_per_program"]["max"], d["events"], tuple(d["known"]), d["follow"])
 
 
 # --- generation and mutation ---------------------------------------------------------------------------
@@ -207,13 +213,16 @@ class Generator:
     def op(self, rng: random.Random, areas: dict[int, int], previous: Op | None = None) -> Op:
         if not areas:
             return self._map(rng, areas)
-        name = _weighted(rng, self.ops)
+        # Locality: most bugs need several operations on the same pages (write, MADV_FREE, write again,
+        # MADV_PAGEOUT), so most of the time an operation takes the range of the one before it, and then
+        # configs/fuzz.yaml's `follow` says what tends to come next.
+        local = previous is not None and previous.slot in areas and rng.random() < LOCALITY and \
+            SIGNATURES[previous.name][:3] == ("s", "i", "i")
+        follow = self.config.follow.get(previous.kind(), {}) if local and previous else {}
+        name = _weighted(rng, self._boosted(self.ops, follow, ""))
         if name == "map":
             return self._map(rng, areas)
-        # Locality: most bugs need several operations on the same pages (write, MADV_FREE, write again,
-        # MADV_PAGEOUT), so most of the time an operation takes the range of the one before it.
-        if previous and previous.slot in areas and rng.random() < LOCALITY and \
-                SIGNATURES[previous.name][:3] == ("s", "i", "i"):
+        if local and previous:
             slot, first, count = int(previous.args[0]), int(previous.args[1]), int(previous.args[2])
             pages = areas[slot]
         else:
@@ -233,7 +242,7 @@ class Generator:
                 max(1, pages - delta) if how == "shrink" else pages
             return Op(name, (slot, how, delta if how in ("grow", "shrink") else 0))
         if name == "advise":
-            return Op(name, (slot, first, count, _weighted(rng, self.config.advice)))
+            return Op(name, (slot, first, count, _weighted(rng, self._boosted(self.config.advice, follow, "advise "))))
         if name == "bg":
             return Op(name, (slot, first, count, rng.choice(WORDS["bgkind"]) if self.hmm else "write"))
         if name in ("msync", "mirror"):
@@ -241,6 +250,17 @@ class Generator:
         if SIGNATURES[name] == ("s", "i", "i"):
             return Op(name, (slot, first, count))
         return Op(name)
+
+    @staticmethod
+    def _boosted(weights: dict[str, int], follow: dict[str, float], prefix: str) -> dict[str, float]:
+        """The weights, each times its `follow` factor; `advise` as a whole gets its advices' largest."""
+        out = {}
+        for name, w in weights.items():
+            factor = follow.get(prefix + name, 1.0)
+            if not prefix and name == "advise":
+                factor = max([factor, *(f for k, f in follow.items() if k.startswith("advise "))])
+            out[name] = w * factor
+        return out
 
     def _map(self, rng: random.Random, areas: dict[int, int]) -> Op:
         free = [s for s in range(NSLOTS) if s not in areas]
@@ -281,7 +301,7 @@ def _areas_before(ops: list[Op], at: int) -> dict[int, int]:
     return areas
 
 
-def _weighted(rng: random.Random, weights: dict[str, int]) -> str:
+def _weighted(rng: random.Random, weights: dict[str, int] | dict[str, float]) -> str:
     names = sorted(weights)
     return rng.choices(names, weights=[weights[n] for n in names])[0]
 
