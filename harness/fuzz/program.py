@@ -22,7 +22,7 @@ NSLOTS = 8  # fuzz_exec.c's NSLOTS
 MAX_PAGES = 512  # and MAX_PAGES
 THP_PAGES = 512
 WINDOWS = (0x200000000000, 0x200000000000 + NSLOTS * (1 << 30))  # fuzz_exec.c's slot windows: [start, end)
-LOCALITY = 0.6  # how often an operation on a range takes the range of the operation before it
+LOCALITY = 0.8  # how often an operation on a range takes the range of the operation before it
 
 # operation -> its words after the name: "s" a slot, "i" an integer, and a fixed vocabulary by name
 SIGNATURES: dict[str, tuple[str, ...]] = {
