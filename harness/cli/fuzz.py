@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SYM=VALUE",
                    help="one more config setting of the kernel(s) (e.g. CONFIG_KCOV=y)")
     p.add_argument("--kcov", action="store_true",
-                   help="coverage feedback: keep programs that run new kernel code (needs --set CONFIG_KCOV=y)")
+                   help="coverage feedback: keep programs that run new kernel code (needs --set CONFIG_KCOV=y "
+                        "--set CONFIG_KCOV_INSTRUMENT_ALL=y)")
     p.add_argument("--base", default=None, metavar="KSRC", help="with --patch/--patched: the base tree")
     p.add_argument("--base-patch", action="append", default=[], metavar="FILE|A..B",
                    help="patches the base itself carries (repeatable)")

@@ -92,9 +92,11 @@ class FuzzGuest:
                     have[need] = True
                 except Unavailable:
                     have[need] = False
-            if self.kcov and not ssh.run(["test", "-e", "/sys/kernel/debug/kcov"]).ok:
-                raise FuzzSetupError(f"--kcov: {self.prepared.build.release} has no /sys/kernel/debug/kcov: build it "
-                                     "with CONFIG_KCOV=y (harness kernel --set CONFIG_KCOV=y)")
+            if self.kcov and not (self.prepared.build.has("KCOV_INSTRUMENT_ALL") and
+                                  ssh.run(["test", "-e", "/sys/kernel/debug/kcov"]).ok):
+                # without INSTRUMENT_ALL (tinyconfig turns it off) no file is instrumented: no PC is ever traced
+                raise FuzzSetupError(f"--kcov: {self.prepared.build.release} traces no kernel code: it needs "
+                                     "--set CONFIG_KCOV=y --set CONFIG_KCOV_INSTRUMENT_ALL=y")
             self.features = Features(hmm=hmm, file=have["writeback_fs"], ksm=have["ksm"],
                                      model="model" in self.mirrors, kcov=self.kcov)
         return vm
