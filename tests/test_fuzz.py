@@ -267,3 +267,19 @@ def test_kcov_pcs_are_a_behaviour_each():
     assert behaviours(Run((), out, 0.0)) == {"pc:ffffffff81001000", "pc:ffffffff81001010"}
     with pytest.raises(oracle.ExecutorError):
         oracle.parse_output('{"pcs":"zz"}\n')
+
+
+def test_a_replayed_program_is_read_with_care(tmp_path):
+    from harness.app.fuzz import PROGRAM_MAX_BYTES, read_program
+    from harness.errors import UserError
+
+    with pytest.raises(UserError, match="no such file"):
+        read_program(tmp_path / "missing.prog")
+    big = tmp_path / "big.prog"
+    big.write_text("reap\n" * (PROGRAM_MAX_BYTES // 5 + 1))
+    with pytest.raises(UserError, match="not a program"):
+        read_program(big)
+    bad = tmp_path / "bad.prog"
+    bad.write_bytes(b"map 0 anon 4\n\xff\xfe rm -rf /\n")
+    with pytest.raises(ProgramError, match="bad.prog:2: unknown operation"):
+        read_program(bad)

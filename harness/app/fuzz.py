@@ -18,7 +18,7 @@ from harness.errors import UserError
 from harness.fuzz import report
 from harness.fuzz.campaign import Campaign, Corpus, Found, Stats
 from harness.fuzz.difference import Difference, differ
-from harness.fuzz.program import FuzzConfig, Generator, load_config, parse
+from harness.fuzz.program import FuzzConfig, Generator, Program, load_config, parse
 from harness.fuzz.runner import MIRRORS, FuzzGuest
 from harness.kernel.prepare import Prepared, prepare
 from harness.results import rundir
@@ -78,10 +78,23 @@ def check_request(req: FuzzRequest) -> None:
         raise UserError("--base needs --patch or --patched: the kernel to compare it with")
 
 
+PROGRAM_MAX_BYTES = 1 << 20  # a program of 80 operations is 2 KiB
+
+
+def read_program(path: Path) -> Program:
+    if not path.is_file():
+        raise UserError(f"--replay {path}: no such file")
+    with open(path, "rb") as f:
+        data = f.read(PROGRAM_MAX_BYTES + 1)
+    if len(data) > PROGRAM_MAX_BYTES:
+        raise UserError(f"--replay {path}: more than {PROGRAM_MAX_BYTES} bytes: not a program")
+    return parse(data.decode(errors="replace"), str(path))
+
+
 def run_fuzz(req: FuzzRequest) -> FuzzResult:
     check_request(req)
     config = load_config()
-    program = parse(req.replay.read_text(), str(req.replay)) if req.replay else None  # refused before any build
+    program = read_program(req.replay) if req.replay else None  # refused before any build
     check_output_dir(Path(req.results_dir or paths.results_root()))  # before anything is built; creates nothing
     seed = req.seed or str(secrets.randbelow(10**9))
     print(f"fuzz: seed {seed}", file=sys.stderr, flush=True)

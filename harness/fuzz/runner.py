@@ -66,6 +66,14 @@ class FuzzGuest:
         self.boots += 1
         vm = guest_vm(self.prepared, load_profile(self.machine), self.workdir / f"guest-{self.boots}", self.accel,
                       ("mmu_probe",))
+        try:
+            self._set_up(vm)
+        except BaseException:
+            vm.stop()  # a guest that could not be set up is not left running
+            raise
+        return vm
+
+    def _set_up(self, vm: VM) -> None:
         with faults.guarded(vm, "booting the fuzzing guest") as work:
             vm.start(boot_timeout=self.boot_timeout)
             assert vm.ssh
@@ -99,7 +107,6 @@ class FuzzGuest:
                                      "--set CONFIG_KCOV=y --set CONFIG_KCOV_INSTRUMENT_ALL=y")
             self.features = Features(hmm=hmm, file=have["writeback_fs"], ksm=have["ksm"],
                                      model="model" in self.mirrors, kcov=self.kcov)
-        return vm
 
     def run(self, program: Program) -> Run:
         """One program, judged. A fault of the guest is the program's finding (and the guest is rebooted);
