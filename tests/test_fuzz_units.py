@@ -1,5 +1,6 @@
 """`harness fuzz`'s pure parts: the program text, generation and mutation, the shrinker, the host's oracle,
-and configs/fuzz.yaml against configs/expectations/events.yaml. tests/test_fuzz_e2e.py runs real kernels."""
+and configs/fuzz.yaml against configs/expectations/events.yaml. tests/test_fuzz_e2e.py runs real kernels.
+(Not test_fuzz.py: pytest imports test files by basename, and suites/test_fuzz.py has that one.)"""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def test_a_program_reads_back_as_it_was_written():
     ("write 0 0 1\nreap now", "p:2: reap takes 0 word(s)"),
 ])
 def test_a_malformed_program_is_refused_with_its_line(text, says):
-    with pytest.raises(ProgramError, match=None) as e:
+    with pytest.raises(ProgramError) as e:
         parse(text, "p")
     assert says in str(e.value)
 
@@ -281,5 +282,5 @@ def test_a_replayed_program_is_read_with_care(tmp_path):
         read_program(big)
     bad = tmp_path / "bad.prog"
     bad.write_bytes(b"map 0 anon 4\n\xff\xfe rm -rf /\n")
-    with pytest.raises(ProgramError, match="bad.prog:2: unknown operation"):
+    with pytest.raises(ProgramError, match=r"bad\.prog:2: unknown operation"):
         read_program(bad)
