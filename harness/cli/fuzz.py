@@ -16,8 +16,9 @@ configs/fuzz.yaml names, and the kernel log must have no splat. A finding is shr
 smaller ranges) and written to findings/N-*/ in the results directory: the minimal program, a stand-alone
 reproducer.c, a pytest case for suites/, and KCIDB issues in kcidb.json. Progress goes to stderr every 10 s.
 
-A seed gives the same programs (with --jobs too). The corpus of a seed lives in the cache; --resume goes on
-from where the last run of that seed stopped. --replay runs one program file (a finding's program.prog) once.
+A seed gives the same programs (with --jobs too) as long as the kernel behaves the same (docs/fuzz.md). The
+corpus of a seed lives in the cache; --resume goes on from where the last run of that seed stopped.
+--replay runs one program file (a finding's program.prog) once.
 
 With --patch or --patched (and --base, as for `harness compare`), the same programs run on both kernels,
 and each program whose verdict or events differ (twice in a row) is reported in fuzz-compare.txt.

@@ -5,7 +5,9 @@ Program k of a seed is drawn from random.Random(f"{seed}:{k}"): generated, or (h
 corpus has programs) a mutation of corpus programs. The corpus grows in program order, with every program
 that showed a new behaviour: an (operation, result, invalidation events) triple no program had shown. With
 --jobs N, programs run in batches of N drawn from the same corpus, merged back in order, so a seed gives the
-same programs whatever N is. The corpus and the next k live in the cache (`--resume` goes on from them).
+same programs whatever N is, for as long as the runs show the same behaviours (a THP that one run got and
+another did not, reclaim or KSM on their own time, and the corpora part). The corpus and the next k live in
+the cache (`--resume` goes on from them).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,8 +176,3 @@ class Campaign:
         return (f"fuzz: {elapsed:.0f} s: {s.programs} programs ({s.programs / elapsed:.2f}/s), "
                 f"{s.ops / elapsed:.0f} ops/s, {s.behaviours} behaviours, corpus {s.corpus}, "
                 f"findings {len(self.found)}" + (f" (and {sum(s.known.values())} known)" if s.known else ""))
-
-
-def replay(guest: FuzzGuest, program: Program, times: int = 1) -> Iterator[Run]:
-    for _ in range(times):
-        yield guest.run(program)
