@@ -71,7 +71,11 @@ test: deps ## the project's own tests: unit tests, config differential, faults, 
 	@# The KASAN kernel's test is `make test-debug`: one more cold build would not fit make test in the hour
 	@# Each phase on $(WORKERS) pytest-xdist workers, each with VMs of its own; a machine profile's tests on one
 	@# worker (harness/parallel.py). Each phase is one run directory, results/<time>, as without workers.
-	HARNESS_FETCH_TREES=1 $(PY) -m pytest $(XDIST) tests suites --notifier=on -m "not debug_kernel"
+	HARNESS_FETCH_TREES=1 $(PY) -m pytest $(XDIST) tests suites --notifier=on -m "not debug_kernel" \
+	    --ignore=tests/test_fuzz_e2e.py --ignore=suites/test_fuzz.py
+	@# The fuzzer's tests in a phase of their own: their guests run flat out on both cores, and the tests that
+	@# time a boot or a flood (test_boot_faults.py, test_guest_floods.py) went from about 60 s to 160-200 s beside them
+	$(PY) -m pytest $(XDIST) tests/test_fuzz_e2e.py suites/test_fuzz.py
 	$(PY) -m pytest $(XDIST) suites --notifier=off
 	$(PY) -m pytest $(XDIST) suites/test_events.py suites/test_notifier_events.py suites/test_observers.py \
 	    suites/test_rxe.py --kernel-src=debian:7.3
