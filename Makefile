@@ -74,7 +74,7 @@ test: deps ## the project's own tests: unit tests, config differential, faults, 
 	HARNESS_FETCH_TREES=1 $(PY) -m pytest $(XDIST) tests suites --notifier=on -m "not debug_kernel" \
 	    --ignore=tests/test_fuzz_e2e.py --ignore=suites/test_fuzz.py
 	@# The fuzzer's tests in a phase of their own: their guests run flat out on both cores, and the tests that
-	@# time a boot or a flood (test_boot_faults.py, test_guest_floods.py) went from about 60 s to 160-200 s beside them
+	@# time a boot or a flood (test_boot_faults.py, test_guest_floods.py) took 160-200 s beside them, against their 120
 	$(PY) -m pytest $(XDIST) tests/test_fuzz_e2e.py suites/test_fuzz.py
 	$(PY) -m pytest $(XDIST) suites --notifier=off
 	$(PY) -m pytest $(XDIST) suites/test_events.py suites/test_notifier_events.py suites/test_observers.py \
