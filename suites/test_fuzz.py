@@ -22,14 +22,18 @@ pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier]
 DEFAULT_S = 120.0
 
 
-def test_fuzzing_finds_nothing_new(kernel, run_dir, pytestconfig, request):
+@pytest.mark.test_timeout(DEFAULT_S + 600)  # the campaign, its boots, a shrink; --fuzz-time longer: --test-timeout
+def test_fuzzing_finds_nothing_new(guest, kernel, run_dir, pytestconfig, request):
+    # `guest`: the session's guest first, so that a kernel that does not boot (or a --boot-timeout it cannot
+    # meet) ends this test as it ends every other, before the campaign's own guests boot
     seconds = float(pytestconfig.getoption("fuzz_time", None) or DEFAULT_S)
     out = run_dir.test_dir(request.node.nodeid) / "fuzz"
     out.mkdir(parents=True, exist_ok=True)
     seed = str(secrets.randbelow(10**9))
     config = load_config()
     mirrors = MIRRORS if kernel.build.has("TEST_HMM") else ("model",)
-    guest = FuzzGuest(kernel, pytestconfig.getoption("machine"), out, accel_for(kernel), mirrors, config)
+    fuzzing = FuzzGuest(kernel, pytestconfig.getoption("machine"), out, accel_for(kernel), mirrors, config,
+                        boot_timeout=pytestconfig.getoption("boot_timeout") or 180)
     found: list[Found] = []
 
     def record(f: Found) -> None:
@@ -37,12 +41,12 @@ def test_fuzzing_finds_nothing_new(kernel, run_dir, pytestconfig, request):
         report.write_finding(out, len(found), f, kernel)
 
     try:
-        guest.run(())  # boots, and tells what the guest has
-        campaign = Campaign([guest], Generator(config, guest.features), Corpus.open(seed, resume=False), seed, record,
-                            shrink_budget=60)
+        fuzzing.run(())  # boots, and tells what the guest has
+        campaign = Campaign([fuzzing], Generator(config, fuzzing.features), Corpus.open(seed, resume=False), seed,
+                            record, shrink_budget=60)
         stats = campaign.run(seconds)
     finally:
-        guest.stop()
+        fuzzing.stop()
     (out / "fuzz.json").write_text(json.dumps({"seed": seed, "seconds": seconds, "programs": stats.programs,
                                                "ops": stats.ops, "known": stats.known,
                                                "findings": [f.finding.to_json() for f in found]}, indent=1))
