@@ -26,10 +26,10 @@ deb_packages = $(shell awk -v want=" $(1) " '/^\[/ {set = substr($$1, 2, length(
 DEB_SETS ?= host tree git artifact tests
 TREE_SET = $(if $(KSRC),,tree)
 kernel run shell driver evidence matrix test-debug: DEB_SETS = host $(TREE_SET)
-bench compare bench-fuzz: DEB_SETS = host git $(TREE_SET)
+bench compare bench-fuzz bisect: DEB_SETS = host git $(TREE_SET)
 test: DEB_SETS = host tree git artifact tests
 
-.PHONY: help deps venv kernel run test test-debug unit shell bench bench-fuzz matrix report lint clean evidence driver compare
+.PHONY: help deps venv kernel run test test-debug unit shell bench bench-fuzz matrix report lint clean evidence driver compare bisect
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -72,10 +72,12 @@ test: deps ## the project's own tests: unit tests, config differential, faults, 
 	@# Each phase on $(WORKERS) pytest-xdist workers, each with VMs of its own; a machine profile's tests on one
 	@# worker (harness/parallel.py). Each phase is one run directory, results/<time>, as without workers.
 	HARNESS_FETCH_TREES=1 $(PY) -m pytest $(XDIST) tests suites --notifier=on -m "not debug_kernel" \
-	    --ignore=tests/test_fuzz_e2e.py --ignore=suites/test_fuzz.py
+	    --ignore=tests/test_fuzz_e2e.py --ignore=suites/test_fuzz.py --ignore=tests/test_bisect_e2e.py
 	@# The fuzzer's tests in a phase of their own: their guests run flat out on both cores, and the tests that
 	@# time a boot or a flood (test_boot_faults.py, test_guest_floods.py) took 160-200 s beside them, against their 120
 	$(PY) -m pytest $(XDIST) tests/test_fuzz_e2e.py suites/test_fuzz.py
+	@# harness bisect over a 40-commit history on 6.12 (tests/bisect_history.py): two bisections, about 7 min
+	$(PY) -m pytest tests/test_bisect_e2e.py
 	$(PY) -m pytest $(XDIST) suites --notifier=off
 	$(PY) -m pytest $(XDIST) suites/test_events.py suites/test_notifier_events.py suites/test_observers.py \
 	    suites/test_rxe.py --kernel-src=debian:7.3
@@ -117,6 +119,9 @@ driver: deps ## one driver's tests and a verdict: DRIVER=test_hmm|kvm|virtio-gpu
 
 clean: ## remove results and the virtualenv (the artifact cache stays: HARNESS_CACHE or ~/.cache)
 	rm -rf results $(VENV)
+
+bisect: deps ## the commit that makes a test fail: GOOD=REV BAD=REV KSRC=GITTREE [SUITES=...] (other checks: harness bisect)
+	$(HARNESS) bisect --good=$(GOOD) --bad=$(BAD) $(SUITES)
 
 compare: deps ## a tree against the same tree plus a series: BASE=KSRC PATCH="a.patch b.patch" (exit 0/1/3)
 	$(HARNESS) compare $(if $(BASE),--base=$(BASE)) $(foreach p,$(PATCH),--patch=$(p)) \

@@ -55,10 +55,10 @@ def from_json(data: dict[str, Any]) -> Prepared:
 def _tree_json(tree: KernelTree) -> dict[str, Any]:
     return {"path": str(tree.path), "version": tree.version, "identity": tree.identity, "immutable": tree.immutable,
             "base": _tree_json(tree.base) if tree.base else None, "changed": list(tree.changed),
-            "imported": tree.imported}
+            "imported": tree.imported, "owned": tree.owned}
 
 
 def _tree_from(d: dict[str, Any]) -> KernelTree:
     return KernelTree(Path(d["path"]), str(d["version"]), str(d["identity"]), bool(d["immutable"]),
                       _tree_from(d["base"]) if d.get("base") else None, tuple(d.get("changed") or ()),
-                      bool(d.get("imported")))
+                      bool(d.get("imported")), bool(d.get("owned")))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness import paths
+from harness.app.bisect import after_compare
 from harness.app.driver import fragment_notes
 from harness.app.kernel import KernelChoice
 from harness.app.run import RunRequest, run_on
@@ -89,6 +90,9 @@ def run_compare(req: CompareRequest) -> CompareResult:
     comparison.notes = [*notes, f"machine {req.machine}, notifier {req.notifier}; groups: "
                         + ", ".join(g[0] for g in groups)]
     comparison.builds = {side: _build_figures(p) for side, p in built.items()}
+    if comparison.exit_code() != compare.EXIT_SAME:
+        comparison.bisect = after_compare(trees.resolve(req.base).path, req.patch, groups,
+                                          runs["patched"], comparison, req.notifier, req.fragments)
     write_text(out_dir / "compare.txt", compare.render_text(comparison))
     write_text(out_dir / "compare.md", compare.render_markdown(comparison))
     write_text(out_dir / "compare.json", json.dumps(compare.to_json(comparison), indent=1))

@@ -17,6 +17,7 @@ from pathlib import Path
 from harness.app.failures import failure_of
 from harness.cli import (
     bench,
+    bisect,
     compare,
     config,
     driver,
@@ -32,7 +33,7 @@ from harness.cli import (
 )
 from harness.results.model import ExitRecord
 
-COMMANDS = (kernel, run, shell, bench, config, matrix, report, trace, driver, evidence, compare, fuzz)
+COMMANDS = (kernel, run, shell, bench, config, matrix, report, trace, driver, evidence, compare, fuzz, bisect)
 
 
 def parser() -> argparse.ArgumentParser:

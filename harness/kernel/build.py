@@ -147,8 +147,10 @@ def unchanged_since_build(tree: KernelTree, key: str) -> bool:
     started = build_dir(tree, key) / BUILD_STARTED
     if not started.exists():
         return False
-    newer = subprocess.run(["find", str(tree.path), "-path", str(tree.path / ".git"), "-prune", "-o", "-newer",
-                            str(started), "-type", "f", "-print", "-quit"], capture_output=True, text=True)
+    top = str(tree.path)  # its own build directories inside it (an owned clone's) are not the tree's files
+    newer = subprocess.run(["find", top, "(", "-path", f"{top}/.git", "-o", "-path", f"{top}/{IN_TREE_PREFIX}*", ")",
+                            "-prune", "-o", "-newer", str(started), "-type", "f", "-print", "-quit"],
+                           capture_output=True, text=True)
     return newer.returncode == 0 and not newer.stdout.strip()
 
 
@@ -168,11 +170,13 @@ def build_dir(tree: KernelTree, key: str) -> Path:
     directly inside the tree. Kbuild then spells the source tree `..` on every command line (its Makefile:
     "building in a subdirectory of the source tree"), so a copy of the tree at another path compiles with
     the same command lines: `harness compare` builds a patched copy on the base's objects and ccache
-    entries. A user's tree is built beside it, out of tree, and nothing is written into it.
+    entries, and `harness bisect`'s clone (owned: the harness's own, though it changes) the first commit
+    on the Debian tree's. A user's tree is built beside it, out of tree, and nothing is written into it.
     """
     link = _build_link(tree, key)
     link.parent.mkdir(parents=True, exist_ok=True)
-    if not tree.immutable or ((link / STAMP).exists() and not link.is_symlink()):  # also one made before links
+    # (a finished build directory that is not a link: one made before links)
+    if not (tree.immutable or tree.owned) or ((link / STAMP).exists() and not link.is_symlink()):
         link.mkdir(exist_ok=True)
         return link
     if link.is_dir() and not link.is_symlink():  # an unfinished build of the old layout

@@ -29,10 +29,14 @@ class KernelTree:
     base: KernelTree | None = None  # a patched copy's base tree (harness/kernel/patches.py)
     changed: tuple[str, ...] = ()  # the files its patches touch, relative to the tree
     imported: bool = False  # a pruned tree from a build artifact: its builds run, nothing else builds
+    owned: bool = False  # a git clone the harness made and alone edits (harness bisect): built inside, like Debian's
 
     @property
     def series(self) -> str:
         return ".".join(self.version.split(".")[:2])
+
+
+BISECT_CLONES = ("src", "bisect")  # under the cache: harness bisect's private clones (harness/bisect/git.py)
 
 
 def user_tree(path: Path) -> KernelTree:
@@ -46,7 +50,8 @@ def user_tree(path: Path) -> KernelTree:
             dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
                                    capture_output=True, text=True).stdout.strip()
             identity = f"git:{sha}{'-dirty' if dirty else ''}"
-    return KernelTree(path, version, identity, immutable=False)
+    return KernelTree(path, version, identity, immutable=False,
+                      owned=path.is_relative_to(paths.cache_root().joinpath(*BISECT_CLONES)))
 
 
 def debian_tree(series: str = DEFAULT_SERIES) -> KernelTree:

@@ -184,6 +184,7 @@ class Comparison:
     devices: list[DeviceChange] = field(default_factory=list)
     builds: dict[str, dict[str, object]] = field(default_factory=dict)  # side -> build figures
     notes: list[str] = field(default_factory=list)
+    bisect: str = ""  # for a commit range of a git base: the `harness bisect` that finds the commit behind it
 
     @property
     def regressions(self) -> list[OutcomeChange]:
@@ -223,7 +224,7 @@ def compare(base: str, patched: str, base_runs: list[Path], patched_runs: list[P
     for side, results in (("base", before), ("patched", after)):
         checks = [r for name, r in results.items() if COMPLETENESS in name]
         runs = base_runs if side == "base" else patched_runs
-        out.completeness[side] = ["\n      ".join([f"{r.test}:", *(_details(r.test, runs) or (r.reason,))])
+        out.completeness[side] = ["\n      ".join([f"{r.test}:", *(details(r.test, runs) or (r.reason,))])
                                   for r in checks if r.outcome in FAILED]
     out.completeness_ran = (sum(COMPLETENESS in t for t in before), sum(COMPLETENESS in t for t in after))
     if expected is not None:
@@ -248,7 +249,7 @@ def _outcome_change(test: str, b: Result | None, a: Result | None, changed_event
         return None
     if after in FAILED or after == Outcome.INFRA:
         kind = "events" if test in changed_events and _only_expectations_failed(test, patched_runs) else "regressed"
-        return OutcomeChange(test, before, after, a.reason if a else "", kind, _details(test, patched_runs))
+        return OutcomeChange(test, before, after, a.reason if a else "", kind, details(test, patched_runs))
     if before in FAILED and after == Outcome.PASS:
         return OutcomeChange(test, before, after, b.reason if b else "", "fixed")
     either = a or b
@@ -266,7 +267,7 @@ def _only_expectations_failed(test: str, run_dirs: list[Path]) -> bool:
     return False
 
 
-def _details(test: str, run_dirs: list[Path], most: int = 4) -> tuple[str, ...]:
+def details(test: str, run_dirs: list[Path], most: int = 4) -> tuple[str, ...]:
     """The first problems a test recorded in its checks.json, the ones that break a mirror first."""
     for run in run_dirs:
         path = RunDir(run).test_dir(test) / CHECKS_JSON
@@ -439,6 +440,7 @@ def render_text(c: Comparison) -> str:
               f"/{ran_b} pass, patched {ran_p - len(c.completeness.get('patched', []))}/{ran_p} pass"]
     lines += [f"  {side}: {f}" for side in ("base", "patched") for f in c.completeness.get(side, [])]
     lines += ["", f"Verdict: {c.verdict()} (exit {c.exit_code()})"]
+    lines += [f"Find the commit: {c.bisect}"] if c.bisect else []
     return visible("\n".join(lines) + "\n")  # reasons and splat titles are guest output: no raw controls
 
 
@@ -466,5 +468,5 @@ def to_json(c: Comparison) -> dict[str, object]:
                      "after": d.after, "time_ratio": d.time_ratio} for d in c.devices],
         "completeness": {"ran": {"base": c.completeness_ran[0], "patched": c.completeness_ran[1]},
                          "failures": c.completeness},
-        "builds": c.builds,
+        "builds": c.builds, "bisect": c.bisect,
     }

@@ -179,6 +179,11 @@ def _kernel_json(d: RunDir) -> JSONObject:
     return kernel if isinstance(kernel, dict) else {}
 
 
+def kernel_info(run_dir: Path) -> JSONObject:
+    """A run's (or a cell's) kernel.json: tree, identity, release, notifier, fragments; {} when it has none."""
+    return _kernel_json(RunDir(run_dir))
+
+
 def _plain_cell(run_dir: Path) -> CellRecord:
     """A `harness run` directory read as a one-cell matrix: values from kernel.json and the QEMU argv."""
     d = RunDir(run_dir)

@@ -8,11 +8,13 @@ report.html, and kept in summary.json under "comparison". Not to be confused wit
 
 from __future__ import annotations
 
+import re
+import shlex
 import statistics
 from pathlib import Path
 
 from harness.results.cell import kernel_id
-from harness.results.load import CELL_ENTRY, CellReport, RunReport, entries
+from harness.results.load import CELL_ENTRY, CellReport, RunReport, entries, kernel_info
 from harness.results.outcome import FAILED, GREEN, Outcome
 from harness.results.schema import Change, NewTest, Regressions, Timing, Vanished
 from harness.results.visible import visible
@@ -63,6 +65,8 @@ def find_regressions(prev: RunReport, cur: RunReport) -> Regressions:
             if e.outcome == Outcome.INFRA:
                 infra.append(item)
             elif e.outcome in FAILED and was_outcome not in FAILED:
+                if before_cell and (hint := bisect_command(prev, before_cell, cur, c, name)):
+                    item["bisect"] = hint
                 new_failures.append(item)
             elif e.outcome in GREEN and was_outcome in FAILED:
                 fixes.append(item)
@@ -90,6 +94,22 @@ def find_regressions(prev: RunReport, cur: RunReport) -> Regressions:
             "cells_not_run": [cid for cid in prev_cells if cid not in cur_ids],
             "noise": {"ratio": NOISE_RATIO, "min_delta_s": NOISE_MIN_DELTA_S},
             "regressed": bool(new_failures or timings["slower"])}
+
+
+def bisect_command(prev: RunReport, before: CellReport, cur: RunReport, now: CellReport, test: str) -> str:
+    """The `harness bisect` that finds the commit behind a new failure, when the cell's kernel is a git tree that
+    moved from one clean commit to another between the runs; "" when it cannot (a Debian tree, a dirty tree)."""
+    trees = [kernel_info(run.dir / cell.dir) for run, cell in ((prev, before), (cur, now))]
+    good, bad = (re.fullmatch(r"git:([0-9a-f]{40})", str(t.get("identity", ""))) for t in trees)
+    if not (good and bad) or good[1] == bad[1] or trees[0].get("tree") != trees[1].get("tree"):
+        return ""
+    cell = now.cell
+    node = test if test != CELL_ENTRY else cell.suite
+    argv = ["harness", "bisect", "--kernel-src", str(trees[1]["tree"]), "--good", good[1], "--bad", bad[1],
+            *(["--notifier", cell.notifier] if cell.notifier != "on" else []),
+            *(["--fragment", cell.fragment] if cell.fragment else []),
+            *(["--machine", cell.machine] if cell.machine != "default" else []), node]
+    return shlex.join(argv)
 
 
 def _boots(cells: list[CellReport]) -> dict[str, list[float]]:
@@ -120,7 +140,9 @@ def format_regressions(found: Regressions) -> str:
 
     section("new failures", [f"{i['outcome']} {i['cell']} :: {i['test']} (was {i['was'] or 'absent'}): "
                              f"{i['reason'].splitlines()[0][:160] if i['reason'] else ''}\n"
-                             f"      reproduce: {i['reproducer']}" for i in found["new_failures"]])
+                             f"      reproduce: {i['reproducer']}"
+                             + (f"\n      find the commit: {i['bisect']}" if i.get("bisect") else "")
+                             for i in found["new_failures"]])
     section("fixes", [f"{i['cell']} :: {i['test']} ({i['was']} -> {i['outcome']})" for i in found["fixes"]])
     section("slower beyond noise", [f"{i['cell']} :: {i['test']}: {i['before_s']:.1f} s -> {i['after_s']:.1f} s"
                                     for i in found["slower"]])

@@ -8,7 +8,7 @@ name the schema has always had.
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 SCHEMA = 1
 
@@ -82,6 +82,7 @@ class Change(TypedDict):
     was: str | None  # None: the test was not there before
     reason: str
     reproducer: str
+    bisect: NotRequired[str]  # a new failure of a git tree whose commit moved: the `harness bisect` that finds why
 
 
 class NewTest(TypedDict):
