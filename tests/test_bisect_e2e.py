@@ -65,6 +65,9 @@ def _bisect(history: History, out: Path, *argv: str) -> dict:
     for s in steps[1:]:  # every build after the first is incremental
         assert s["build_s"] < STEP_LIMIT_S, f"step {s['n']} took {s['build_s']} s to build"
     assert all(Path(r, "outcomes.json").exists() for s in steps for r in s["runs"])
+    # the history changes built-in code only: no module is relinked, so every step boots the first one's image
+    images = {json.loads(Path(r, "kernel.json").read_text())["image"] for s in steps for r in s["runs"]}
+    assert len(images) == 1, images
     valid(json.loads((out / "kcidb.json").read_text()))
     _replays(history, out / "bisect.log", report["first_bad"]["sha"])
     return report

@@ -19,7 +19,7 @@ import pytest
 
 from harness.app.bisect import BisectRequest, BisectResult, Step, after_compare, kcidb
 from harness.bisect import git
-from harness.bisect.judge import BAD, GOOD, SKIP, Check, Verdict, judge
+from harness.bisect.judge import BAD, GOOD, SKIP, Check, Verdict, combined, judge
 from harness.bisect.search import EndNotAsGiven, search
 from harness.cli.main import main
 from harness.errors import UserError
@@ -266,6 +266,16 @@ def test_the_culprit_as_kcidb(tmp_path: Path) -> None:
     text = result.text()
     assert f"first bad commit: {commit.sha}" in text and "mm/ and drivers/: mm/memory.c" in text
     assert f"--good '{commit.sha}^' --bad {commit.sha} --events 'munmap/*' -k munmap suites/test_events.py" in text
+
+
+def test_runs_that_disagree_make_a_flaky_step_never_a_verdict() -> None:
+    good, bad, unbooted = Verdict(GOOD, "passed"), Verdict(BAD, "FAIL t"), Verdict(SKIP, "did not boot: TIMEOUT")
+    assert combined([good, good]) == good and combined([bad, bad]) == bad
+    flaky = combined([bad, good])
+    assert flaky.term == SKIP and flaky.reason == "FLAKY: bad, good in 2 runs of the same build"
+    assert combined([unbooted, bad]) == bad  # a run that never booted decides nothing
+    assert combined([unbooted, unbooted]) == unbooted
+    assert combined([good, unbooted, bad]).reason.startswith("FLAKY: good, skip, bad")
 
 
 def test_a_check_needs_its_pattern() -> None:

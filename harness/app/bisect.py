@@ -27,7 +27,7 @@ from harness.app.kernel import KernelChoice
 from harness.app.run import RunRequest, run_on
 from harness.atomic import check_output_dir, write_text
 from harness.bisect import git
-from harness.bisect.judge import SKIP, Check, Verdict, boot_s, judge
+from harness.bisect.judge import SKIP, Check, Verdict, boot_s, combined, judge
 from harness.bisect.search import EndNotAsGiven, search
 from harness.checks import expectations
 from harness.errors import InfraError, UserError
@@ -209,11 +209,7 @@ class _Bisector:
         if not self.cases:
             self.cases = dict(expectations.load(prepared.tree.series))
         verdicts = [self._run(step, prepared, step_dir / f"run-{k}") for k in range(1, req.retries + 2)]
-        decided = [v for v in verdicts if v.term != SKIP]  # a run that did not boot decides nothing
-        if len({v.term for v in decided}) > 1:
-            step.verdict = Verdict(SKIP, f"FLAKY: {', '.join(step.tally)} in {len(verdicts)} runs of the same build")
-        else:
-            step.verdict = (decided or verdicts)[0]
+        step.verdict = combined(verdicts)
         _say(step.line())
         return step
 

@@ -115,6 +115,16 @@ def judge(check: Check, run: Path, reference: Path | None, cases: Mapping[str, c
                          f"case(s) of {check.pattern} as at the good commit")
 
 
+def combined(verdicts: list[Verdict]) -> Verdict:
+    """One commit's verdict from its runs' (1 + retries): runs that disagree make it FLAKY, a skip that says so;
+    a run that did not boot decides nothing (the others decide), and all skipped is the first skip."""
+    decided = [v for v in verdicts if v.term != SKIP]
+    if len({v.term for v in decided}) > 1:
+        tally = ", ".join(v.term for v in verdicts)
+        return Verdict(SKIP, f"FLAKY: {tally} in {len(verdicts)} runs of the same build")
+    return (decided or verdicts)[0]
+
+
 def boot_s(run: Path) -> float:
     """Boot to SSH of the run's first guest (0 when none booted)."""
     boots = Timings.read(RunDir(run).timings_json).boots
