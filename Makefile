@@ -16,6 +16,7 @@ MATRIX  ?= smoke
 FRAGMENT ?=
 JOBS    ?=
 RESULTS := $(or $(HARNESS_RESULTS),results)
+FAILED_PHASES := $(RESULTS)/.make-test-failed-phases
 export KSRC MACHINE
 
 # The Debian packages of the sets named (configs/debian-packages.txt: a `[set]` line starts one)
@@ -71,16 +72,22 @@ test: deps ## the project's own tests: unit tests, config differential, faults, 
 	@# The KASAN kernel's test is `make test-debug`: one more cold build would not fit make test in the hour
 	@# Each phase on $(WORKERS) pytest-xdist workers, each with VMs of its own; a machine profile's tests on one
 	@# worker (harness/parallel.py). Each phase is one run directory, results/<time>, as without workers.
+	@# Every phase runs whatever the one before it did (one failure must not hide the phases after it); the
+	@# target fails at the end, naming each phase that failed.
+	@mkdir -p $(RESULTS) && rm -f $(FAILED_PHASES)
 	HARNESS_FETCH_TREES=1 $(PY) -m pytest $(XDIST) tests suites --notifier=on -m "not debug_kernel" \
-	    --ignore=tests/test_fuzz_e2e.py --ignore=suites/test_fuzz.py --ignore=tests/test_bisect_e2e.py
+	    --ignore=tests/test_fuzz_e2e.py --ignore=suites/test_fuzz.py --ignore=tests/test_bisect_e2e.py \
+	    || echo "the tests and suites on 6.12 (notifier on)" >> $(FAILED_PHASES)
 	@# The fuzzer's tests in a phase of their own: their guests run flat out on both cores, and the tests that
 	@# time a boot or a flood (test_boot_faults.py, test_guest_floods.py) took 160-200 s beside them, against their 120
-	$(PY) -m pytest $(XDIST) tests/test_fuzz_e2e.py suites/test_fuzz.py
+	$(PY) -m pytest $(XDIST) tests/test_fuzz_e2e.py suites/test_fuzz.py || echo "the fuzzer's" >> $(FAILED_PHASES)
 	@# harness bisect over a 40-commit history on 6.12 (tests/bisect_history.py): two bisections, about 7 min
-	$(PY) -m pytest tests/test_bisect_e2e.py
-	$(PY) -m pytest $(XDIST) suites --notifier=off
+	$(PY) -m pytest tests/test_bisect_e2e.py || echo "harness bisect's" >> $(FAILED_PHASES)
+	$(PY) -m pytest $(XDIST) suites --notifier=off || echo "the suites on 6.12 (notifier off)" >> $(FAILED_PHASES)
 	$(PY) -m pytest $(XDIST) suites/test_events.py suites/test_notifier_events.py suites/test_observers.py \
-	    suites/test_rxe.py --kernel-src=debian:7.3
+	    suites/test_rxe.py --kernel-src=debian:7.3 || echo "the suites on 7.3" >> $(FAILED_PHASES)
+	@if [ -s $(FAILED_PHASES) ]; then echo "make test: these phases failed:"; sed 's/^/  /' $(FAILED_PHASES); \
+	    exit 1; fi
 
 test-debug: deps ## the tests that need a debug kernel (KASAN: configs/fragments/debug/kasan.config)
 	$(HARNESS) kernel --fragment=debug/kasan

@@ -31,6 +31,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from _pytest.runner import call_and_report, runtestprotocol
 
 from harness import paths, session
 from harness.atomic import OutputDirError, check_output_dir, write_text
@@ -56,6 +57,8 @@ CONTROL = pytest.StashKey[Control]()  # under xdist: what the controller and its
 WORKERINPUT_RUN_DIR = "harness_run_dir"
 WORKERINPUT_CONTROL = "harness_control"
 REPORT_RESULT = "harness_result"  # a TestReport attribute: xdist serialises a report's __dict__
+FAILED_ATTEMPTS = pytest.StashKey[list[Result]]()  # a test's attempts that did not pass, while it is run again
+FRESH_GUEST = pytest.StashKey[bool]()  # this attempt failed and another follows: its guest is not reused
 
 
 def worker_id(config: pytest.Config) -> str:
@@ -78,6 +81,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--test-timeout", type=float, default=None, help="seconds a test may take with its guest")
     group.addoption("--fuzz-time", type=float, default=None, metavar="S",
                     help="seconds suites/test_fuzz.py fuzzes for (default 120)")
+    group.addoption("--reruns", type=int, default=1, metavar="N",
+                    help="a test with a guest that does not pass runs again, up to N times, each time on a fresh "
+                         "guest; one that then passes is FLAKY (default 1; 0: never)")
     group.addoption("--guest-modules", default="",
                     help="comma-separated guest/ modules to load at boot, e.g. fault_panic (fault injection)")
 
@@ -236,6 +242,8 @@ def guest(vms: Pools, run_dir: RunDir, request: pytest.FixtureRequest) -> Iterat
         yield g
     finally:
         watchdog.cancel()
+        if request.node.stash.get(FRESH_GUEST, False):  # run again: on a guest this attempt never touched
+            g.vms.discard()
 
 
 def _expire(g: Guest, limit: float) -> None:
@@ -272,12 +280,50 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     return result
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    """A test with a guest that does not pass runs again, each time on a fresh guest, up to --reruns times (as
+    NIPA retries once): fail then pass is FLAKY (pytest_runtest_makereport); only the last attempt is
+    reported, with the failed ones in its Result's extra["attempts"]. Other tests run as pytest runs them."""
+    reruns = int(item.config.getoption("reruns", 0) or 0)
+    if reruns <= 0 or "guest" not in getattr(item, "fixturenames", ()):
+        return None
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    item.stash[FAILED_ATTEMPTS] = []
+    for attempt in range(reruns + 1):
+        item.stash[FRESH_GUEST] = False
+        # Until the last attempt, only the test's own fixtures are torn down (its parent is what comes next):
+        # the session's (its VMs, the run directory) live on, as between two tests
+        upto = nextitem if attempt == reruns else item.parent
+        reports = runtestprotocol(item, nextitem=upto, log=False)  # type: ignore[arg-type]
+        failed = next((r for r in reports if r.failed), None)
+        if failed is None or attempt == reruns or item.session.shouldstop or not hasattr(failed, REPORT_RESULT):
+            if attempt < reruns:  # it ended early: the teardown a last attempt does (the module's, the session's)
+                rest = call_and_report(item, "teardown", log=False, nextitem=nextitem)
+                reports[-1] = reports[-1] if rest.passed else rest
+            break
+        item.stash[FAILED_ATTEMPTS].append(Result.from_json(getattr(failed, REPORT_RESULT)))
+        item.user_properties[:] = [p for p in item.user_properties if p[0] != "outcome"]
+        item._initrequest()  # type: ignore[attr-defined]  # the next attempt sets its fixtures up anew
+    for report in reports:
+        item.ihook.pytest_runtest_logreport(report=report)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.when == "call" or (report.when == "setup" and not report.passed):
         outcome, reason = classify(report, call)
+        earlier = item.stash.get(FAILED_ATTEMPTS, [])
+        if report.failed and len(earlier) < int(item.config.getoption("reruns", 0) or 0):
+            item.stash[FRESH_GUEST] = True  # another attempt follows (pytest_runtest_protocol)
+        if earlier and outcome == Outcome.PASS:
+            first = earlier[0]
+            outcome, reason = Outcome.FLAKY, (f"{first.outcome.value} on attempt 1 of {len(earlier) + 1}, then "
+                                              f"passed on a fresh guest: {first.reason}")
         # On the item: pytest's JUnit writes a case's properties from its teardown report, which copies
         # the item's list; one appended to this report alone never reached junit.xml.
         item.user_properties.append(("outcome", outcome.value))
@@ -287,8 +333,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         post_mortem = g.post_mortem if isinstance(g, Guest) and outcome == Outcome.TIMEOUT else {}
         if call.excinfo and is_results_lost(call.excinfo.value):
             item.session.shouldstop = f"results can no longer be written: {reason}"
-        result = Result(report.nodeid, outcome, reason, round(report.duration, 3), console, dmesg,
-                        {"post_mortem": post_mortem} if post_mortem else {})
+        extra: dict[str, dict[str, str]] = {"post_mortem": post_mortem} if post_mortem else {}
+        if earlier:  # each failed attempt's outcome and reason, by attempt
+            extra["attempts"] = {str(n): f"{r.outcome.value}: {r.reason}" for n, r in enumerate(earlier, 1)}
+        result = Result(report.nodeid, outcome, reason, round(report.duration, 3), console, dmesg, extra)
         # On the report, as JSON: under xdist it reaches the controller's pytest_runtest_logreport with it.
         setattr(report, REPORT_RESULT, result.to_json())
     return report
@@ -377,6 +425,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
                              first_line_of(getattr(rep, "longreprtext", "") or "")))
                 continue
             rows.append((recorded.get(rep.nodeid, outcome), rep.nodeid, short_reason(rep)))
+    for rep in terminalreporter.stats.get("passed", ()):  # pytest's pass, the harness's FLAKY: failed once
+        if recorded.get(rep.nodeid) == Outcome.FLAKY:
+            rows.append((Outcome.FLAKY, rep.nodeid, first_line_of(getattr(rep, REPORT_RESULT, {}).get("reason", ""))))
     if not rows:
         return
     run = config.stash.get(RUN_PATH, None)

@@ -55,8 +55,9 @@ def run_fault_suite(tmp_path: Path, suite: Path, *options: str) -> tuple[dict[st
     expected = expected_outcomes(suite)
     before = qemu_pids()
     started = time.monotonic()
+    # --reruns=0: what is checked is how each fault is classified where it happens; a rerun would repeat it
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", f"--results-dir={tmp_path}",
-                           "--guest-modules=fault_inject", *options, str(suite)],
+                           "--guest-modules=fault_inject", "--reruns=0", *options, str(suite)],
                           cwd=paths.REPO, capture_output=True, text=True, timeout=1800)
     elapsed = time.monotonic() - started
     assert not qemu_pids() - before, "QEMU left behind"

@@ -81,3 +81,50 @@ def test_two_runs_of_a_tiny_matrix(tmp_path: Path):
         assert comparison[key] == [], (key, comparison[key])
     assert not comparison["regressed"]
     assert "fixes (1):" in second.stdout and "verdict: no regressions" in second.stdout
+
+
+FLAKY = '''
+from pathlib import Path
+
+COUNTER = Path("{counter}")  # on the host: how often this test has run
+
+
+def test_fails_every_other_run(guest):
+    runs = int(COUNTER.read_text()) if COUNTER.exists() else 0
+    COUNTER.write_text(str(runs + 1))
+    assert guest.run(["true"]).ok
+    assert runs % 2 == 1, f"run {{runs + 1}}: this test fails on every other run, on purpose"
+'''
+
+
+def test_a_planted_flaky_test_is_flaky_in_the_matrix_and_in_kcidb_then_unstable(tmp_path: Path):
+    """Fails on its first attempt of each matrix run and passes on the rerun (on a fresh guest): FLAKY, not FAIL
+    nor PASS, in the cell, the summary and KCIDB; the matrix still exits 0; after two such nights it is unstable."""
+    counter = tmp_path / "runs"
+    suite = tmp_path / "test_flaky.py"
+    suite.write_text(FLAKY.format(counter=counter))
+    matrix = tmp_path / "flaky.yaml"
+    matrix.write_text(f"axes:\n  notifier: [on]\n  suite: [{suite}]\ntimeout: 600\n")
+    results = tmp_path / "results"
+    for night in (1, 2):
+        done = run_matrix(matrix, results)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        assert counter.read_text() == str(2 * night), "each night: one failed attempt, one rerun"
+        latest = (results / "matrix-flaky" / "latest").resolve()
+        summary = json.loads((latest / "summary.json").read_text())
+        (cell,) = summary["cells"]
+        assert cell["outcome"] == "FLAKY" and [t["outcome"] for t in cell["tests"]] == ["FLAKY"]
+        (flaky,) = summary["flaky"]
+        assert "FAIL on attempt 1 of 2, then passed on a fresh guest" in flaky["reason"]
+        assert "fails on every other run" in flaky["reason"] and not summary["failures"]
+        assert "FLAKY (failed, then passed on a fresh guest)" in done.stdout
+        boots = json.loads((latest / cell["dir"] / "timings.json").read_text())["boots"]
+        assert len(boots) == 2, "the rerun had a guest of its own"
+        kcidb = tmp_path / f"kcidb-{night}.json"
+        subprocess.run([sys.executable, "-m", "harness.cli", "report", str(latest), "--kcidb", str(kcidb)],
+                       cwd=paths.REPO, check=True, capture_output=True, timeout=300)
+        (test,) = [t for t in json.loads(kcidb.read_text())["tests"] if t["path"].endswith("fails_every_other_run")]
+        assert (test["status"], test["misc"]["outcome"], test["misc"]["flaky"]) == ("PASS", "FLAKY", True)
+    assert [(u["test"].rsplit("::", 1)[1], u["flaky"], u["runs"]) for u in summary["unstable"]] == [
+        ("test_fails_every_other_run", 2, 2)]
+    assert "unstable (FLAKY too often" in done.stdout

@@ -217,7 +217,9 @@ class _Bisector:
         req = self.req
         began = time.monotonic()
         result = run_on(RunRequest(KernelChoice(str(self.clone.path), req.notifier, req.fragments), req.machine,
-                                   req.suites, run_dir, req.k, req.boot_timeout, quiet=True), prepared)
+                                   req.suites, run_dir, req.k, req.boot_timeout, quiet=True,
+                                   reruns=0),  # bisect sees a verdict 1 + --retries times itself
+                        prepared)
         wall, booted = time.monotonic() - began, boot_s(result.run_dir)
         # The good end's first run is what the events and completeness checks compare every run with (its own
         # retries too: events that differ between two runs of one build would make every verdict a guess)

@@ -29,7 +29,7 @@ class MatrixRunRequest:
 
 @dataclass(frozen=True)
 class MatrixRunResult:
-    exit_code: int  # 0 every cell green, 1 otherwise, 130 interrupted
+    exit_code: int  # 0 every cell green (or FLAKY), 1 otherwise, 130 interrupted
     run_dir: Path
 
 

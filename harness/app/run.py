@@ -35,6 +35,7 @@ class RunRequest:
     guest_modules: str = ""
     quiet: bool = False  # pytest's progress on stderr, leaving stdout to the caller's report (compare, --ktap)
     jobs: int = 1  # pytest-xdist workers; 1 runs the tests in this process
+    reruns: int | None = None  # how often a failing test runs again on a fresh guest (None: the plugin's 1)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ def pytest_args(request: RunRequest, run_dir: Path) -> list[str]:
         args.append(f"--boot-timeout={request.boot_timeout}")
     if request.guest_modules:
         args.append(f"--guest-modules={request.guest_modules}")
+    if request.reruns is not None:
+        args.append(f"--reruns={request.reruns}")
     return args + xdist_args(request.jobs)
 
 

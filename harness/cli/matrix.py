@@ -29,7 +29,8 @@ RUN_EXITS = ((0, "every cell passed (or skipped)"),
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = options.add_parser(sub, "matrix", "list, run or export a test matrix (configs/matrix/*.yaml)",
-                           (0, "done"), (1, "matrix run: a cell did not pass"), description=__doc__)
+                           (0, "done"), (1, "matrix run: a cell did not pass (a FLAKY cell is reported apart, "
+                                         "not a failure)"), description=__doc__)
     matrix_sub = p.add_subparsers(dest="matrix_command", required=True)
 
     s = options.add_parser(matrix_sub, "list", "the cells of a matrix, with their ids, timeouts and commands",

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.add_run_tuning(p)
     p.add_argument("-j", "--jobs", type=_jobs, default=1, metavar="N",
                    help="run the tests on N workers at once, each with VMs of its own (default 1)")
+    p.add_argument("--reruns", type=int, default=None, metavar="N",
+                   help="run a test that does not pass again, up to N times, each on a fresh guest; fail then pass "
+                        "is FLAKY (default 1)")
     p.add_argument("--ktap", action="store_true",
                    help="print the results as KTAP v1 on stdout; pytest's output and the summary go to stderr")
     p.add_argument("suites", nargs="*", help="suite files or directories (default: suites/)")
@@ -39,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def request(args: argparse.Namespace) -> RunRequest:
     return RunRequest(options.kernel_choice(args), args.machine, tuple(args.suites), args.results_dir, args.k,
-                      args.boot_timeout, args.guest_modules, quiet=args.ktap, jobs=args.jobs)
+                      args.boot_timeout, args.guest_modules, quiet=args.ktap, jobs=args.jobs, reruns=args.reruns)
 
 
 def main(args: argparse.Namespace) -> int:

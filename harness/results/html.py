@@ -61,6 +61,11 @@ def render_html(run: RunReport, summary: Summary) -> str:
     parts.append(_html_failures("Failures", summary["failures"], "No test failures."))
     parts.append(_html_failures("Infrastructure failures (not test failures; each was retried once)",
                                 summary["infra"], "None."))
+    parts.append(_html_failures("FLAKY (failed, then passed on a fresh guest)", summary["flaky"], "None."))
+    if summary["unstable"]:
+        rows = "".join(f"<li>{_e(u['cell'])} :: {_e(u['test'])}: FLAKY in {u['flaky']} of the last {u['runs']} runs"
+                       "</li>" for u in summary["unstable"])
+        parts.append(f"<h2>Unstable tests</h2><ul>{rows}</ul>")
     parts.append(_html_slowest(summary["slowest"]))
     parts.append(_html_plots(run))
     parts.append(_html_cells(run))

@@ -36,10 +36,12 @@ EXCERPT_MAX = 16384
 # KCIDB's statuses say what a test says of the tested code. XFAIL is a known kernel bug that the suite
 # expects (kselftest counts its xfail as a pass); CRASH is the kernel failing; TIMEOUT leaves the code's
 # state unknown (ERROR), and so does FLOOD (the guest sent more than the host takes); INFRA means the test
-# never ran for want of a guest (MISS). Our outcome is in misc.
+# never ran for want of a guest (MISS). A FLAKY test failed and then passed on a fresh guest: KCIDB has no
+# such status, so it is a PASS with misc.flaky (as a CI that retries reports it), its first failure the excerpt.
+# Our outcome is in misc.
 STATUS = {Outcome.PASS: "PASS", Outcome.FAIL: "FAIL", Outcome.SKIP: "SKIP", Outcome.XFAIL: "PASS",
           Outcome.ERROR: "ERROR", Outcome.TIMEOUT: "ERROR", Outcome.CRASH: "FAIL", Outcome.FLOOD: "ERROR",
-          Outcome.INFRA: "MISS"}
+          Outcome.INFRA: "MISS", Outcome.FLAKY: "PASS"}
 
 
 def runs_of(run_dir: Path) -> list[RunReport]:
@@ -158,6 +160,8 @@ def _test(build_id: str, run: RunReport, cell: CellReport, entry: Entry, url_bas
     }
     if entry.reason:
         out["log_excerpt"] = entry.reason[-EXCERPT_MAX:]
+    if entry.outcome == Outcome.FLAKY:
+        out["misc"]["flaky"] = True
     if entry.console_log:
         out["log_url"] = _url(run.dir / entry.console_log, url_base, top)
     if entry.dmesg:

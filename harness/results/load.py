@@ -267,15 +267,21 @@ def load_run(run_dir: Path) -> RunReport:
 
 def previous_run(run_dir: Path) -> Path | None:
     """The newest run kept before this one in the same store (results/matrix-<name>/), if it finished."""
+    return next(iter(previous_runs(run_dir)), None)
+
+
+def previous_runs(run_dir: Path) -> list[Path]:
+    """The finished runs kept before this one in the same store, newest first."""
     run_dir = Path(run_dir).resolve()
     mine = run_order(run_dir.name)
     older = [p for p in run_dir.parent.iterdir() if p.is_dir() and not p.is_symlink() and run_order(p.name) < mine
              and p != run_dir]
+    found = []
     for p in sorted(older, key=lambda p: run_order(p.name), reverse=True):
         run = RunRecord.read(p / RUN_JSON)
         if (run and run.finished and not run.interrupted) or (not run and RunDir(p).outcomes.exists()):
-            return p
-    return None
+            found.append(p)
+    return found
 
 
 def entries(cell: CellReport) -> dict[str, Entry]:

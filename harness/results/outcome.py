@@ -8,6 +8,8 @@ kernel bug, named with its reason). The others are about the run:
   FLOOD    the guest sent more than the host takes (a command's output, the console, a frame of the
            command channel: harness/vm/limits.py); what it was doing is unknown
   INFRA    the guest was never reachable (boot never started, SSH unreachable): not a regression
+  FLAKY    the test failed, then passed when run again on a fresh guest (`--reruns`, default once): reported
+           on its own, never as a pass, and not as a failure (the nightly keeps a history of them)
 
 SEVERITY is the only ranking of outcomes in the harness: `harness run`, `harness driver`,
 `harness report` and the matrix all judge a cell or a run by `worst()` of its tests.
@@ -30,13 +32,15 @@ class Outcome(StrEnum):
     CRASH = "CRASH"
     FLOOD = "FLOOD"
     INFRA = "INFRA"
+    FLAKY = "FLAKY"
 
 
 # Worst first. A real FAIL outranks INFRA: INFRA says the guest was never reachable, which is not a
 # regression, so it must not hide one. Among the green ones a PASS outranks an XFAIL and a SKIP.
-# A FLOOD is the guest's doing, like a TIMEOUT: a failure, never hidden as INFRA.
+# A FLOOD is the guest's doing, like a TIMEOUT: a failure, never hidden as INFRA. FLAKY sits below every
+# failure and above PASS: a cell of passes and one flake is FLAKY, a cell with a failure is the failure's.
 SEVERITY = (Outcome.CRASH, Outcome.TIMEOUT, Outcome.FLOOD, Outcome.FAIL, Outcome.ERROR, Outcome.INFRA,
-            Outcome.PASS, Outcome.XFAIL, Outcome.SKIP)
+            Outcome.FLAKY, Outcome.PASS, Outcome.XFAIL, Outcome.SKIP)
 FAILED = frozenset({Outcome.CRASH, Outcome.TIMEOUT, Outcome.FLOOD, Outcome.FAIL, Outcome.ERROR})  # INFRA apart
 GREEN = frozenset({Outcome.PASS, Outcome.XFAIL, Outcome.SKIP})
 

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from harness.atomic import write_text
-from harness.results import junit
+from harness.results import junit, stability
 from harness.results.html import render_html
 from harness.results.load import CELL_ENTRY, RunReport, entries, load_run
 from harness.results.rundir import RunDir
@@ -40,7 +40,7 @@ def merged_junit(run: RunReport) -> ET.Element:
 def write_report(run_dir: Path, regressions: Regressions | None = None) -> Summary:
     """Write summary.json, junit.xml (merged, matrix runs only) and report.html; return the summary."""
     run = load_run(run_dir)
-    summary = build_summary(run, regressions)
+    summary = build_summary(run, regressions, stability.unstable(run) if run.kind == "matrix" else [])
     out = Path(run_dir)
     write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     if run.kind == "matrix":  # a plain run's own junit.xml is already the whole story

@@ -73,6 +73,7 @@ class Totals(TypedDict):
     test_outcomes: dict[str, int]
     failures: int
     infra: int
+    flaky: int
 
 
 class Change(TypedDict):
@@ -125,6 +126,13 @@ class Regressions(TypedDict):
     regressed: bool
 
 
+class Unstable(TypedDict):
+    cell: str
+    test: str
+    flaky: int  # FLAKY in this many of the runs looked at
+    runs: int
+
+
 class Summary(TypedDict):
     schema: int
     kind: str
@@ -139,5 +147,7 @@ class Summary(TypedDict):
     cells: list[CellJSON]
     failures: list[Failure]
     infra: list[Failure]
+    flaky: list[Failure]  # failed, then passed on a fresh guest: neither a failure nor a pass
+    unstable: list[Unstable]  # tests that were FLAKY too often in the runs before (a matrix's store)
     slowest: list[Slow]
     comparison: Regressions | None  # the key keeps its first name: the schema is public
