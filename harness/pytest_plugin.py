@@ -31,7 +31,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from _pytest.runner import call_and_report, runtestprotocol
+from _pytest.runner import call_and_report
 
 from harness import paths, session
 from harness.atomic import OutputDirError, check_output_dir, write_text
@@ -285,30 +285,47 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     """A test with a guest that does not pass runs again, each time on a fresh guest, up to --reruns times (as
     NIPA retries once): fail then pass is FLAKY (pytest_runtest_makereport); only the last attempt is
     reported, with the failed ones in its Result's extra["attempts"]. Other tests run as pytest runs them."""
-    reruns = int(item.config.getoption("reruns", 0) or 0)
-    if reruns <= 0 or "guest" not in getattr(item, "fixturenames", ()):
+    config = item.config
+    reruns = int(config.getoption("reruns", 0) or 0)
+    if reruns <= 0 or "guest" not in getattr(item, "fixturenames", ()) or config.getoption("setuponly", False) \
+            or config.getoption("setupshow", False):
         return None
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     item.stash[FAILED_ATTEMPTS] = []
     for attempt in range(reruns + 1):
         item.stash[FRESH_GUEST] = False
-        # Until the last attempt, only the test's own fixtures are torn down (its parent is what comes next):
-        # the session's (its VMs, the run directory) live on, as between two tests
-        upto = nextitem if attempt == reruns else item.parent
-        reports = runtestprotocol(item, nextitem=upto, log=False)  # type: ignore[arg-type]
-        failed = next((r for r in reports if r.failed), None)
-        if failed is None or attempt == reruns or item.session.shouldstop or not hasattr(failed, REPORT_RESULT):
-            if attempt < reruns:  # it ended early: the teardown a last attempt does (the module's, the session's)
-                rest = call_and_report(item, "teardown", log=False, nextitem=nextitem)
-                reports[-1] = reports[-1] if rest.passed else rest
+        reports, again = _attempt(item, nextitem, may_rerun=attempt < reruns)
+        if not again:
             break
+        failed = next(r for r in reports if r.failed)
         item.stash[FAILED_ATTEMPTS].append(Result.from_json(getattr(failed, REPORT_RESULT)))
         item.user_properties[:] = [p for p in item.user_properties if p[0] != "outcome"]
-        item._initrequest()  # type: ignore[attr-defined]  # the next attempt sets its fixtures up anew
     for report in reports:
         item.ihook.pytest_runtest_logreport(report=report)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True
+
+
+def _attempt(item: pytest.Item, nextitem: pytest.Item | None, may_rerun: bool) -> tuple[list[pytest.TestReport], bool]:
+    """One run of the test, setup, call and teardown, as pytest's runtestprotocol does it; except that one that
+    did not pass and will run again tears down only its own fixtures (its parent is what comes next), so that
+    the session's (its VMs, the run directory) live on, as between two tests. Returns its reports and whether
+    it runs again."""
+    if hasattr(item, "_request") and not item._request:
+        item._initrequest()  # type: ignore[attr-defined]  # a new fixture request for a test run again
+    try:
+        reports = [call_and_report(item, "setup", log=False)]
+        if reports[0].passed:
+            reports.append(call_and_report(item, "call", log=False))
+        stopping = bool(item.session.shouldfail or item.session.shouldstop)
+        again = may_rerun and not stopping and any(r.failed and hasattr(r, REPORT_RESULT) for r in reports)
+        upto = item.parent if again else (None if stopping else nextitem)
+        reports.append(call_and_report(item, "teardown", log=False, nextitem=upto))  # type: ignore[arg-type]
+    finally:
+        if hasattr(item, "_request"):
+            item._request = False
+            item.funcargs = None  # type: ignore[attr-defined]
+    return reports, again
 
 
 @pytest.hookimpl(wrapper=True)

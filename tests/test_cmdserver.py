@@ -192,7 +192,12 @@ def test_a_server_killed_under_a_command_says_so_and_the_next_command_runs(ssh: 
 
     worker = threading.Thread(target=long)
     worker.start()
-    time.sleep(1)
+    # Killed only once the command runs in the guest: on a loaded host a fixed second was not always enough
+    # for it to reach the server, and a server killed before its command is not what this test is about
+    deadline = time.monotonic() + 60
+    while not ssh.run(["pidof", "sleep"], own_channel=True).ok:
+        assert time.monotonic() < deadline and worker.is_alive(), f"sleep 30 never started: {errors}"
+        time.sleep(0.2)
     started = time.monotonic()
     _kill_servers(ssh)
     worker.join(30)

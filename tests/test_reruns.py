@@ -25,8 +25,14 @@ from pathlib import Path
 COUNTS = Path(__file__).with_name("counts")
 
 
+@pytest.fixture(scope="session")
+def machine():  # what the plugin's session keeps (its VMs): set up once, whatever is run again
+    attempt("machine")
+    return object()
+
+
 @pytest.fixture
-def guest(run_dir):  # stands in for the plugin's (and, like it, makes the run directory): no VM
+def guest(run_dir, machine):  # stands in for the plugin's (and, like it, makes the run directory): no VM
     return object()
 
 
@@ -70,7 +76,8 @@ def test_fail_then_pass_is_flaky_and_each_failure_keeps_its_first_attempt(tmp_pa
     outcomes, counts, stdout = run(tmp_path)
     assert {name: r["outcome"] for name, r in outcomes.items()} == {
         "test_flaky": "FLAKY", "test_broken": "FAIL", "test_fine": "PASS", "test_without_a_guest": "FAIL"}
-    assert counts == {"flaky": "2", "broken": "2", "fine": "1", "plain": "1"}
+    assert counts == {"machine": "1", "flaky": "2", "broken": "2", "fine": "1", "plain": "1"}
+    assert stdout.rstrip().splitlines()[-1].strip("= ").startswith("2 failed, 2 passed in ")  # no teardown error
     assert outcomes["test_flaky"]["reason"].startswith("FAIL on attempt 1 of 2, then passed on a fresh guest: "
                                                        "the first attempt fails")
     assert outcomes["test_flaky"]["extra"]["attempts"]["1"].startswith("FAIL: the first attempt")

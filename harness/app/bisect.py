@@ -177,7 +177,7 @@ class _Bisector:
         self.req, self.clone, self.out_dir = req, clone, out_dir
         self.steps: list[Step] = []
         self.reference: Path | None = None  # the good commit's first run
-        self.cases: dict = {}
+        self.cases: dict[str, expectations.Case] = {}  # the tree's event expectations: they name call sites
 
     def judge(self, sha: str, role: str) -> Verdict:
         """Build `sha` on the previous step's build directory, run the suites 1+retries times, judge each run."""
