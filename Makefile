@@ -89,8 +89,9 @@ test: deps ## the project's own tests: unit tests, config differential, faults, 
 	@if [ -s $(FAILED_PHASES) ]; then echo "make test: these phases failed:"; sed 's/^/  /' $(FAILED_PHASES); \
 	    exit 1; fi
 
-test-debug: deps ## the tests that need a debug kernel (KASAN: configs/fragments/debug/kasan.config)
+test-debug: deps ## the tests that need a debug kernel: KASAN, and the crash dumps (configs/fragments/debug/)
 	$(HARNESS) kernel --fragment=debug/kasan
+	$(HARNESS) kernel --fragment=debug/dump
 	$(PY) -m pytest tests -m debug_kernel
 
 unit: venv ## unit tests only (no kernel build, no QEMU): everything not marked e2e or kernel_trees

@@ -22,6 +22,8 @@ its TIMEOUT.
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,6 +76,22 @@ class Guest:
         path = self.dir / name
         path.write_text(text)
         return path
+
+    def hold_for_gdb(self, what: str) -> None:
+        """--gdb-on-crash: the crashed guest (held in its panic by panic=0) waits for gdb until Enter, said on the
+        terminal (pytest captures stdout and stderr); without one (a CI) the command goes into the test's
+        captured stderr, which its report shows, and the run goes on."""
+        alive = bool(self.vm.console and self.vm.console.child.isalive())
+        said = (f"\nharness: {what}\n  the guest is held in its panic; attach: {shlex.join(self.vm.gdb_command())}\n"
+                if alive else f"\nharness: {what}; QEMU is gone, nothing to attach to\n")
+        try:
+            with open("/dev/tty", "r+") as tty:
+                tty.write(said + ("  press Enter to go on (the guest is then stopped) " if alive else ""))
+                tty.flush()
+                if alive:
+                    tty.readline()
+        except OSError:
+            print(said + "  (no terminal: not held)", file=sys.stderr, flush=True)
 
     def collect_post_mortem(self) -> dict[str, str]:
         """A timed-out guest, before it is stopped: (QMP) its registers and screen, first, since an

@@ -38,12 +38,13 @@ from harness.atomic import OutputDirError, check_output_dir, write_text
 from harness.classify import SEVERITY_RANK, classify, first_line_of, is_results_lost, short_reason
 from harness.guest import Guest
 from harness.kernel.prepare import Prepared, prepare
+from harness.observe import vmcore as observed_vmcore
 from harness.parallel import Control
 from harness.results.junit import drop_unfinished
 from harness.results.model import Result, Timings, write_results
 from harness.results.outcome import Outcome
 from harness.results.rundir import RunDir, new_run_dir, point_latest
-from harness.vm import faults
+from harness.vm import faults, vmcore
 from harness.vm.machine import BootError
 from harness.vm.pool import DEFAULT_TEST_TIMEOUT, Pools
 
@@ -84,6 +85,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--reruns", type=int, default=1, metavar="N",
                     help="a test with a guest that does not pass runs again, up to N times, each time on a fresh "
                          "guest; one that then passes is FLAKY (default 1; 0: never)")
+    group.addoption("--gdb-on-crash", action="store_true",
+                    help="every guest with QEMU's gdb stub, held in its panic (panic=0): at a crash the command that "
+                         "attaches gdb is printed and the run waits for Enter on the terminal")
     group.addoption("--guest-modules", default="",
                     help="comma-separated guest/ modules to load at boot, e.g. fault_panic (fault injection)")
 
@@ -211,7 +215,8 @@ def _handed_over(config: pytest.Config) -> Prepared | None:
 @pytest.fixture(scope="session")
 def vms(kernel: Prepared, pytestconfig: pytest.Config, run_dir: RunDir) -> Iterator[Pools]:
     pools = Pools(kernel, run_dir, pytestconfig.getoption("machine"), pytestconfig.getoption("boot_timeout"),
-                  pytestconfig.getoption("guest_modules"), worker_id(pytestconfig))
+                  pytestconfig.getoption("guest_modules"), worker_id(pytestconfig),
+                  pytestconfig.getoption("gdb_on_crash"))
     try:
         yield pools
     finally:
@@ -271,6 +276,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
             # kernel over a lost channel, then a command past its timeout, then an unreachable guest.
             fault = faults.explain(g.vm, e, keep=g.collect_post_mortem) or faults.dead(g.vm)
             if fault is not None and fault is not e:
+                if fault.outcome == Outcome.CRASH and item.config.getoption("gdb_on_crash"):
+                    g.hold_for_gdb(f"{item.nodeid}: {fault}")
                 g.vms.discard()  # a crash, a wedged command or a lost session: the next test gets a fresh guest
                 raise fault from None
         raise
@@ -351,6 +358,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         if call.excinfo and is_results_lost(call.excinfo.value):
             item.session.shouldstop = f"results can no longer be written: {reason}"
         extra: dict[str, dict[str, str]] = {"post_mortem": post_mortem} if post_mortem else {}
+        if isinstance(g, Guest) and outcome in (Outcome.CRASH, Outcome.TIMEOUT) and (
+                core := g.vm.workdir / vmcore.VMCORE).exists():
+            extra["vmcore"] = observed_vmcore.summary(core)  # the dump a crash or a hang left, analysed
         if earlier:  # each failed attempt's outcome and reason, by attempt
             extra["attempts"] = {str(n): f"{r.outcome.value}: {r.reason}" for n, r in enumerate(earlier, 1)}
         result = Result(report.nodeid, outcome, reason, round(report.duration, 3), console, dmesg, extra)

@@ -12,7 +12,7 @@ from harness import paths
 from harness.results.outcome import Outcome
 from tests.fault_outcomes import SuiteError, expected_outcomes
 
-SUITES = ["tests/fault_suite/test_inject.py", "tests/fault_suite/test_kasan.py",
+SUITES = ["tests/fault_suite/test_inject.py", "tests/fault_suite/test_kasan.py", "tests/fault_suite/test_vmcore.py",
           "tests/driver_fault_suite/test_planted.py"]
 
 

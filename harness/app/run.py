@@ -16,7 +16,7 @@ from pathlib import Path
 from harness import paths
 from harness.app.kernel import KernelChoice
 from harness.atomic import check_output_dir
-from harness.errors import EXIT_INTERRUPTED
+from harness.errors import EXIT_INTERRUPTED, UserError
 from harness.kernel.prepare import Prepared, prepare
 from harness.results import junit, rundir
 from harness.results.model import Result, read_results
@@ -36,6 +36,7 @@ class RunRequest:
     quiet: bool = False  # pytest's progress on stderr, leaving stdout to the caller's report (compare, --ktap)
     jobs: int = 1  # pytest-xdist workers; 1 runs the tests in this process
     reruns: int | None = None  # how often a failing test runs again on a fresh guest (None: the plugin's 1)
+    gdb_on_crash: bool = False  # guests with gdb's stub, a crashed one held for gdb (one worker only)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ def run_on(request: RunRequest, prepared: Prepared) -> RunResult:
 
 def _checked_run_dir(request: RunRequest) -> Path:
     """The run's directory, and the input checked: bad input fails in a second, not after a kernel build."""
+    if request.gdb_on_crash and request.jobs > 1:
+        raise UserError("--gdb-on-crash holds a crashed guest for gdb on the terminal: one worker only (no -j)")
     run_dir = rundir.new_run_dir(request.results_dir)
     check_output_dir(run_dir)
     check_devices(load_profile(request.machine))
@@ -104,6 +107,8 @@ def pytest_args(request: RunRequest, run_dir: Path) -> list[str]:
         args.append(f"--guest-modules={request.guest_modules}")
     if request.reruns is not None:
         args.append(f"--reruns={request.reruns}")
+    if request.gdb_on_crash:
+        args.append("--gdb-on-crash")
     return args + xdist_args(request.jobs)
 
 

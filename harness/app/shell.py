@@ -4,6 +4,7 @@ blindly), or run one command in it and give back its status and output."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ class ShellRequest:
     machine: str = "default"
     command: str | None = None  # run this with the guest's sh instead of an interactive shell
     timeout: float = 300  # seconds `command` may run
+    gdb: bool = False  # QEMU's gdb stub on a private unix socket; the command that attaches is printed
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,19 @@ def shell(req: ShellRequest) -> ShellResult:
     accel = accel_for(prepared)
     workdir = rundir.new_run_dir()  # results/<time>: the console log outlives the shell, nothing in /tmp
     vm = guest_vm(prepared, profile, workdir, accel, probe_modules(prepared))
+    vm.gdb = req.gdb
     try:
         # Faults of the machine leave as one paragraph naming them (harness/vm/faults.py).
         with faults.guarded(vm, "booting the guest") as work:
             vm.start(boot_timeout=120)
             assert vm.ssh
-            print(f"guest {vm.release} booted in {vm.boot_s:.1f} s; console log: {vm.console_log}",
-                  file=sys.stderr if req.command is not None else sys.stdout, flush=True)
+            said = sys.stderr if req.command is not None else sys.stdout
+            print(f"guest {vm.release} booted in {vm.boot_s:.1f} s; console log: {vm.console_log}", file=said,
+                  flush=True)
+            if req.gdb:
+                print(f"gdb stub: {vm.gdb_socket}\n  attach: {shlex.join(vm.gdb_command())}"
+                      + ("" if prepared.build.has("GDB_SCRIPTS") else "\n  (no lx- commands: this kernel has no "
+                         "CONFIG_GDB_SCRIPTS; --fragment debug/dump has them, with DWARF)"), file=said, flush=True)
             if req.command is not None:
                 work.doing = f"running: {req.command}"
                 result = vm.ssh.run(["sh", "-c", req.command], timeout=req.timeout)

@@ -26,6 +26,7 @@ from harness.cli import (
     kernel,
     matrix,
     options,
+    post_mortem,
     report,
     run,
     shell,
@@ -33,7 +34,8 @@ from harness.cli import (
 )
 from harness.results.model import ExitRecord
 
-COMMANDS = (kernel, run, shell, bench, config, matrix, report, trace, driver, evidence, compare, fuzz, bisect)
+COMMANDS = (kernel, run, shell, bench, config, matrix, report, trace, driver, evidence, compare, fuzz, bisect,
+            post_mortem)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -21,11 +21,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-c", dest="command", metavar="CMD",
                    help="run CMD with the guest's sh, print its output, exit with its status (no terminal)")
     p.add_argument("--timeout", type=float, default=300, help="seconds CMD may run (with -c; default 300)")
+    p.add_argument("--gdb", action="store_true",
+                   help="start QEMU's gdb stub on a unix socket in a private directory and print the gdb command "
+                        "that attaches (lx- commands with --fragment debug/dump)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    result = shell(ShellRequest(options.kernel_choice(args), args.machine, args.command, args.timeout))
+    result = shell(ShellRequest(options.kernel_choice(args), args.machine, args.command, args.timeout, args.gdb))
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
     return result.exit_status

@@ -16,7 +16,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,9 @@ class Console:
         self.exit_status: int | None = None
         self.exit: Arrival | None = None  # QEMU's end (EOF on the pty)
         self._closed = False
+        # Called once, from the reader thread, when the kernel's first fatal splat starts (a vmcore's dump)
+        self.on_fatal: Callable[[], None] | None = None
+        self._fatal_told = False
         def preexec() -> None:
             _die_with_parent()
             # The serial console's pty: devpts makes it group tty writable, and a line written there would
@@ -189,6 +192,10 @@ class Console:
                 self.last_output = time.monotonic()
                 self._transcript.feed(chunk, arrived=self.last_output)
                 self._cond.notify_all()
+                crashed = self.on_fatal if self._transcript.fatal and not self._fatal_told else None
+                self._fatal_told = self._fatal_told or crashed is not None
+            if crashed:
+                crashed()  # once, outside the lock: it starts what must happen while the guest is still there
         self.child.close()  # reaps QEMU, so that its exit status is known
         with self._cond:
             self._transcript.finish(arrived=time.monotonic())

@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from harness.errors import InfraError, UserError
 from harness.kernel.image import Image, client_key
 from harness.kernel.prepare import Prepared
 from harness.results.outcome import HarnessFault, Outcome
-from harness.vm import faults, qmp
+from harness.vm import faults, qmp, vmcore
 from harness.vm import limits as guest_limits
 from harness.vm.console import Console, WaitResult
 from harness.vm.limits import GuestLimits
@@ -31,6 +32,8 @@ from harness.vm.ssh import SSH, SSHError
 from harness.vm.timeline import Timeline
 
 READY_RE = r"^HARNESS-READY (\S+)\r*\n"  # the whole line: a half-printed release is no release
+PANIC_END = r"---\[ end Kernel panic"  # panic()'s last line: with panic=0 the guest then spins (kernel/panic.c)
+PANIC_PRINT_S = 10.0  # what a panic may take to print its trace before it is dumped regardless
 
 
 class QemuMissing(InfraError):
@@ -116,7 +119,8 @@ def check_devices(profile: Profile) -> None:
 
 
 def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel: str,
-              extra_append: tuple[str, ...] = (), qmp_fd: int | None = None) -> list[str]:
+              extra_append: tuple[str, ...] = (), qmp_fd: int | None = None, vmcoreinfo: bool = False,
+              gdb_socket: Path | None = None) -> list[str]:
     """The whole QEMU command line. QEMU listens on nothing another user could reach: the guest's SSH
     is forwarded on 127.0.0.1 only (and its host key is pinned), the serial console is QEMU's stdio
     (a pty only the harness holds), the human monitor is off, and QMP, where asked for, is an
@@ -147,6 +151,10 @@ def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel
     ]
     for dev in profile.devices:
         argv += ["-device", dev]
+    if vmcoreinfo:  # the guest hands its VMCOREINFO to QEMU, which writes it into a dump (harness/vm/vmcore.py)
+        argv += ["-device", "vmcoreinfo"]
+    if gdb_socket:  # gdb's remote stub on a unix socket in a directory only the harness's user can enter
+        argv += ["-chardev", f"socket,id=gdb,path={gdb_socket},server=on,wait=off", "-gdb", "chardev:gdb"]
     return argv + (qmp.qemu_args(qmp_fd) if qmp_fd is not None else [])
 
 
@@ -249,6 +257,10 @@ class VM:
     timeline: Timeline = field(default_factory=Timeline)  # the last boot's stages (harness/vm/timeline.py)
     argv: list[str] = field(default_factory=list)
     qmp_channel: qmp.Channel | None = None  # this boot's QMP socketpair
+    vmcore: bool = False  # a crash or a hang leaves a vmcore (a dumpable kernel: harness/vm/vmcore.py)
+    gdb: bool = False  # QEMU's gdb stub on gdb_socket (`harness shell --gdb`)
+    dumped: dict[str, str] = field(default_factory=dict)  # {"vmcore": path, or why not}, once dumped
+    _dumping: threading.Thread | None = None
     limits: GuestLimits = field(default_factory=guest_limits.load)  # what the host takes from this guest
 
     @property
@@ -267,10 +279,13 @@ class VM:
                 self.qmp_channel.close()
             self.qmp_channel = qmp.Channel()
             self.argv = qemu_argv(self.profile, self.kernel, self.image.initramfs, self.ssh_port, self.accel,
-                                  self.extra_append, self.qmp_channel.qemu_fd)
+                                  self.extra_append, self.qmp_channel.qemu_fd, vmcoreinfo=self.vmcore,
+                                  gdb_socket=self.gdb_socket if self.gdb else None)
             (self.workdir / "qemu-argv.json").write_text(json.dumps(self.argv, indent=1))
             self.console = Console(self.argv, self.console_log, pass_fds=(self.qmp_channel.qemu_fd,),
                                    limits=self.limits)
+            if self.vmcore:
+                self.console.on_fatal = self._crashed
             self.qmp_channel.handed_over()
             result = self.console.wait_for(READY_RE, boot_timeout, silence_timeout=silence_timeout)
             if result.status == "exited" and "Could not set up host forwarding" in self.console.text and attempt < 2:
@@ -340,18 +355,59 @@ class VM:
         raise BootError("TIMEOUT", f"guest not ready within {timeout:g} s ({stopped_at})", self.console_log)
 
     def post_mortem(self, into: Path) -> dict[str, str]:
-        """Before a guest that timed out is stopped: its registers and screen (harness/vm/qmp.py).
+        """Before a guest that timed out is stopped: its registers and screen (harness/vm/qmp.py), then, from a
+        dumpable kernel, its memory (harness/vm/vmcore.py, into the VM's directory).
 
         The kernel is <build>/arch/x86/boot/bzImage; its System.map names where each CPU was."""
         if not (self.console and self.console.child.isalive() and self.qmp_channel):
             return {}
-        return qmp.post_mortem(self.qmp_channel, into, system_map=self.kernel.parents[3] / "System.map")
+        found = qmp.post_mortem(self.qmp_channel, into, system_map=self._build / "System.map")
+        if self.vmcore and not self.dumped:
+            self.dumped = vmcore.capture(self.qmp_channel, self.workdir, self._build, self._modules(), "hang")
+        return found | self.dumped
+
+    @property
+    def _build(self) -> Path:
+        return self.kernel.parents[3]
+
+    @property
+    def gdb_socket(self) -> Path:
+        """QEMU's gdb stub (with `gdb`): in a 0700 directory of the VM's, so no other local user reaches it."""
+        private = self.workdir / "gdb"
+        private.mkdir(mode=0o700, exist_ok=True)
+        private.chmod(0o700)
+        return private / "socket"
+
+    def gdb_command(self) -> list[str]:
+        """The gdb that attaches to this guest's stub, with the build's vmlinux and its lx- scripts."""
+        build = self._build
+        return ["gdb", "-q", "-iex", f"add-auto-load-safe-path {build}", str(build / "vmlinux"),
+                "-ex", f"target remote {self.gdb_socket}"]
+
+    def _modules(self) -> list[Path]:
+        """The .ko files the guest may have loaded: the kernel's own (modules.order) and the harness's guest modules."""
+        order = self._build / "modules.order"
+        own = [self._build / Path(n).with_suffix(".ko") for n in (order.read_text().split() if order.exists() else ())]
+        return [ko for ko in own if ko.exists()] + sorted(self._build.glob("harness-guest-modules/*/*.ko"))
+
+    def _crashed(self) -> None:
+        """The console saw the kernel's first fatal splat: dump the guest (panic=0 keeps it there) once the panic
+        has printed, on a thread of its own, while the console goes on reading; stop() waits for it."""
+        def dump() -> None:
+            assert self.console and self.qmp_channel
+            self.console.wait_for(PANIC_END, PANIC_PRINT_S, stop_on_crash=False)
+            if self.console.child.isalive():
+                self.dumped = vmcore.capture(self.qmp_channel, self.workdir, self._build, self._modules(), "crash")
+        self._dumping = threading.Thread(target=dump, name=f"vmcore:{self.workdir.name}", daemon=True)
+        self._dumping.start()
 
     def alive(self) -> bool:
         return bool(self.console and self.console.child.isalive() and not self.console.fatal_splat())
 
     def stop(self) -> None:
-        """Power off: close SSH, stop QEMU. Idempotent; never leaves QEMU behind."""
+        """Power off: close SSH, stop QEMU. Idempotent; never leaves QEMU behind. A crash's dump ends first."""
+        if self._dumping:
+            self._dumping.join(vmcore.DUMP_TIMEOUT_S + PANIC_PRINT_S)
         if self.ssh:
             self.ssh.close()
             self.ssh = None
@@ -375,5 +431,10 @@ def guest_vm(prepared: Prepared, profile: Profile, workdir: Path, accel: str, mo
     """The one recipe for a guest of a prepared kernel (every command and the test sessions use it): its
     bzImage and image under the profile's QEMU, and on the kernel's command line, after the profile's
     `append`, the guest modules /init loads (`harness.modules=`, images/init)."""
-    append = (f"harness.modules={','.join(modules)}",) if modules else ()
-    return VM(profile, prepared.build.bzimage, prepared.image, workdir, accel=accel, extra_append=append)
+    append: tuple[str, ...] = (f"harness.modules={','.join(modules)}",) if modules else ()
+    dumpable = vmcore.dumpable(prepared.build.config_values())
+    # A dumpable kernel stays in its panic (panic=0 after the profile's panic=-1: the last one counts) until it is
+    # dumped (VM._crashed), where another reboots and QEMU ends at once
+    append += ("panic=0",) if dumpable else ()
+    return VM(profile, prepared.build.bzimage, prepared.image, workdir, accel=accel, extra_append=append,
+              vmcore=dumpable)

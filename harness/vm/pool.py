@@ -27,8 +27,9 @@ class VMs:
     """Boots a VM on first need and replaces it when a test left it dead, crashed or suspect."""
 
     def __init__(self, prepared: Prepared, machine: str, run_dir: RunDir, boot_timeout: float | None,
-                 extra_modules: str = "", worker: str = ""):
+                 extra_modules: str = "", worker: str = "", gdb_on_crash: bool = False):
         self.prepared = prepared
+        self.gdb_on_crash = gdb_on_crash  # each VM with gdb's stub, and held in a panic (panic=0) for gdb
         self.worker = worker  # xdist's worker id: its VMs are vm-gw0-1, ..., apart from another worker's
         self.profile = load_profile(machine)
         self.run_dir = run_dir
@@ -49,6 +50,8 @@ class VMs:
             self.boots += 1
             vm = guest_vm(self.prepared, self.profile, self.run_dir.vm_dir(self.boots, self.worker), self.accel,
                           self.modules)
+            if self.gdb_on_crash:
+                vm.gdb, vm.extra_append = True, (*vm.extra_append, "panic=0")
             try:
                 vm.start(self.boot_timeout)
             except BootError as e:
@@ -75,9 +78,10 @@ class Pools:
     @pytest.mark.machine("numa2"); each other profile keeps its vm-N directories under <run>/<profile>/."""
 
     def __init__(self, prepared: Prepared, run_dir: RunDir, default: str, boot_timeout: float | None = None,
-                 extra_modules: str = "", worker: str = ""):
+                 extra_modules: str = "", worker: str = "", gdb_on_crash: bool = False):
         self.prepared, self.run_dir, self.default = prepared, run_dir, default
         self.boot_timeout, self.extra_modules, self.worker = boot_timeout, extra_modules, worker
+        self.gdb_on_crash = gdb_on_crash
         self.pools: dict[str, VMs] = {}
 
     def pool(self, machine: str | None = None) -> VMs:
@@ -85,7 +89,7 @@ class Pools:
         if machine not in self.pools:
             root = self.run_dir if machine == self.default else RunDir.make(self.run_dir.root / machine)
             self.pools[machine] = VMs(self.prepared, machine, root, self.boot_timeout, self.extra_modules,
-                                      self.worker)
+                                      self.worker, self.gdb_on_crash)
         return self.pools[machine]
 
     def close(self) -> None:

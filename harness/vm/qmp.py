@@ -1,4 +1,4 @@
-"""QEMU's machine protocol (QMP), just enough for a post-mortem: CPU registers and the screen.
+"""QEMU's machine protocol (QMP), just enough for a post-mortem: CPU registers, the screen, the memory.
 
 The channel is a socketpair: QEMU inherits one end as a file descriptor (`-chardev socket,fd=N`), the
 harness keeps the other. It has no name, so no other process can reach it: QMP controls a process
@@ -70,6 +70,7 @@ class QMP:
 
     def __init__(self, sock: socket.socket, timeout: float = 5):
         self.sock = sock
+        self.timeout = timeout
         self.sock.settimeout(timeout)
         self.lock = threading.Lock()
         try:
@@ -165,6 +166,21 @@ def post_mortem(channel: Channel, into: Path, system_map: Path | None = None, sa
         except (QMPError, OSError) as e:  # e.g. -vga none and no display device: nothing to dump
             found["screen"] = f"not captured: {e}"
     return found
+
+
+def dump(channel: Channel, dest: Path, fmt: str, timeout: float) -> None:
+    """The guest's memory into `dest` (QEMU writes it; harness/vm/vmcore.py), the guest stopped meanwhile, so that
+    its memory holds still while it is read, then let go on (a hung guest's dmesg is read next). Synchronous:
+    QMP answers when the file is whole."""
+    qmp = channel.session()
+    with qmp.lock:
+        qmp.sock.settimeout(timeout)
+        try:
+            qmp.execute("stop")
+            qmp.execute("dump-guest-memory", paging=False, protocol=f"file:{dest}", format=fmt)
+            qmp.execute("cont")
+        finally:
+            qmp.sock.settimeout(qmp.timeout)
 
 
 def save(found: dict[str, str], into: Path) -> None:
