@@ -325,7 +325,7 @@ def _attempt(item: pytest.Item, nextitem: pytest.Item | None, may_rerun: bool) -
         if reports[0].passed:
             reports.append(call_and_report(item, "call", log=False))
         stopping = bool(item.session.shouldfail or item.session.shouldstop)
-        again = may_rerun and not stopping and any(r.failed and hasattr(r, REPORT_RESULT) for r in reports)
+        again = may_rerun and not stopping and item.stash.get(FRESH_GUEST, False)  # set by makereport
         upto = item.parent if again else (None if stopping else nextitem)
         reports.append(call_and_report(item, "teardown", log=False, nextitem=upto))  # type: ignore[arg-type]
     finally:
@@ -342,8 +342,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     if report.when == "call" or (report.when == "setup" and not report.passed):
         outcome, reason = classify(report, call)
         earlier = item.stash.get(FAILED_ATTEMPTS, [])
-        if report.failed and len(earlier) < int(item.config.getoption("reruns", 0) or 0):
-            item.stash[FRESH_GUEST] = True  # another attempt follows (pytest_runtest_protocol)
+        # Another attempt follows (pytest_runtest_protocol), unless the guest never booted: its pool keeps the
+        # boot's error for the session (harness/vm/pool.py), so an attempt more would only repeat it
+        if report.failed and len(earlier) < int(item.config.getoption("reruns", 0) or 0) \
+                and not (call.excinfo and isinstance(call.excinfo.value, BootError)):
+            item.stash[FRESH_GUEST] = True
         if earlier and outcome == Outcome.PASS:
             first = earlier[0]
             outcome, reason = Outcome.FLAKY, (f"{first.outcome.value} on attempt 1 of {len(earlier) + 1}, then "

@@ -118,3 +118,32 @@ def test_a_test_flaky_in_k_of_the_last_n_runs_is_unstable(tmp_path: Path) -> Non
     doc = kcidb.document(store / "20261203-020000")
     flaky = [t for t in doc["tests"] if t["misc"]["outcome"] == "FLAKY"]
     assert [(t["status"], t["misc"]["flaky"]) for t in flaky] == [("PASS", True)]
+
+
+UNBOOTABLE = '''
+import pytest
+from pathlib import Path
+from harness.vm.machine import BootError
+
+COUNTS = Path(__file__).with_name("counts")
+
+
+@pytest.fixture
+def guest(run_dir):  # as the plugin's when the kernel does not boot: its pool keeps the error for the session
+    COUNTS.write_text(str(int(COUNTS.read_text()) + 1 if COUNTS.exists() else 1))
+    raise BootError("TIMEOUT", "guest not ready within 1 s", Path(__file__))
+
+
+def test_needs_a_guest(guest):
+    pass
+'''
+
+
+def test_a_guest_that_never_booted_is_not_tried_again(tmp_path: Path) -> None:
+    (tmp_path / "test_suite.py").write_text(UNBOOTABLE)
+    results = tmp_path / "results"
+    subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--results-dir={results}",
+                    f"--rootdir={tmp_path}", str(tmp_path / "test_suite.py")], cwd=paths.REPO, capture_output=True,
+                   text=True, timeout=300, env={**os.environ, "HARNESS_NO_QEMU": "1"})
+    (result,) = json.loads((results / "outcomes.json").read_text())
+    assert result["outcome"] == "TIMEOUT" and (tmp_path / "counts").read_text() == "1", result

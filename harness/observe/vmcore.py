@@ -32,8 +32,10 @@ def program(vmcore: Path) -> Any:
     """A drgn Program of the dump, with the vmlinux and modules kept beside it."""
     import drgn
 
-    prog = drgn.Program()
-    prog.set_core_dump(str(vmcore))
+    # The guest's platform is the host's (x86_64 on x86_64): QEMU leaves the kdump header's utsname.machine empty,
+    # and libkdumpfile cannot tell the architecture otherwise ("KDUMP_ATTR_ARCH_NAME: Key has no value")
+    prog = drgn.Program(drgn.host_platform)
+    prog.set_core_dump(str(vmcore))  # QEMU writes makedumpfile's flattened format: drgn reads it, and says so
     info = json.loads((vmcore.parent / INFO).read_text())
     files = [info["vmlinux"], *(str(vmcore.parent / "modules" / name) for name in info.get("modules", []))]
     with contextlib.suppress(drgn.MissingDebugInfoError):  # a module never loaded, say: the rest is read
@@ -72,8 +74,19 @@ def _tasks_of_interest(prog: Any, lines: list[str]) -> list[Any]:
         crashed = prog.crashed_thread().object
         lines.append(f"panicked: pid {int(crashed.pid)} ({_comm(crashed)})")
         return [crashed]
-    except Exception as e:  # no panic in this dump (a hang): the blocked tasks then
-        lines.append(f"no panicking task ({type(e).__name__}: {e}); the tasks in D state:")
+    except Exception as e:  # drgn found none; kernel/panic.c's panic_cpu says which CPU panicked, if one did
+        why = f"{type(e).__name__}: {e}"
+    try:
+        from drgn.helpers.linux.sched import cpu_curr
+
+        cpu = int(prog["panic_cpu"].counter)
+        if cpu >= 0:  # PANIC_CPU_INVALID (-1): no panic
+            crashed = cpu_curr(prog, cpu)
+            lines.append(f"panicked: pid {int(crashed.pid)} ({_comm(crashed)}) on CPU {cpu}")
+            return [crashed]
+    except Exception as e:
+        why += f"; panic_cpu: {type(e).__name__}: {e}"
+    lines.append(f"no panicking task ({why}); the tasks in D state:")
     blocked = [t for t in for_each_task(prog) if task_state_to_char(t) == "D"]
     lines.append(f"  {len(blocked)} task(s) in D state: " + ", ".join(f"{int(t.pid)} ({_comm(t)})" for t in blocked))
     return blocked

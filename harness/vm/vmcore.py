@@ -31,7 +31,7 @@ VMCORE, INFO = "vmcore", "vmcore.json"
 
 def dumpable(config: dict[str, str]) -> bool:
     """The kernel hands QEMU its VMCOREINFO and carries DWARF: a dump of it can be read."""
-    return all(config.get(f"CONFIG_{symbol}") == "y" for symbol in NEEDS)
+    return all(config.get(symbol) == "y" for symbol in NEEDS)  # read_config_values: names without CONFIG_
 
 
 def capture(channel: qmp.Channel, into: Path, kernel_build: Path, modules: list[Path], reason: str) -> dict[str, str]:
