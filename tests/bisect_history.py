@@ -59,8 +59,11 @@ class _Git:
         mail = who.lower().replace(" ", ".") + "@example.org"
         env = {**self.env, "GIT_AUTHOR_NAME": who, "GIT_AUTHOR_EMAIL": mail, "GIT_AUTHOR_DATE": stamp,
                "GIT_COMMITTER_NAME": who, "GIT_COMMITTER_EMAIL": mail, "GIT_COMMITTER_DATE": stamp}
-        return subprocess.run(["git", "-C", str(self.repo), "-c", "core.compression=1", *args], input=data, env=env,
-                              capture_output=True, check=True).stdout
+        done = subprocess.run(["git", "-C", str(self.repo), "-c", "core.compression=1", *args], input=data, env=env,
+                              capture_output=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"git {' '.join(args[:3])} failed: {done.stderr.decode(errors='replace').strip()}")
+        return done.stdout
 
     def edit(self, name: str, change: Callable[[bytes], bytes]) -> None:
         """The index's `name` changed, its worktree (none) untouched."""
@@ -78,8 +81,10 @@ def make_history(dest: Path, tree: Path) -> History:
     git = _Git(dest)
     git("init", "--quiet", "--initial-branch=main")
     # Debian's tree as the index's content; -f: every file, .gitignore's patterns or not (it is the tree)
+    # not the harness's in-tree builds and stamps, nor Kbuild's .tmp_PID (its try-run makes and removes them in the
+    # tree while another config of it builds: git add then lost the race for one, "unable to stat")
     git(f"--work-tree={tree}", "add", "-f", "-A", "--", ".", ":(exclude,glob)harness-build-*",
-        ":(exclude,glob).harness-*")
+        ":(exclude,glob).harness-*", ":(exclude,glob).tmp_*")
     commits = [git.commit("Debian's linux-source-6.12 as it is", 0, None)]
     for n in range(1, COMMITS + 1):
         who = "Harness Tests"
