@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -32,10 +33,12 @@ def program(vmcore: Path) -> Any:
     """A drgn Program of the dump, with the vmlinux and modules kept beside it."""
     import drgn
 
+    # drgn warns of every kept module the guest never loaded, and of the flattened format: noise in a test's output
+    logging.getLogger("drgn").setLevel(logging.ERROR)
     # The guest's platform is the host's (x86_64 on x86_64): QEMU leaves the kdump header's utsname.machine empty,
     # and libkdumpfile cannot tell the architecture otherwise ("KDUMP_ATTR_ARCH_NAME: Key has no value")
     prog = drgn.Program(drgn.host_platform)
-    prog.set_core_dump(str(vmcore))  # QEMU writes makedumpfile's flattened format: drgn reads it, and says so
+    prog.set_core_dump(str(vmcore))  # QEMU writes makedumpfile's flattened format: drgn reads it
     info = json.loads((vmcore.parent / INFO).read_text())
     files = [info["vmlinux"], *(str(vmcore.parent / "modules" / name) for name in info.get("modules", []))]
     with contextlib.suppress(drgn.MissingDebugInfoError):  # a module never loaded, say: the rest is read
