@@ -26,9 +26,10 @@ def main(cache: Path, key: str, make_s: float) -> None:
     def make(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: int | None, seeded: str | None) -> None:
         with open(outdir / "build.log", "a") as log:
             log.write(f"  CC      mm/rmap.o ({key})\n")
+        began = time.time()
         time.sleep(make_s)
         with open(cache / "makes.log", "a") as f:
-            f.write(f"{key} {os.getpid()}\n")
+            f.write(f"{key} {os.getpid()} {began} {time.time()}\n")
         atomic.write_text(outdir / build.STAMP, json.dumps({"release": "6.12.117"}))
 
     prepare.source.resolve = lambda ksrc: tree  # type: ignore[assignment]
