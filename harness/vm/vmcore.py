@@ -23,8 +23,8 @@ from pathlib import Path
 from harness.vm import qmp
 
 FORMAT = "kdump-zlib"
-NEEDS = ("DEBUG_INFO", "FW_CFG_SYSFS", "VMCORE_INFO")  # y in the kernel's .config (FW_CFG_SYSFS may be m: not
-# then, since the note must be handed over before a crash, so built in)
+# y in the kernel's .config: FW_CFG_SYSFS built in (a module would hand the note over only once loaded)
+NEEDS = ("DEBUG_INFO", "FW_CFG_SYSFS", "VMCORE_INFO")
 DUMP_TIMEOUT_S = 300.0  # a 1 GiB guest dumps in seconds; a loaded host, a bigger profile: minutes at most
 VMCORE, INFO = "vmcore", "vmcore.json"
 
