@@ -288,3 +288,16 @@ def test_a_result_killed_by_a_signal_says_which_in_its_description():
     assert "(killed by signal 77)" in unknown.describe()
     plain = CommandResult(("true",), -1, "", "", 0.5)  # over an exec channel: no signal known
     assert plain.describe().splitlines()[1] == "exit status -1 after 0.50 s"
+
+
+def test_closing_a_server_over_a_session_already_gone_does_not_raise() -> None:
+    """VM.stop() closes every idle server's channel: over a transport the guest already dropped, paramiko raises
+    EOFError (seen in test_four_vms_in_parallel's stop), which must not turn a stop into an error."""
+    class GoneChannel:
+        def close(self) -> None:
+            raise EOFError()
+
+    from harness.vm.cmdserver import CommandServer
+    from harness.vm.limits import load
+
+    CommandServer(None, GoneChannel(), load()).close()  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ unknown type, a short exit frame) is MalformedFrame: a garbled channel, never a 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
 import time
@@ -232,7 +233,10 @@ class CommandServer:
         return f"{end}{': ' + text[-300:] if text else ''}"
 
     def close(self) -> None:
-        self.chan.close()
+        """Close the server's channel; over a session already gone (the guest dropped it) there is nothing to say,
+        and paramiko would raise EOFError or OSError from a stop() that must not fail."""
+        with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
+            self.chan.close()
 
     def next_frame(self, deadline: float) -> tuple[bytes, bytes]:
         """The next frame from the guest: TimeoutError past `deadline`, ServerGone when the channel ends,
