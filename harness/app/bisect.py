@@ -78,7 +78,8 @@ class Step:
     tally: list[str] = field(default_factory=list)  # each run's own verdict
     runs: list[str] = field(default_factory=list)  # their run directories
     build_s: float = 0.0  # this step's kernel: configure, build, image
-    built: bool = False  # a kernel was compiled (or failed to) for it: what the build budget counts
+    built: bool = False  # a kernel was compiled (or failed to) for it
+    broken: bool = False  # its build failed: skipped
     boot_s: float = 0.0  # boot to SSH of its first run
     test_s: float = 0.0  # its runs' wall time beside their boots
 
@@ -90,7 +91,7 @@ class Step:
     def to_json(self) -> dict[str, object]:
         return {"n": self.n, "role": self.role, "commit": self.commit.to_json(), "verdict": self.verdict.term,
                 "reason": self.verdict.reason, "tally": self.tally, "runs": self.runs, "build_s": self.build_s,
-                "built": self.built, "boot_s": self.boot_s, "test_s": self.test_s}
+                "built": self.built, "broken": self.broken, "boot_s": self.boot_s, "test_s": self.test_s}
 
 
 @dataclass
@@ -110,7 +111,13 @@ class BisectResult:
 
     @property
     def builds(self) -> int:
-        return sum(s.built for s in self.steps)
+        """Kernels built for a verdict: what ⌈log2 n⌉ + 2 bounds (a skipped commit that did not build is apart)."""
+        return sum(s.built and not s.broken for s in self.steps)
+
+    @property
+    def broken_builds(self) -> int:
+        """Commits that did not build: each is skipped, and git then tests one beside it."""
+        return sum(s.broken for s in self.steps)
 
     @property
     def budget(self) -> int:
@@ -118,8 +125,10 @@ class BisectResult:
         return math.ceil(math.log2(max(self.commits, 1))) + 2
 
     def text(self) -> str:
+        broken = f", and {self.broken_builds} commit(s) that did not build" if self.broken_builds else ""
         lines = [f"bisect: {self.commits} commit(s) in {self.repo}; {self.builds} build(s) "
-                 f"(⌈log2 n⌉ + 2 = {self.budget}); {self.elapsed_s:.0f} s", *(s.line() for s in self.steps), ""]
+                 f"(⌈log2 n⌉ + 2 = {self.budget}){broken}; {self.elapsed_s:.0f} s", *(s.line() for s in self.steps),
+                 ""]
         if c := self.first_bad:
             lines += [f"first bad commit: {c.sha}", f"    {c.subject}", f"    author: {c.author}, {c.date}",
                       *([f"    mm/ and drivers/: {', '.join(c.touched())}"] if c.touched() else []),
@@ -134,7 +143,8 @@ class BisectResult:
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> dict[str, object]:
-        return {"repository": str(self.repo), "commits": self.commits, "builds": self.builds, "budget": self.budget,
+        return {"repository": str(self.repo), "commits": self.commits, "builds": self.builds,
+                "broken_builds": self.broken_builds, "budget": self.budget,
                 "elapsed_s": round(self.elapsed_s, 1), "steps": [s.to_json() for s in self.steps],
                 "first_bad": self.first_bad.to_json() if self.first_bad else None,
                 "candidates": [c.to_json() for c in self.candidates], "command": self.command}
@@ -199,6 +209,7 @@ class _Bisector:
             if role != "step":
                 raise UserError(f"the --{role} commit {sha[:12]} does not build: {e}") from None
             step.build_s, step.built = round(time.monotonic() - began, 1), isinstance(e, BuildError)
+            step.broken = step.built
             write_text(kept := step_dir / "build-error.txt", f"{e}\n")
             lines = str(e).splitlines()
             said = next((line.strip() for line in lines if " error: " in line), lines[0])  # the compiler's
