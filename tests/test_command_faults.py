@@ -132,8 +132,13 @@ def _run(tmp_path: Path, command: list[str], inject: Callable[[subprocess.Popen[
     assert not qemu_pids() - before, "QEMU left behind"
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the faulted guest's forwarded port is still open"
-    if expected.startswith("CRASH"):  # a dead guest is seen at once, not after a reconnect's 15 s
-        assert took < 10, f"{command[0]} took {took:.0f} s to see a dead guest"
+    if expected.startswith("CRASH"):
+        # a dead guest is seen at once: no reconnect to it is tried (15 s of connect timeout), and the command is
+        # not waited out (trace's and shell's --timeout=20). The bound holds the run's teardown as well (a
+        # panic's vmcore, QEMU's exit) on a host building a kernel; the log is the direct proof.
+        commands = log.with_name("commands.log")
+        assert "reconnecting" not in (commands.read_text() if commands.exists() else ""), commands
+        assert took < 20, f"{command[0]} took {took:.0f} s to see a dead guest"
     print(f"{command[0]}: ended {took:.1f} s after the fault; {err.strip().splitlines()[-2]}")
     return out, err
 

@@ -66,11 +66,20 @@ def test_a_planted_bug_is_found_from_a_fresh_seed_and_shrunk(name, attempt, tmp_
     checks, ops = EXPECTED[name]
     seed = str(secrets.randbelow(10**9))
     budget = LONG_BUDGET_S if name in LONG else FIND_BUDGET_S
+    # the campaign stops at the planted bug's checks only: under load (make test builds a kernel beside this), a
+    # campaign on the planted 6.12 once met a crash of something else first (a kernel BUG in
+    # migration_entry_wait_on_locked after dev_migrate + KSM + compaction with a thread racing, not reproduced in
+    # six replays): that is a finding in its own right, kept in the run and printed, not this test's verdict
     result = run_fuzz(FuzzRequest(kernel_src=_ksrc(name), seconds=budget, seed=seed, stop_at_first=True,
-                                  results_dir=tmp_path / "run", shrink_budget=SHRINK_BUDGET))
-    assert result.found, f"{name}: nothing found in {budget} s from seed {seed} ({result.stats})"
-    found = result.found[0]
-    assert found.finding.check in checks, f"seed {seed}: {found.finding.describe()}"
+                                  stop_checks=frozenset(checks), results_dir=tmp_path / "run",
+                                  shrink_budget=SHRINK_BUDGET))
+    others = [f.finding.describe() for f in result.found if f.finding.check not in checks]
+    if others:
+        print(f"{name}: seed {seed} also found: {others} (in {result.out_dir})", file=sys.stderr)
+    planted = [f for f in result.found if f.finding.check in checks]
+    assert planted, f"{name}: nothing of {sorted(checks)} found in {budget} s from seed {seed} ({result.stats}); " \
+                    f"found instead: {others}"
+    found = planted[0]
     kinds = [o.kind() for o in found.minimal]
     assert any(k.startswith(ops) for k in kinds), f"seed {seed}: none of {ops} in the minimal program {kinds}"
     assert len(found.minimal) <= MINIMAL_OPS, f"seed {seed}: shrunk to {len(found.minimal)} ops: {kinds}"
@@ -83,10 +92,12 @@ def test_a_planted_bug_is_found_from_a_fresh_seed_and_shrunk(name, attempt, tmp_
                                 "ops_after": len(found.minimal), "shrink_runs": found.shrink_runs,
                                 "signature": found.finding.signature}) + "\n")
     # what the finding leaves
-    (d,) = (tmp_path / "run" / "findings").iterdir()
+    dirs = sorted((tmp_path / "run" / "findings").iterdir())
+    assert len(dirs) == len(result.found)
+    (d,) = [d for d in dirs if json.loads((d / "finding.json").read_text())["signature"] == found.finding.signature]
     assert parse((d / "program.prog").read_text()) == found.minimal
     meta = json.loads((d / "finding.json").read_text())
-    assert meta["signature"] == found.finding.signature and meta["seed"] == seed
+    assert meta["seed"] == seed
     tree = patches.cached_tree(_ksrc(name)).path
     build = Path(meta["kernel"]["build_dir"])
     cc = subprocess.run(["gcc", "-fsyntax-only", "-Wall", "-Werror", "-std=gnu11", "-I", str(tree), "-isystem",
@@ -95,7 +106,7 @@ def test_a_planted_bug_is_found_from_a_fresh_seed_and_shrunk(name, attempt, tmp_
     (case,) = d.glob("test_fuzz_*.py")
     assert "assert_runs_clean" in case.read_text() and found.minimal[0].text() in case.read_text()
     issues = json.loads((tmp_path / "run" / "kcidb.json").read_text())["issues"]
-    assert [i["comment"] for i in issues] == [f"harness fuzz: {found.finding.signature}"]
+    assert sorted(i["comment"] for i in issues) == sorted(f"harness fuzz: {f.finding.signature}" for f in result.found)
 
 
 def test_a_planted_bug_given_as_a_patch_is_a_difference_with_the_program_that_shows_it(tmp_path):

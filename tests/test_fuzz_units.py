@@ -284,3 +284,35 @@ def test_a_replayed_program_is_read_with_care(tmp_path):
     bad.write_bytes(b"map 0 anon 4\n\xff\xfe rm -rf /\n")
     with pytest.raises(ProgramError, match=r"bad\.prog:2: unknown operation"):
         read_program(bad)
+
+
+class _FindsInOrder:
+    """A stand-in guest (Campaign only calls run()): program k finds what `findings[k]` says, and a shrink's
+    candidate finds the same as the program it came from only when it is that program."""
+    boots = 0
+
+    def __init__(self, findings: list[oracle.Finding | None]):
+        self.findings, self.calls = findings, 0
+
+    def run(self, prog):
+        from harness.fuzz.runner import Run
+        finding = self.findings[self.calls] if self.calls < len(self.findings) else None
+        self.calls += 1
+        return Run(prog, oracle.Outcome(finding=finding, done=True), 0.01)
+
+
+@pytest.mark.parametrize("stop_checks, programs", [(frozenset(), 2), (frozenset({"completeness"}), 4)])
+def test_a_campaign_stops_at_the_first_finding_of_the_checks_it_was_given(tmp_path, monkeypatch, stop_checks,
+                                                                          programs):
+    from harness.fuzz.campaign import Campaign, Corpus
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))  # the corpus lives in the cache
+    crash = oracle.Finding("crash", None, "kernel crashed", title="kernel BUG in migration_entry_wait_on_locked")
+    planted = oracle.Finding("completeness", 2, "page 3 still mapped", op_text="remap 1 move 4")
+    # program 0 clean, 1 crashes (its shrink: one run that does not reproduce), 2 clean, 3 the planted bug
+    guest = _FindsInOrder([None, crash, None, None, planted, None])
+    found = []
+    campaign = Campaign([guest], Generator(CONFIG, Features()), Corpus.open("1", False), "1", found.append,
+                        shrink_budget=1)
+    stats = campaign.run(60, max_programs=10, stop_at_first=True, stop_checks=stop_checks)
+    assert stats.programs == programs
+    assert [f.finding.check for f in found] == ["crash", "completeness"][:1 if not stop_checks else 2]

@@ -40,6 +40,7 @@ class FuzzRequest:
     replay: Path | None = None  # run this program file once, judged, and stop
     max_programs: int | None = None
     stop_at_first: bool = False
+    stop_checks: frozenset[str] = frozenset()  # with stop_at_first: only a finding of one of these stops
     shrink_budget: int = 150
     settings: tuple[str, ...] = ()  # --set SYM=VALUE on the kernel's config (CONFIG_KCOV=y for --kcov)
     kcov: bool = False  # coverage feedback from the worker's kernel PCs
@@ -117,7 +118,7 @@ def run_fuzz(req: FuzzRequest) -> FuzzResult:
         result = FuzzResult(out_dir, seed, Stats())
         campaign = Campaign(guests, generator, Corpus.open(seed, req.resume), seed,
                             lambda f: _record(result, f, prepared), req.shrink_budget)
-        result.stats = campaign.run(req.seconds, req.max_programs, req.stop_at_first)
+        result.stats = campaign.run(req.seconds, req.max_programs, req.stop_at_first, req.stop_checks)
         print(campaign.progress(), file=sys.stderr, flush=True)
         return _finish(result, prepared, req)
     finally:

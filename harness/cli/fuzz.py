@@ -2,8 +2,8 @@
 finding shrunk to a reproducer.
 
     harness fuzz [--kernel-src KSRC] [--time 10m] [--seed N] [--mirror model|hmm]... [--jobs N] [--resume]
-                 [--max-programs N] [--stop-at-first] [--replay PROGRAM] [--machine M] [--results-dir DIR]
-                 [--set SYM=VALUE]... [--kcov]
+                 [--max-programs N] [--stop-at-first [--stop-check CHECK]...] [--replay PROGRAM] [--machine M]
+                 [--results-dir DIR] [--set SYM=VALUE]... [--kcov]
     harness fuzz [--base KSRC] [--base-patch FILE]... (--patch FILE|A..B ... | --patched KSRC) [--time 10m] ...
 
 A program (guest/kprograms/fuzz_exec.c runs it) maps areas (anonymous, shared, memfd, ext2 file, THP) and
@@ -34,6 +34,7 @@ from pathlib import Path
 from harness.app.fuzz import FuzzRequest, run_fuzz
 from harness.cli import options
 from harness.cli.output import progress_to_stderr
+from harness.fuzz.oracle import CHECKS
 from harness.fuzz.runner import MIRRORS
 
 EXITS = ((0, "no finding (no program differed, with --patch/--patched)"),
@@ -62,6 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="go on with the seed's corpus from the cache")
     p.add_argument("--max-programs", type=int, default=None, metavar="N", help="stop after N programs")
     p.add_argument("--stop-at-first", action="store_true", help="stop at the first finding (once shrunk)")
+    p.add_argument("--stop-check", action="append", default=[], choices=CHECKS, metavar="CHECK",
+                   help="with --stop-at-first: stop at the first finding of this check only (repeatable; the "
+                        "others are still recorded)")
     p.add_argument("--replay", type=Path, default=None, metavar="PROGRAM", help="run one program file, judged")
     p.add_argument("--set", action="append", default=[], metavar="SYM=VALUE",
                    help="one more config setting of the kernel(s) (e.g. CONFIG_KCOV=y)")
@@ -81,6 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     req = FuzzRequest(args.kernel_src, args.machine, args.time, args.seed, tuple(args.mirror or MIRRORS), args.jobs,
                       args.resume, args.results_dir, args.replay, args.max_programs, args.stop_at_first,
+                      stop_checks=frozenset(args.stop_check),
                       settings=tuple(args.set), kcov=args.kcov,
                       base=args.base, base_patch=tuple(args.base_patch), patch=tuple(args.patch),
                       patched=args.patched)

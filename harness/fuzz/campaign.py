@@ -112,7 +112,10 @@ class Campaign:
             return self.generator.mutate(rng, rng.choice(self.corpus.programs), rng.choice(self.corpus.programs))
         return self.generator.program(rng)
 
-    def run(self, seconds: float, max_programs: int | None = None, stop_at_first: bool = False) -> Stats:
+    def run(self, seconds: float, max_programs: int | None = None, stop_at_first: bool = False,
+            stop_checks: frozenset[str] = frozenset()) -> Stats:
+        """Fuzz until the deadline; with stop_at_first, until the first finding (of one of stop_checks, when
+        given: a campaign after a planted bug goes on past a crash of something else, recorded all the same)."""
         deadline = self.started + seconds
         last_progress = 0.0
         with ThreadPoolExecutor(max_workers=len(self.guests)) as pool:
@@ -127,7 +130,8 @@ class Campaign:
                 if time.monotonic() - last_progress >= 10:
                     last_progress = time.monotonic()
                     print(self.progress(), file=sys.stderr, flush=True)
-                if stop_at_first and self.found:
+                if stop_at_first and any(not stop_checks or f.finding.check in stop_checks
+                                         for f in self.found.values()):
                     break
         self.stats.boots = sum(g.boots for g in self.guests)
         return self.stats
