@@ -37,6 +37,7 @@ from harness import paths, session
 from harness.atomic import OutputDirError, check_output_dir, write_text
 from harness.classify import SEVERITY_RANK, classify, first_line_of, is_results_lost, short_reason
 from harness.guest import Guest
+from harness.kernel.build import has_two_pass_notifier
 from harness.kernel.prepare import Prepared, prepare
 from harness.observe import vmcore as observed_vmcore
 from harness.parallel import Control
@@ -98,6 +99,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "test_timeout(seconds): this test's watchdog, before scaling")
     config.addinivalue_line("markers", "machine(profile): boot this test's guest from configs/machines/PROFILE.yaml")
     config.addinivalue_line("markers", "needs_notifier: the test needs CONFIG_MMU_NOTIFIER=y in the kernel under test")
+    config.addinivalue_line("markers", "needs_two_pass: the test needs the two-pass interval notifier (7.x)")
     config.stash[RESULTS] = []
     if wid := worker_id(config):  # an xdist worker writes into the directory its controller chose and checked
         workerinput = config.workerinput  # type: ignore[attr-defined]
@@ -424,11 +426,16 @@ def _results_not_written(session: pytest.Session, path: Path, e: OSError) -> Non
 
 @pytest.fixture(autouse=True)
 def _kernel_requirements(request: pytest.FixtureRequest) -> None:
-    """`needs_notifier` tests are skipped, with the reason, on a kernel without CONFIG_MMU_NOTIFIER."""
+    """`needs_notifier` tests are skipped, with the reason, on a kernel without CONFIG_MMU_NOTIFIER, and
+    `needs_two_pass` ones on a tree whose interval notifier has one pass (what the probe was built with)."""
     if request.node.get_closest_marker("needs_notifier"):
         prepared: Prepared = request.getfixturevalue("kernel")
         if not prepared.build.has("MMU_NOTIFIER"):
             pytest.skip("CONFIG_MMU_NOTIFIER is not set in this kernel")
+    if request.node.get_closest_marker("needs_two_pass"):
+        tree = request.getfixturevalue("kernel").build.tree.path
+        if not has_two_pass_notifier((tree / "include/linux/mmu_notifier.h").read_text()):
+            pytest.skip("this kernel's interval notifier has one pass (invalidate_start/finish came in 7.x)")
 
 
 # -- the closing summary: one line per test that did not pass ------------------------------------------

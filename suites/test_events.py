@@ -129,6 +129,18 @@ def test_events_match_the_kernel_source(guest, kernel, cases, setup, name):
     assert not run.problems() and not extra, run.report(extra)
 
 
+@pytest.mark.needs_two_pass
+def test_exit_takes_both_passes_of_a_two_pass_interval_notifier(guest, cases):
+    """exit/exit with its interval notifier in two passes (7.x): the same events, each one a start pass (RELEASE
+    from mm/mmu_notifier.c:mn_itree_release, exit_mmap's UNMAP from mn_itree_invalidate), and each start
+    finished: both call mn_itree_finish_pass() before they return."""
+    run = run_case(guest, cases["exit/exit"], "--two-pass", save_as="two-pass")
+    assert not run.problems(), run.report()
+    k, itv = run.counters, [e for e in run.events if e.sub == "itv"]
+    assert len(itv) == 2 and k["itv_starts"] == len(itv), f"{itv}\n{k}"  # RELEASE, then UNMAP
+    assert (k["itv_finishes"], k["itv_inline"]) == (k["itv_starts"], 0), k
+
+
 def test_compaction_invalidates_every_page_it_moves(guest, cases):
     case = cases["compaction/compact_memory"]
     for attempt in range(1, 4):  # which pages compaction moves is up to it; retry until some did

@@ -162,3 +162,17 @@ def test_test_hmm_refaults_what_context_skips(guest, setup, ev_hmm, name):
     assert hmm["faults"] == hmm["faulted_accesses"], hmm
     assert hmm["warm_faults"] == 0, f"the device lost pages with no operation in between: {hmm}"
     assert hmm["mismatched"] == 0, f"the device read other bytes than the CPU: {hmm}"
+
+
+# The two-pass interval notifier (7.x) changes when a device waits for its flush, not what it must tear down:
+# the model mirror in two passes (twopass: blind's policy, guest/probe/mmu_probe.c) must receive and act on
+# the same events as blind, re-fault as often, and finish every start (mm/mmu_notifier.c:mn_itree_invalidate
+# calls the finishes after every start, inside the same invalidate_range_start).
+@pytest.mark.needs_two_pass
+@pytest.mark.parametrize("name", ["writeback-ro", "mprotect-ro", "fork-cow-ro", "munmap-ro", "dontneed-ro"])
+def test_two_pass_mirror_pays_what_blind_pays(guest, setup, name):
+    blind, two = run(guest, setup, name, "blind"), run(guest, setup, name, "twopass")
+    assert two["events"] == blind["events"], f"twopass {two}, blind {blind}"
+    assert (two["acted"], two["refaults"]) == (blind["acted"], blind["refaults"]), f"twopass {two}, blind {blind}"
+    assert two["starts"] == two["finishes"] == two["received"] and two["inline"] == 0, two
+    assert (two["mapped_between"], two["seq_errors"], two["stale"]) == (0, 0, 0), two

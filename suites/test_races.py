@@ -115,6 +115,59 @@ def test_mirror_that_ignores_invalidations_is_caught(guest, case):
         assert "stale" in found, summary(info)
 
 
+# --- The two-pass interval notifier (7.x) ------------------------------------------------------------------
+# The model mirror in two passes (guest/probe/mmu_probe.c: twopass, and twolate, its negative control). Every
+# operation here takes both passes, in one mmu_notifier_invalidate_range_start(): mm/mmu_notifier.c's
+# mn_itree_invalidate() calls each overlapping interval's invalidate_start, then mn_itree_finish_pass() calls
+# every finish a start asked for, before the caller changes a page table (munmap: mm/vma.c -> unmap_vmas;
+# mprotect: change_pud_range; MADV_DONTNEED: zap_vma_range_batched; fork's COW write-protect:
+# copy_page_range; the child's writes: wp_page_copy); exit's RELEASE goes through mn_itree_release(), the
+# same two passes. So a start without its finish, or a fault that completes between them and stays mapped,
+# is the driver's bug, never the kernel's.
+
+
+def two_pass_problems(info: dict) -> dict[str, str]:
+    """problems(), and the two-pass contract the probe counts."""
+    c, out = info["counters"], problems(info)
+    if c["starts"] != c["received"]:
+        out["passes"] = f"{c['received']} invalidations, {c['starts']} through the start pass"
+    if c["finishes"] + c["inline"] != c["starts"]:
+        out["unfinished"] = (f"{c['starts']} starts, {c['finishes']} finishes, {c['inline']} done whole in the "
+                             f"start pass (its finish pool empty)")
+    if c["seq_errors"]:
+        out["seq"] = f"{c['seq_errors']} start(s) with a sequence not odd, or behind one seen before"
+    if c["mapped_between"]:
+        out["mapped_between"] = f"{c['mapped_between']} fault(s) left the mirror mapped between a start and its finish"
+    return out
+
+
+def two_pass_summary(info: dict) -> str:
+    c = info["counters"]
+    return (f"{summary(info)}; starts {c['starts']}, finishes {c['finishes']}, inline {c['inline']}, mapped "
+            f"between {c['mapped_between']}")
+
+
+@pytest.mark.needs_two_pass
+@pytest.mark.parametrize("case", ["munmap", "mprotect", "dontneed", "fork-cow"])
+def test_two_pass_mirror_survives_the_race(guest, case):
+    info = race(guest, case, "twopass")
+    print(two_pass_summary(info))
+    assert not two_pass_problems(info), f"{two_pass_problems(info)}\n{two_pass_summary(info)}"
+    assert info["counters"]["finishes"], f"no invalidation reached the finish pass: {two_pass_summary(info)}"
+
+
+@pytest.mark.needs_two_pass
+@pytest.mark.parametrize("case", MOVES_FRAMES)
+def test_two_pass_mirror_that_lets_a_fault_in_between_the_passes_is_caught(guest, case):
+    """Negative control: twolate moves the sequence in the finish pass, so a fault that completes between
+    the passes is not told to look again; the probe's own count and verify must both catch it."""
+    info = race(guest, case, "twolate", "--rounds=40")
+    print(two_pass_summary(info))
+    found = two_pass_problems(info)
+    assert "mapped_between" in found, f"no fault completed between the passes: {two_pass_summary(info)}"
+    assert "stale" in found, f"a mirror mapped between the passes went unnoticed by verify: {two_pass_summary(info)}"
+
+
 # --- lib/test_hmm.c's device ------------------------------------------------------------------------------
 
 KPROBE = "p:race/read_begin mmu_interval_read_begin"

@@ -65,3 +65,32 @@ def test_make_cmd_builds_out_of_tree_with_ccache():
     cmd = make_cmd(tree, Path("/out"), "bzImage", jobs=2)
     assert cmd[:4] == ["make", "-C", "/src/linux", "O=/out"]
     assert "CC=ccache gcc" in cmd and "-j2" in cmd and cmd[-1] == "bzImage"
+
+
+TWO_PASS_OPS = """
+struct mmu_interval_notifier_ops {
+    bool (*invalidate)(struct mmu_interval_notifier *interval_sub,
+               const struct mmu_notifier_range *range, unsigned long cur_seq);
+    bool (*invalidate_start)(struct mmu_interval_notifier *interval_sub,
+                 const struct mmu_notifier_range *range, unsigned long cur_seq,
+                 struct mmu_interval_notifier_finish **finish);
+    void (*invalidate_finish)(struct mmu_interval_notifier_finish *finish);
+};
+"""
+
+
+def test_the_two_pass_notifier_is_told_from_the_ops_struct_alone(tmp_path: Path):
+    (tmp_path / "include/linux").mkdir(parents=True)
+    (tmp_path / "include/linux/mmu_notifier.h").write_text(ENUM_5_2 + TWO_PASS_OPS)
+    assert event_names_header(tmp_path).endswith("#define MMU_PROBE_TWO_PASS 1\n")
+    one_pass = TWO_PASS_OPS.replace("invalidate_finish", "x").replace("*invalidate_start", "*y")
+    # a comment naming the callback elsewhere (6.12's header does not; a patch might) is not the member
+    (tmp_path / "include/linux/mmu_notifier.h").write_text(ENUM_5_2 + one_pass + "/* (*invalidate_finish) */")
+    assert "MMU_PROBE_TWO_PASS" not in event_names_header(tmp_path)
+
+
+@pytest.mark.kernel_trees
+@pytest.mark.parametrize("version, two_pass", [("6.12", False), ("7.3", True)])
+def test_the_two_pass_notifier_is_found_in_7_x_and_not_before(version, two_pass):
+    from tests.trees import kernel_tree
+    assert ("MMU_PROBE_TWO_PASS" in event_names_header(kernel_tree(version))) == two_pass

@@ -4,7 +4,9 @@
  *
  * Two kinds of subscriber, as drivers use them:
  *   watch        "PID": a classic mmu_notifier (invalidate_range_start/end, release) on its mm
- *   watch_range  "PID START END": an mmu_interval_notifier on [START, END) of its mm (decimal or 0x)
+ *   watch_range  "PID START END [twopass]": an mmu_interval_notifier on [START, END) of its mm (decimal or
+ *                0x); twopass (7.x) subscribes it in two passes: the start pass is recorded as the
+ *                invalidation, the finish pass counted (counters: itv_starts, itv_finishes, itv_inline)
  * Every callback is appended to a fixed ring, which /sys/kernel/debug/mmu_probe/events prints one
  * record a line:
  *
@@ -30,9 +32,22 @@
  * "retries" counts faults that looked again because mmu_interval_read_retry() said the sequence
  * moved: proof that an invalidation raced a fault (for noretry, the times the check would have said so).
  *
+ * On a kernel with the two-pass interval notifier (7.x: mmu_interval_notifier_ops.invalidate_start and
+ * invalidate_finish, mm/mmu_notifier.c:mn_itree_invalidate; detected at build time, read back as the
+ * module parameter two_pass), two more modes act like blind in two passes, as drivers that overlap device
+ * TLB flushes across GPUs do (drm_gpusvm, xe): twopass tears the mirror down and makes faults retry in the
+ * start pass, and its finish pass waits for the device's flush (modelled: FLUSH_US of busy wait). twolate
+ * is the negative control: it moves the sequence only in the finish pass, so a fault that completes
+ * between the passes maps what the finish will not tear down. Their counters: starts, finishes (every
+ * start that asked for a finish got one: pending is the difference), inline (a start that did the whole
+ * work itself: the finish pool was empty), mapped_between (a fault made the mirror valid between a start
+ * and its finish: what the finish misses) and seq_errors (a start's sequence not odd, or behind one
+ * seen before).
+ *
  * Builds on 6.1 (struct mmu_notifier_range has a vma there) and 6.12: only named fields are read.
  */
 #include <linux/debugfs.h>
+#include <linux/delay.h>
 #include <linux/kernel.h>
 #include <linux/kref.h>
 #include <linux/mm.h>
@@ -47,9 +62,17 @@
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 
-#include "mmu_probe_events.h" /* mmu_probe_event_names[], indexed by enum mmu_notifier_event */
+#include "mmu_probe_events.h" /* mmu_probe_event_names[] by enum mmu_notifier_event; MMU_PROBE_TWO_PASS */
 
 #define RING_SIZE (1 << 16)
+
+#ifdef MMU_PROBE_TWO_PASS
+static bool two_pass = true;
+#else
+static bool two_pass;
+#endif
+module_param(two_pass, bool, 0444);
+MODULE_PARM_DESC(two_pass, "this kernel has the two-pass interval notifier (the twopass and twolate mirror modes)");
 
 enum rec_kind { REC_START, REC_END, REC_RELEASE, REC_INVALIDATE };
 static const char *const kind_names[] = { "start", "end", "release", "invalidate" };
@@ -69,10 +92,16 @@ struct subscription {
 	struct list_head node;
 };
 
+#define ITV_FINISHES 4	/* two-pass finishes in flight per subscription: more start passes do it all (inline) */
+
 struct interval_subscription {
 	struct mmu_interval_notifier ni;
 	pid_t pid;
 	struct list_head node;
+#ifdef MMU_PROBE_TWO_PASS
+	struct mmu_interval_notifier_finish finishes[ITV_FINISHES];
+	unsigned long busy;		/* a bit per finish in flight */
+#endif
 };
 
 static DEFINE_SPINLOCK(ring_lock);	/* callbacks may run where sleeping is not allowed */
@@ -81,6 +110,7 @@ static u64 next_seq;			/* records ever written; the ring keeps the last RING_SIZ
 static u64 counts[ARRAY_SIZE(mmu_probe_event_names)];	/* classic starts by event */
 static u64 itv_counts[ARRAY_SIZE(mmu_probe_event_names)];	/* interval invalidations by event */
 static u64 unknown_events, starts, ends, releases, invalidates, unmatched_ends, after_release;
+static u64 itv_starts, itv_finishes, itv_inline;	/* two-pass interval subscriptions' passes */
 
 static DEFINE_MUTEX(subs_lock);
 static LIST_HEAD(subs);
@@ -177,6 +207,45 @@ static const struct mmu_interval_notifier_ops probe_interval_ops = {
 	.invalidate = probe_interval_invalidate,
 };
 
+#ifdef MMU_PROBE_TWO_PASS
+static bool probe_interval_invalidate_start(struct mmu_interval_notifier *ni, const struct mmu_notifier_range *range,
+					    unsigned long cur_seq, struct mmu_interval_notifier_finish **finish)
+{
+	struct interval_subscription *isub = container_of(ni, struct interval_subscription, ni);
+	unsigned long irqflags;
+	int i;
+
+	probe_interval_invalidate(ni, range, cur_seq);
+	for (i = 0; i < ITV_FINISHES; i++)
+		if (!test_and_set_bit(i, &isub->busy)) {
+			*finish = &isub->finishes[i];
+			break;
+		}
+	spin_lock_irqsave(&ring_lock, irqflags);
+	itv_starts++;
+	if (i == ITV_FINISHES)
+		itv_inline++;
+	spin_unlock_irqrestore(&ring_lock, irqflags);
+	return true;
+}
+
+static void probe_interval_invalidate_finish(struct mmu_interval_notifier_finish *finish)
+{
+	struct interval_subscription *isub = container_of(finish->notifier, struct interval_subscription, ni);
+	unsigned long irqflags;
+
+	spin_lock_irqsave(&ring_lock, irqflags);
+	itv_finishes++;
+	spin_unlock_irqrestore(&ring_lock, irqflags);
+	clear_bit(finish - isub->finishes, &isub->busy);
+}
+
+static const struct mmu_interval_notifier_ops probe_interval_two_pass_ops = {
+	.invalidate_start = probe_interval_invalidate_start,
+	.invalidate_finish = probe_interval_invalidate_finish,
+};
+#endif
+
 static const struct mmu_notifier_ops probe_ops = {
 	.invalidate_range_start = probe_invalidate_range_start,
 	.invalidate_range_end = probe_invalidate_range_end,
@@ -229,14 +298,22 @@ static int subscribe(pid_t pid)
 	return 0;
 }
 
-static int subscribe_range(pid_t pid, unsigned long start, unsigned long end)
+static int subscribe_range(pid_t pid, unsigned long start, unsigned long end, bool twopass)
 {
+	const struct mmu_interval_notifier_ops *ops = &probe_interval_ops;
 	struct interval_subscription *isub;
 	struct mm_struct *mm;
 	int ret;
 
 	if (end <= start)
 		return -EINVAL;
+	if (twopass) {
+#ifdef MMU_PROBE_TWO_PASS
+		ops = &probe_interval_two_pass_ops;
+#else
+		return -EOPNOTSUPP;	/* this kernel's interval notifier has one pass */
+#endif
+	}
 	mm = pid_mm(pid);
 	if (IS_ERR(mm))
 		return PTR_ERR(mm);
@@ -247,7 +324,7 @@ static int subscribe_range(pid_t pid, unsigned long start, unsigned long end)
 	}
 	isub->pid = pid;
 	/* Takes its own mmgrab() until remove; registers the mm's notifier machinery if need be. */
-	ret = mmu_interval_notifier_insert(&isub->ni, mm, start, end - start, &probe_interval_ops);
+	ret = mmu_interval_notifier_insert(&isub->ni, mm, start, end - start, ops);
 	mmput(mm);
 	if (ret) {
 		kfree(isub);
@@ -299,17 +376,18 @@ static const struct file_operations watch_fops = {
 static ssize_t watch_range_write(struct file *file, const char __user *buf, size_t len, loff_t *ppos)
 {
 	unsigned long start, end;
-	char text[80];
-	int pid, ret;
+	char text[80], form[8] = "";
+	int pid, ret, n;
 
 	if (len >= sizeof(text))
 		return -EINVAL;
 	if (copy_from_user(text, buf, len))
 		return -EFAULT;
 	text[len] = '\0';
-	if (sscanf(text, "%d %li %li", &pid, &start, &end) != 3)
+	n = sscanf(text, "%d %li %li %7s", &pid, &start, &end, form);
+	if (n < 3 || (n == 4 && strcmp(form, "twopass")))
 		return -EINVAL;
-	ret = subscribe_range(pid, start, end);
+	ret = subscribe_range(pid, start, end, n == 4);
 	return ret ? ret : len;
 }
 
@@ -331,6 +409,7 @@ static ssize_t clear_write(struct file *file, const char __user *buf, size_t len
 	memset(counts, 0, sizeof(counts));
 	memset(itv_counts, 0, sizeof(itv_counts));
 	unknown_events = starts = ends = releases = invalidates = unmatched_ends = after_release = 0;
+	itv_starts = itv_finishes = itv_inline = 0;
 	spin_unlock_irqrestore(&ring_lock, irqflags);
 	return len;
 }
@@ -409,6 +488,7 @@ static int counters_show(struct seq_file *m, void *v)
 	seq_printf(m, "unknown %llu\nstarts %llu\nends %llu\nopen %llu\nunmatched_ends %llu\n", unknown_events,
 		   starts, ends, starts - ends, unmatched_ends);
 	seq_printf(m, "releases %llu\ninvalidates %llu\nafter_release %llu\n", releases, invalidates, after_release);
+	seq_printf(m, "itv_starts %llu\nitv_finishes %llu\nitv_inline %llu\n", itv_starts, itv_finishes, itv_inline);
 	seq_printf(m, "subscriptions %d\ninterval_subscriptions %d\n", nsubs, nisubs);
 	seq_printf(m, "recorded %llu\ndropped %llu\n", next_seq,
 		   next_seq > RING_SIZE ? next_seq - RING_SIZE : 0);
@@ -431,7 +511,20 @@ struct mirror_stats {
 	u64 retries;			/* faults that had to look again: mmu_interval_read_retry() was true */
 	u64 verify_retries;		/* the same for verify's own lookups */
 	u64 ev_received[NEVENTS], ev_skipped[NEVENTS];
+	u64 starts, finishes, inline_passes, mapped_between, seq_errors;	/* the two-pass modes' */
 };
+
+#ifdef MMU_PROBE_TWO_PASS
+#define MIRROR_FINISHES 8	/* a small pool, as include/linux/mmu_notifier.h advises: no allocation in a pass */
+#define FLUSH_US 50		/* the device's TLB flush in flight between the passes, wide enough under TCG */
+
+struct mirror_finish {
+	struct mmu_interval_notifier_finish base;
+	unsigned long seq;		/* the start's cur_seq */
+	u64 faults;			/* the mirror's faults at the start: one more by the finish mapped in between */
+	bool in_use;
+};
+#endif
 
 struct mirror {
 	struct mmu_interval_notifier ni;
@@ -444,8 +537,13 @@ struct mirror {
 	struct mm_struct *mm;		/* for access/verify only: compared with current->mm, never dereferenced */
 	unsigned long start, end;
 	bool rw, context, unsafe, noretry;
+	bool late;			/* twolate: the sequence moves in the finish pass (a negative control) */
 	unsigned long *pfns;		/* per-range tracking: the frames the device maps; NULL when freed */
 	struct mirror_stats st;
+#ifdef MMU_PROBE_TWO_PASS
+	unsigned long last_seq;		/* the highest cur_seq a start saw */
+	struct mirror_finish finishes[MIRROR_FINISHES];	/* under lock */
+#endif
 };
 
 static LIST_HEAD(mirrors);
@@ -468,12 +566,30 @@ static bool mirror_skips(const struct mirror *m, int event)
 	       event == MMU_NOTIFY_SOFT_DIRTY;
 }
 
+/* Tear the device's view down (the caller moved the sequence); the tracking to free, outside the lock. */
+static unsigned long *mirror_tear_down(struct mirror *m, int event)
+{
+	unsigned long *tracking = NULL;
+
+	m->st.acted++;
+	m->st.valid = false;
+	/* Without the event a driver cannot tell "the range is going away" from "a page moved". */
+	if (!m->context || event == MMU_NOTIFY_UNMAP || event == MMU_NOTIFY_RELEASE) {
+		tracking = m->pfns;
+		m->pfns = NULL;
+		if (tracking)
+			m->st.tracking_frees++;
+		m->st.tracked = false;
+	}
+	return tracking;
+}
+
 static bool mirror_invalidate(struct mmu_interval_notifier *ni, const struct mmu_notifier_range *range,
 			      unsigned long cur_seq)
 {
 	struct mirror *m = container_of(ni, struct mirror, ni);
 	int event = range->event;
-	unsigned long *tracking = NULL;
+	unsigned long *tracking;
 	unsigned long irqflags;
 
 	spin_lock_irqsave(&m->lock, irqflags);
@@ -488,17 +604,8 @@ static bool mirror_invalidate(struct mmu_interval_notifier *ni, const struct mmu
 		spin_unlock_irqrestore(&m->lock, irqflags);
 		return true;
 	}
-	m->st.acted++;
 	mmu_interval_set_seq(ni, cur_seq);
-	m->st.valid = false;
-	/* Without the event a driver cannot tell "the range is going away" from "a page moved". */
-	if (!m->context || event == MMU_NOTIFY_UNMAP || event == MMU_NOTIFY_RELEASE) {
-		tracking = m->pfns;
-		m->pfns = NULL;
-		if (tracking)
-			m->st.tracking_frees++;
-		m->st.tracked = false;
-	}
+	tracking = mirror_tear_down(m, event);
 	spin_unlock_irqrestore(&m->lock, irqflags);
 	kfree(tracking);
 	return true;
@@ -507,6 +614,72 @@ static bool mirror_invalidate(struct mmu_interval_notifier *ni, const struct mmu
 static const struct mmu_interval_notifier_ops mirror_ops = {
 	.invalidate = mirror_invalidate,
 };
+
+#ifdef MMU_PROBE_TWO_PASS
+/*
+ * The start pass: the device's entries go (a fault that overlaps this must look again, but for twolate) and
+ * its TLB flush is issued; the finish pass waits for the flush. Both run inside one
+ * mmu_notifier_invalidate_range_start(), the finishes after every subscriber's start
+ * (mm/mmu_notifier.c:mn_itree_invalidate, mn_itree_release), before the page tables change.
+ */
+static bool mirror_invalidate_start(struct mmu_interval_notifier *ni, const struct mmu_notifier_range *range,
+				    unsigned long cur_seq, struct mmu_interval_notifier_finish **finish)
+{
+	struct mirror *m = container_of(ni, struct mirror, ni);
+	struct mirror_finish *f = NULL;
+	unsigned long *tracking, irqflags;
+	int event = range->event, i;
+
+	spin_lock_irqsave(&m->lock, irqflags);
+	m->st.received++;
+	if (event >= 0 && event < NEVENTS)
+		m->st.ev_received[event]++;
+	m->st.starts++;
+	if (!(cur_seq & 1) || cur_seq < m->last_seq)
+		m->st.seq_errors++;
+	m->last_seq = max(m->last_seq, cur_seq);
+	for (i = 0; i < MIRROR_FINISHES && !f; i++)
+		if (!m->finishes[i].in_use)
+			f = &m->finishes[i];
+	if (f) {
+		f->in_use = true;
+		f->seq = cur_seq;
+		f->faults = m->st.faults;
+		*finish = &f->base;
+	} else {
+		m->st.inline_passes++;	/* no finish to defer to: the whole invalidation here */
+	}
+	if (!m->late || !f)
+		mmu_interval_set_seq(ni, cur_seq);
+	tracking = mirror_tear_down(m, event);
+	spin_unlock_irqrestore(&m->lock, irqflags);
+	kfree(tracking);
+	return true;
+}
+
+static void mirror_invalidate_finish(struct mmu_interval_notifier_finish *finish)
+{
+	struct mirror_finish *f = container_of(finish, struct mirror_finish, base);
+	struct mirror *m = container_of(finish->notifier, struct mirror, ni);
+	unsigned long irqflags;
+
+	udelay(FLUSH_US);
+	spin_lock_irqsave(&m->lock, irqflags);
+	m->st.finishes++;
+	if (m->late)
+		mmu_interval_set_seq(&m->ni, f->seq);
+	/* A fault completed since the start and left the mirror valid: the flush this waits for predates it. */
+	if (m->st.valid && m->st.faults != f->faults)
+		m->st.mapped_between++;
+	f->in_use = false;
+	spin_unlock_irqrestore(&m->lock, irqflags);
+}
+
+static const struct mmu_interval_notifier_ops mirror_two_pass_ops = {
+	.invalidate_start = mirror_invalidate_start,
+	.invalidate_finish = mirror_invalidate_finish,
+};
+#endif
 
 static struct mirror *mirror_find(int id)
 {
@@ -655,6 +828,7 @@ static void mirror_free(struct kref *ref)
 
 static int mirror_create(pid_t pid, unsigned long start, unsigned long end, bool rw, const char *mode)
 {
+	const struct mmu_interval_notifier_ops *ops = &mirror_ops;
 	struct mm_struct *mm;
 	struct mirror *m;
 	int ret;
@@ -678,10 +852,15 @@ static int mirror_create(pid_t pid, unsigned long start, unsigned long end, bool
 	m->end = end;
 	m->rw = rw;
 	/* context, or unsafe (which frees tracking like context); noretry acts like blind */
-	m->context = strcmp(mode, "blind") && strcmp(mode, "noretry");
 	m->unsafe = !strcmp(mode, "unsafe");
+	m->context = !strcmp(mode, "context") || m->unsafe;
 	m->noretry = !strcmp(mode, "noretry");
-	ret = mmu_interval_notifier_insert(&m->ni, mm, start, end - start, &mirror_ops);
+#ifdef MMU_PROBE_TWO_PASS
+	m->late = !strcmp(mode, "twolate");
+	if (!strncmp(mode, "two", 3))
+		ops = &mirror_two_pass_ops;	/* blind, in two passes */
+#endif
+	ret = mmu_interval_notifier_insert(&m->ni, mm, start, end - start, ops);
 	mmput(mm);
 	if (ret) {
 		kfree(m);
@@ -721,14 +900,19 @@ static ssize_t mirror_write(struct file *file, const char __user *buf, size_t le
 	if (sscanf(text, "%d %li %li %3s %7s", &pid, &start, &end, perm, mode) != 5)
 		return -EINVAL;
 	if ((strcmp(perm, "ro") && strcmp(perm, "rw")) ||
-	    (strcmp(mode, "blind") && strcmp(mode, "context") && strcmp(mode, "unsafe") && strcmp(mode, "noretry")))
+	    (strcmp(mode, "blind") && strcmp(mode, "context") && strcmp(mode, "unsafe") && strcmp(mode, "noretry") &&
+	     strcmp(mode, "twopass") && strcmp(mode, "twolate")))
 		return -EINVAL;
+	if (!strncmp(mode, "two", 3) && !two_pass)
+		return -EOPNOTSUPP;	/* this kernel's interval notifier has one pass */
 	ret = mirror_create(pid, start, end, !strcmp(perm, "rw"), mode);
 	return ret ? ret : len;
 }
 
 static const char *mirror_mode(const struct mirror *m)
 {
+	if (m->ni.ops != &mirror_ops)
+		return m->late ? "twolate" : "twopass";
 	return m->unsafe ? "unsafe" : m->noretry ? "noretry" : m->context ? "context" : "blind";
 }
 
@@ -753,6 +937,8 @@ static int mirror_show(struct seq_file *s, void *v)
 		seq_printf(s, " received=%llu acted=%llu skipped=%llu accesses=%llu faults=%llu refaults=%llu",
 			   c->received, c->acted, c->skipped, c->accesses, c->faults, c->refaults);
 		seq_printf(s, " retries=%llu verify_retries=%llu", c->retries, c->verify_retries);
+		seq_printf(s, " starts=%llu finishes=%llu inline=%llu mapped_between=%llu seq_errors=%llu", c->starts,
+			   c->finishes, c->inline_passes, c->mapped_between, c->seq_errors);
 		seq_printf(s, " tracking_frees=%llu tracking_allocs=%llu verifies=%llu stale=%llu events=",
 			   c->tracking_frees, c->tracking_allocs, c->verifies, c->stale);
 		/* NAME:received:skipped for each event seen, comma-separated */

@@ -31,6 +31,7 @@
 static long page;		/* the page size, set by setup() */
 static int probed;		/* 1 once the probe watches this mm */
 static int no_probe;		/* --no-probe: run unobserved */
+static int two_pass_range;	/* --two-pass: the interval notifier of probe_watch_range_self() in two passes (7.x) */
 
 static struct {
 	const char *name;
@@ -89,14 +90,18 @@ static inline const char *case_arg(int argc, char **argv, const char *dflt)
 	return dflt;
 }
 
-/* Subscribe the probe's classic mmu_notifier to this process's mm; with --no-probe run unobserved. */
+/* Subscribe the probe's classic mmu_notifier to this process's mm; with --no-probe run unobserved. Reads
+ * --two-pass too, for probe_watch_range_self(). */
 static inline int probe_watch_self(int argc, char **argv)
 {
 	char buf[32];
 
-	for (int i = 1; i < argc; i++)
+	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--no-probe"))
 			no_probe = 1;
+		if (!strcmp(argv[i], "--two-pass"))
+			two_pass_range = 1;
+	}
 	if (no_probe)
 		return 0;
 	snprintf(buf, sizeof(buf), "%d", getpid());
@@ -113,7 +118,8 @@ static inline void probe_watch_range_self(void *start, size_t len)
 
 	if (no_probe)
 		return;
-	snprintf(buf, sizeof(buf), "%d %lu %lu", getpid(), (unsigned long)start, (unsigned long)start + len);
+	snprintf(buf, sizeof(buf), "%d %lu %lu%s", getpid(), (unsigned long)start, (unsigned long)start + len,
+		 two_pass_range ? " twopass" : "");
 	if (write_file(PROBE_DIR "/watch_range", buf))
 		die("write " PROBE_DIR "/watch_range");
 }
