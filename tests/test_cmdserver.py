@@ -209,7 +209,9 @@ def test_a_server_killed_under_a_command_says_so_and_the_next_command_runs(ssh: 
     assert not worker.is_alive()
     assert len(errors) == 1 and type(errors[0]) is CommandServerLost, errors
     assert "outcome is unknown" in str(errors[0]) and "sleep 30" in str(errors[0])
-    assert time.monotonic() - started < 10  # said at once, not at the timeout
+    # said at once: before sleep 30 would have ended, let alone the 60 s timeout (a bound set by the claim, with
+    # room for a host that builds a kernel beside three test workers)
+    assert time.monotonic() - started < 20
     time.sleep(1)  # the idle servers' deaths reach the host too
     result = ssh.run(["echo", "again"], check=True)
     assert result.stdout == "again\n" and _on_server(result)
