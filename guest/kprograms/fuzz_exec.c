@@ -67,7 +67,7 @@ struct slot {
 	size_t npages;
 	int kind;		/* index of kinds[] */
 	int fd;			/* memfd or file, else -1 */
-	int mirror[2];		/* model mirror ids (rw blind, ro blind) over the area as first mapped, or -1 */
+	int mirror[2];		/* model mirror ids (rw blind, ro blind or twopass) over the area as first mapped */
 	signed char prot[MAX_PAGES];	/* each page's PROT_*, -1 once unknown (an mprotect that failed half-way) */
 };
 
@@ -76,6 +76,7 @@ enum { K_ANON, K_SHARED, K_MEMFD, K_FILE, K_THP };
 
 static struct slot slots[NSLOTS];
 static int hmm = -1, mem = -1, model = 1, nmirrors;
+static int two_pass;	/* the probe has the two-pass interval notifier (7.x): the ro mirrors take it */
 static long long stale_seen[MAX_MIRRORS];
 static unsigned char *bounce, *cpu;
 static unsigned int gen;
@@ -167,6 +168,7 @@ static void stamp(char *p, int s, size_t pg)
 struct mirror_state {
 	int valid;
 	long long stale;
+	long long mapped_between;	/* twopass: faults that completed between an invalidation's passes */
 };
 
 static int mirror_read(int id, struct mirror_state *st)
@@ -179,11 +181,12 @@ static int mirror_read(int id, struct mirror_state *st)
 		die("open " PROBE_DIR "/mirror");
 	while (fgets(line, sizeof(line), f)) {
 		int lid;
-		char *v = strstr(line, " valid="), *s = strstr(line, " stale=");
+		char *v = strstr(line, " valid="), *s = strstr(line, " stale="), *b = strstr(line, " mapped_between=");
 
 		if (sscanf(line, "id=%d", &lid) == 1 && lid == id && v && s) {
 			st->valid = atoi(v + 7);
 			st->stale = atoll(s + 7);
+			st->mapped_between = b ? atoll(b + 16) : 0;
 			found = 1;
 		}
 		/* a line longer than the buffer: its tail starts no "id=" */
@@ -204,7 +207,7 @@ static void mirrors_create(int s)
 {
 	char buf[96];
 	struct slot *sl = &slots[s];
-	static const char *const how[2] = { "rw blind", "ro blind" };
+	const char *const how[2] = { "rw blind", two_pass ? "ro twopass" : "ro blind" };
 
 	for (int k = 0; k < 2; k++) {
 		sl->mirror[k] = -1;
@@ -225,6 +228,10 @@ static void check_mirrors(void)
 	for (int id = 0; id < nmirrors; id++) {
 		if (mirror_read(id, &st))
 			finding("mirror", "model mirror %d is gone from " PROBE_DIR "/mirror", id);
+		/* never right: the start pass moved the sequence, so a fault overlapping it must look again */
+		if (st.mapped_between)
+			finding("mirror", "model mirror %d (slot %d, two-pass) was mapped by %lld fault(s) between an "
+				"invalidation's start and finish", id, id / 2 % NSLOTS, st.mapped_between);
 		if (!st.valid)
 			continue;
 		mirror_write(PROBE_DIR "/verify", id);
@@ -874,13 +881,14 @@ static int work(int argc, char **argv, FILE *in)
 	kmsg = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
 	if (model && access(PROBE_DIR "/mirror", F_OK))
 		model = 0;	/* no probe module: the device's check and the host's alone */
+	two_pass = model && read_flag("/sys/module/mmu_probe/parameters/two_pass");
 	if (access(PROBE_WATCH, F_OK))
 		no_probe = 1;	/* no probe module: no contract, and no events for the host to judge */
 	probe_watch_self(argc, argv);
 	if (use_kcov)
 		kcov_start();
-	printf("{\"pid\":%d,\"page_size\":%ld,\"probed\":%d,\"hmm\":%d,\"model\":%d,\"cpus\":%d}\n", getpid(),
-	       page, probed, hmm >= 0, model, ncpus);
+	printf("{\"pid\":%d,\"page_size\":%ld,\"probed\":%d,\"hmm\":%d,\"model\":%d,\"two_pass\":%d,\"cpus\":%d}\n",
+	       getpid(), page, probed, hmm >= 0, model, two_pass, ncpus);
 	fflush(stdout);
 	while (fgets(line, sizeof(line), in)) {
 		char *hash = strchr(line, '#');

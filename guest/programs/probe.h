@@ -63,6 +63,20 @@ static inline int write_file(const char *path, const char *text)
 	return n == (ssize_t)strlen(text) ? 0 : -1;
 }
 
+/* A sysfs flag ("Y"/"1"): 1 if set, 0 if not or unreadable. */
+static inline int read_flag(const char *path)
+{
+	char c = 0;
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return 0;
+	if (fread(&c, 1, 1, f) != 1)
+		c = 0;
+	fclose(f);
+	return c == 'Y' || c == '1';
+}
+
 /*
  * Page size, --no-probe, and one CPU for the whole run: pages faulted in sit in this CPU's LRU batch,
  * which the lru_add_drain() of madvise and reclaim empties, so the same pages are found each time.
