@@ -90,7 +90,8 @@ test: deps ## the project's own tests: unit tests, config differential, faults, 
 	@# and the two-pass interval notifier's tests (7.x only; they skip on 6.12): the mirror in the race suite and
 	@# in evidence (test_events.py has its own)
 	$(PY) -m pytest $(XDIST) suites/test_events.py suites/test_notifier_events.py suites/test_observers.py \
-	    suites/test_rxe.py $(TWO_PASS_TESTS) --kernel-src=debian:7.3 || echo "the suites on 7.3" >> $(FAILED_PHASES)
+	    suites/test_rxe.py suites/test_kvm_selftests.py $(TWO_PASS_TESTS) --kernel-src=debian:7.3 \
+	    || echo "the suites on 7.3" >> $(FAILED_PHASES)
 	@if [ -s $(FAILED_PHASES) ]; then echo "make test: these phases failed:"; sed 's/^/  /' $(FAILED_PHASES); \
 	    exit 1; fi
 

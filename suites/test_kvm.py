@@ -29,15 +29,7 @@ KVM_DEBUGFS = f"{debugfs.DEBUGFS}/kvm"
 @pytest.fixture
 def kvm(guest, kernel):
     """The guest, with /dev/kvm; skip with the kernel's own words when KVM could not come up."""
-    drivers.require_config(kernel.build, *PROFILE.config)
-    if not guest.run(["test", "-c", "/dev/kvm"]).ok:
-        said = drivers.kernel_said(guest.ssh, r"(?i)kvm|svm|vmx")
-        pytest.skip(f"no /dev/kvm on machine {guest.vm.profile.name!r} (-cpu {guest.vm.profile.cpu}): "
-                    f"{' | '.join(said) or 'the kernel printed nothing about KVM'}")
-    if drivers.kernel_said(guest.ssh, "could not calculate TSC khz"):
-        pytest.skip("the guest kernel could not calibrate its TSC (a loaded host under TCG), and with tsc_khz 0 "
-                    "KVM_RUN never enters a guest (arch/x86/kvm/x86.c:kvm_guest_time_update); boot it with "
-                    "tsc_early_khz= as configs/machines/kvm.yaml does")
+    drivers.require_kvm(guest, kernel, PROFILE)
     return guest
 
 

@@ -17,12 +17,14 @@ from harness.results import junit
 
 
 def test_every_profile_loads_and_names_real_things():
-    assert drivers.known_drivers() == ["kvm", "mm-selftests", "rxe", "test_hmm", "virtio-gpu"]
+    assert drivers.known_drivers() == ["kvm", "kvm-selftests", "mm-selftests", "rxe", "test_hmm", "virtio-gpu"]
     hmm = drivers.load_driver("test_hmm")
     assert (hmm.machine, hmm.module, hmm.device) == ("default", "test_hmm", "/dev/hmm_dmirror0")
     assert hmm.suites == ("suites/test_hmm.py",)
     assert drivers.load_driver("kvm").machine == "kvm" and drivers.load_driver("kvm").module is None
     assert drivers.load_driver("virtio-gpu").machine == "virtio-gpu"
+    kvm_selftests = drivers.load_driver("kvm-selftests")
+    assert kvm_selftests.machine == "kvm-selftests" and "mmu_stress_test" in [r.program for r in kvm_selftests.programs]
 
 
 @pytest.mark.parametrize(("text", "error"), [
@@ -46,7 +48,7 @@ def test_malformed_profiles_say_what_is_wrong(tmp_path: Path, monkeypatch, text,
 
 
 def test_unknown_driver():
-    with pytest.raises(drivers.DriverError, match="known: kvm, mm-selftests, rxe, test_hmm, virtio-gpu"):
+    with pytest.raises(drivers.DriverError, match="known: kvm, kvm-selftests, mm-selftests, rxe, test_hmm, virtio-gpu"):
         drivers.load_driver("nvidia")
 
 

@@ -34,9 +34,10 @@ import fnmatch
 import functools
 import re
 import shlex
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -44,9 +45,14 @@ from harness import paths, schema
 from harness.checks import workloads as setups
 from harness.errors import UserError
 from harness.kernel.build import KernelBuild
+from harness.kernel.prepare import Prepared
+from harness.kernel.userprogs import CompileError, SelftestMissing
 from harness.observe import ktap
 from harness.results.splat import strip_prefix
 from harness.vm.ssh import SSH
+
+if TYPE_CHECKING:
+    from harness.guest import Guest
 
 DRIVERS = paths.CONFIGS / "drivers"
 GUEST_BIN = "/guest/bin"
@@ -380,3 +386,99 @@ def subtests_summary(run: ktap.Run) -> str:
         shown = "; ".join(names[:3]) + (f"; ... ({len(names)} in all)" if len(names) > 3 else "")
         lines.append(f"  {status}{f' ({reason})' if reason else ''}: {shown}")
     return "\n".join(lines)
+
+
+# What a selftest's skip means, read from the test and the kernel: (text in the skip's reason, why, the config
+# symbol that would lift it or None, a guest command whose output is the fact that matters or None)
+SkipCause = tuple[str, str, str | None, str | None]
+
+
+def selftest_params(profile: DriverProfile) -> list:
+    """The profile's programs as pytest parameters, each with the guest's watchdog: the program's own timeout,
+    then a minute to collect what it printed."""
+    return [pytest.param(run, id=run.id, marks=pytest.mark.test_timeout(run.timeout + 60)) for run in profile.programs]
+
+
+def require_kvm(guest: Guest, kernel: Prepared, profile: DriverProfile) -> None:
+    """/dev/kvm in the guest, or a skip with the kernel's own words on why KVM could not come up."""
+    require_config(kernel.build, *profile.config)
+    if not guest.run(["test", "-c", "/dev/kvm"]).ok:
+        said = kernel_said(guest.ssh, r"(?i)kvm|svm|vmx")
+        pytest.skip(f"no /dev/kvm on machine {guest.vm.profile.name!r} (-cpu {guest.vm.profile.cpu}): "
+                    f"{' | '.join(said) or 'the kernel printed nothing about KVM'}")
+    if kernel_said(guest.ssh, "could not calculate TSC khz"):
+        pytest.skip("the guest kernel could not calibrate its TSC (a loaded host under TCG), and with tsc_khz 0 "
+                    "KVM_RUN never enters a guest (arch/x86/kvm/x86.c:kvm_guest_time_update); boot it with "
+                    "tsc_early_khz= as configs/machines/kvm.yaml does")
+
+
+def built_selftest(build_program: Callable[[KernelBuild, str], Path], build: KernelBuild, selftest: SelftestRun,
+                   ssh: SSH) -> str:
+    """The selftest built against this kernel (by `build_program`: userprogs.mm_selftest, kvm_selftest) and
+    copied into the guest; a skip if the tree lacks it, a failure naming the line that stopped the build."""
+    try:
+        local = build_program(build, selftest.program)
+    except SelftestMissing as e:
+        pytest.skip(str(e))
+    except CompileError as e:  # our build's problem, not the kernel's: say which line stopped it
+        pytest.fail(f"{selftest.program} does not build statically against {build.release}: {e.first_error}",
+                    pytrace=False)
+    return install(ssh, local)
+
+
+def run_selftest(guest: Guest, kernel: Prepared, profile: DriverProfile, selftest: SelftestRun, program: str,
+                 skip_causes: Sequence[SkipCause] = ()) -> None:
+    """One run of one of the tree's selftest programs; the verdict is the kernel test's own (selftest_outcome),
+    a failure whose failed subtests (or the program, when it named none) are all known being an xfail. The
+    output, under a summary, is the test's (the JUnit case's system-out) and kselftest.txt."""
+    limit = selftest.timeout * guest.vms.scale
+    # busybox timeout kills the program, not the session, so what it printed until then is kept: since 6.12
+    # ksft_print_header() makes stdout line-buffered (kselftest.h, "If there is a crash..."); 6.1's is not.
+    result = guest.run(["sh", "-c", 'cd /tmp && exec timeout -s KILL "$0" "$@" 2>&1',
+                        str(int(limit)), program, *selftest.args], timeout=limit + 30)
+    run = ktap.parse(result.stdout)
+    command = shlex.join([selftest.program, *selftest.args])
+    skipped = [r for r in run.results if r.status == "skip"]
+    reasons = sorted({subtest_reason(r) or "no reason given" for r in skipped})
+    why_skipped = _explain_skips(reasons or [result.stdout], skip_causes, guest, kernel.build)
+    head = "".join([f"$ {command}\nexit status {result.exit_status} after {result.duration_s:.1f} s on "
+                    f"{kernel.build.release}\n{subtests_summary(run)}\n",
+                    *(f"why skipped: {why}\n" for why in why_skipped)])
+    guest.save("kselftest.txt", head + "\n" + result.stdout)
+    print(head + "\n" + result.stdout)
+
+    status = result.exit_status
+    if result.duration_s >= limit:
+        pytest.fail(f"{command} was killed after {limit:.0f} s; its last lines:\n"
+                    + "\n".join(result.stdout.splitlines()[-15:]), pytrace=False)
+    outcome = selftest_outcome(status, run)
+    if outcome == "skip":
+        said = reasons or [result.stdout.strip()[-300:]]  # ksft_exit_skip() before any subtest: its message
+        pytest.skip(f"kernel: {'; '.join(said + why_skipped)}")
+    if outcome == "pass":
+        return
+    failed = [r for r in run.results if r.status == "fail"]
+    thp = thp_mode(guest.ssh)
+    # every failed subtest must be known, or the program as a whole when it stopped without a failed subtest
+    names = [f"{selftest.id}: {subtest_name(r)}" for r in failed] or [selftest.id]
+    known = {name: profile.known_failure(name, kernel.tree.series, thp, kernel.tree.path, kernel.build.has)
+             for name in names}
+    if all(known.values()):
+        pytest.xfail("known failure: " + " | ".join(sorted({str(why) for why in known.values()})))
+    unknown = [name for name, why in known.items() if not why]
+    logs = [r.log for r in failed if f"{selftest.id}: {subtest_name(r)}" in unknown]
+    pytest.fail(f"{command} exited {status}; not known: {', '.join(unknown)}\n"
+                + ("\n".join(logs) or "\n".join(result.stdout.splitlines()[-30:])), pytrace=False)
+
+
+def _explain_skips(reasons: list[str], causes: Sequence[SkipCause], guest: Guest, build: KernelBuild) -> list[str]:
+    out = []
+    for said, why, symbol, fact in causes:
+        if any(said in reason for reason in reasons):
+            note = why
+            if symbol and not build.has(symbol):
+                note += f" (CONFIG_{symbol} is not set in this kernel)"
+            if fact:
+                note += f" ({guest.run(['sh', '-c', fact]).stdout.strip()})"
+            out.append(note)
+    return out

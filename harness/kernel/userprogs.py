@@ -11,6 +11,7 @@ the sources: the source tree is shared and never written to. Tests copy the bina
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -199,3 +200,32 @@ def mm_selftest(build: KernelBuild, name: str) -> Path:
                               [mmdir / s for s in recipe.sources[1:]])
     except CompileError as e:
         raise CompileError(f"{name} does not build statically here: {e.first_error}", e.first_error) from e
+
+
+# --- the tree's KVM selftests (tools/testing/selftests/kvm/) ---------------------------------------------
+
+KVM_SELFTEST_DIR = "tools/testing/selftests/kvm"
+
+
+def kvm_selftest(build: KernelBuild, name: str) -> Path:
+    """The tree's own selftests/kvm/NAME, built by that directory's Makefile, static: its lib/ and per-arch
+    libraries are many files (7.3 links libvfio too) whose dependencies make tracks, so make builds them, into
+    one output directory per kernel build (OUTPUT=; the tree is never written). SelftestMissing if the tree has
+    no NAME.c there; CompileError with the compiler's first error if it does not build."""
+    kvmdir = build.tree.path / KVM_SELFTEST_DIR
+    if not (kvmdir / f"{name}.c").exists():
+        raise SelftestMissing(f"{name}: not in this tree (no {KVM_SELFTEST_DIR}/{name}.c)")
+    include = uapi_headers(build)
+    out = build.dir / "harness-userprogs" / "kvm-selftests"
+    out.mkdir(parents=True, exist_ok=True)
+    # the tree's x86 Makefile names x86_64 (6.12) or maps it to x86 (7.x); uuid for 7.x's libvfio
+    cmd = ["make", "-C", str(kvmdir), "ARCH=x86_64", f"OUTPUT={out}", f"KHDR_INCLUDES=-isystem {include}",
+           "USERLDFLAGS=-static", "CC=ccache gcc", f"-j{os.cpu_count() or 1}", str(out / name)]
+    log = build.dir / "harness-userprogs.log"
+    with locks.locked(out.parent / ".kvm-selftests.lock"):
+        try:
+            run_logged(cmd, log, f"the KVM selftest {name}",
+                       jail=sandbox.for_tree(build.tree, readable=(build.dir,), writable=(out,)))
+        except BuildError as e:
+            raise CompileError(f"{name} does not build statically here: {e}", first_compiler_error(str(e))) from e
+    return out / name
