@@ -6,6 +6,10 @@ The verdict is the program's exit status (0 pass, 4 skip, anything else a failur
 "==== Test Assertion Failure ====" and exits 254); they print no KTAP, so a skip's reason is the program's last
 words ("Requirement not met: ..."). Failures known to the profile, tied to the kernel's code, are xfails. The
 whole output is the test's output and kselftest.txt in its results directory.
+
+A passing run of a program that changes the memory its VMs map must also have made the invalidations that reach
+KVM's notifier: the kprobe observer (harness/observe/kprobe.py, on __mmu_notifier_invalidate_range_start, which
+an mm reaches only with a subscriber: KVM's) must see them, from the program's own task.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import pytest
 
 from harness.checks import drivers
 from harness.kernel import userprogs
+from harness.observe import kprobe
 
 PROFILE = drivers.load_driver("kvm-selftests")
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier, pytest.mark.machine(PROFILE.machine)]
@@ -28,6 +33,19 @@ SKIP_CAUSES: list[drivers.SkipCause] = [
 ]
 
 
+# The events each program's own task must cause on memory its VMs map, from its source and mm/
+INVALIDATIONS = {
+    # mmu_stress_test.c: mprotect(PROT_READ), then PROT_READ|PROT_WRITE, of the memfd a VM maps
+    # (mm/mprotect.c:change_pud_range, PROTECTION_VMA), then kvm_munmap() of its first half (mm/memory.c:unmap_vmas)
+    "mmu_stress_test": {"PROTECTION_VMA", "UNMAP"},
+    # max_guest_memory_test.c: munmap(mem, slot_size / 2)
+    "max_guest_memory_test": {"UNMAP"},
+    # memslot_perf_test.c:test_memslot_unmap_loop: madvise(MADV_DONTNEED) of guest memory
+    # (mm/memory.c:zap_page_range_single, 7.x zap_vma_range_batched: CLEAR)
+    "memslot_perf_test-unmap": {"CLEAR"},
+}
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "selftest" in metafunc.fixturenames:
         metafunc.parametrize("selftest", drivers.selftest_params(PROFILE))
@@ -40,5 +58,25 @@ def program(selftest: drivers.SelftestRun, kernel, guest) -> str:
 
 
 def test_kvm_selftest(selftest: drivers.SelftestRun, program: str, guest, kernel):
-    """One run of one of the tree's KVM selftests; the verdict is the kernel test's own."""
-    drivers.run_selftest(guest, kernel, PROFILE, selftest, program, SKIP_CAUSES)
+    """One run of one of the tree's KVM selftests; the verdict is the kernel test's own, and where the program
+    changes what its VMs map, the invalidations that reach KVM."""
+    expected = INVALIDATIONS.get(selftest.id)
+    observer = kprobe.KprobeObserver(guest.ssh, kprobe.range_layout(kernel.build)) if expected else None
+    if observer:
+        observer.install()
+    try:
+        drivers.run_selftest(guest, kernel, PROFILE, selftest, program, SKIP_CAUSES)  # a skip or failure raises
+        if not (observer and expected):
+            return
+        names = kprobe.event_names(kernel.build)
+        hits = [h for h in observer.hits() if h.comm == selftest.program[:15]]  # TASK_COMM_LEN 16
+        guest.save("invalidations.txt", "\n".join(f"{h.named(names)} [{h.start:#x}, {h.end:#x}) pid {h.pid}"
+                                                   for h in hits) + "\n")
+        seen = {h.named(names) for h in hits}
+        print(f"invalidations by {selftest.program}: " + ", ".join(
+            f"{name} {sum(h.named(names) == name for h in hits)}" for name in sorted(seen)))
+        assert expected <= seen, f"{selftest.program} passed, but its task made no {sorted(expected - seen)} " \
+                                 f"invalidation (seen: {sorted(seen)})"
+    finally:
+        if observer:
+            observer.remove()
