@@ -96,6 +96,41 @@ GOLDEN: dict[str, list[tuple[str, str, bool, str, str]]] = {
     ],
     # 6.1: the same faults; its oops says "Oops: 0002 [#1]" once, its RCU stall's "(detected by ...)" has no "rcu: ".
     "6.1/clean_boot": [],
+    # 7.2 on: kernel/panic.c:__warn prints "WARNING: at FUNCTION+OFF/LEN [MODULE], CPU#N: COMM/PID"
+    "7.3/warning": [
+        ("WARNING", "WARNING in warn_write", False, "[ cut here ]", "---[ end trace 0000000000000000 ]---"),
+    ],
+    "7.3/warning_panic_on_warn": [
+        ("WARNING", "WARNING in warn_write", True, "[ cut here ]", "Kernel Offset: disabled"),
+    ],
+    "7.3/clean_boot": [],
+    "7.3/oops_null_deref": [
+        ("oops", "BUG: kernel NULL pointer dereference in oops_write", False,
+         "BUG: kernel NULL pointer dereference, address:", "note: sh["),
+    ],
+    "7.3/oops_null_deref_panic": [
+        ("oops", "BUG: kernel NULL pointer dereference in oops_write", True,
+         "BUG: kernel NULL pointer dereference, address:", "Kernel Offset: disabled"),
+    ],
+    # 7.3's panic() prints no stack dump of its own here: the panic line, then Kernel Offset
+    "7.3/panic": [
+        ("panic", "kernel panic: fault_inject: panic on request", True,
+         "Kernel panic - not syncing: fault_inject: panic on request", "Kernel Offset: disabled"),
+    ],
+    "7.3/panic_module_init": [
+        ("panic", "kernel panic: fault_panic: panicking on purpose at module load", True,
+         "Kernel panic - not syncing: fault_panic", "Kernel Offset: disabled"),
+    ],
+    "7.3/panic_init_exit": [
+        ("panic", "kernel panic: Attempted to kill init!", True, "Kernel panic - not syncing: Attempted to kill init!",
+         "Kernel Offset: disabled"),
+    ],
+    "7.3/sysrq_crash": [
+        ("panic", "kernel panic: sysrq triggered crash", True, "sysrq: Trigger a crash", "Kernel Offset: disabled"),
+    ],
+    # No 7.3/rcu_stall: 7.3's default preemption model here is PREEMPT_LAZY (CONFIG_PREEMPTION, so preemptible RCU),
+    # and fault_inject's spin_write busy-waits with preemption enabled: the scheduler preempts it and no grace
+    # period waits on it, so no stall is reported (regenerate.py's capture ends with no splat at all).
     "6.1/warning": [
         ("WARNING", "WARNING in warn_write", False, "[ cut here ]", "---[ end trace 0000000000000000 ]---"),
     ],

@@ -115,6 +115,8 @@ _HEADERS = (
     _h("kfence", "kfence", r"^BUG: KFENCE: ([\w -]+?)(?: in (\S+).*)?$"),
     _h("UBSAN", "ubsan", r"^UBSAN: (.+?) (?:in|at) (\S+)"),
     _h("WARNING", "warning", r"^WARNING: CPU: \d+ PID: \d+ at (?:\S+:\d+ )?(\S+)"),
+    # 7.2 on (kernel/panic.c:__warn): "WARNING: [FILE:LINE ]at warn_write+0x3/0x6 [fault_inject], CPU#1: sh/75"
+    _h("WARNING", "warning", r"^WARNING: (?:\S+:\d+ )?at (\S+)(?: \[\S+\])?, CPU#\d+: "),
     _h("BUG", "kernel_bug", r"^kernel BUG at (\S+?):\d+!"),
     _h("BUG", "kernel_bug", r"^Kernel BUG at (\S+)"),
     _h("oops", "bug", r"^BUG: (kernel NULL pointer dereference|unable to handle page fault)"),
