@@ -37,8 +37,10 @@ def main(args: argparse.Namespace) -> int:
     if args.list or not args.name:
         if not args.list:
             print("harness driver: name one of these (make driver DRIVER=NAME):", file=sys.stderr)
-        for p in list_drivers().profiles:
-            print(f"{p.name:12} machine {p.machine:11} {p.description}")
+        profiles = list_drivers().profiles
+        name_w, machine_w = max(len(p.name) for p in profiles), max(len(p.machine) for p in profiles)
+        for p in profiles:
+            print(f"{p.name:{name_w}} machine {p.machine:{machine_w}} {p.description}")
         return 0 if args.list else EXIT_USER
     kernel = options.kernel_choice(args)
     result = driver(DriverRequest(args.name, kernel, args.results_dir, args.k, args.boot_timeout,
