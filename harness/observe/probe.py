@@ -95,7 +95,6 @@ class Probe:
         return parse_counters(self.ssh.run(["cat", f"{PROBE_DIR}/counters"], check=True).stdout)
 
 
-
 class Dmesg:
     """The kernel log of one test: everything after a unique marker written to /dev/kmsg."""
 
