@@ -18,6 +18,7 @@ import json
 import pytest
 
 from harness.checks import drivers
+from harness.checks.workloads import GuestSetup
 from harness.kernel import trees, userprogs
 from harness.observe import ktap, probe
 
@@ -52,10 +53,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def hmm(guest, kernel):
-    """The guest with test_hmm loaded (/dev/hmm_dmirror*)."""
+    """The guest with test_hmm loaded (/dev/hmm_dmirror*), and huge pages to spare where the kernel has hugetlb."""
     drivers.require_config(kernel.build, *PROFILE.config)
     drivers.load_module(guest.ssh, PROFILE)
-    return guest
+    setup = GuestSetup(guest.ssh)
+    if kernel.build.has("HUGETLBFS"):
+        setup.provide("hugepages")
+    yield guest
+    setup.restore()
 
 
 @pytest.fixture

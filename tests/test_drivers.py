@@ -158,3 +158,10 @@ def test_cli_lists_the_drivers(capsys):
     out = capsys.readouterr().out
     assert re.search(r"^test_hmm +machine default +HMM", out, re.M)
     assert re.search(r"^virtio-gpu +machine virtio-gpu ", out, re.M)
+
+
+def test_a_driver_kernel_gets_the_profile_fragments_no_axis_applies():
+    hmm = drivers.load_driver("test_hmm")
+    assert driver_app.kernel_fragments(hmm, ()) == ("selftests",)
+    assert driver_app.kernel_fragments(hmm, ("debug/kasan", "selftests")) == ("debug/kasan", "selftests")
+    assert driver_app.kernel_fragments(drivers.load_driver("kvm"), ()) == ()

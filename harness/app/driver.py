@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness import paths
@@ -50,18 +50,28 @@ def list_drivers() -> DriverListing:
 
 
 def fragment_notes(profile: drivers.DriverProfile, notifier: str, series: str, config: dict[str, str]) -> list[str]:
-    """What the profile asks of the kernel that this build does not give (its tests will skip)."""
+    """What the profile asks of the kernel that this build does not give (its tests will skip). Its fragments
+    beyond the axes' are applied by driver() (kernel_fragments)."""
     applied = {f.name for f in fragments_for(notifier, series)}
+    axes = {f.name for axis in ("on", "off") for f in fragments_for(axis, series)}
     notes = [f"fragment {f} is not applied on the notifier={notifier} axis" for f in profile.fragments
-             if f not in applied]
+             if f in axes and f not in applied]
     notes += [f"CONFIG_{sym} is not set in this kernel" for sym in profile.config
               if config.get(sym, "n") not in ("y", "m")]
     return notes
 
 
+def kernel_fragments(profile: drivers.DriverProfile, asked: tuple[str, ...]) -> tuple[str, ...]:
+    """The extra fragments of the driver's kernel: those asked for (--fragment), then those of the profile that
+    neither notifier axis applies (selftests.config: what its own selftests need), by name."""
+    axes = {f.name for notifier in ("on", "off") for f in fragments_for(notifier)}
+    extra = [f.removesuffix(".config") for f in profile.fragments if f not in axes]
+    return tuple(dict.fromkeys([*asked, *extra]))
+
+
 def driver(req: DriverRequest) -> DriverResult:
     profile = drivers.load_driver(req.name)
-    k = req.kernel
+    k = replace(req.kernel, fragments=kernel_fragments(profile, req.kernel.fragments))
     prepared = prepare(k.kernel_src, k.notifier, fragments=k.fragments)
     notes = fragment_notes(profile, k.notifier, prepared.tree.series, kconfig.read_config_values(prepared.build.config))
     for note in notes:  # before the run, which takes minutes

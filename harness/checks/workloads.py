@@ -83,6 +83,16 @@ class GuestSetup:
                 f"mkdir -p {WRITEBACK_MNT} && mount -t ext2 /dev/zram{dev} {WRITEBACK_MNT}")
         self.undo.append(f"umount {WRITEBACK_MNT}; echo 1 > /sys/block/zram{dev}/reset")
 
+    def _hugepages(self) -> None:
+        # hmm-tests' hugetlb cases skip without a free default-size huge page (hugetlb_free_default_pages()):
+        # eight 2 MiB pages from the pool, given back after (CONFIG_HUGETLBFS: selftests.config)
+        knob = "/proc/sys/vm/nr_hugepages"
+        if not self.ssh.run(["test", "-e", knob]).ok:
+            raise Unavailable(f"no {knob}: the kernel needs CONFIG_HUGETLBFS (configs/fragments/selftests.config)")
+        old = self.sh(f"cat {knob}").strip()
+        self.sh(f"echo 8 > {knob}")
+        self.undo.append(f"echo {old} > {knob}")
+
     def _numa(self) -> None:
         if not self.ssh.run(["test", "-d", "/sys/devices/system/node/node1"]).ok:
             raise Unavailable("the guest has one NUMA node: use a two-node machine (configs/machines/numa2.yaml)")
