@@ -390,3 +390,13 @@ def test_cli_explain_and_diff(preloaded: kconfiglib.Kconfig, cloud_612: Path, tm
     other.write_text(cloud_612.read_text().replace("CONFIG_KVM=m", "# CONFIG_KVM is not set"))
     assert harness_cli.main(["config", "diff", str(cloud_612), str(other)]) == 0
     assert "CONFIG_KVM" in capsys.readouterr().out
+
+
+def test_a_set_string_reads_as_a_fragment_line_does():
+    # `--set CONFIG_LOCALVERSION="-x"` once kept its quotes: the kernel built for 15 minutes as release
+    # 7.3.4"-x", which the harness then refused as no release
+    assert kconfig.parse_setting('LOCALVERSION="-x"') == kconfig.parse_setting("CONFIG_LOCALVERSION=-x")
+    assert kconfig.parse_setting('LOCALVERSION="-x"').value == "-x"
+    assert kconfig.parse_setting('FOO="a\\"b"').value == 'a"b'
+    with pytest.raises(kconfig.ConfigError, match="unterminated string"):
+        kconfig.parse_setting('LOCALVERSION="-x')

@@ -160,12 +160,14 @@ def parse_fragment(path: Path) -> list[Request]:
 
 
 def parse_setting(text: str) -> Request:
-    """`SYM=value` from the command line (the CONFIG_ prefix is optional)."""
+    """`SYM=value` from the command line (the CONFIG_ prefix is optional), read as a fragment's line is: a string
+    in double quotes is its content (`--set LOCALVERSION="-x"` and `--set LOCALVERSION=-x` are the same)."""
     name, sep, value = text.partition("=")
     name = name.removeprefix("CONFIG_")
-    if not sep or not re.fullmatch(r"[A-Za-z0-9_]+", name):
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_]+", name) or "\n" in value:
         raise ConfigError(f"--set expects SYM=value, got {text!r}")
-    return Request(name, value, "--set")
+    (request,) = parse_fragment_text(f"CONFIG_{name}={value}", "--set")
+    return Request(name, request.value, "--set")
 
 
 def read_config_values(path: Path) -> dict[str, str]:
