@@ -10,7 +10,8 @@ import pytest
 
 from harness.app.trace import elf_interpreter, shared_libraries
 from harness.errors import UserError
-from harness.vm.faults import qemu_end
+from harness.results.splat import find_splats
+from harness.vm.faults import dead, qemu_end
 
 
 def test_how_qemu_ended_is_said_with_the_signal_name():
@@ -44,3 +45,28 @@ def test_a_program_with_a_foreign_loader_is_refused_without_running_it(tmp_path:
         shared_libraries(prog, "/opt/evil/ld.so")
     found = dict(shared_libraries(Path("/bin/ls"), elf_interpreter(Path("/bin/ls"))))
     assert "/lib64/ld-linux-x86-64.so.2" in found and any(p.endswith("/libc.so.6") for p in found)
+
+
+class _EndedConsole:
+    """What dead() reads of a console whose QEMU has exited, after what the guest printed."""
+
+    def __init__(self, text: str):
+        self.splats, self.flooded, self.exit_status = find_splats(text), "", 0
+        self.child = type("Child", (), {"isalive": staticmethod(lambda: False)})()
+
+    def fatal_splat(self):
+        return None
+
+    def wait_exit(self, timeout: float) -> None:
+        pass
+
+
+def test_a_qemu_that_ended_after_an_oops_names_the_oops(tmp_path: Path):
+    # The shape of a real one (7.3.4 L1, nested KVM, mmu_stress_test): an oops, no panic, then QEMU exited 0
+    oops = (Path(__file__).parent / "data/splats/7.3/oops_null_deref.log").read_text()
+    vm = type("VM", (), {"console": _EndedConsole(oops), "console_log": tmp_path / "console.log"})()
+    fault = dead(vm, "mmu_stress_test ran")
+    assert str(fault).startswith("QEMU died (exit status 0) after BUG: kernel NULL pointer dereference in oops_write "
+                                 "on the console while mmu_stress_test ran"), fault
+    vm.console = _EndedConsole("[    1.0] nothing wrong\n")
+    assert str(dead(vm)).splitlines()[0] == "QEMU died (exit status 0)"

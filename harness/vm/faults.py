@@ -68,7 +68,10 @@ def dead(vm: VM, doing: str = "") -> HarnessFault | None:
         return GuestFlooded(f"{console.flooded}{while_}", vm.console_log)
     if not console.child.isalive():
         console.wait_exit(2)  # reaped by the reader thread: its exit status
-        return GuestCrash(f"{qemu_end(console.exit_status)}{while_}", vm.console_log)
+        # An oops that did not panic can still end QEMU: nested KVM's L1 oopsed in its vCPU fault path and reset
+        # at once (a triple fault; -no-reboot then ends QEMU with status 0). The splat is the likelier cause.
+        after = f" after {splats[-1].title} on the console" if (splats := console.splats) else ""
+        return GuestCrash(f"{qemu_end(console.exit_status)}{after}{while_}", vm.console_log)
     return None
 
 
