@@ -253,7 +253,7 @@ def test_an_unknown_need_is_refused_and_the_known_ones_come_from_the_code(tmp_pa
     assert {"swap", "numa", "ksm_unmerged"} <= set(workloads.setup_names())
     message = driver_error(tmp_path, monkeypatch, SELFTESTS.replace("{program: cow}", "{program: cow, needs: [zwap]}"))
     assert message.startswith("bad.yaml:3: programs[1].needs[0]: expected a guest setup of "
-                              "harness/checks/workloads.py: ksm, ")
+                              "harness/checks/workloads.py: hugepages, ksm, ")
     assert message.endswith(", found the string 'zwap'")
 
 
