@@ -147,8 +147,8 @@ def test_verdict_when_nothing_ran(tmp_path: Path):
 
 def test_fragment_notes_name_what_the_kernel_lacks():
     hmm = drivers.load_driver("test_hmm")
-    assert driver_app.fragment_notes(hmm, "on", "6.12", {"TEST_HMM": "m", "DEVICE_PRIVATE": "y"}) == []
-    assert driver_app.fragment_notes(hmm, "off", "6.12", {"DEVICE_PRIVATE": "y"}) == [
+    assert driver_app.fragment_notes(hmm, "on", "6.12", {"TEST_HMM": "m", "DEVICE_PRIVATE": "y"}, ("selftests",)) == []
+    assert driver_app.fragment_notes(hmm, "off", "6.12", {"DEVICE_PRIVATE": "y"}, ("selftests",)) == [
         "fragment mmu-notifier-on.config is not applied on the notifier=off axis",
         "CONFIG_TEST_HMM is not set in this kernel"]
 
@@ -160,8 +160,9 @@ def test_cli_lists_the_drivers(capsys):
     assert re.search(r"^virtio-gpu +machine virtio-gpu ", out, re.M)
 
 
-def test_a_driver_kernel_gets_the_profile_fragments_no_axis_applies():
+def test_a_profile_fragment_no_axis_applies_is_noted_until_asked_for():
     hmm = drivers.load_driver("test_hmm")
-    assert driver_app.kernel_fragments(hmm, ()) == ("selftests",)
-    assert driver_app.kernel_fragments(hmm, ("debug/kasan", "selftests")) == ("debug/kasan", "selftests")
-    assert driver_app.kernel_fragments(drivers.load_driver("kvm"), ()) == ()
+    config = {"TEST_HMM": "m", "DEVICE_PRIVATE": "y"}
+    assert driver_app.fragment_notes(hmm, "on", "6.12", config) == [
+        "fragment selftests.config is not applied: --fragment selftests builds a kernel with it"]
+    assert driver_app.fragment_notes(hmm, "on", "6.12", config, ("selftests",)) == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import paths
@@ -49,31 +49,27 @@ def list_drivers() -> DriverListing:
     return DriverListing([drivers.load_driver(name) for name in drivers.known_drivers()])
 
 
-def fragment_notes(profile: drivers.DriverProfile, notifier: str, series: str, config: dict[str, str]) -> list[str]:
-    """What the profile asks of the kernel that this build does not give (its tests will skip). Its fragments
-    beyond the axes' are applied by driver() (kernel_fragments)."""
+def fragment_notes(profile: drivers.DriverProfile, notifier: str, series: str, config: dict[str, str],
+                   asked: tuple[str, ...] = ()) -> list[str]:
+    """What the profile asks of the kernel that this build does not give (its tests will skip). A fragment no
+    axis applies (selftests.config) is the user's to ask for: one more kernel, which make test does not build."""
     applied = {f.name for f in fragments_for(notifier, series)}
     axes = {f.name for axis in ("on", "off") for f in fragments_for(axis, series)}
     notes = [f"fragment {f} is not applied on the notifier={notifier} axis" for f in profile.fragments
              if f in axes and f not in applied]
+    notes += [f"fragment {f} is not applied: --fragment {f.removesuffix('.config')} builds a kernel with it"
+              for f in profile.fragments if f not in axes and f.removesuffix(".config") not in asked]
     notes += [f"CONFIG_{sym} is not set in this kernel" for sym in profile.config
               if config.get(sym, "n") not in ("y", "m")]
     return notes
 
 
-def kernel_fragments(profile: drivers.DriverProfile, asked: tuple[str, ...]) -> tuple[str, ...]:
-    """The extra fragments of the driver's kernel: those asked for (--fragment), then those of the profile that
-    neither notifier axis applies (selftests.config: what its own selftests need), by name."""
-    axes = {f.name for notifier in ("on", "off") for f in fragments_for(notifier)}
-    extra = [f.removesuffix(".config") for f in profile.fragments if f not in axes]
-    return tuple(dict.fromkeys([*asked, *extra]))
-
-
 def driver(req: DriverRequest) -> DriverResult:
     profile = drivers.load_driver(req.name)
-    k = replace(req.kernel, fragments=kernel_fragments(profile, req.kernel.fragments))
+    k = req.kernel
     prepared = prepare(k.kernel_src, k.notifier, fragments=k.fragments)
-    notes = fragment_notes(profile, k.notifier, prepared.tree.series, kconfig.read_config_values(prepared.build.config))
+    notes = fragment_notes(profile, k.notifier, prepared.tree.series, kconfig.read_config_values(prepared.build.config),
+                           k.fragments)
     for note in notes:  # before the run, which takes minutes
         print(f"note: {note}: expect skips", flush=True)
     suites = req.suites or tuple(str(paths.REPO / s) for s in profile.suites)
