@@ -47,7 +47,7 @@ from harness.results.outcome import Outcome
 from harness.results.rundir import RunDir, new_run_dir, point_latest
 from harness.vm import faults, vmcore
 from harness.vm.machine import BootError
-from harness.vm.pool import DEFAULT_TEST_TIMEOUT, Pools
+from harness.vm.pool import DEFAULT_TEST_TIMEOUT, Pools, isolation
 
 RESULTS = pytest.StashKey[list[Result]]()
 RUN_DIR = pytest.StashKey[RunDir]()
@@ -81,14 +81,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where this run's results go, JUnit XML too (default: results/<time>, without JUnit)")
     group.addoption("--boot-timeout", type=float, default=None, help="seconds to the ready marker")
     group.addoption("--test-timeout", type=float, default=None, help="seconds a test may take with its guest")
-    group.addoption("--fuzz-time", type=float, default=None, metavar="S",
-                    help="seconds suites/test_fuzz.py fuzzes for (default 120)")
+    group.addoption("--fuzz-time", type=float, default=os.environ.get("HARNESS_FUZZ_TIME") or None, metavar="S",
+                    help="seconds suites/test_fuzz.py fuzzes for (default 120; env HARNESS_FUZZ_TIME)")
+    group.addoption("--race-seconds", type=int, default=os.environ.get("HARNESS_RACE_SECONDS") or None, metavar="S",
+                    help="the most a race of suites/test_races.py runs (default race.c's 12 s; `make run`: 4; env "
+                         "HARNESS_RACE_SECONDS)")
     group.addoption("--reruns", type=int, default=1, metavar="N",
                     help="a test with a guest that does not pass runs again, up to N times, each time on a fresh "
                          "guest; one that then passes is FLAKY (default 1; 0: never)")
     group.addoption("--gdb-on-crash", action="store_true",
                     help="every guest with QEMU's gdb stub, held in its panic (panic=0): at a crash the command that "
                          "attaches gdb is printed and the run waits for Enter on the terminal")
+    group.addoption("--fresh-guest", action="store_true",
+                    help="every test on a guest no other test used: restored from the snapshot taken right after "
+                         "the first boot (about 0.2 s a test), as @pytest.mark.fresh_guest gives one test")
     group.addoption("--guest-modules", default="",
                     help="comma-separated guest/ modules to load at boot, e.g. fault_panic (fault injection)")
 
@@ -100,6 +106,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "machine(profile): boot this test's guest from configs/machines/PROFILE.yaml")
     config.addinivalue_line("markers", "needs_notifier: the test needs CONFIG_MMU_NOTIFIER=y in the kernel under test")
     config.addinivalue_line("markers", "needs_two_pass: the test needs the two-pass interval notifier (7.x)")
+    config.addinivalue_line("markers", "fresh_guest(scope='test'): a guest no test outside this one (scope='module': "
+                                       "this module) used, left to no test outside it: it changes global state")
     config.stash[RESULTS] = []
     if wid := worker_id(config):  # an xdist worker writes into the directory its controller chose and checked
         workerinput = config.workerinput  # type: ignore[attr-defined]
@@ -230,8 +238,10 @@ def guest(vms: Pools, run_dir: RunDir, request: pytest.FixtureRequest) -> Iterat
     machine = request.node.get_closest_marker("machine")
     pool = vms.pool(machine.args[0] if machine else None)
     boot_error: BootError | None = None
+    marker = request.node.get_closest_marker("fresh_guest")
+    scope = marker.kwargs.get("scope", "test") if marker else None
     try:
-        vm = pool.get()
+        vm = pool.get(isolation(request.node.nodeid, scope, request.config.getoption("fresh_guest")))
     except BootError as e:
         boot_error = e
     if boot_error:  # raised outside the except block, so that the report is the boot error alone

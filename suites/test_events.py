@@ -30,7 +30,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier]
 
 ALL = expectations.load("")  # the case names; their content depends on the kernel, loaded per test
 OWN_TEST = {"compaction/compact_memory"}
-GENERIC = sorted(n for n, c in ALL.items() if n not in OWN_TEST and "numa" not in c.needs)
+# A case with a setup (KSM's knobs, swap on zram, an ext2 mount) changes the guest for every test after it: it
+# runs on a guest of its own (restored from the boot's snapshot: harness/vm/snapshot.py)
+GENERIC = [pytest.param(n, marks=[pytest.mark.fresh_guest] if c.needs else []) for n, c in sorted(ALL.items())
+           if n not in OWN_TEST and "numa" not in c.needs]
 
 
 @pytest.fixture

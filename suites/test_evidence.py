@@ -22,7 +22,8 @@ from harness.checks import drivers
 from harness.checks.evidence import BY_NAME, prepare_hmm, run_hmm_workload, run_workload
 from harness.checks.workloads import GuestSetup, Unavailable
 
-pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier]
+# fresh_guest: test_hmm loaded, an ext2 mount on zram; counts read against a guest no other suite used
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier, pytest.mark.fresh_guest(scope="module")]
 
 PAGES, ITERS = 32, 4
 

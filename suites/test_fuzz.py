@@ -18,7 +18,8 @@ from harness.fuzz.program import Generator, load_config
 from harness.fuzz.runner import MIRRORS, FuzzGuest
 from harness.vm.machine import accel_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier]
+# fresh_guest: the campaign loads test_hmm and leaves whatever its programs did
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier, pytest.mark.fresh_guest]
 DEFAULT_S = 120.0
 
 

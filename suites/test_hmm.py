@@ -22,7 +22,8 @@ from harness.checks.workloads import GuestSetup
 from harness.kernel import trees, userprogs
 from harness.observe import ktap, probe
 
-pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier]
+# fresh_guest: test_hmm loaded (for every test here: they share it), huge pages reserved and given back
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier, pytest.mark.fresh_guest(scope="module")]
 PROFILE = drivers.load_driver("test_hmm")
 # kselftest_harness.h kills a test after 30 s (TEST_TIMEOUT_DEFAULT); the whole hmm-tests takes ~8 s on TCG (6.12).
 KSELFTEST_TIMEOUT = 120

@@ -22,7 +22,9 @@ from harness.checks import drivers
 from harness.observe import debugfs, probe
 
 PROFILE = drivers.load_driver("kvm")
-pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier, pytest.mark.machine(PROFILE.machine)]
+# fresh_guest: KVM's debugfs counters (test_vm_teardown_returns_kvm_to_baseline) moved by no other suite
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier, pytest.mark.machine(PROFILE.machine),
+              pytest.mark.fresh_guest(scope="module")]
 KVM_DEBUGFS = f"{debugfs.DEBUGFS}/kvm"
 
 

@@ -21,7 +21,9 @@ from harness.kernel import userprogs
 from harness.observe import kprobe
 
 PROFILE = drivers.load_driver("kvm-selftests")
-pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier, pytest.mark.machine(PROFILE.machine)]
+# fresh_guest: KVM's selftests leave hugepages reserved and VMs' global state behind
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier, pytest.mark.machine(PROFILE.machine),
+              pytest.mark.fresh_guest]
 
 # Why a skip happens here, from reading the tests (drivers.SkipCause)
 SKIP_CAUSES: list[drivers.SkipCause] = [

@@ -20,7 +20,9 @@ from harness.checks import drivers
 from harness.checks.workloads import GuestSetup, Unavailable
 from harness.kernel import userprogs
 
-pytestmark = [pytest.mark.e2e]
+# fresh_guest: mm's selftests change sysctls, THP and KSM settings; ksm_tests once found pages an earlier test
+# had merged on the same guest
+pytestmark = [pytest.mark.e2e, pytest.mark.fresh_guest]
 PROFILE = drivers.load_driver("mm-selftests")
 
 # Why a skip happens here, from reading the test and mm/ (drivers.SkipCause)

@@ -52,6 +52,7 @@ def test_kprobe_sees_what_the_notifier_sees(guest, kernel, kprobe_observer, prog
         assert not [h for h in all_hits if h.pid == info["child"]], "the child's mm has no subscriber"
 
 
+@pytest.mark.fresh_guest  # unloads and reloads mmu_probe, which every other test reads
 def test_probe_unloads_cleanly_with_subscriptions_alive(guest):
     guest.probe.clear()
     guest.program("exit")  # leaves a classic and an interval subscription on an exited mm

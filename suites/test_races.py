@@ -45,10 +45,17 @@ CASES = ["munmap", "mprotect", "dontneed", "fork-cow", "compaction", pytest.para
 MOVES_FRAMES = ["munmap", "dontneed", "fork-cow"]
 
 
-def race(guest, case: str, mode: str, *extra: str) -> dict:
+@pytest.fixture
+def limit(pytestconfig) -> list[str]:
+    """race.c's time limit from --race-seconds (`make run`'s shorter budget); none: race.c's own 12 s."""
+    seconds = pytestconfig.getoption("race_seconds")
+    return [f"--seconds={seconds}"] if seconds else []
+
+
+def race(guest, limit: list[str], case: str, mode: str, *extra: str) -> dict:
     """One run of race.c; its summary with the mirror's counters and the probe's contract counters."""
     guest.probe.clear()
-    _, info = guest.program("race", case, mode, *OPTIONS.get(case, []), *extra, timeout=240)
+    _, info = guest.program("race", case, mode, *OPTIONS.get(case, []), *extra, *limit, timeout=240)
     info["counters"] = parse_mirror(info["mirror"])
     info["contract"] = guest.probe.counters()
     guest.save(f"race-{case}-{mode}.json", json.dumps(info, indent=1) + "\n")
@@ -84,8 +91,8 @@ def summary(info: dict) -> str:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_fault_survives_the_race(guest, case):
-    info = race(guest, case, "blind")
+def test_fault_survives_the_race(guest, limit, case):
+    info = race(guest, limit, case, "blind")
     print(summary(info))
     if case == "compaction" and not info["counters"]["received"]:
         # The kernel picks what it migrates; with no invalidation of the range nothing could race.
@@ -94,9 +101,9 @@ def test_fault_survives_the_race(guest, case):
 
 
 @pytest.mark.parametrize("case", MOVES_FRAMES)
-def test_fault_path_without_the_retry_check_is_caught(guest, case):
+def test_fault_path_without_the_retry_check_is_caught(guest, limit, case):
     """Negative control: the same checks on a fault path that never asks mmu_interval_read_retry()."""
-    info = race(guest, case, "noretry", "--rounds=40")
+    info = race(guest, limit, case, "noretry", "--rounds=40")
     print(summary(info))
     found = problems(info)
     assert info["counters"]["retries"], f"the window was never hit, so this control shows nothing: {summary(info)}"
@@ -104,10 +111,10 @@ def test_fault_path_without_the_retry_check_is_caught(guest, case):
 
 
 @pytest.mark.parametrize("case", ["munmap", "mprotect"])
-def test_mirror_that_ignores_invalidations_is_caught(guest, case):
+def test_mirror_that_ignores_invalidations_is_caught(guest, limit, case):
     """Negative control: "unsafe" skips every invalidation, so nothing ever retries (and, where frames move,
     the mirror goes stale)."""
-    info = race(guest, case, "unsafe", "--rounds=5")
+    info = race(guest, limit, case, "unsafe", "--rounds=5")
     print(summary(info))
     found = problems(info)
     assert "no_race" in found, f"unsafe mode retried: {summary(info)}"
@@ -149,8 +156,8 @@ def two_pass_summary(info: dict) -> str:
 
 @pytest.mark.needs_two_pass
 @pytest.mark.parametrize("case", ["munmap", "mprotect", "dontneed", "fork-cow"])
-def test_two_pass_mirror_survives_the_race(guest, case):
-    info = race(guest, case, "twopass")
+def test_two_pass_mirror_survives_the_race(guest, limit, case):
+    info = race(guest, limit, case, "twopass")
     print(two_pass_summary(info))
     assert not two_pass_problems(info), f"{two_pass_problems(info)}\n{two_pass_summary(info)}"
     assert info["counters"]["finishes"], f"no invalidation reached the finish pass: {two_pass_summary(info)}"
@@ -158,10 +165,10 @@ def test_two_pass_mirror_survives_the_race(guest, case):
 
 @pytest.mark.needs_two_pass
 @pytest.mark.parametrize("case", MOVES_FRAMES)
-def test_two_pass_mirror_that_lets_a_fault_in_between_the_passes_is_caught(guest, case):
+def test_two_pass_mirror_that_lets_a_fault_in_between_the_passes_is_caught(guest, limit, case):
     """Negative control: twolate moves the sequence in the finish pass, so a fault that completes between
     the passes is not told to look again; the probe's own count and verify must both catch it."""
-    info = race(guest, case, "twolate", "--rounds=40")
+    info = race(guest, limit, case, "twolate", "--rounds=40")
     print(two_pass_summary(info))
     found = two_pass_problems(info)
     assert "mapped_between" in found, f"no fault completed between the passes: {two_pass_summary(info)}"
@@ -196,11 +203,12 @@ def read_begin_hits(guest) -> int:
     return hits
 
 
+@pytest.mark.fresh_guest(scope="module")  # test_hmm loaded for these tests alone; a kprobe event added
 @pytest.mark.parametrize("case", HMM_CASES)
-def test_test_hmm_device_survives_the_race(guest, race_hmm, case):
+def test_test_hmm_device_survives_the_race(guest, race_hmm, limit, case):
     guest.probe.clear()
     before = read_begin_hits(guest)
-    _, info = guest.program(race_hmm.rsplit("/", 1)[-1], case, timeout=240)  # it runs /guest/bin/NAME
+    _, info = guest.program(race_hmm.rsplit("/", 1)[-1], case, *limit, timeout=240)  # it runs /guest/bin/NAME
     calls = read_begin_hits(guest) - before
     info["read_begin_calls"] = calls
     # one mmu_interval_read_begin per successful fault and per failed access; every other call is a retry

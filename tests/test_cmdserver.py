@@ -35,10 +35,13 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
         machine.stop()
 
 
-@pytest.fixture
-def ssh(vm: VM) -> SSH:
-    assert vm.ssh
-    return vm.ssh
+@pytest.fixture(scope="module")
+def ssh(vm: VM) -> Iterator[SSH]:
+    """A session of the servers on SSH exec channels alone: the guest's port server (harness/vm/port.py, which a
+    VM's session tries first) is tests/test_snapshot_e2e.py's."""
+    session = SSH.connect(vm.ssh_port, vm.image.host_key_pub, client_key(), timeout=60, log=vm.workdir / "commands.log")
+    yield session
+    session.close()
 
 
 def _on_server(result: CommandResult) -> bool:
@@ -92,7 +95,9 @@ def test_a_command_killed_by_a_signal_has_status_minus_one_and_the_server_names_
 
 
 def _server_pids(ssh: SSH) -> set[str]:
-    return set(ssh.run(["pidof", "cmdserver"], own_channel=True).stdout.split())
+    """The servers on SSH channels: not the one on the virtio-serial port (its stdin is /dev/vportNpM)."""
+    script = 'for p in $(pidof cmdserver); do case $(readlink /proc/$p/fd/0) in /dev/vport*) ;; *) echo $p;; esac; done'
+    return set(ssh.run(["sh", "-c", script], own_channel=True).stdout.split())
 
 
 def test_a_timeout_kills_the_command_and_the_server_takes_the_next_one(ssh: SSH):

@@ -37,6 +37,7 @@ class RunRequest:
     jobs: int = 1  # pytest-xdist workers; 1 runs the tests in this process
     reruns: int | None = None  # how often a failing test runs again on a fresh guest (None: the plugin's 1)
     gdb_on_crash: bool = False  # guests with gdb's stub, a crashed one held for gdb (one worker only)
+    fresh_guest: bool = False  # every test on a guest restored from the first boot's snapshot
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ def pytest_args(request: RunRequest, run_dir: Path) -> list[str]:
         args.append(f"--reruns={request.reruns}")
     if request.gdb_on_crash:
         args.append("--gdb-on-crash")
+    if request.fresh_guest:
+        args.append("--fresh-guest")
     return args + xdist_args(request.jobs)
 
 

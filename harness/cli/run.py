@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gdb-on-crash", action="store_true",
                    help="guests with QEMU's gdb stub (a private unix socket), held in their panic: at a crash the "
                         "gdb command that attaches is printed and the run waits for Enter (one worker)")
+    p.add_argument("--fresh-guest", action="store_true",
+                   help="every test on a guest no other test used: restored from the snapshot taken right after the "
+                        "first boot (about 0.2 s a test); tests that change global state get one anyway")
     p.add_argument("--ktap", action="store_true",
                    help="print the results as KTAP v1 on stdout; pytest's output and the summary go to stderr")
     p.add_argument("suites", nargs="*", help="suite files or directories (default: suites/)")
@@ -46,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def request(args: argparse.Namespace) -> RunRequest:
     return RunRequest(options.kernel_choice(args), args.machine, tuple(args.suites), args.results_dir, args.k,
                       args.boot_timeout, args.guest_modules, quiet=args.ktap, jobs=args.jobs, reruns=args.reruns,
-                      gdb_on_crash=args.gdb_on_crash)
+                      gdb_on_crash=args.gdb_on_crash, fresh_guest=args.fresh_guest)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -87,10 +87,22 @@ class Boot:
     timeline: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Restore:
+    """A VM restored from a snapshot (harness/vm/snapshot.py) instead of booted: QEMU start to its first command."""
+
+    vm: int
+    restore_s: float
+    snapshot: str  # its key: the folder under the cache's snapshots/
+    worker: str = ""
+    machine: str = ""
+
+
 @dataclass
 class Timings:
     prepare: dict[str, float] = field(default_factory=dict)  # source_s, kernel_s, image_s
-    boots: list[Boot] = field(default_factory=list)  # one per VM, in boot order (per worker under xdist)
+    boots: list[Boot] = field(default_factory=list)  # one per VM booted, in boot order (per worker under xdist)
+    restores: list[Restore] = field(default_factory=list)  # one per VM restored from a snapshot
 
     @classmethod
     def merge(cls, workers: Mapping[str, Timings]) -> Timings:
@@ -99,11 +111,13 @@ class Timings:
         others wait for it or find it cached)."""
         prepare: dict[str, float] = {}
         boots: list[Boot] = []
+        restores: list[Restore] = []
         for wid in sorted(workers, key=_worker_order):
             for stage, seconds in workers[wid].prepare.items():
                 prepare[stage] = max(prepare.get(stage, seconds), seconds)
             boots += [replace(b, worker=wid) for b in workers[wid].boots]
-        return cls(prepare, boots)
+            restores += [replace(r, worker=wid) for r in workers[wid].restores]
+        return cls(prepare, boots, restores)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -113,7 +127,9 @@ class Timings:
         boots = [Boot(int(b.get("vm", n)), b.get("boot_to_ssh_s"), str(b.get("accel", "")), b.get("boot_timeout_s"),
                       str(b.get("worker") or ""), str(b.get("machine") or ""), dict(b.get("timeline") or {}))
                  for n, b in enumerate(d.get("boots") or [], 1)]
-        return cls(dict(d.get("prepare") or {}), boots)
+        restores = [Restore(int(r["vm"]), float(r["restore_s"]), str(r["snapshot"]), str(r.get("worker") or ""),
+                            str(r.get("machine") or "")) for r in d.get("restores") or []]
+        return cls(dict(d.get("prepare") or {}), boots, restores)
 
     def write(self, path: Path) -> None:
         _write_json(path, self.to_json(), indent=2)

@@ -26,6 +26,13 @@ Keys (times in seconds):
   ssh_exec_roundtrip_s    the same `true` on an SSH exec channel of its own (dropbear's `sh -c`, the path before
                           the command server), measured alternately with the one above, in the same sitting
   ssh_guest_s             of ssh_roundtrip_s, the part inside the guest: the server's fork+exec to the reaped exit
+  snapshot_take_s         the snapshot of the first boot's guest (harness/vm/snapshot.py): QMP migrate to a file
+  snapshot_bytes          its size
+  restore_to_command_s    QEMU start (-incoming from that snapshot) to the restored guest's first command answered
+                          (the clock set, over the virtio-serial command port), over `restores` restores run right
+                          after the SSH boots (median, p95, min, max, n)
+  restore_to_boot_ratio   restore_to_command_s median / boot_to_ssh_s median (issue 29's target: <= 0.15, and
+                          at most 0.3 s)
   accel                   tcg or kvm, as probed
 """
 
@@ -44,10 +51,10 @@ import time
 from pathlib import Path
 
 from harness.kernel.image import build_bare_image
-from harness.kernel.prepare import prepare
+from harness.kernel.prepare import Prepared, prepare
 from harness.results.outcome import HarnessFault
-from harness.vm import faults
-from harness.vm.machine import VM, BareBoot, accel_for, boot_bare, guest_vm, load_profile, probe_modules
+from harness.vm import faults, snapshot
+from harness.vm.machine import VM, BareBoot, Profile, accel_for, boot_bare, guest_vm, load_profile, probe_modules
 from harness.vm.ssh import SSH
 from harness.vm.timeline import STAGES, Timeline
 
@@ -100,8 +107,23 @@ def stage_durations(timelines: list[Timeline]) -> dict[str, float]:
     return out
 
 
+def measure_restores(prepared: Prepared, profile: Profile, accel: str, state: Path, out_dir: Path,
+                     n: int) -> list[float]:
+    """Restore the snapshot in `state` n times: QEMU start to the first command answered, each."""
+    times = []
+    for i in range(n):
+        vm = guest_vm(prepared, profile, out_dir / f"restore-{i + 1}", accel)
+        try:
+            with faults.guarded(vm, f"restore {i + 1} of {n}"):
+                snapshot.restore(vm, state, timeout=120)
+                times.append(vm.boot_s)
+        finally:
+            vm.stop()
+    return times
+
+
 def run_bench(out_dir: Path, ksrc: str | None, machine: str = "default", boots: int = 3,
-              roundtrips: int = 50) -> dict:
+              roundtrips: int = 50, restores: int = 10) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     prepared = prepare(ksrc)  # builds if needed, so that the timing below is the cached path
     started = time.monotonic()
@@ -125,10 +147,14 @@ def run_bench(out_dir: Path, ksrc: str | None, machine: str = "default", boots: 
                 timelines.append(vm.timeline)
                 if i == 0:
                     assert vm.ssh
+                    work.doing = "taking a snapshot"  # of the guest just booted, as a test session's pool does
+                    snapshot.take(vm, out_dir / "snapshot")
                     work.doing = "measuring SSH round trips"
                     rtts = measure_roundtrips(vm.ssh, roundtrips)
         finally:
             vm.stop()
+    restore_times = measure_restores(prepared, profile, accel, out_dir / "snapshot", out_dir, restores)
+    taken = json.loads((out_dir / "snapshot" / snapshot.META).read_text())
     for i in range(boots):  # after the SSH boots, not between them: vm-N are QEMU 1..N (tests count on it)
         bares.append(boot_bare(profile, prepared.build.bzimage, bare_initrd, out_dir / f"bare-{i + 1}", accel))
     figures = {
@@ -151,6 +177,10 @@ def run_bench(out_dir: Path, ksrc: str | None, machine: str = "default", boots: 
         "ssh_roundtrip_s": spread(rtts["server"]),
         "ssh_exec_roundtrip_s": spread(rtts["exec"]),
         "ssh_guest_s": spread(rtts["guest"]),
+        "snapshot_take_s": taken["take_s"],
+        "snapshot_bytes": taken["bytes"],
+        "restore_to_command_s": spread(restore_times),
+        "restore_to_boot_ratio": round(statistics.median(restore_times) / statistics.median(boot_times), 3),
     }
     (out_dir / "bench.json").write_text(json.dumps(figures, indent=2) + "\n")
     return figures

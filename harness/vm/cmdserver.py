@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import socket
 import struct
 import time
 from collections.abc import Sequence
@@ -132,6 +133,11 @@ class ServerGone(Exception):
     """The server's channel ended (the server died, or the whole session did)."""
 
 
+class ServerStartedOver(ServerGone):
+    """A hello where a reply was due: the port's server was killed in the guest and /init started another
+    (images/init), which now waits for the next request."""
+
+
 class ServerAbsent(Exception):
     """The guest has no command server (an image made before it, or without it)."""
 
@@ -143,7 +149,8 @@ class ServerFailed(Exception):
 class CommandServer:
     """One cmdserver on one exec channel of `transport`; one command at a time (the caller locks)."""
 
-    def __init__(self, transport: paramiko.Transport, chan: paramiko.Channel, limits: GuestLimits):
+    def __init__(self, transport: paramiko.Transport | None, chan: paramiko.Channel | socket.socket,
+                 limits: GuestLimits):
         self.transport = transport
         self.chan = chan
         self.limits = limits
@@ -195,6 +202,7 @@ class CommandServer:
     def usable(self) -> bool:
         """Not known to be gone: a server that died between commands is seen here before a request is sent."""
         chan = self.chan
+        assert self.transport and isinstance(chan, paramiko.Channel)
         return self.transport.is_active() and not (chan.closed or chan.eof_received or chan.exit_status_ready())
 
     def run(self, request: bytes, deadline: float) -> Reply:
@@ -219,11 +227,14 @@ class CommandServer:
                 return Reply(out, err, decode_exit(payload))
             elif kind == b"F":
                 raise ServerFailed(payload.decode(errors="replace"))
+            elif (kind, payload) == (b"H", HELLO):
+                raise ServerStartedOver("the command server started over")
             else:
                 raise MalformedFrame(f"a frame of unknown type {kind!r}")
 
     def last_words(self) -> str:
         """After ServerGone: how the server's channel ended (exit status, its stderr)."""
+        assert isinstance(self.chan, paramiko.Channel)
         status = self.chan.recv_exit_status() if self.chan.exit_status_ready() else None
         said = b""
         while self.chan.recv_stderr_ready() and len(said) < LAST_WORDS:  # a server that never stops: enough
@@ -255,3 +266,41 @@ class CommandServer:
                 raise ServerGone(f"the command server's channel ended{cut}")
             self._reader.feed(data)
         return frame
+
+
+class PortServer(CommandServer):
+    """The guest's server on its virtio-serial port (harness/vm/port.py): started by images/init, so there is no
+    channel to open and no handshake, and a guest restored from a snapshot answers at once. There is one, and
+    nothing reopens it: once closed here (after anything but a clean reply), the guest's server sees the end,
+    kills its command and exits, and commands go over SSH."""
+
+    def __init__(self, sock: socket.socket, limits: GuestLimits):
+        super().__init__(None, sock, limits)
+        self.closed = False
+
+    @classmethod
+    def greet(cls, sock: socket.socket, deadline: float, limits: GuestLimits) -> PortServer:
+        """Take the hello the guest's server sent when /init started it; ServerAbsent when another comes."""
+        server = cls(sock, limits)
+        try:
+            kind, payload = server.next_frame(deadline)
+        except ServerGone:
+            raise ServerAbsent("the guest's command port closed before its hello") from None
+        except Flooded as e:
+            server.close()
+            raise ServerAbsent(f"the guest's command port garbled its hello: {e}") from None
+        if (kind, payload) != (b"H", HELLO):
+            server.close()
+            raise ServerAbsent(f"the guest's command port said {kind!r} {payload[:100]!r} where its hello was due")
+        return server
+
+    def usable(self) -> bool:
+        return not self.closed
+
+    def last_words(self) -> str:
+        return "its virtio-serial port closed: QEMU gone, or the server ended"
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.chan.close()

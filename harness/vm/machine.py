@@ -24,8 +24,9 @@ from harness.errors import InfraError, UserError
 from harness.kernel.image import Image, client_key
 from harness.kernel.prepare import Prepared
 from harness.results.outcome import HarnessFault, Outcome
-from harness.vm import faults, qmp, vmcore
+from harness.vm import faults, port, qmp, vmcore
 from harness.vm import limits as guest_limits
+from harness.vm.cmdserver import PortServer, ServerAbsent
 from harness.vm.console import Console, WaitResult
 from harness.vm.limits import GuestLimits
 from harness.vm.ssh import SSH, SSHError
@@ -120,7 +121,8 @@ def check_devices(profile: Profile) -> None:
 
 def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel: str,
               extra_append: tuple[str, ...] = (), qmp_fd: int | None = None, vmcoreinfo: bool = False,
-              gdb_socket: Path | None = None) -> list[str]:
+              gdb_socket: Path | None = None, port_fd: int | None = None, incoming_fd: int | None = None
+              ) -> list[str]:
     """The whole QEMU command line. QEMU listens on nothing another user could reach: the guest's SSH
     is forwarded on 127.0.0.1 only (and its host key is pinned), the serial console is QEMU's stdio
     (a pty only the harness holds), the human monitor is off, and QMP, where asked for, is an
@@ -155,6 +157,10 @@ def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel
         argv += ["-device", "vmcoreinfo"]
     if gdb_socket:  # gdb's remote stub on a unix socket in a directory only the harness's user can enter
         argv += ["-chardev", f"socket,id=gdb,path={gdb_socket},server=on,wait=off", "-gdb", "chardev:gdb"]
+    if port_fd is not None:  # the command server's virtio-serial port (harness/vm/port.py)
+        argv += port.command_port_args(port_fd)
+    if incoming_fd is not None:  # a snapshot's state to start from, not a boot (harness/vm/snapshot.py)
+        argv += ["-incoming", f"fd:{incoming_fd}"]
     return argv + (qmp.qemu_args(qmp_fd) if qmp_fd is not None else [])
 
 
@@ -257,6 +263,8 @@ class VM:
     timeline: Timeline = field(default_factory=Timeline)  # the last boot's stages (harness/vm/timeline.py)
     argv: list[str] = field(default_factory=list)
     qmp_channel: qmp.Channel | None = None  # this boot's QMP socketpair
+    command_port: port.Pair | None = None  # this boot's virtio-serial command port (harness/vm/port.py)
+    restored_from: str = ""  # the snapshot this guest was restored from (harness/vm/snapshot.py), not booted
     vmcore: bool = False  # a crash or a hang leaves a vmcore (a dumpable kernel: harness/vm/vmcore.py)
     gdb: bool = False  # QEMU's gdb stub on gdb_socket (`harness shell --gdb`)
     dumped: dict[str, str] = field(default_factory=dict)  # {"vmcore": path, or why not}, once dumped
@@ -274,21 +282,9 @@ class VM:
         self.workdir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         for attempt in range(3):
-            self.ssh_port = free_port()
-            if self.qmp_channel:
-                self.qmp_channel.close()
-            self.qmp_channel = qmp.Channel()
-            self.argv = qemu_argv(self.profile, self.kernel, self.image.initramfs, self.ssh_port, self.accel,
-                                  self.extra_append, self.qmp_channel.qemu_fd, vmcoreinfo=self.vmcore,
-                                  gdb_socket=self.gdb_socket if self.gdb else None)
-            (self.workdir / "qemu-argv.json").write_text(json.dumps(self.argv, indent=1))
-            self.console = Console(self.argv, self.console_log, pass_fds=(self.qmp_channel.qemu_fd,),
-                                   limits=self.limits)
-            if self.vmcore:
-                self.console.on_fatal = self._crashed
-            self.qmp_channel.handed_over()
-            result = self.console.wait_for(READY_RE, boot_timeout, silence_timeout=silence_timeout)
-            if result.status == "exited" and "Could not set up host forwarding" in self.console.text and attempt < 2:
+            console = self.launch()
+            result = console.wait_for(READY_RE, boot_timeout, silence_timeout=silence_timeout)
+            if result.status == "exited" and "Could not set up host forwarding" in console.text and attempt < 2:
                 continue  # lost the race for the port to another process: take another
             break
         self._check_boot(result, boot_timeout)
@@ -298,7 +294,8 @@ class VM:
         if connect_ssh:
             try:
                 self.ssh = SSH.connect(self.ssh_port, self.image.host_key_pub, client_key(), timeout=ssh_timeout,
-                                       log=self.workdir / "commands.log", limits=self.limits)
+                                       log=self.workdir / "commands.log", limits=self.limits,
+                                       port_server=self._greet_port(ssh_timeout))
                 self.ssh.peer_alive = self.alive  # a dead QEMU or a crashed kernel: say so now, not in 15 s
                 self.timeline.mark("ssh", time.monotonic() - self.console.started, self.console.qemu_cpu_s())
                 self.boot_s = time.monotonic() - started
@@ -308,23 +305,65 @@ class VM:
                 self.timeline.mark("command", time.monotonic() - self.console.started, self.console.qemu_cpu_s(),
                                    guest_uptime=_seconds(uptime))
             except SSHError as e:
-                # The session's end may be the kernel's or QEMU's, seen on the console a moment later.
-                ended = self.console.wait_for(r"(?!)", faults.CHANNEL_GRACE_S)
-                self.stop()
-                stopped_at = self.timeline.describe_last()
-                if ended.status == "crashed" and ended.splat:
-                    raise BootError("CRASH", f"kernel crashed during boot: {ended.splat.title} ({stopped_at})",
-                                    self.console_log) from None
-                if ended.status == "exited":
-                    raise BootError("CRASH", f"{faults.qemu_end(ended.exit_status)} while booting ({stopped_at})",
-                                    self.console_log) from None
-                if ended.status == "flooded":
-                    raise BootError("FLOOD", f"{self.console.flooded} while booting ({stopped_at})",
-                                    self.console_log) from None
-                raise BootError("INFRA", f"guest booted but SSH is unreachable: {e} ({stopped_at})",
-                                self.console_log) from None
+                raise self.unanswered(e, "booting", f"guest booted but SSH is unreachable: {e}") from None
         else:
             self.boot_s = time.monotonic() - started
+
+    def unanswered(self, e: SSHError, doing: str, otherwise: str) -> BootError:
+        """The BootError for a guest whose channel failed while `doing` ("booting"): QEMU stopped, and the cause
+        named from its console, where a kernel's or QEMU's end shows a moment after the channel's."""
+        assert self.console
+        ended = self.console.wait_for(r"(?!)", faults.CHANNEL_GRACE_S)
+        during = "during boot" if doing == "booting" else f"while {doing}"
+        self.stop()
+        stopped_at = self.timeline.describe_last() if not self.restored_from else f"restored from {self.restored_from}"
+        if ended.status == "crashed" and ended.splat:
+            return BootError("CRASH", f"kernel crashed {during}: {ended.splat.title} ({stopped_at})",
+                             self.console_log)
+        if ended.status == "exited":
+            return BootError("CRASH", f"{faults.qemu_end(ended.exit_status)} while {doing} ({stopped_at})",
+                             self.console_log)
+        if ended.status == "flooded":
+            return BootError("FLOOD", f"{self.console.flooded} while {doing} ({stopped_at})", self.console_log)
+        return BootError("INFRA", f"{otherwise} ({stopped_at})", self.console_log)
+
+    def launch(self, incoming_fd: int | None = None) -> Console:
+        """Start QEMU with this VM's command line (from `incoming_fd`'s snapshot state, if given), on a free port
+        and with new QMP and command-port socketpairs; its console is read from the first byte."""
+        self.ssh_port = free_port()
+        for pair in (self.qmp_channel, self.command_port):
+            if pair:
+                pair.close()
+        self.qmp_channel, self.command_port = qmp.Channel(), port.Pair()
+        self.argv = qemu_argv(self.profile, self.kernel, self.image.initramfs, self.ssh_port, self.accel,
+                              self.extra_append, self.qmp_channel.qemu_fd, vmcoreinfo=self.vmcore,
+                              gdb_socket=self.gdb_socket if self.gdb else None, port_fd=self.command_port.qemu_fd,
+                              incoming_fd=incoming_fd)
+        (self.workdir / "qemu-argv.json").write_text(json.dumps(self.argv, indent=1))
+        inherited = (self.qmp_channel.qemu_fd, self.command_port.qemu_fd)
+        self.console = Console(self.argv, self.console_log, limits=self.limits,
+                               pass_fds=inherited if incoming_fd is None else (*inherited, incoming_fd))
+        if self.vmcore:
+            self.console.on_fatal = self._crashed
+        self.qmp_channel.handed_over()
+        self.command_port.handed_over()
+        return self.console
+
+    def _greet_port(self, timeout: float) -> PortServer | None:
+        """The guest's server on the command port, which /init started before its ready marker; None (commands
+        then go over SSH alone) for a guest without one, said in commands.log."""
+        assert self.command_port
+        try:
+            return PortServer.greet(self.command_port.ours, time.monotonic() + timeout, self.limits)
+        except (ServerAbsent, TimeoutError) as e:
+            self.note(f"no command server on the virtio-serial port ({e}); commands go over SSH")
+            return None
+
+    def note(self, text: str) -> None:
+        """A line in commands.log, beside the commands: what the harness did to this guest, and why."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.workdir / "commands.log", "a") as log:
+            log.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")
 
     def _check_boot(self, result: WaitResult, timeout: float) -> None:
         if result.status == "matched":
@@ -413,8 +452,9 @@ class VM:
             self.ssh = None
         if self.console:
             self.console.kill()
-        if self.qmp_channel:
-            self.qmp_channel.close()
+        for pair in (self.qmp_channel, self.command_port):
+            if pair:
+                pair.close()
 
 
 def accel_for(prepared: Prepared) -> str:

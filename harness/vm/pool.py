@@ -5,11 +5,13 @@ dead, crashed or suspect (the pytest plugin's `vms` fixture holds the pools; har
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from harness.kernel.prepare import Prepared
-from harness.results.model import Boot
+from harness.results.model import Boot, Restore
 from harness.results.rundir import RunDir
-from harness.vm.machine import VM, BootError, accel_for, guest_vm, load_profile, probe_modules
+from harness.vm import qmp, snapshot
+from harness.vm.machine import VM, BootError, MachineError, accel_for, guest_vm, load_profile, probe_modules
 
 # Defaults for TCG on 2 cores, where this kernel boots in ~2 s; scaled up for debug kernels.
 DEFAULT_BOOT_TIMEOUT = 120.0
@@ -21,6 +23,19 @@ def timeout_scale(prepared: Prepared, accel: str) -> float:
     """Debug kernels (KASAN, lockdep, ...) run several times slower; KVM much faster than TCG."""
     scale = 3.0 if any(prepared.build.has(opt) for opt in DEBUG_OPTIONS) else 1.0
     return scale * (0.5 if accel == "kvm" else 1.0)
+
+
+def isolation(nodeid: str, scope: str | None, every_test: bool = False) -> str | None:
+    """A test's isolation group (VMs.get): itself with --fresh-guest (`every_test`) or `fresh_guest` (scope "test"),
+    its module with `fresh_guest(scope="module")` (tests that share a setup, such as a module loaded, and leave
+    no one else's guest changed), none without the marker (`scope` None)."""
+    if every_test or scope == "test":
+        return nodeid
+    if scope == "module":
+        return nodeid.split("::")[0]
+    if scope is None:
+        return None
+    raise MachineError(f"{nodeid}: fresh_guest's scope is 'test' or 'module', not {scope!r}")
 
 
 class VMs:
@@ -38,29 +53,67 @@ class VMs:
         self.scale = timeout_scale(prepared, self.accel)
         self.boot_timeout = boot_timeout or DEFAULT_BOOT_TIMEOUT * self.scale
         self.vm: VM | None = None
-        self.boots = 0
+        self.served = 0  # tests the VM was handed to
+        self.isolation: str | None = None  # the isolation group of the last of them
+        self.boots = 0  # VMs started, booted or restored (their folders: vm-1, vm-2, ...)
+        self.snapshots = True  # take one after the first boot and restore from it (off: every VM boots)
+        self.snapshot: Path | None = None
         self.boot_error: BootError | None = None
 
-    def get(self) -> VM:
+    def get(self, isolation: str | None = None) -> VM:
+        """The pool's VM for one more test. Tests of an isolation group (a test marked fresh_guest, or a module
+        marked so as a whole: harness/pytest_plugin.py) get a guest no test outside the group used, and leave
+        theirs to no test outside it: whenever the group changes, the VM is replaced by a restore from the
+        snapshot of this pool's first boot (harness/vm/snapshot.py). Tests of no group share a VM."""
         if self.boot_error:
             raise self.boot_error  # a kernel that cannot boot will not boot for the next test either
-        if self.vm and not self.vm.alive():
+        if self.vm and (not self.vm.alive() or (self.served and isolation != self.isolation)):
             self.discard()
         if self.vm is None:
-            self.boots += 1
-            vm = guest_vm(self.prepared, self.profile, self.run_dir.vm_dir(self.boots, self.worker), self.accel,
-                          self.modules)
-            if self.gdb_on_crash:
-                vm.gdb, vm.extra_append = True, (*vm.extra_append, "panic=0")
-            try:
-                vm.start(self.boot_timeout)
-            except BootError as e:
-                self.boot_error = e
-                raise
-            self.run_dir.timings.boots.append(Boot(self.boots, round(vm.boot_s, 2), self.accel, self.boot_timeout,
-                                                    timeline=vm.timeline.to_json()))
-            self.vm = vm
+            self.vm = self._restored() or self._booted()
+            self.served = 0
+        self.served += 1
+        self.isolation = isolation
         return self.vm
+
+    def _new_vm(self) -> VM:
+        self.boots += 1
+        vm = guest_vm(self.prepared, self.profile, self.run_dir.vm_dir(self.boots, self.worker), self.accel,
+                      self.modules)
+        if self.gdb_on_crash:
+            vm.gdb, vm.extra_append = True, (*vm.extra_append, "panic=0")
+        return vm
+
+    def _booted(self) -> VM:
+        """A boot, the pool's first (each run proves its kernel boots) or when no snapshot serves; its snapshot
+        is taken before any test touches it."""
+        vm = self._new_vm()
+        try:
+            vm.start(self.boot_timeout)
+        except BootError as e:
+            self.boot_error = e
+            raise
+        self.run_dir.timings.boots.append(Boot(self.boots, round(vm.boot_s, 2), self.accel, self.boot_timeout,
+                                                timeline=vm.timeline.to_json()))
+        if self.snapshots and self.snapshot is None:
+            try:
+                self.snapshot = snapshot.ensure(vm)
+            except (qmp.QMPError, OSError) as e:
+                self.snapshots = False
+                vm.note(f"no snapshot of this guest ({e}): a fresh guest is a boot")
+        return vm
+
+    def _restored(self) -> VM | None:
+        if self.snapshot is None:
+            return None
+        vm = self._new_vm()
+        failed = snapshot.restore_or_none(vm, self.snapshot, self.boot_timeout)
+        if failed:
+            vm.note(failed)
+            self.snapshot, self.snapshots = None, False
+            return None
+        self.run_dir.timings.restores.append(Restore(self.boots, round(vm.boot_s, 3), self.snapshot.name))
+        return vm
 
     def discard(self) -> None:
         # Forget the VM before stopping it: the watchdog thread discards while the test it stopped may
@@ -99,5 +152,6 @@ class Pools:
         for machine, pool in self.pools.items():
             if pool.run_dir is not self.run_dir:
                 self.run_dir.timings.boots += [replace(b, machine=machine) for b in pool.run_dir.timings.boots]
+                self.run_dir.timings.restores += [replace(r, machine=machine) for r in pool.run_dir.timings.restores]
 
 

@@ -1,4 +1,5 @@
-"""QEMU's machine protocol (QMP), just enough for a post-mortem: CPU registers, the screen, the memory.
+"""QEMU's machine protocol (QMP), just enough for a post-mortem (CPU registers, the screen, the memory) and a
+snapshot (harness/vm/snapshot.py: `migrate` to a file handed over with `getfd`).
 
 The channel is a socketpair: QEMU inherits one end as a file descriptor (`-chardev socket,fd=N`), the
 harness keeps the other. It has no name, so no other process can reach it: QMP controls a process
@@ -10,6 +11,7 @@ in the kernel from one waiting on something. Best effort and bounded: a wedged Q
 
 from __future__ import annotations
 
+import array
 import bisect
 import collections
 import json
@@ -19,38 +21,26 @@ import threading
 import time
 from pathlib import Path
 
+from harness.vm.port import Pair
 
-class Channel:
-    """One VM's QMP socketpair: `qemu_fd` goes to QEMU (and is closed here once QEMU has it), the
-    other end stays with the harness for the VM's life. QEMU greets once, at start, so one session
+
+class Channel(Pair):
+    """One VM's QMP socketpair (harness/vm/port.py). QEMU greets once, at start, so one session
     (`session()`) serves every post-mortem of that VM."""
 
     def __init__(self) -> None:
-        # Both ends close-on-exec (Python's default): only the QEMU child gets its end, through pass_fds.
-        self._ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        super().__init__()
         self._lock = threading.Lock()  # the test watchdog's thread and the main thread may both look
         self._qmp: QMP | None = None
-
-    @property
-    def qemu_fd(self) -> int:
-        return self._theirs.fileno()
 
     def qemu_args(self) -> list[str]:
         return qemu_args(self.qemu_fd)
 
-    def handed_over(self) -> None:
-        """QEMU holds its own copy of the fd now: drop ours, so QEMU's exit shows as EOF here."""
-        self._theirs.close()
-
     def session(self, timeout: float = 5) -> QMP:
         with self._lock:
             if self._qmp is None:
-                self._qmp = QMP(self._ours, timeout)
+                self._qmp = QMP(self.ours, timeout)
             return self._qmp
-
-    def close(self) -> None:
-        self._theirs.close()
-        self._ours.close()
 
 
 def qemu_args(fd: int) -> list[str]:
@@ -90,8 +80,18 @@ class QMP:
                 return msg
 
     def execute(self, command: str, **arguments: object) -> object:
-        self.file.write(json.dumps({"execute": command, "arguments": arguments}).encode() + b"\n")
-        self.file.flush()
+        return self._send(json.dumps({"execute": command, "arguments": arguments}).encode() + b"\n", command)
+
+    def getfd(self, name: str, fd: int) -> None:
+        """Hand QEMU an open file (SCM_RIGHTS, with the `getfd` command) that later commands name `fd:NAME`."""
+        self._send(json.dumps({"execute": "getfd", "arguments": {"fdname": name}}).encode() + b"\n", "getfd", fd)
+
+    def _send(self, message: bytes, command: str, fd: int | None = None) -> object:
+        if fd is None:
+            self.file.write(message)
+            self.file.flush()
+        else:
+            self.sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
         reply = self._read()
         if "error" in reply:
             raise QMPError(f"{command}: {reply['error'].get('desc', reply['error'])}")

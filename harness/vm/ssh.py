@@ -36,9 +36,12 @@ from harness.vm.cmdserver import (
     CommandServer,
     Flooded,
     MalformedFrame,
+    PortServer,
+    Reply,
     ServerAbsent,
     ServerFailed,
     ServerGone,
+    ServerStartedOver,
     encode_request,
 )
 from harness.vm.limits import GuestLimits
@@ -79,6 +82,14 @@ class CommandFlooded(SSHError):
 class CommandServerLost(SSHError):
     """The guest's command server ended while a command ran on it (killed in the guest), the session still up:
     the command's outcome is unknown. The next command starts a new server."""
+
+
+class PortServerStartedOver(CommandServerLost):
+    """The port's server was killed under a command, and another took its place: the port goes on serving."""
+
+
+class CommandNotStarted(SSHError):
+    """The guest's command server could not start the command (pipe, fork, memory); it waits for the next."""
 
 
 @dataclass(frozen=True)
@@ -154,12 +165,15 @@ def _no_delay(client: paramiko.SSHClient) -> None:
 
 
 class SSH:
-    def __init__(self, client: paramiko.SSHClient, log: Path | None, reconnect: Callable[[], SSH] | None = None,
-                 limits: GuestLimits | None = None):
-        self.client = client
+    def __init__(self, client: paramiko.SSHClient | None, log: Path | None,
+                 reconnect: Callable[[], SSH] | None = None, limits: GuestLimits | None = None,
+                 port: PortServer | None = None):
+        self.client = client  # None: connected at the first command the port server cannot take
         self.log = log
         self.limits = limits or guest_limits.load()
         self._reconnect = reconnect  # used once, when the session is found dropped before a command
+        self.port = port  # the server on the guest's virtio-serial port, tried first (harness/vm/port.py)
+        self._port_lock = threading.Lock()
         self.peer_alive: Callable[[], bool] = lambda: True  # the VM's: no reconnecting to a QEMU that is gone
         # Command servers, one command at a time each: a thread finds one idle, or starts one (up to
         # MAX_SERVERS), or takes an exec channel; it never waits behind another thread's command.
@@ -169,11 +183,12 @@ class SSH:
         self._server_absent = False  # this guest has no command server: every command takes a channel
         self._session_lock = threading.Lock()  # a reconnect replaces self.client
         self._log_lock = threading.Lock()
-        _no_delay(client)
+        if client:
+            _no_delay(client)
 
     @classmethod
     def connect(cls, port: int, host_key_pub: Path, key: Path, timeout: float, log: Path | None = None,
-                limits: GuestLimits | None = None) -> SSH:
+                limits: GuestLimits | None = None, port_server: PortServer | None = None) -> SSH:
         """Retry while the guest's dropbear comes up; a wrong host key is final.
 
         The boot calls this once /init saw dropbear listening, so the first try normally succeeds; a try
@@ -194,7 +209,7 @@ class SSH:
                 assert transport
                 transport.set_keepalive(5)
                 return cls(client, log, reconnect=lambda: cls.connect(port, host_key_pub, key, 15, log, limits),
-                           limits=limits)
+                           limits=limits, port=port_server)
             except paramiko.BadHostKeyException as e:
                 client.close()
                 raise SSHError(f"guest on 127.0.0.1:{port} presented a host key that is not the one pinned in "
@@ -219,12 +234,13 @@ class SSH:
         exec channel of its own. Thread-safe."""
         command = shlex.join(argv)
         started = time.monotonic()
-        transport = self._live_transport(command)
-        result = None
-        if not own_channel and not self._server_absent:
-            result = self._run_on_server(transport, argv, command, timeout, stdin, started)
+        result = None if own_channel else self._run_on_port(argv, command, timeout, stdin, started)
         if result is None:
-            result = self._run_on_channel(transport, argv, command, timeout, stdin, started)
+            transport = self._live_transport(command)
+            if not own_channel and not self._server_absent:
+                result = self._run_on_server(transport, argv, command, timeout, stdin, started)
+            if result is None:
+                result = self._run_on_channel(transport, argv, command, timeout, stdin, started)
         self._log(result)
         if check and not result.ok:
             raise CommandFailed(f"guest command failed:\n{result.describe()}")
@@ -232,7 +248,14 @@ class SSH:
 
     def _live_transport(self, command: str) -> paramiko.Transport:
         with self._session_lock:
-            transport = self.client.get_transport()
+            client = self.client
+            if client is None:  # a restored guest: its first command the port server could not take
+                if not (self._reconnect and self.peer_alive()):
+                    raise SSHError(f"no SSH session with the guest; cannot run: {command}")
+                self._note(f"connecting (the port server is busy or gone) before: {command}")
+                client = self.client = self._reconnect().client
+                assert client
+            transport = client.get_transport()
             if (transport is None or not transport.is_active()) and self._reconnect:
                 # A session that just dropped may be a QEMU on its way out: its sockets close before it is
                 # seen dead, and a reconnect in between reaches a port that resets.
@@ -241,9 +264,10 @@ class SSH:
                 # Reconnect once: the command was not sent yet, so running it now is not running it twice.
                 self._note(f"session dropped; reconnecting before: {command}")
                 fresh, self._reconnect = self._reconnect(), None
-                self.client.close()
-                self.client = fresh.client
-                transport = self.client.get_transport()
+                client.close()
+                client = self.client = fresh.client
+                assert client
+                transport = client.get_transport()
             if transport is None or not transport.is_active():
                 raise SSHError(f"SSH session is gone; cannot run: {command}")
             return transport
@@ -266,22 +290,64 @@ class SSH:
                 server = self._start_server(transport, command, timeout, deadline)
                 if server is None:
                     return None
-            reply = server.run(request, deadline + SERVER_REPLY_GRACE_S)
+            reply = self._ask(server, request, command, timeout, deadline)
             keep = True
+        except CommandNotStarted:
+            keep = True  # the server could not start it, and waits for the next
+            raise
+        finally:
+            self._checkin(server, keep)
+        return self._result(argv, reply, timeout, command, started)
+
+    def _run_on_port(self, argv: Sequence[str], command: str, timeout: float, stdin: bytes | None,
+                     started: float) -> CommandResult | None:
+        """The command over the port server; None when it cannot take it (busy, gone, none, an argument it
+        cannot carry): nothing was run. After anything but a clean reply the port is closed for good."""
+        port = self.port
+        if port is None or not port.usable() or not self._port_lock.acquire(blocking=False):
+            return None
+        try:
+            try:
+                request = encode_request(argv, timeout, stdin or b"")
+            except ValueError:
+                return None
+            keep = False
+            try:
+                reply = self._ask(port, request, command, timeout, started + timeout)
+                keep = True
+            except (CommandNotStarted, PortServerStartedOver):
+                keep = True  # the server that answers next is in step with the port
+                raise
+            finally:
+                if not keep:
+                    port.close()
+            return self._result(argv, reply, timeout, command, started)
+        finally:
+            self._port_lock.release()
+
+    def _ask(self, server: CommandServer, request: bytes, command: str, timeout: float, deadline: float) -> Reply:
+        """The server's reply to `request`, or the SSHError that says how it failed."""
+        try:
+            return server.run(request, deadline + SERVER_REPLY_GRACE_S)
         except TimeoutError:
             # No word by the deadline: a guest that no longer runs. The channel is dropped (its server, if it
             # ever reads again, sees the end and kills the command).
             raise CommandTimeout(f"command did not finish within {timeout:.0f} s: {command}") from None
+        except ServerStartedOver:
+            raise PortServerStartedOver(f"the guest's command server ended (killed in the guest: /init started "
+                                        f"another) while running: {command}; the command's outcome is "
+                                        "unknown") from None
         except ServerGone:
-            assert server
             words = server.last_words()
-            if not _still_active(transport):
+            if server.transport is None:
+                raise SSHError(f"the guest's command port closed while running: {command}") from None
+            if not _still_active(server.transport):
                 raise SSHError(f"SSH session dropped while running: {command}") from None
             raise CommandServerLost(f"the guest's command server ended ({words}) while running: {command}; "
                                     "the command's outcome is unknown") from None
         except ServerFailed as e:
-            keep = True  # it could not start the command, and waits for the next
-            raise SSHError(f"the guest could not start: {command}: {e}") from None
+            # It could not start the command (and waits for the next): said as the command's failure to start
+            raise CommandNotStarted(f"the guest could not start: {command}: {e}") from None
         except Flooded as e:
             raise CommandFlooded(f"the guest flooded: {e} while running: {command}") from None
         except MalformedFrame as e:
@@ -289,8 +355,9 @@ class SSH:
                                     f"{command}; the command's outcome is unknown") from None
         except (paramiko.SSHException, EOFError, OSError) as e:
             raise SSHError(f"SSH channel failed while running: {command}: {type(e).__name__} {e}") from None
-        finally:
-            self._checkin(server, keep)
+
+    @staticmethod
+    def _result(argv: Sequence[str], reply: Reply, timeout: float, command: str, started: float) -> CommandResult:
         if reply.exit.how == TIMED_OUT:
             raise CommandTimeout(f"command did not finish within {timeout:.0f} s: {command}")
         return CommandResult(tuple(argv), reply.exit.exit_status, reply.stdout.decode(errors="replace"),
@@ -395,7 +462,10 @@ class SSH:
             idle, self._idle = self._idle, []
         for server in idle:
             server.close()
-        self.client.close()
+        if self.port:
+            self.port.close()
+        if self.client:
+            self.client.close()
 
     def _log(self, result: CommandResult) -> None:
         self._note(result.describe())
