@@ -21,8 +21,8 @@ Keys (times in seconds):
   bare_cpu_s              the same for the bare boot, to QEMU's exit
   boot_to_ssh_cpu_ratio   boot_cpu_s median / bare_cpu_s median: the ratio above as work done rather than wall
                           clock, which a host loaded by other work stretches far less
-  ssh_roundtrip_s         one `true` over the open SSH session, on the guest's command server (the path every
-                          command takes): median, p95, min, max of `roundtrips` runs
+  ssh_roundtrip_s         one `true` on the guest's command server, the one on its virtio-serial port (the path
+                          every command tries first): median, p95, min, max of `roundtrips` runs
   ssh_exec_roundtrip_s    the same `true` on an SSH exec channel of its own (dropbear's `sh -c`, the path before
                           the command server), measured alternately with the one above, in the same sitting
   ssh_guest_s             of ssh_roundtrip_s, the part inside the guest: the server's fork+exec to the reaped exit

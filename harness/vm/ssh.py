@@ -1,18 +1,19 @@
-"""The command channel: paramiko to the guest's dropbear, with its host key pinned.
+"""The command channel: the guest's virtio-serial command port, and paramiko to its dropbear, host key pinned.
 
-Commands are argument lists. They go to a command server in the guest (guest/programs/cmdserver.c on a
-long-lived exec channel, started at the session's first command: harness/vm/cmdserver.py), which execs
-them without a shell. A thread whose command finds the servers busy (a fault injected from another
-thread under a workload) gets a server of its own, up to MAX_SERVERS, and never waits behind another
-thread's command. Beyond that, in a guest without the server, or with `own_channel=True`, a command
-takes an exec channel of its own, as every command did before the server: dropbear runs it with
-`sh -c`, quoted here with shlex.join. (Dropbear 2022.83 sometimes refuses or closes a channel when two
-are opened and closed at once: one more reason for long-lived channels.) No shell string is ever built
-from input. Both paths say the same: a command killed by a signal has exit status -1 (the server also
-names the signal), a timeout is CommandTimeout, a session gone under a command is SSHError, output past
-a limit of harness/vm/limits.py is CommandFlooded; the reply comes when the command exits, even if a
-background child still holds its stdout. Files are copied by feeding them to `cat` (dropbear has no SFTP
-server in the image).
+Commands are argument lists. They go to a command server in the guest (guest/programs/cmdserver.c), which
+execs them without a shell: first the one /init started on the virtio-serial port (harness/vm/port.py: no
+handshake, and a guest restored from a snapshot answers there at once, with no SSH session yet, which then
+connects at the first command the port cannot take); then servers on long-lived exec channels, started at the
+session's first such command (harness/vm/cmdserver.py). A thread whose command finds the servers busy (a fault
+injected from another thread under a workload) gets a server of its own, up to MAX_SERVERS, and never waits
+behind another thread's command. Beyond that, in a guest without the server, or with `own_channel=True`, a
+command takes an exec channel of its own, as every command did before the server: dropbear runs it with
+`sh -c`, quoted here with shlex.join. (Dropbear 2022.83 sometimes refuses or closes a channel when two are opened
+and closed at once: one more reason for long-lived channels.) No shell string is ever built from input. Both
+paths say the same: a command killed by a signal has exit status -1 (the server also names the signal), a
+timeout is CommandTimeout, a session gone under a command is SSHError, output past a limit of
+harness/vm/limits.py is CommandFlooded; the reply comes when the command exits, even if a background child
+still holds its stdout. Files are copied by feeding them to `cat` (dropbear has no SFTP server in the image).
 """
 
 from __future__ import annotations
