@@ -125,3 +125,20 @@ def test_a_tests_isolation_group_is_itself_its_module_or_none():
     assert pool.isolation(node, None, every_test=True) == pool.isolation(node, "module", every_test=True) == node
     with pytest.raises(MachineError, match="fresh_guest's scope is 'test' or 'module', not 'session'"):
         pool.isolation(node, "session")
+
+
+def test_the_cache_keeps_the_snapshots_last_used_and_the_one_just_taken(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    made = []
+    for n in range(snapshot.KEPT + 3):
+        d = snapshot.root() / f"key{n:02}"
+        d.mkdir(parents=True)
+        (d / snapshot.META).write_text("{}")
+        os.utime(d / snapshot.META, (1000 + n, 1000 + n))  # key00 the least recently used
+        made.append(d)
+    os.utime(made[1] / snapshot.META, (5000, 5000))  # used again since
+    snapshot.prune(keep=made[0])  # just taken: never dropped, whatever its time says
+    left = sorted(d.name for d in snapshot.root().iterdir())
+    assert left == ["key00", "key01", *(f"key{n:02}" for n in range(5, snapshot.KEPT + 3))]
+    assert len(left) == snapshot.KEPT

@@ -65,6 +65,7 @@ class Profile:
     memory_mib: int = 1024
     devices: tuple[str, ...] = ()
     append: tuple[str, ...] = ()
+    snapshots: bool = True  # a fresh guest is a restore of the first boot's snapshot (false: a boot)
 
 
 ARCHES = ("x86_64",)  # what the pipeline builds (arch/x86, bzImage) and boots (qemu-system-x86_64)
@@ -81,6 +82,8 @@ PROFILE = schema.Record({
                                "QEMU -device arguments (MODEL[,PROP=VALUE...]), one each"),
     "append": schema.optional(schema.ListOf(schema.Str(r"[^\s]+", "a kernel parameter without spaces")), [],
                          "kernel command line parameters, one per item"),
+    "snapshots": schema.optional(schema.Bool(), True,
+                                 "a fresh guest is a restore of the first boot's snapshot (false: a boot of its own)"),
 }, "a machine profile")
 
 
@@ -91,7 +94,7 @@ def load_profile(name: str) -> Profile:
                            f"{', '.join(ARCHES)} guests only")
     return Profile(name=name, description=data["description"], arch=data["arch"], machine=data["machine"],
                    cpu=data["cpu"], cpus=data["cpus"], memory_mib=data["memory_mib"],
-                   devices=tuple(data["devices"]), append=tuple(data["append"]))
+                   devices=tuple(data["devices"]), append=tuple(data["append"]), snapshots=data["snapshots"])
 
 
 def qemu_binary() -> str:

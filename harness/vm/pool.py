@@ -1,5 +1,6 @@
-"""The VMs of a test session: one per machine profile, booted on first need, replaced when a test left it
-dead, crashed or suspect (the pytest plugin's `vms` fixture holds the pools; harness/guest.py uses them).
+"""The VMs of a test session: one per machine profile, booted on first need and snapshotted right then, replaced
+by a restore of that snapshot when a test left it dead, crashed or suspect, or when the isolation group changes
+(`fresh_guest`). The pytest plugin's `vms` fixture holds the pools; harness/guest.py uses them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from harness.results.model import Boot, Restore
 from harness.results.rundir import RunDir
 from harness.vm import qmp, snapshot
 from harness.vm.machine import VM, BootError, MachineError, accel_for, guest_vm, load_profile, probe_modules
+from harness.vm.ssh import SSHError
 
 # Defaults for TCG on 2 cores, where this kernel boots in ~2 s; scaled up for debug kernels.
 DEFAULT_BOOT_TIMEOUT = 120.0
@@ -56,7 +58,7 @@ class VMs:
         self.served = 0  # tests the VM was handed to
         self.isolation: str | None = None  # the isolation group of the last of them
         self.boots = 0  # VMs started, booted or restored (their folders: vm-1, vm-2, ...)
-        self.snapshots = True  # take one after the first boot and restore from it (off: every VM boots)
+        self.snapshots = self.profile.snapshots  # take one after the first boot and restore it (off: VMs boot)
         self.snapshot: Path | None = None
         self.boot_error: BootError | None = None
 
@@ -98,7 +100,7 @@ class VMs:
         if self.snapshots and self.snapshot is None:
             try:
                 self.snapshot = snapshot.ensure(vm)
-            except (qmp.QMPError, OSError) as e:
+            except (qmp.QMPError, OSError, SSHError) as e:  # a guest gone at once is the next get()'s to see
                 self.snapshots = False
                 vm.note(f"no snapshot of this guest ({e}): a fresh guest is a boot")
         return vm

@@ -38,6 +38,7 @@ STATE = "state"  # QEMU's migration stream
 META = "snapshot.json"  # what it was taken from, and what it cost
 BOOT_CONSOLE = "boot-console.log"  # the console of the boot it was taken after
 TAKE_TIMEOUT_S = 60.0
+KEPT = 16  # snapshots the cache keeps, the most recently used: about 90 MB each for 1 GiB (a bisection takes 8)
 
 
 def root() -> Path:
@@ -79,7 +80,17 @@ def ensure(vm: VM) -> Path:
     with locks.locked(root() / f"{where.name}.lock", "taking a guest snapshot"):
         if not (where / STATE).exists():
             take(vm, where)
+            prune(keep=where)
     return where
+
+
+def prune(keep: Path) -> None:
+    """Drop all but the KEPT snapshots last used (META's time: restore() touches it), never `keep`. A restore
+    that loses the race with this finds no state, and boots instead."""
+    taken = sorted((d for d in root().iterdir() if (d / META).exists() and d != keep),
+                   key=lambda d: (d / META).stat().st_mtime, reverse=True)
+    for old in taken[KEPT - 1:]:
+        shutil.rmtree(old, ignore_errors=True)  # its lock file stays: another process may hold it
 
 
 def take(vm: VM, where: Path) -> None:
@@ -133,6 +144,7 @@ def restore(vm: VM, where: Path, timeout: float) -> None:
     vm.workdir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(where / BOOT_CONSOLE, vm.workdir / BOOT_CONSOLE)
     vm.release = json.loads((where / META).read_text())["release"]
+    (where / META).touch()  # used now: prune() keeps it
     vm.restored_from = where.name
     started = time.monotonic()
     fd = os.open(where / STATE, os.O_RDONLY | os.O_CLOEXEC)
