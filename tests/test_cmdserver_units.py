@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from harness import paths
 from harness.vm.cmdserver import (
     EXITED,
     HELLO,
@@ -99,14 +98,6 @@ def test_an_exit_frame_says_how_the_command_ended():
 
 
 # --- the C server, on the host --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cmdserver")
-    # the guest's Makefile, its flags (-Werror) and all
-    subprocess.run(["make", "-s", "-C", str(paths.GUEST), f"O={out}", f"{out}/cmdserver"], check=True)
-    return out / "cmdserver"
 
 
 class Server:

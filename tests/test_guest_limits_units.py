@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from harness import paths
 from harness.results.outcome import SEVERITY, GuestFlooded, Outcome
 from harness.vm import limits
 from harness.vm.cmdserver import (
@@ -165,13 +164,6 @@ def test_output_of_exactly_the_limit_comes_back_whole(hostile: list[Hostile]):
 
 
 # --- the real server, flooding ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cmdserver")
-    subprocess.run(["make", "-s", "-C", str(paths.GUEST), f"O={out}", f"{out}/cmdserver"], check=True)
-    return out / "cmdserver"
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from harness import paths
 from harness.vm import pool, port, snapshot
 from harness.vm.cmdserver import PortServer, ServerAbsent
 from harness.vm.limits import GuestLimits
@@ -24,13 +23,6 @@ from harness.vm.ssh import SSH, CommandTimeout, SSHError
 
 LIMITS = GuestLimits(frame_bytes=1 << 20, output_bytes=1 << 20, console_memory_bytes=1 << 20,
                      console_log_bytes=1 << 20)
-
-
-@pytest.fixture(scope="module")
-def server_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cmdserver")
-    subprocess.run(["make", "-s", "-C", str(paths.GUEST), f"O={out}", f"{out}/cmdserver"], check=True)
-    return out / "cmdserver"
 
 
 @pytest.fixture
