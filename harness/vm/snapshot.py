@@ -47,7 +47,7 @@ def root() -> Path:
 
 def key(vm: VM) -> str:
     """The snapshot a booted `vm` gives and a restore of it needs (its argv as launched)."""
-    argv = [_unplaced(arg, vm.workdir) for arg in vm.argv if arg]
+    argv = [_unplaced(arg, vm.workdir) for arg in vm.argv]
     return content_key(qemu_devices(argv[0])[0], json.dumps(argv), _file_hash(vm.kernel),
                        _file_hash(vm.image.initramfs))
 
