@@ -92,13 +92,13 @@ test: deps ## the project's own tests: unit tests, config differential, faults, 
 	@# harness bisect over a 40-commit history on 6.12 (tests/bisect_history.py): two bisections, about 7 min
 	$(PY) -m pytest tests/test_bisect_e2e.py || echo "harness bisect's" >> $(FAILED_PHASES)
 	$(PY) -m pytest $(XDIST) suites --notifier=off || echo "the suites on 6.12 (notifier off)" >> $(FAILED_PHASES)
-	@# with the KVM selftests and the two-pass interval notifier's tests (7.x only; they skip on 6.12): the
+	@# with the KVM selftests, GPU SVM's and the two-pass interval notifier's tests (7.x only; they skip on 6.12): the
 	@# mirror in the race suite and in evidence (test_events.py has its own). Not mmu_stress_test: under nested
 	@# TCG its L1 oopses in svm_vcpu_run or crawls, booted or restored (2 of 2 attempts in one .ci/run on
 	@# 2026-12-06; once the session before), a cause not run down: the nightly and `harness driver` run it
 	$(PY) -m pytest $(XDIST) suites/test_events.py suites/test_notifier_events.py suites/test_observers.py \
-	    suites/test_rxe.py suites/test_kvm_selftests.py $(TWO_PASS_TESTS) --kernel-src=debian:7.3 \
-	    -k "not mmu_stress_test" || echo "the suites on 7.3" >> $(FAILED_PHASES)
+	    suites/test_rxe.py suites/test_kvm_selftests.py suites/test_gpusvm.py $(TWO_PASS_TESTS) \
+	    --kernel-src=debian:7.3 -k "not mmu_stress_test" || echo "the suites on 7.3" >> $(FAILED_PHASES)
 	@if [ -s $(FAILED_PHASES) ]; then echo "make test: these phases failed:"; sed 's/^/  /' $(FAILED_PHASES); \
 	    exit 1; fi
 

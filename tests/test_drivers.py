@@ -17,11 +17,16 @@ from harness.results import junit
 
 
 def test_every_profile_loads_and_names_real_things():
-    assert drivers.known_drivers() == ["kvm", "kvm-selftests", "mm-selftests", "rxe", "test_hmm", "virtio-gpu"]
+    assert drivers.known_drivers() == ["gpusvm", "kvm", "kvm-selftests", "mm-selftests", "rxe", "test_hmm",
+                                       "virtio-gpu"]
     hmm = drivers.load_driver("test_hmm")
     assert (hmm.machine, hmm.module, hmm.device) == ("default", "test_hmm", "/dev/hmm_dmirror0")
+    assert hmm.modules == ("test_hmm",)
+    gpusvm = drivers.load_driver("gpusvm")  # a list: the library first, the driver's own module last
+    assert (gpusvm.modules, gpusvm.module) == (("drm_gpusvm_helper", "gpusvm_mirror"), "gpusvm_mirror")
     assert hmm.suites == ("suites/test_hmm.py",)
-    assert drivers.load_driver("kvm").machine == "kvm" and drivers.load_driver("kvm").module is None
+    kvm = drivers.load_driver("kvm")
+    assert (kvm.machine, kvm.module, kvm.modules) == ("kvm", None, ())
     assert drivers.load_driver("virtio-gpu").machine == "virtio-gpu"
     kvm_selftests = drivers.load_driver("kvm-selftests")
     assert kvm_selftests.machine == "kvm-selftests" and "mmu_stress_test" in [r.program for r in kvm_selftests.programs]
@@ -39,6 +44,9 @@ def test_every_profile_loads_and_names_real_things():
     ("machine: default\nsuites: [suites/test_hmm.py]\nknown_failures: [{tests: [x], reason: r, code: mm/rmap.c}]\n",
      "bad.yaml:3: known_failures[0].code: expected a code condition {file, contains}, found the string 'mm/rmap.c'"),
     ("- a list\n", "bad.yaml:1: the top level: expected a driver profile"),
+    ("machine: default\nsuites: [suites/test_hmm.py]\nmodule: [a, ../b]\n",
+     "bad.yaml:3: module[1]: expected a module name"),
+    ("machine: default\nsuites: [suites/test_hmm.py]\nmodule: []\n", "bad.yaml:3: module"),
 ])
 def test_malformed_profiles_say_what_is_wrong(tmp_path: Path, monkeypatch, text, error):
     monkeypatch.setattr(drivers, "DRIVERS", tmp_path)
@@ -48,7 +56,8 @@ def test_malformed_profiles_say_what_is_wrong(tmp_path: Path, monkeypatch, text,
 
 
 def test_unknown_driver():
-    with pytest.raises(drivers.DriverError, match="known: kvm, kvm-selftests, mm-selftests, rxe, test_hmm, virtio-gpu"):
+    known = "gpusvm, kvm, kvm-selftests, mm-selftests, rxe, test_hmm, virtio-gpu"
+    with pytest.raises(drivers.DriverError, match=f"known: {known}"):
         drivers.load_driver("nvidia")
 
 

@@ -61,3 +61,25 @@ def test_a_header_gone_is_a_change_and_a_module_without_a_record_is_kept(tmp_pat
     assert headers_changed(module, build)
     (module / HEADERS).unlink()
     assert not headers_changed(module, build)  # an older cache's modules: taken as they are
+
+
+def test_gpusvm_is_built_only_against_a_tree_and_config_that_have_what_it_uses(tmp_path: Path):
+    """guest/gpusvm needs the tree's GPU SVM library with 7.3's per-pages API, and DRM_GPUSVM's dependency and
+    selections in the config; each missing piece is named."""
+    from harness.kernel.build import KernelBuild
+    from harness.kernel.guest_modules import gpusvm_unavailable
+    from harness.kernel.source import KernelTree
+
+    tree = KernelTree(tmp_path, "7.3.4", "debian:linux-source-7.3=test", True)
+    build = KernelBuild(tree, tmp_path / "b", "k", "7.3.4")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / ".config").write_text("CONFIG_DRM=y\nCONFIG_HMM_MIRROR=y\n")
+    assert "no GPU SVM library" in (gpusvm_unavailable(build) or "")
+    header = tmp_path / "include/drm/drm_gpusvm.h"
+    header.parent.mkdir(parents=True)
+    header.write_text("int drm_gpusvm_init(struct drm_gpusvm *gpusvm, const char *name, struct drm_device *drm);\n")
+    assert "drm_gpusvm_init_pages" in (gpusvm_unavailable(build) or "")  # 7.2's API
+    header.write_text("static inline void drm_gpusvm_init_pages(struct drm_gpusvm_pages *p, struct drm_device *d)\n")
+    assert "CONFIG_MMU_NOTIFIER not set" in (gpusvm_unavailable(build) or "")
+    (tmp_path / "b" / ".config").write_text("CONFIG_DRM=y\nCONFIG_HMM_MIRROR=y\nCONFIG_MMU_NOTIFIER=y\n")
+    assert gpusvm_unavailable(build) is None

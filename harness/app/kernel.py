@@ -13,7 +13,7 @@ from typing import Any
 from harness.errors import UserError
 from harness.kernel import artifact
 from harness.kernel.artifact_manifest import load_limits
-from harness.kernel.guest_modules import build_guest_modules, build_probe_module
+from harness.kernel.guest_modules import image_modules
 from harness.kernel.image import build_guest_programs
 from harness.kernel.prepare import Prepared, prepare
 from harness.kernel.source import DEFAULT_SERIES
@@ -82,11 +82,8 @@ def pack(prepared: Prepared, ksrc: str, settings: tuple[str, ...], out: Path) ->
         from harness.observe.kprobe import range_layout  # compiled once against the build, kept in it
 
         range_layout(build)
-    modules = build_guest_modules(build, "faults")
-    if build.has("MMU_NOTIFIER"):
-        modules.append(build_probe_module(build))
     packed = artifact.pack(build, ksrc, prepared.notifier, prepared.fragments, settings, build_guest_programs(),
-                           modules, out)
+                           image_modules(build), out)
     print(f"packed {packed.files} files ({packed.unpacked_bytes / 2**20:.1f} MiB) into {out}: "
           f"{packed.bytes / 2**20:.1f} MiB, sha256 {packed.sha256}", file=sys.stderr)
     return packed

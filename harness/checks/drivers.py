@@ -6,7 +6,8 @@ A profile says what a driver needs and who tests it:
     fragments: [base.config, drivers.config]   # configs/fragments/ the kernel needs for it
     config: [TEST_HMM]                          # symbols that must be y or m in the build, else its tests skip
     machine: default                            # configs/machines/ profile (devices, CPU model)
-    module: test_hmm                            # module to load in the guest (none: built in)
+    module: test_hmm                            # module to load in the guest (none: built in), or a list
+                                                #   loaded in order, the driver's own last
     device: /dev/hmm_dmirror0                   # what exists once the driver is up
     suites: [suites/test_hmm.py]
     programs:                                   # selftest programs the suite runs (mm-selftests), each a
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 
 DRIVERS = paths.CONFIGS / "drivers"
 GUEST_BIN = "/guest/bin"
+GUEST_MODULES = "/guest/modules"  # the modules of guest/ an image carries (harness/kernel/image.py)
 
 
 class DriverError(UserError):
@@ -102,13 +104,14 @@ class DriverProfile:
     fragments: tuple[str, ...]
     config: tuple[str, ...]
     machine: str
-    module: str | None
+    module: str | None  # the driver's own module (the last of `modules`)
     device: str | None
     suites: tuple[str, ...]
     known_failures: tuple[KnownFailure, ...] = ()
     programs: tuple[SelftestRun, ...] = ()
     # kernel test patterns (FIXTURE.VARIANT.TEST) and where they are written: checked against the tree's tests
     kernel_test_patterns: tuple[tuple[str, str], ...] = ()
+    modules: tuple[str, ...] = ()  # every module to load, in order: the guest's own (/guest/modules) or the kernel's
 
     def known_failure(self, test: str, series: str, thp: str | None = None, tree: Path | None = None,
                       has: Callable[[str], bool] | None = None) -> str | None:
@@ -150,8 +153,11 @@ PROFILE = schema.Record({
                                  "config fragments the kernel needs for it"),
     "config": schema.optional(schema.ListOf(_SYMBOL), [], "symbols that must be y or m, else its tests skip"),
     "machine": schema.required(schema.Str(_NAME, "a machine profile name"), "configs/machines/ profile"),
-    "module": schema.optional(schema.Either((schema.Str(_NAME, "a module name"), schema.Null())), None,
-                              "module to load in the guest (null: built in)"),
+    "module": schema.optional(schema.Either((schema.Str(_NAME, "a module name"), schema.Null(),
+                                             schema.ListOf(schema.Str(_NAME, "a module name"), one_or_more=True))),
+                              None,
+                              "module to load in the guest (null: built in), or modules loaded in order, the "
+                              "driver's own last"),
     "device": schema.optional(schema.Either((schema.Str(r"/\S+", "an absolute path in the guest"), schema.Null())),
                               None, "what exists once the driver is up"),
     "suites": schema.required(schema.ListOf(schema.Str(_REL_PATH, "a path in the repository"), one_or_more=True),
@@ -183,11 +189,13 @@ def load_driver(name: str) -> DriverProfile:
         if not (paths.REPO / suite).is_file():
             raise DriverError(f"{doc.where(('suites', n))}: suite {suite} does not exist")
     known = tuple(_known_failure(k) for k in data["known_failures"])
+    modules = tuple(data["module"]) if isinstance(data["module"], list) else (data["module"],) * bool(data["module"])
     return DriverProfile(
         name=doc.path.stem if name.endswith((".yaml", ".yml")) else name, description=data["description"],
         fragments=tuple(data["fragments"]), config=tuple(data["config"]), machine=data["machine"],
-        module=data["module"], device=data["device"], suites=tuple(data["suites"]), known_failures=known,
-        programs=programs, kernel_test_patterns=_unresolved_patterns(doc, programs))
+        module=modules[-1] if modules else None, device=data["device"], suites=tuple(data["suites"]),
+        known_failures=known, programs=programs, kernel_test_patterns=_unresolved_patterns(doc, programs),
+        modules=modules)
 
 
 def _known_failure(entry: dict) -> KnownFailure:
@@ -287,13 +295,16 @@ def install(ssh: SSH, local: Path) -> str:
 
 
 def load_module(ssh: SSH, profile: DriverProfile) -> None:
-    """Bring the driver up: modprobe its module unless its device is already there; fail with the reason."""
+    """Bring the driver up: load its modules unless its device is already there (one the harness built from
+    /guest/modules with insmod, else the kernel's with modprobe); fail with the reason."""
     if profile.device and ssh.run(["test", "-e", profile.device]).ok:
         return
-    if profile.module:
-        result = ssh.run(["modprobe", profile.module])
-        if not result.ok:
-            pytest.fail(f"modprobe {profile.module} failed: {result.stderr.strip()}")
+    for module in profile.modules:
+        ours = f"{GUEST_MODULES}/{module}.ko"
+        argv = ["insmod", ours] if ssh.run(["test", "-e", ours]).ok else ["modprobe", module]
+        result = ssh.run(argv)
+        if not result.ok and "File exists" not in result.stderr:  # insmod of one already loaded
+            pytest.fail(f"{shlex.join(argv)} failed: {result.stderr.strip()}")
     if profile.device and not ssh.run(["test", "-e", profile.device]).ok:
         pytest.fail(f"{profile.device} did not appear after loading {profile.module or 'nothing'}")
 

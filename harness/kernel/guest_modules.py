@@ -30,6 +30,43 @@ def build_probe_module(build: KernelBuild) -> Path:
     return ko
 
 
+# drivers/gpu/drm/'s GPU SVM library, as its Makefile builds drm_gpusvm_helper.ko (guest/gpusvm/Kbuild)
+GPUSVM_LIBRARY = ("drm_gpusvm.c", "drm_pagemap.c", "drm_pagemap_util.c")
+GPUSVM_CONFIG = ("DRM", "HMM_MIRROR", "MMU_NOTIFIER")  # what DRM_GPUSVM depends on and selects
+
+
+def gpusvm_unavailable(build: KernelBuild) -> str | None:
+    """Why guest/gpusvm cannot be built against this kernel, or None."""
+    header = build.tree.path / "include/drm/drm_gpusvm.h"
+    if not header.exists():
+        return f"{build.tree.path} has no GPU SVM library (include/drm/drm_gpusvm.h came in 6.15)"
+    if "drm_gpusvm_init_pages" not in header.read_text(errors="replace"):
+        # 7.2's drm_gpusvm_init takes the drm_device; guest/gpusvm is written against 7.3's per-pages one
+        return "this tree's GPU SVM has no drm_gpusvm_init_pages() (7.3's API, which guest/gpusvm uses)"
+    missing = [s for s in GPUSVM_CONFIG if not build.has(s)]
+    return f"CONFIG_{', CONFIG_'.join(missing)} not set in {build.config}" if missing else None
+
+
+def build_gpusvm_modules(build: KernelBuild) -> list[Path]:
+    """drm_gpusvm_helper.ko, the tree's own GPU SVM library, and gpusvm_mirror.ko, the fake GPU driven by it."""
+    if reason := gpusvm_unavailable(build):
+        raise BuildError(reason)
+    drm = build.tree.path / "drivers/gpu/drm"
+    generated = {name: (drm / name).read_text() for name in GPUSVM_LIBRARY}
+    generated["mmu_probe_events.h"] = event_names_header(build.tree.path)
+    return build_guest_modules(build, "gpusvm", generated)
+
+
+def image_modules(build: KernelBuild) -> list[Path]:
+    """The modules of guest/ an image of this build carries (loaded only when asked: harness.modules=)."""
+    modules = [build_probe_module(build)] if build.has("MMU_NOTIFIER") else []
+    modules += build_guest_modules(build, "faults")
+    try:
+        return modules + ([] if gpusvm_unavailable(build) else build_gpusvm_modules(build))
+    except BuildError:  # a tree whose GPU SVM moved under guest/gpusvm: its suite fails saying so, no other
+        return modules
+
+
 def build_guest_modules(build: KernelBuild, subdir: str, generated: dict[str, str] | None = None) -> list[Path]:
     """The modules of guest/SUBDIR (its Kbuild) built against this kernel: the cached ones if their sources and
     the headers they compiled against are unchanged, else built again."""

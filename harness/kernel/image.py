@@ -25,7 +25,7 @@ from harness.kernel.build import (
     modules_fingerprint,
     run_logged,
 )
-from harness.kernel.guest_modules import build_guest_modules, build_probe_module
+from harness.kernel.guest_modules import image_modules
 
 BUSYBOX = Path("/bin/busybox")
 BARE_INIT = paths.IMAGES / "bare-init.c"  # the bare-boot reference's /init (harness/vm/bench.py)
@@ -128,8 +128,7 @@ def build_image(build: KernelBuild) -> Image:
     programs = build_guest_programs()
     rdma = build_rdma_programs()
     extra = sorted(set(userspace_files()) | {lib for prog in rdma.iterdir() for lib in _shared_libs(prog)})
-    modules = [build_probe_module(build)] if build.has("MMU_NOTIFIER") else []
-    modules += build_guest_modules(build, "faults")  # loaded only when a test asks (harness.modules=)
+    modules = image_modules(build)
     mod_tree = install_modules(build) if build.has("MODULES") else None
     pub = client_key().with_name("id_ed25519.pub")
     # The build's modules, not only its key: a build rebuilt under the same key (a user's tree edited, a cache

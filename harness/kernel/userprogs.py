@@ -89,10 +89,10 @@ def hmm_tests(build: KernelBuild) -> Path:
 
 
 def kprogram(build: KernelBuild, name: str) -> Path:
-    """guest/kprograms/NAME.c, which includes guest/programs/*.h (probe.h, ev_cases.h) and this tree's uapi
-    headers; all of them are inputs of its cache key."""
+    """guest/kprograms/NAME.c, which includes guest/programs/*.h (probe.h, ev_cases.h), guest/gpusvm's interface
+    and this tree's uapi headers; all of them are inputs of its cache key."""
     source = KPROGRAMS / f"{name}.c"
-    inputs = sorted((paths.GUEST / "programs").glob("*.h"))
+    inputs = [*sorted((paths.GUEST / "programs").glob("*.h")), paths.GUEST / "gpusvm" / "gpusvm_mirror.h"]
     if (build.tree.path / "lib/test_hmm_uapi.h").exists():
         inputs.append(build.tree.path / "lib/test_hmm_uapi.h")
     return compile_static(build, name, source, inputs, ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"])
