@@ -63,12 +63,9 @@ static int device_verify(int quiet)
 	if (!quiet)
 		return 0;	/* the other CPU is writing the pages: no moment to compare at */
 	err = dmirror_read();
-	if (err)
-		return err;
-	for (size_t i = 0; i < mpages; i++)
-		if (memcmp(buf + i * page, p + i * page, page))
-			mismatched++;
-	return 0;
+	if (!err)
+		mismatched += pages_differing(buf);
+	return err;
 }
 
 static void device_json(void)

@@ -78,6 +78,16 @@ static void fragment(void)
 			die("madvise");
 }
 
+/* The pages of what a device read (buf, mpages pages) that differ from what the CPU reads now. */
+static inline long long pages_differing(const char *buf)
+{
+	long long n = 0;
+
+	for (size_t i = 0; i < mpages; i++)
+		n += !!memcmp(buf + i * page, p + i * page, page);
+	return n;
+}
+
 static void device_round(int quiet)
 {
 	int err = device_access();
