@@ -30,11 +30,11 @@ deb_packages = $(shell awk -v want=" $(1) " '/^\[/ {set = substr($$1, 2, length(
 	/^\#/ || NF == 0 {next} index(want, " " set " ") {print $$1}' configs/debian-packages.txt)
 # The sets `deps` installs: every one for `make deps` alone; a target asks for its own (below), and its
 # prerequisite `deps` sees them (a target-specific variable). The default tree only when KSRC names none.
-DEB_SETS ?= host tree git artifact tests
+DEB_SETS ?= host tree git artifact tests arm64
 TREE_SET = $(if $(KSRC),,tree)
 kernel run shell driver evidence matrix test-debug: DEB_SETS = host $(TREE_SET)
 bench compare bench-fuzz bisect: DEB_SETS = host git $(TREE_SET)
-test: DEB_SETS = host tree git artifact tests
+test: DEB_SETS = host tree git artifact tests arm64
 
 .PHONY: help deps venv kernel run test test-debug unit shell bench bench-fuzz matrix report lint clean evidence driver compare bisect
 
@@ -76,6 +76,8 @@ test: deps ## the project's own tests: unit tests, config differential, faults, 
 	$(HARNESS) kernel
 	$(HARNESS) kernel --notifier=off
 	$(HARNESS) kernel --kernel-src=debian:7.3
+	@# arm64, cross-built (its kernel alone for now: tests/test_arch_e2e.py boots it bare); about 7 min cold
+	$(HARNESS) kernel --arch=arm64
 	@# HARNESS_FETCH_TREES: the config differential tests fetch the 7.2 tree and Debian's 7.x configs.
 	@# The KASAN kernel's test is `make test-debug`: one more cold build would not fit make test in the hour
 	@# Each phase on $(WORKERS) pytest-xdist workers, each with VMs of its own; a machine profile's tests on one

@@ -11,7 +11,7 @@ from pathlib import Path
 from harness import paths, schema
 from harness.checks import drivers, expectations
 from harness.fuzz import program as fuzz_program
-from harness.kernel import artifact_manifest, build, debian, image
+from harness.kernel import arch, artifact_manifest, build, debian, image
 from harness.matrix import spec
 from harness.results import compare
 from harness.vm import limits, machine
@@ -40,6 +40,9 @@ KINDS = (
     Kind("Machine profiles", "machines/*.yaml", "A QEMU guest: `harness run --machine NAME` (or a path to a .yaml "
          "file), a driver profile's `machine`, a matrix's machine axis. Read by harness/vm/machine.py.",
          machine.PROFILE, lambda path: machine.load_profile(str(path))),
+    Kind("Architectures", "arches/*.yaml", "What a kernel is built for and booted as: make's ARCH=, the cross "
+         "compiler, the image QEMU boots (`harness kernel --arch NAME`). Read by harness/kernel/arch.py.",
+         arch.SCHEMA, lambda path: arch.load_arch(path.stem)),
     Kind("Driver profiles", "drivers/*.yaml", "A real driver under test: what its kernel needs and which suites "
          "test it (`harness driver NAME`). Read by harness/checks/drivers.py. A known failure's `tests` are fnmatch "
          "patterns, each with a word in it (no bare `*`), and each must name a test of the driver's suites: a test "

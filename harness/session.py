@@ -45,7 +45,7 @@ def from_json(data: dict[str, Any]) -> Prepared:
     tree = _tree_from(data["tree"])
     build = KernelBuild(tree, Path(data["build"]["dir"]), str(data["build"]["key"]), str(data["build"]["release"]))
     image = Image(**{k: Path(v) for k, v in data["image"].items()})
-    for needed in (build.bzimage, build.config, image.initramfs, image.host_key_pub):
+    for needed in (build.kernel_image, build.config, image.initramfs, image.host_key_pub):
         if not needed.is_file():
             raise UserError(f"the kernel this run prepared is gone: {needed} is missing (was the cache cleaned?)")
     return Prepared(tree, build, image, str(data["notifier"]), tuple(data["fragments"]),

@@ -204,7 +204,7 @@ class FakeVM:
 
 
 def _shell_with(result: CommandResult, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> shell_app.ShellResult:
-    build = types.SimpleNamespace(bzimage=tmp_path / "bzImage", has=lambda opt: True)
+    build = types.SimpleNamespace(kernel_image=tmp_path / "bzImage", has=lambda opt: True)
     prepared = types.SimpleNamespace(build=build, image=types.SimpleNamespace())
     monkeypatch.setattr(shell_app, "prepare", lambda *a, **k: prepared)
     monkeypatch.setattr(shell_app, "load_profile", lambda name: name)

@@ -377,7 +377,7 @@ def test_a_wrong_sha256_on_the_command_line(world: World, packed: artifact.Packe
 
 def test_pack_prints_the_sha256(tmp_path: Path, packed: artifact.Packed, capfd: pytest.CaptureFixture[str],
                                 monkeypatch: pytest.MonkeyPatch):
-    build = types.SimpleNamespace(bzimage="bz", config="c", release="r")
+    build = types.SimpleNamespace(kernel_image="bz", config="c", release="r", arch=types.SimpleNamespace(name="x86_64"))
     prepared = types.SimpleNamespace(build=build, image=types.SimpleNamespace(initramfs="i"), timings={},
                                      tree=types.SimpleNamespace(identity="t"), notifier="on", fragments=())
     monkeypatch.setattr(kernel_app, "prepare", lambda *a: prepared)

@@ -26,7 +26,7 @@ def prepared() -> Prepared:
 
 def test_a_boot_reaches_every_stage_in_order(prepared: Prepared, tmp_path: Path):
     modules = ("harness.modules=mmu_probe",) if prepared.build.has("MMU_NOTIFIER") else ()
-    vm = VM(load_profile("default"), prepared.build.bzimage, prepared.image, tmp_path, extra_append=modules)
+    vm = VM(load_profile("default"), prepared.build.kernel_image, prepared.image, tmp_path, extra_append=modules)
     try:
         vm.start(boot_timeout=180)
         timeline = vm.timeline
@@ -44,7 +44,7 @@ def test_a_boot_reaches_every_stage_in_order(prepared: Prepared, tmp_path: Path)
 
 def test_a_boot_that_hangs_in_a_module_says_it_got_to_init(prepared: Prepared, tmp_path: Path):
     # fault_stall sleeps in its module init: /init started, and never reported its modules loaded.
-    vm = VM(load_profile("default"), prepared.build.bzimage, prepared.image, tmp_path,
+    vm = VM(load_profile("default"), prepared.build.kernel_image, prepared.image, tmp_path,
             extra_append=("harness.modules=fault_stall",))
     with pytest.raises(BootError) as caught:
         vm.start(boot_timeout=180, silence_timeout=20)
@@ -55,7 +55,7 @@ def test_a_boot_that_hangs_in_a_module_says_it_got_to_init(prepared: Prepared, t
 
 
 def test_a_bare_boot_reaches_its_init_and_powers_off(prepared: Prepared, tmp_path: Path):
-    bare = boot_bare(load_profile("default"), prepared.build.bzimage, build_bare_image(), tmp_path, "tcg")
+    bare = boot_bare(load_profile("default"), prepared.build.kernel_image, build_bare_image(), tmp_path, "tcg")
     assert 0 < bare.kernel_s < bare.init_s <= bare.exit_s, bare
     log = (tmp_path / "console.log").read_text()
     assert "HARNESS-BARE init" in log
@@ -66,7 +66,7 @@ def test_a_qemu_that_dies_as_ssh_connects_is_a_crash_not_unreachable(prepared: P
                                                                       monkeypatch: pytest.MonkeyPatch):
     # QEMU is SIGKILLed right when the harness starts its SSH connect (sshd was listening): the connect
     # fails for real, and the boot must say QEMU died there, not that SSH was unreachable.
-    vm = VM(load_profile("default"), prepared.build.bzimage, prepared.image, tmp_path)
+    vm = VM(load_profile("default"), prepared.build.kernel_image, prepared.image, tmp_path)
     connect = SSH.connect
 
     def killed_first(*args, **kwargs):

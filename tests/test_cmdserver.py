@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
     prepared = prepare()
-    machine = VM(load_profile("default"), prepared.build.bzimage, prepared.image, tmp_path_factory.mktemp("vm"))
+    machine = VM(load_profile("default"), prepared.build.kernel_image, prepared.image, tmp_path_factory.mktemp("vm"))
     try:
         machine.start(boot_timeout=240)
         yield machine

@@ -65,7 +65,7 @@ def test_the_old_qmp_socket_is_a_door_and_the_socketpair_is_not():
 
 def test_a_running_vm_opens_no_door(tmp_path: Path):
     prepared = prepare(None, "on")
-    vm = VM(load_profile("default"), prepared.build.bzimage, prepared.image, tmp_path / "vm")
+    vm = VM(load_profile("default"), prepared.build.kernel_image, prepared.image, tmp_path / "vm")
     try:
         vm.start(boot_timeout=120)
         assert vm.console and vm.ssh

@@ -179,7 +179,7 @@ def _boot_and_ask(vm: VM, answers: dict[int, str]) -> None:
 def test_four_vms_in_parallel(tmp_path: Path):
     prepared = prepare()
     before = qemu_pids()
-    vms = [VM(load_profile("default"), prepared.build.bzimage, prepared.image, tmp_path / f"vm-{i}")
+    vms = [VM(load_profile("default"), prepared.build.kernel_image, prepared.image, tmp_path / f"vm-{i}")
            for i in range(4)]
     answers: dict[int, str] = {}
     threads = [threading.Thread(target=_boot_and_ask, args=(vm, answers)) for vm in vms]

@@ -27,7 +27,7 @@ def _packet(body: bytes) -> bytes:
 
 def test_the_gdb_stub_answers_on_a_private_socket(tmp_path: Path) -> None:
     prepared = prepare()
-    vm = VM(load_profile("default"), prepared.build.bzimage, prepared.image, tmp_path / "vm", gdb=True)
+    vm = VM(load_profile("default"), prepared.build.kernel_image, prepared.image, tmp_path / "vm", gdb=True)
     try:
         vm.start(boot_timeout=240, connect_ssh=False)
         sock_path = vm.gdb_socket

@@ -38,7 +38,7 @@ def prepared() -> Prepared:
 
 @pytest.fixture(scope="module")
 def vm(prepared: Prepared, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
-    machine = VM(load_profile("default"), prepared.build.bzimage, prepared.image, tmp_path_factory.mktemp("vm"),
+    machine = VM(load_profile("default"), prepared.build.kernel_image, prepared.image, tmp_path_factory.mktemp("vm"),
                  limits=SMALL)
     try:
         machine.start(boot_timeout=240)
@@ -104,7 +104,7 @@ def test_a_command_that_writes_without_end_ends_as_flood(vm: VM, argv: list[str]
 @pytest.mark.parametrize("source", ["console", "kmsg"])
 def test_a_console_flood_ends_as_flood_with_the_log_cut_at_its_limit(prepared: Prepared, tmp_path: Path,
                                                                       source: str):
-    vm = VM(load_profile("default"), prepared.build.bzimage, prepared.image, tmp_path / "vm", limits=SMALL)
+    vm = VM(load_profile("default"), prepared.build.kernel_image, prepared.image, tmp_path / "vm", limits=SMALL)
     line = f"flood from {source} " + "0123456789" * 6
     script = {
         "console": 'yes "$1" | head -c 600000 > /dev/console',
@@ -142,7 +142,7 @@ def test_a_boot_that_floods_its_console_fails_as_flood(prepared: Prepared, tmp_p
     initcalls: 55 KB of boot where a plain one prints 15 KB, more than a log of 32 KiB takes (a limit below what
     limits.load() accepts from a user, given here as an object)."""
     tight = replace(SMALL, console_log_bytes=32 * 1024)
-    vm = VM(load_profile("default"), prepared.build.bzimage, prepared.image, tmp_path / "vm", limits=tight,
+    vm = VM(load_profile("default"), prepared.build.kernel_image, prepared.image, tmp_path / "vm", limits=tight,
             extra_append=("initcall_debug", "ignore_loglevel"))
     try:
         with pytest.raises(BootError) as e:

@@ -85,7 +85,7 @@ _harness_qemu_argv = machine.qemu_argv
 @pytest.fixture(scope="module", params=["harness", "control-unrestricted"])
 def guest(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, VM]]:
     prepared = prepare()
-    vm = VM(load_profile("default"), prepared.build.bzimage, prepared.image, tmp_path_factory.mktemp("vm"))
+    vm = VM(load_profile("default"), prepared.build.kernel_image, prepared.image, tmp_path_factory.mktemp("vm"))
     with pytest.MonkeyPatch.context() as mp:
         if request.param == "control-unrestricted":
             mp.setattr(machine, "qemu_argv", _unrestricted)

@@ -84,7 +84,7 @@ def test_a_prepared_kernel_survives_its_serialized_reference(tmp_path: Path):
 
 def test_a_reference_to_artifacts_that_are_gone_is_refused(tmp_path: Path):
     prepared = fake_prepared(tmp_path)
-    prepared.build.bzimage.unlink()
+    prepared.build.kernel_image.unlink()
     with pytest.raises(UserError, match="bzImage is missing"):
         session.from_json(session.to_json(prepared))
 

@@ -39,7 +39,8 @@ def test_progress_to_stderr_takes_children_along(capfd: pytest.CaptureFixture[st
 
 
 def _fake_prepared(tmp_path: Path) -> types.SimpleNamespace:
-    build = types.SimpleNamespace(bzimage=tmp_path / "bzImage", config=tmp_path / ".config", release="6.12.117")
+    build = types.SimpleNamespace(kernel_image=tmp_path / "bzImage", config=tmp_path / ".config", release="6.12.117",
+                                  arch=types.SimpleNamespace(name="x86_64"))
     return types.SimpleNamespace(build=build, image=types.SimpleNamespace(initramfs=tmp_path / "initramfs"),
                                  tree=types.SimpleNamespace(identity="debian:test"), timings={"kernel_s": 512.0})
 

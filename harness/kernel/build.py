@@ -25,6 +25,7 @@ from typing import TextIO
 from harness import atomic, locks, paths, schema
 from harness.errors import InfraError, UserError
 from harness.kernel import kconfig, sandbox
+from harness.kernel.arch import HOST, Arch, arch_of, load_arch
 from harness.kernel.source import KernelTree
 
 STAMP = ".harness-built.json"
@@ -59,8 +60,13 @@ class KernelBuild:
         return self.dir / ".config"
 
     @property
-    def bzimage(self) -> Path:
-        return self.dir / "arch/x86/boot/bzImage"
+    def arch(self) -> Arch:
+        return arch_of(self.config_values())
+
+    @property
+    def kernel_image(self) -> Path:
+        """What QEMU boots with -kernel: the bzImage of x86-64, the Image of arm64."""
+        return self.dir / self.arch.image_path
 
     def config_values(self) -> dict[str, str]:
         return kconfig.read_config_values(self.config)
@@ -86,8 +92,9 @@ def ccache_outcomes(stats_log: Path) -> dict[str, int]:
     return {"hits": hits, "misses": lines.count("cache_miss")}
 
 
-def make_cmd(tree: KernelTree, outdir: Path, *targets: str, jobs: int | None = None) -> list[str]:
-    cmd = ["make", "-C", str(tree.path), f"O={outdir}", "ARCH=x86_64", "CC=ccache gcc", "HOSTCC=ccache gcc"]
+def make_cmd(tree: KernelTree, outdir: Path, *targets: str, jobs: int | None = None,
+             arch: Arch | None = None) -> list[str]:
+    cmd = ["make", "-C", str(tree.path), f"O={outdir}", *(arch or load_arch()).make_vars()]
     if jobs:
         cmd.append(f"-j{jobs}")
     return [*cmd, *targets]
@@ -105,10 +112,11 @@ class Configured:
 
 
 def build_kernel(configured: Configured, jobs: int | None = None) -> KernelBuild:
-    """make bzImage modules for the configured tree; nothing to do for a finished build of a Debian tree."""
-    if (host := os.uname().machine) != "x86_64":
-        raise BuildError(f"this host is {host}: the harness builds x86_64 kernels with the host's compiler "
-                         "and boots them with qemu-system-x86_64; cross-building is not supported")
+    """make the architecture's image and the modules for the configured tree; nothing to do for a finished build
+    of a Debian tree."""
+    if (host := os.uname().machine) != HOST:
+        raise BuildError(f"this host is {host}: the harness builds on an x86_64 host (another architecture "
+                         "cross-built: configs/arches/)")
     tree, key = configured.tree, configured.key
     if not (_build_link(tree, key) / STAMP).exists() or not (tree.immutable or unchanged_since_build(tree, key)):
         # One lock per build directory: other configs of the same tree build meanwhile, and a second
@@ -134,7 +142,9 @@ def build_kernel(configured: Configured, jobs: int | None = None) -> KernelBuild
                         for name in tree.changed:
                             if (tree.path / name).is_file():  # the patched tree's own copy (patches._unshare)
                                 os.utime(tree.path / name)
-                _make_kernel(tree, outdir, configured.config, key, jobs, seeded)
+                arch = arch_of(kconfig.read_config_values(configured.config))
+                arch.require_compiler()
+                _make_kernel(tree, outdir, configured.config, key, jobs, seeded, arch=arch)
     outdir = build_dir(tree, key)
     atomic.write_text(outdir / "harness-config-why.txt", configured.why)
     return KernelBuild(tree, outdir, key, sandbox.release_in(outdir / STAMP))
@@ -201,7 +211,8 @@ def seed_build(outdir: Path, base: Path) -> None:
         subprocess.run(["cp", "-a", "--", *map(str, entries), str(outdir)], check=True)
 
 
-def _keep_objtool(tree: KernelTree, outdir: Path, base: Path, log: Path, env: dict[str, str]) -> None:
+def _keep_objtool(tree: KernelTree, outdir: Path, base: Path, log: Path, env: dict[str, str],
+                  arch: Arch | None = None) -> None:
     """Rebuild objtool in a seeded build, then give it back the base's mtime if the series left tools/ alone.
 
     Unlike the kernel's objects, objtool is built with absolute paths (the top Makefile's objtool_O), so a
@@ -211,7 +222,8 @@ def _keep_objtool(tree: KernelTree, outdir: Path, base: Path, log: Path, env: di
     built, before = outdir / "tools/objtool", base / "tools/objtool"
     if not (before / "objtool").exists() or any(f.startswith("tools/") for f in tree.changed):
         return
-    run_logged(make_cmd(tree, outdir, "tools/objtool"), log, "objtool", env=env, jail=sandbox.building(tree, outdir))
+    run_logged(make_cmd(tree, outdir, "tools/objtool", arch=arch), log, "objtool", env=env,
+               jail=sandbox.building(tree, outdir))
     for path in built.rglob("*"):  # its objects too, or the next make relinks it
         old = before / path.relative_to(built)
         if path.is_file() and not path.is_symlink() and old.is_file():
@@ -220,8 +232,9 @@ def _keep_objtool(tree: KernelTree, outdir: Path, base: Path, log: Path, env: di
 
 
 def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: int | None,
-                 seeded: str | None = None) -> None:
-    """make bzImage modules in outdir (incremental when it was built before); the stamp is written last."""
+                 seeded: str | None = None, arch: Arch | None = None) -> None:
+    """make IMAGE modules in outdir (incremental when it was built before); the stamp is written last."""
+    arch = arch or load_arch()
     jail = sandbox.building(tree, outdir)  # an untrusted tree's build: sandbox.py
     from_scratch = not (outdir / "vmlinux").exists()  # before this build: no objects to reuse (or seeded)
     previous = _read_stamp(outdir)
@@ -235,16 +248,16 @@ def _make_kernel(tree: KernelTree, outdir: Path, config: Path, key: str, jobs: i
     stats = outdir / ".harness-ccache.log"  # this build's own ccache outcomes (others may run at once)
     stats.unlink(missing_ok=True)
     env = {"CCACHE_STATSLOG": str(stats)}
-    run_logged(make_cmd(tree, outdir, "olddefconfig"), log, "olddefconfig", env=env, jail=jail)
+    run_logged(make_cmd(tree, outdir, "olddefconfig", arch=arch), log, "olddefconfig", env=env, jail=jail)
     if seeded:
-        _keep_objtool(tree, outdir, Path(seeded), log, env)
+        _keep_objtool(tree, outdir, Path(seeded), log, env, arch)
     config_text = (outdir / ".config").read_text()
     expected = expected_build(tree, key, config_text, previous) if from_scratch and not seeded else None
     progress = BuildProgress("kernel build", expected)
-    run_logged(make_cmd(tree, outdir, "bzImage", "modules", jobs=jobs or os.cpu_count() or 1), log,
+    run_logged(make_cmd(tree, outdir, arch.image, "modules", jobs=jobs or os.cpu_count() or 1, arch=arch), log,
                "kernel build", progress=progress, env=env, jail=jail)
     release = sandbox.output(sandbox.for_tree(tree, readable=(outdir,)),
-                             make_cmd(tree, outdir, "-s", "kernelrelease"))
+                             make_cmd(tree, outdir, "-s", "kernelrelease", arch=arch))
     atomic.write_text(outdir / STAMP, json.dumps({
         "release": release, "tree": str(tree.path), "identity": tree.identity, "key": key,
         "build_s": round(time.monotonic() - started, 1),
@@ -289,7 +302,8 @@ def install_modules(build: KernelBuild) -> Path:
         return dest
     with atomic.staged_dir(dest) as tmp:
         run_logged(make_cmd(build.tree, build.dir, f"INSTALL_MOD_PATH={tmp}", "INSTALL_MOD_STRIP=1",
-                            "DEPMOD=/sbin/depmod", "modules_install"), build.dir / "build.log", "modules_install",
+                            "DEPMOD=/sbin/depmod", "modules_install", arch=build.arch), build.dir / "build.log",
+                   "modules_install",
                    jail=sandbox.for_tree(build.tree, readable=(build.dir,), writable=(tmp,)))
         (tmp / made_from.name).write_text(stamp)
     return dest

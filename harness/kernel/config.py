@@ -22,6 +22,7 @@ from pathlib import Path
 
 from harness import atomic, locks, paths
 from harness.kernel import composition, kconfig, resolver, sandbox
+from harness.kernel.arch import HOST, load_arch
 from harness.kernel.build import Configured, config_key, content_key, make_cmd, run_logged
 from harness.kernel.kconfig import ConfigError
 from harness.kernel.source import KernelTree
@@ -40,6 +41,7 @@ class ConfigSpec:
     settings: tuple[str, ...] = ()  # SYM=value, as given with --set
     off: tuple[str, ...] = ()  # symbols the engine turns off, selectors and all (--off)
     on: tuple[str, ...] = ()  # symbols the engine turns on, through a selector if need be (--on)
+    arch: str = HOST  # configs/arches/NAME.yaml
 
     def requests(self) -> list[kconfig.Request]:
         reqs = [r for frag in self.fragments for r in kconfig.parse_fragment(frag)]
@@ -58,20 +60,22 @@ def fragment_path(name: str) -> Path:
 
 
 def config_spec(notifier: str, series: str = "", settings: tuple[str, ...] = (),
-                extra: tuple[str, ...] = ()) -> ConfigSpec:
+                extra: tuple[str, ...] = (), arch: str = HOST) -> ConfigSpec:
     """The same tree and fragments either way; "off" asks the engine to turn off every selector.
 
     The series fragments (series_fragments) add what a kernel series needs to give the same guest
-    (e.g. 6.1's KVM depends on HIGH_RES_TIMERS). `extra` fragments (a debug kernel: debug/kasan) come
-    last, checked like the rest.
+    (e.g. 6.1's KVM depends on HIGH_RES_TIMERS), the architecture's fragment what its machine needs (arch/).
+    `extra` fragments (a debug kernel: debug/kasan) come last, checked like the rest.
     """
     frags = paths.CONFIGS / "fragments"
-    common: tuple[Path, ...] = (frags / "base.config", frags / "drivers.config", *series_fragments(series))
+    load_arch(arch)  # an unknown one is an error here, not a missing fragment
+    common: tuple[Path, ...] = (frags / "base.config", frags / "drivers.config", frags / "arch" / f"{arch}.config",
+                                *series_fragments(series))
     common += tuple(fragment_path(name) for name in extra)
     if notifier == "on":
-        return ConfigSpec("tinyconfig", (*common, frags / "mmu-notifier-on.config"), settings)
+        return ConfigSpec("tinyconfig", (*common, frags / "mmu-notifier-on.config"), settings, arch=arch)
     if notifier == "off":
-        return ConfigSpec("tinyconfig", common, settings, off=("MMU_NOTIFIER",))
+        return ConfigSpec("tinyconfig", common, settings, off=("MMU_NOTIFIER",), arch=arch)
     raise ValueError(f"notifier must be one of {NOTIFIER_AXIS}, got {notifier!r}")
 
 
@@ -94,8 +98,8 @@ def _version(series: str) -> tuple[int, ...]:
     return tuple(int(part) for part in series.split("."))
 
 
-def fragments_for(notifier: str, series: str = "") -> tuple[Path, ...]:
-    return config_spec(notifier, series).fragments
+def fragments_for(notifier: str, series: str = "", arch: str = HOST) -> tuple[Path, ...]:
+    return config_spec(notifier, series, arch=arch).fragments
 
 
 def configure(tree: KernelTree, spec: ConfigSpec) -> Configured:
@@ -161,12 +165,15 @@ def compose(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path, str, s
     composed by the kernel's own scripts/kconfig alone: it still builds, with every request checked,
     but nothing can explain a request that did not stick, and --off/--on cannot be computed.
     """
-    # A per-tree directory where scripts/kconfig/conf is built once and olddefconfig runs.
-    scratch = paths.cache_root() / "configure" / content_key(tree.identity, str(tree.path))
+    # A per-tree (and architecture) directory where scripts/kconfig/conf is built once and olddefconfig runs.
+    arch = load_arch(spec.arch)
+    scratch = paths.cache_root() / "configure" / content_key(tree.identity, str(tree.path),
+                                                            *([arch.name] if arch.name != HOST else []))
     scratch.mkdir(parents=True, exist_ok=True)
     jail = sandbox.for_tree(tree, writable=(scratch,))  # an untrusted tree's own tools and $(shell): sandbox.py
+    arch.require_compiler()  # Kconfig asks the compiler what it supports ($(cc-option)), and olddefconfig too
     try:
-        kconf = kconfig.load_tree(tree.path, tree.version, sandbox.for_tree(tree))
+        kconf = kconfig.load_tree(tree.path, tree.version, sandbox.for_tree(tree), arch)
     except kconfig.Unmodelled as e:
         if spec.off or spec.on:
             flags = " ".join([*(f"--off {s}" for s in spec.off), *(f"--on {s}" for s in spec.on)])
@@ -177,7 +184,7 @@ def compose(tree: KernelTree, spec: ConfigSpec, log: Path) -> tuple[Path, str, s
         return _compose_with_kernel_tools(tree, spec, scratch, log, str(e), jail)
     composed = composition.compose(kconf, spec.base, spec.requests(), off=spec.off, on=spec.on)
     kconfig.write_config(kconf, scratch / ".config")
-    run_logged(make_cmd(tree, scratch, "olddefconfig"), log, "olddefconfig", jail=jail)
+    run_logged(make_cmd(tree, scratch, "olddefconfig", arch=arch), log, "olddefconfig", jail=jail)
     kconfig.verify(kconf, scratch / ".config", composed.requests)
     text = (scratch / ".config").read_text()
     return scratch / ".config", config_key(tree, text), describe_composition(spec, composed)
@@ -190,23 +197,24 @@ def _compose_with_kernel_tools(tree: KernelTree, spec: ConfigSpec, scratch: Path
     (so a symbol that a request makes visible is n, as in the engine), any other base as the .config
     itself with the requests after it (a later line wins); then olddefconfig, and every request checked."""
     config = scratch / ".config"
+    arch = load_arch(spec.arch)
     requests = spec.requests()
     lines = "".join(f"# CONFIG_{r.symbol} is not set\n" if r.value == "n" else f"CONFIG_{r.symbol}={_quoted(r.value)}\n"
                     for r in requests)
     if spec.base in ("tinyconfig", "allnoconfig"):
-        tiny = kconfig.tiny_fragments(tree.path) if spec.base == "tinyconfig" else []
+        tiny = kconfig.tiny_fragments(tree.path, arch) if spec.base == "tinyconfig" else []
         allconfig = scratch / "allconfig"
         atomic.write_text(allconfig, "".join(frag.read_text() for frag in tiny) + lines)
         # conf reads KCONFIG_ALLCONFIG from its environment (a make variable would not reach it)
-        run_logged(make_cmd(tree, scratch, "allnoconfig"), log, "allnoconfig",
+        run_logged(make_cmd(tree, scratch, "allnoconfig", arch=arch), log, "allnoconfig",
                    env={"KCONFIG_ALLCONFIG": str(allconfig)}, jail=jail)
     else:
-        base = tree.path / kconfig.DEFCONFIG if spec.base == "defconfig" else Path(spec.base)
+        base = tree.path / arch.defconfig if spec.base == "defconfig" else Path(spec.base)
         atomic.write_text(config, base.read_text() + lines)
-    run_logged(make_cmd(tree, scratch, "olddefconfig"), log, "olddefconfig", jail=jail)
+    run_logged(make_cmd(tree, scratch, "olddefconfig", arch=arch), log, "olddefconfig", jail=jail)
     kconfig.verify(f"no dependency can be named: {unmodelled}", config, requests)
     why = "\n".join([f"base: {spec.base}", *(f"fragment: {f}" for f in spec.fragments),
-                     *(f"--set {s}" for s in spec.settings),
+                     *(f"--set {s}" for s in spec.settings), f"arch: {spec.arch}",
                      f"composed by the kernel's own scripts/kconfig: {unmodelled}"]) + "\n"
     return config, config_key(tree, config.read_text()), why
 
@@ -222,7 +230,7 @@ def describe_composition(spec: ConfigSpec, composed: composition.Composition) ->
     """Why the .config is what it is: the inputs, and every change the engine made with its reason."""
     lines = [f"base: {spec.base}", *(f"fragment: {f}" for f in spec.fragments),
              *(f"--set {s}" for s in spec.settings), *(f"--on {s}" for s in spec.on),
-             *(f"--off {s}" for s in spec.off)]
+             *(f"--off {s}" for s in spec.off), f"arch: {spec.arch}"]
     for step in composed.steps:
         lines.append(f"\n{step.request.origin} {step.request.symbol}:")
         lines += [f"  {change}" for change in step.changes]
@@ -235,6 +243,7 @@ def describe_composition(spec: ConfigSpec, composed: composition.Composition) ->
 def spec_key(tree: KernelTree, spec: ConfigSpec) -> str:
     """Everything that decides the final .config of an immutable tree, including the engine's own code."""
     base = Path(spec.base)
-    return content_key(tree.identity, str(tree.path), spec.base, base.read_bytes() if base.is_file() else b"",
+    return content_key(tree.identity, str(tree.path), spec.arch, spec.base,
+                       base.read_bytes() if base.is_file() else b"",
                        *(f.read_bytes() for f in spec.fragments), *spec.settings, "off", *spec.off, "on",
                        *spec.on, *(code.read_bytes() for code in ENGINE))

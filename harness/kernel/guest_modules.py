@@ -82,7 +82,7 @@ def build_guest_modules(build: KernelBuild, subdir: str, generated: dict[str, st
                 shutil.copy(p, tmp / p.name)
             for name, text in generated.items():
                 (tmp / name).write_text(text)
-            run_logged(["make", "-C", str(build.dir), f"M={tmp}", "CC=ccache gcc", "modules"],
+            run_logged(["make", "-C", str(build.dir), f"M={tmp}", *build.arch.make_vars(), "modules"],
                        build.dir / "guest-modules.log", f"guest/{subdir} modules",
                        jail=sandbox.for_tree(build.tree, readable=(build.dir,), writable=(tmp,)))
             (tmp / HEADERS).write_text(json.dumps(header_digests(tmp, build.dir), indent=0, sort_keys=True))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import atomic, paths, schema
+from harness.kernel.arch import HOST, ArchError
 from harness.kernel.build import (
     BuildError,
     KernelBuild,
@@ -122,6 +123,9 @@ def _is_elf(path: Path) -> bool:
 
 def build_image(build: KernelBuild) -> Image:
     """Everything the guest needs for this kernel build; cached by all of its inputs."""
+    if build.arch.name != HOST:
+        raise ArchError(f"guest images are made for {HOST} builds only, for now: {build.dir} is an {build.arch.name} "
+                        f"build (`harness kernel --arch {build.arch.name}` builds its kernel alone)")
     for tool in (BUSYBOX, DROPBEAR):
         if not tool.exists():
             raise ToolMissing(f"{tool} is missing: apt-get install busybox-static dropbear-bin")

@@ -28,6 +28,7 @@ import kconfiglib
 
 from harness.errors import UserError
 from harness.kernel import sandbox
+from harness.kernel.arch import Arch, load_arch
 
 
 class ConfigError(UserError):
@@ -56,6 +57,8 @@ class Unmodelled(ConfigError):
 
 class KernelKconfig(kconfiglib.Kconfig):
     """kconfiglib.Kconfig that also parses what Linux added to the language after kconfiglib 14.1.0."""
+
+    arch: Arch | None = None  # what load_tree() parsed it for
 
     def __init__(self, filename: str) -> None:
         self._transitional_lines: list[tuple[str, int]] = []
@@ -178,7 +181,8 @@ def read_config_values(path: Path) -> dict[str, str]:
     return values
 
 
-def kconfig_env(srctree: Path, kernelversion: str, jail: sandbox.Jail | None = None) -> dict[str, str]:
+def kconfig_env(srctree: Path, kernelversion: str, jail: sandbox.Jail | None = None,
+                arch: Arch | None = None) -> dict[str, str]:
     """The variables the top-level Makefile exports to scripts/kconfig and that Kconfig files expand.
 
     Shell macros in Kconfig run the tools these name (`$(success,... $(NM) ...)` decides
@@ -193,19 +197,21 @@ def kconfig_env(srctree: Path, kernelversion: str, jail: sandbox.Jail | None = N
         return out.splitlines()[0].replace("#", "") if out.strip() else ""
 
     pahole_version = srctree / "scripts/pahole-version.sh"
+    arch = arch or load_arch()
+    cross = arch.cross_compile  # the target's binutils and gcc, as the top Makefile names them
     return {
         "srctree": str(srctree),
-        "ARCH": "x86",
-        "SRCARCH": "x86",
-        "CC": "gcc",
-        "LD": "ld",
-        "AR": "ar",
-        "NM": "nm",
-        "OBJCOPY": "objcopy",
+        "ARCH": arch.srcarch,
+        "SRCARCH": arch.srcarch,
+        "CC": f"{cross}gcc",
+        "LD": f"{cross}ld",
+        "AR": f"{cross}ar",
+        "NM": f"{cross}nm",
+        "OBJCOPY": f"{cross}objcopy",
         "HOSTCC": "gcc",
         "HOSTCXX": "g++",
         "KERNELVERSION": kernelversion,
-        "CC_VERSION_TEXT": first_line(["gcc", "--version"]),
+        "CC_VERSION_TEXT": first_line([f"{cross}gcc", "--version"]),
         "RUSTC": "rustc",
         "RUSTC_VERSION_TEXT": first_line(["rustc", "--version"]),
         "BINDGEN": "bindgen",
@@ -243,8 +249,9 @@ def tree_version(srctree: Path) -> str:
     return f"{fields['VERSION']}.{fields['PATCHLEVEL']}.{sublevel}{fields['EXTRAVERSION']}"
 
 
-def check_tree(srctree: Path) -> None:
-    """A ConfigError unless srctree looks like the top of a kernel source tree (Kconfig and a versioned Makefile)."""
+def check_tree(srctree: Path, arch: Arch | None = None) -> None:
+    """A ConfigError unless srctree looks like the top of a kernel source tree (Kconfig and a versioned Makefile)
+    with the architecture's arch/ directory."""
     if not srctree.exists():
         raise ConfigError(f"kernel source tree {srctree} does not exist. Unpack one there (for example "
                           "`tar xf /usr/src/linux-source-6.12.tar.xz`) or point --kernel-src at an existing tree.")
@@ -254,24 +261,28 @@ def check_tree(srctree: Path) -> None:
     if missing:
         raise ConfigError(f"{srctree} is not a Linux kernel source tree: it has no {', '.join(missing)}. "
                           "Point --kernel-src at the top directory of an unpacked kernel source.")
-    if not (srctree / "arch/x86/Kconfig").is_file():
+    arch = arch or load_arch()
+    if not (srctree / f"arch/{arch.srcarch}/Kconfig").is_file():
         arches = sorted(p.parent.name for p in srctree.glob("arch/*/Kconfig"))
-        raise ConfigError(f"{srctree} has no arch/x86 (it has: {', '.join(arches) or 'no arch/ at all'}): "
-                          "the harness builds and boots x86_64 kernels only.")
+        raise ConfigError(f"{srctree} has no arch/{arch.srcarch} (it has: {', '.join(arches) or 'no arch/ at all'}): "
+                          f"it cannot be built for {arch.name}.")
 
 
-def load_tree(srctree: Path, kernelversion: str | None = None, jail: sandbox.Jail | None = None) -> kconfiglib.Kconfig:
-    """Parse the tree's x86 Kconfig (about 2 s for 6.12); the version defaults to the Makefile's. The commands
-    its `$(shell,...)` macros run, run in `jail` (an untrusted tree's: harness/kernel/sandbox.py)."""
+def load_tree(srctree: Path, kernelversion: str | None = None, jail: sandbox.Jail | None = None,
+              arch: Arch | None = None) -> kconfiglib.Kconfig:
+    """Parse the tree's Kconfig for `arch` (x86-64: about 2 s for 6.12); the version defaults to the Makefile's.
+    The commands its `$(shell,...)` macros run, run in `jail` (an untrusted tree's: harness/kernel/sandbox.py)."""
     srctree = Path(srctree).resolve()
+    arch = arch or load_arch()
     if kernelversion is None:
         kernelversion = tree_version(srctree)
-    else:
-        check_tree(srctree)
+    check_tree(srctree, arch)
     with sandbox.kconfig_shell(jail) as shell_env, \
-            _in_tree(srctree, {**kconfig_env(srctree, kernelversion, jail), **shell_env}):
+            _in_tree(srctree, {**kconfig_env(srctree, kernelversion, jail, arch), **shell_env}):
         try:
-            return KernelKconfig("Kconfig")
+            kconf = KernelKconfig("Kconfig")
+            kconf.arch = arch
+            return kconf
         except kconfiglib.KconfigError as e:
             where = str(e).strip().splitlines()[0]
             raise Unmodelled(f"the config engine cannot model {srctree}: {where}") from None
@@ -284,13 +295,15 @@ def tri_value(sym: kconfiglib.Symbol) -> str:
     return sym.str_value
 
 
-DEFCONFIG = "arch/x86/configs/x86_64_defconfig"
-
-
-def tiny_fragments(srctree: Path) -> list[Path]:
+def tiny_fragments(srctree: Path, arch: Arch | None = None) -> list[Path]:
     """What `make tinyconfig` merges over allnoconfig (scripts/kconfig/Makefile), those this tree has."""
-    names = ("kernel/configs/tiny-base.config", "kernel/configs/tiny.config", "arch/x86/configs/tiny.config")
+    arch = arch or load_arch()
+    names = ("kernel/configs/tiny-base.config", "kernel/configs/tiny.config", *([arch.tiny] if arch.tiny else []))
     return [srctree / name for name in names if (srctree / name).exists()]
+
+
+def arch_of(kconf: kconfiglib.Kconfig) -> Arch:
+    return getattr(kconf, "arch", None) or load_arch()
 
 
 def apply_base(kconf: kconfiglib.Kconfig, base: str) -> None:
@@ -302,10 +315,10 @@ def apply_base(kconf: kconfiglib.Kconfig, base: str) -> None:
         for sym in kconf.unique_defined_syms:
             sym.set_value(2 if sym.is_allnoconfig_y else 0)
         if base == "tinyconfig":
-            for frag in tiny_fragments(srctree):
+            for frag in tiny_fragments(srctree, arch_of(kconf)):
                 kconf.load_config(str(frag), replace=False)
     elif base == "defconfig":
-        kconf.load_config(str(srctree / DEFCONFIG))
+        kconf.load_config(str(srctree / arch_of(kconf).defconfig))
     else:
         path = Path(base)
         if not path.is_file():
@@ -343,7 +356,7 @@ def lookup(kconf: kconfiglib.Kconfig, name: str, origin: str = "") -> kconfiglib
     hint = f" Did you mean {', '.join('CONFIG_' + c for c in close)}?" if close else ""
     where = f"{origin}: " if origin else ""
     raise ConfigError(f"{where}unknown Kconfig symbol CONFIG_{name}: it is not defined anywhere in "
-                      f"{kconf.srctree} for x86.{hint}")
+                      f"{kconf.srctree} for {arch_of(kconf).srcarch}.{hint}")
 
 
 def explain_unmet(kconf: kconfiglib.Kconfig, sym: kconfiglib.Symbol) -> str:
@@ -359,7 +372,7 @@ def explain_unmet(kconf: kconfiglib.Kconfig, sym: kconfiglib.Symbol) -> str:
 
 
 def symbol_with_value(sc: kconfiglib.Symbol | kconfiglib.Choice) -> str:
-    """`NAME[=value]` for expr_str(), or the bare name of a literal or a symbol x86 lacks."""
+    """`NAME[=value]` for expr_str(), or the bare name of a literal or a symbol the architecture lacks."""
     if isinstance(sc, kconfiglib.Symbol) and (sc.is_constant or not sc.nodes):
         return sc.name  # a literal, or a symbol this architecture does not define
     return f"{sc.name}[={tri_value(sc) if isinstance(sc, kconfiglib.Symbol) else sc.str_value}]"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from harness import locks, paths
 from harness.kernel import source, trees
+from harness.kernel.arch import HOST
 from harness.kernel.build import KernelBuild, build_kernel, build_lock
 from harness.kernel.config import config_spec, configure
 from harness.kernel.image import Image, build_image
@@ -31,8 +32,21 @@ class Prepared:
 
 
 def prepare(ksrc: str | None = None, notifier: str = "on", settings: tuple[str, ...] = (),
-            fragments: tuple[str, ...] = ()) -> Prepared:
+            fragments: tuple[str, ...] = (), arch: str = HOST) -> Prepared:
     timings: dict[str, float] = {}
+    tree, kernel = prepare_build(ksrc, notifier, settings, fragments, arch, timings)
+    with _timed(timings, "image_s"), locks.locked(source.tree_lock(tree.path), f"reading {tree.path}", shared=True), \
+            locks.locked(build_lock(kernel.dir), f"making an image from {kernel.dir}", shared=True), \
+            locks.locked(_image_lock(kernel), f"making the image (guest modules, initramfs) of {kernel.dir}"):
+        image = build_image(kernel)
+    return Prepared(tree, kernel, image, notifier, fragments, timings)
+
+
+def prepare_build(ksrc: str | None = None, notifier: str = "on", settings: tuple[str, ...] = (),
+                  fragments: tuple[str, ...] = (), arch: str = HOST,
+                  timings: dict[str, float] | None = None) -> tuple[source.KernelTree, KernelBuild]:
+    """The stages before the image: the tree, its configuration for `arch`, the build."""
+    timings = {} if timings is None else timings
     # Each lock guards one thing, so that a ready kernel never waits for another config's build:
     # unpacking a tree (exclusive, in source.py; taken only when there is something to unpack), reading
     # it (shared, from here to the image), composing in its scratch directory (config.py), one build
@@ -41,14 +55,10 @@ def prepare(ksrc: str | None = None, notifier: str = "on", settings: tuple[str, 
         tree = trees.resolve(ksrc)
     with locks.locked(source.tree_lock(tree.path), f"reading {tree.path} for a build", shared=True):
         with _timed(timings, "config_s"):
-            configured = configure(tree, config_spec(notifier, tree.series, settings, fragments))
+            configured = configure(tree, config_spec(notifier, tree.series, settings, fragments, arch))
         with _timed(timings, "kernel_s"):
             kernel = build_kernel(configured)
-        with _timed(timings, "image_s"), \
-                locks.locked(build_lock(kernel.dir), f"making an image from {kernel.dir}", shared=True), \
-                locks.locked(_image_lock(kernel), f"making the image (guest modules, initramfs) of {kernel.dir}"):
-            image = build_image(kernel)
-    return Prepared(tree, kernel, image, notifier, fragments, timings)
+    return tree, kernel
 
 
 def _image_lock(kernel: KernelBuild) -> Path:

@@ -402,7 +402,7 @@ def _settable(sc: object) -> bool:
 
 def _sc_str(sc: object) -> str:
     if isinstance(sc, kconfiglib.Symbol) and not sc.is_constant and not sc.nodes:
-        return f"{sc.name} (not defined for x86)"
+        return f"{sc.name} (not defined for this architecture)"
     return kconfiglib.expr_str(sc, symbol_with_value)
 
 

@@ -45,7 +45,7 @@ def uapi_headers(build: KernelBuild) -> Path:
     with locks.locked(build.dir / ".harness-headers.lock"):
         if not (build.tree.immutable and stamp.exists()):
             started = time.monotonic()
-            run_logged(make_cmd(build.tree, build.dir, "headers"), build.dir / "harness-userprogs.log",
+            run_logged(make_cmd(build.tree, build.dir, "headers", arch=build.arch), build.dir / "harness-userprogs.log",
                        "make headers", jail=sandbox.for_tree(build.tree, writable=(build.dir,)))
             atomic.write_text(stamp, json.dumps({"s": round(time.monotonic() - started, 1)}))
     return include

@@ -31,7 +31,7 @@ Keys (times in seconds):
   restore_to_command_s    QEMU start (-incoming from that snapshot) to the restored guest's first command answered
                           (the clock set, over the virtio-serial command port), over `restores` restores run right
                           after the SSH boots (median, p95, min, max, n)
-  restore_to_boot_ratio   restore_to_command_s median / boot_to_ssh_s median (issue 29's target: <= 0.15, and
+  restore_to_boot_ratio   restore_to_command_s median / boot_to_ssh_s median (the target: <= 0.15, and
                           at most 0.3 s)
   accel                   tcg or kvm, as probed
 """
@@ -156,7 +156,7 @@ def run_bench(out_dir: Path, ksrc: str | None, machine: str = "default", boots: 
     restore_times = measure_restores(prepared, profile, accel, out_dir / "snapshot", out_dir, restores)
     taken = json.loads((out_dir / "snapshot" / snapshot.META).read_text())
     for i in range(boots):  # after the SSH boots, not between them: vm-N are QEMU 1..N (tests count on it)
-        bares.append(boot_bare(profile, prepared.build.bzimage, bare_initrd, out_dir / f"bare-{i + 1}", accel))
+        bares.append(boot_bare(profile, prepared.build.kernel_image, bare_initrd, out_dir / f"bare-{i + 1}", accel))
     figures = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "kernel": prepared.build.release,

@@ -462,7 +462,7 @@ class VM:
 
 def accel_for(prepared: Prepared) -> str:
     """HARNESS_ACCEL if it is set, else what probe_accel() found (KVM only when a real boot under it works)."""
-    return os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.bzimage, prepared.image)
+    return os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.kernel_image, prepared.image)
 
 
 def probe_modules(prepared: Prepared) -> tuple[str, ...]:
@@ -479,5 +479,5 @@ def guest_vm(prepared: Prepared, profile: Profile, workdir: Path, accel: str, mo
     # A dumpable kernel stays in its panic (panic=0 after the profile's panic=-1: the last one counts) until it is
     # dumped (VM._crashed), where another reboots and QEMU ends at once
     append += ("panic=0",) if dumpable else ()
-    return VM(profile, prepared.build.bzimage, prepared.image, workdir, accel=accel, extra_append=append,
+    return VM(profile, prepared.build.kernel_image, prepared.image, workdir, accel=accel, extra_append=append,
               vmcore=dumpable)

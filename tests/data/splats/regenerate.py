@@ -155,7 +155,7 @@ def run_capture(capture: Capture, prepared: kprepare.Prepared, accel: str, workd
     append = (f"harness.modules={','.join(modules)}",) if modules else ()
     vm = VM(
         load_profile("default"),
-        prepared.build.bzimage,
+        prepared.build.kernel_image,
         prepared.image,
         workdir / capture.name,
         accel=accel,
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         if capture.fragments not in kernels:
             kernels[capture.fragments] = kprepare.prepare(args.kernel_src, fragments=capture.fragments)
         prepared = kernels[capture.fragments]
-        accel = probe_accel(prepared.build.bzimage, prepared.image)
+        accel = probe_accel(prepared.build.kernel_image, prepared.image)
         out = HERE / prepared.tree.series / f"{capture.name}.log"
         out.parent.mkdir(exist_ok=True)
         out.write_text(run_capture(capture, prepared, accel, workdir / prepared.tree.series))
