@@ -26,6 +26,10 @@ class Kind:
     read: Callable[[Path], object]  # the loader the harness uses, on one file
 
 
+def _read_machine(path: Path) -> object:
+    return machine.load_profile(str(path), path.parent.name if path.parent != paths.CONFIGS / "machines" else arch.HOST)
+
+
 def _read_driver(path: Path) -> object:
     return drivers.load_driver(path.stem if path.parent == paths.CONFIGS / "drivers" else str(path))
 
@@ -37,9 +41,10 @@ def _read_expectations(path: Path) -> object:
 
 
 KINDS = (
-    Kind("Machine profiles", "machines/*.yaml", "A QEMU guest: `harness run --machine NAME` (or a path to a .yaml "
-         "file), a driver profile's `machine`, a matrix's machine axis. Read by harness/vm/machine.py.",
-         machine.PROFILE, lambda path: machine.load_profile(str(path))),
+    Kind("Machine profiles", "machines/**/*.yaml", "A QEMU guest: `harness run --machine NAME` (or a path to a "
+         ".yaml file), a driver profile's `machine`, a matrix's machine axis; another architecture's under "
+         "machines/ARCH/, by the same names. Read by harness/vm/machine.py.",
+         machine.PROFILE, _read_machine),
     Kind("Architectures", "arches/*.yaml", "What a kernel is built for and booted as: make's ARCH=, the cross "
          "compiler, the image QEMU boots (`harness kernel --arch NAME`). Read by harness/kernel/arch.py.",
          arch.SCHEMA, lambda path: arch.load_arch(path.stem)),

@@ -37,6 +37,7 @@ from harness import paths, session
 from harness.atomic import OutputDirError, check_output_dir, write_text
 from harness.classify import SEVERITY_RANK, classify, first_line_of, is_results_lost, short_reason
 from harness.guest import Guest
+from harness.kernel.arch import HOST, known_arches
 from harness.kernel.build import has_two_pass_notifier
 from harness.kernel.prepare import Prepared, prepare
 from harness.observe import vmcore as observed_vmcore
@@ -74,6 +75,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--kernel-src", default=os.environ.get("KSRC") or None,
                     help="kernel tree: a path, debian:6.1, or empty for Debian's linux-source-6.12 (env KSRC)")
     group.addoption("--notifier", default="on", choices=["on", "off"], help="the CONFIG_MMU_NOTIFIER axis")
+    group.addoption("--arch", default=HOST, choices=known_arches(),
+                    help="the guest's architecture (configs/arches/)")
     group.addoption("--fragment", action="append", default=[], metavar="NAME",
                     help="an extra config fragment: configs/fragments/NAME.config (e.g. debug/kasan) or a path")
     group.addoption("--machine", default=os.environ.get("MACHINE", "default"), help="configs/machines/NAME.yaml")
@@ -201,7 +204,8 @@ def kernel(pytestconfig: pytest.Config, run_dir: RunDir) -> Prepared:
     (harness/session.py), or, in a plain pytest session, built on first use (cached by content)."""
     prepared = _handed_over(pytestconfig) or prepare(pytestconfig.getoption("kernel_src"),
                                                      pytestconfig.getoption("notifier"),
-                                                     fragments=tuple(pytestconfig.getoption("fragment")))
+                                                     fragments=tuple(pytestconfig.getoption("fragment")),
+                                                     arch=pytestconfig.getoption("arch"))
     # Written whole by a rename: under xdist every worker writes the same two files.
     write_text(run_dir.root / "kernel.config", prepared.build.config.read_text())
     write_text(run_dir.kernel_json, json.dumps({

@@ -43,6 +43,15 @@ CASES = ["munmap", "mprotect", "dontneed", "fork-cow", "compaction", pytest.para
 # entry: it faults and waits, mm/memory.c:do_swap_page -> migration_entry_wait): 37, 175, then 0 stale in
 # 3 runs.
 MOVES_FRAMES = ["munmap", "dontneed", "fork-cow"]
+# dontneed's window is narrower: the mutator writes every page right after the MADV_DONTNEED, and a device lookup
+# in between maps the zero page, the frame a verify in the same phase finds too. 40 rounds left 0, 0 and 64 stale
+# pages in 3 idle runs on x86-64 6.12 (2026-12-06), 200 rounds 1,340, 54 and 149: it gets 200.
+CONTROL_ROUNDS = {"dontneed": 200}
+# Where even that is not reliable, the control is not run (a skip that says why), as migrate's is not anywhere.
+# arm64 under TCG: its device thread faults 3-4 times less often in the same time (1,400 faults in race.c's 12 s
+# against 5,000-6,000 on x86-64), and 3 runs of dontneed (160 rounds in the 12 s) left 0, 4 and 130 stale pages
+# on 7.3.4; 40 rounds 0, 0 and 867 on 7.3.4, 0, 0 and 0 on 6.12.118: a control that misses that often shows nothing.
+UNRELIABLE_CONTROL = {("arm64", "dontneed"): "0-4 stale pages in half the runs of 40 to 160 rounds"}
 
 
 @pytest.fixture
@@ -101,9 +110,11 @@ def test_fault_survives_the_race(guest, limit, case):
 
 
 @pytest.mark.parametrize("case", MOVES_FRAMES)
-def test_fault_path_without_the_retry_check_is_caught(guest, limit, case):
+def test_fault_path_without_the_retry_check_is_caught(guest, kernel, limit, case):
     """Negative control: the same checks on a fault path that never asks mmu_interval_read_retry()."""
-    info = race(guest, limit, case, "noretry", "--rounds=40")
+    if why := UNRELIABLE_CONTROL.get((kernel.build.arch.name, case)):
+        pytest.skip(f"{case}'s control is not reliable on {kernel.build.arch.name} ({why}): see UNRELIABLE_CONTROL")
+    info = race(guest, limit, case, "noretry", f"--rounds={CONTROL_ROUNDS.get(case, 40)}")
     print(summary(info))
     found = problems(info)
     assert info["counters"]["retries"], f"the window was never hit, so this control shows nothing: {summary(info)}"

@@ -207,7 +207,7 @@ def _shell_with(result: CommandResult, monkeypatch: pytest.MonkeyPatch, tmp_path
     build = types.SimpleNamespace(kernel_image=tmp_path / "bzImage", has=lambda opt: True)
     prepared = types.SimpleNamespace(build=build, image=types.SimpleNamespace())
     monkeypatch.setattr(shell_app, "prepare", lambda *a, **k: prepared)
-    monkeypatch.setattr(shell_app, "load_profile", lambda name: name)
+    monkeypatch.setattr(shell_app, "load_profile", lambda name, arch: name)
     monkeypatch.setattr(shell_app, "check_devices", lambda profile: None)
     monkeypatch.setattr(shell_app, "accel_for", lambda *a: "tcg")
     monkeypatch.setattr(shell_app.rundir, "new_run_dir", lambda *a: tmp_path)

@@ -12,7 +12,8 @@ import pytest
 from harness.kernel.image import build_bare_image
 from harness.kernel.prepare import Prepared, prepare
 from harness.vm import machine
-from harness.vm.machine import VM, BootError, boot_bare, load_profile
+from harness.vm.bench import boot_bare
+from harness.vm.machine import VM, BootError, load_profile
 from harness.vm.ssh import SSH
 from harness.vm.timeline import STAGES
 

@@ -96,7 +96,8 @@ def test_extra_fragment_that_does_not_exist(tmp_path: Path):
 
 
 @pytest.mark.parametrize(("profile", "needle"), [
-    ("arch: aarch64\n", "asks for arch 'aarch64'; the harness builds and boots x86_64 guests only"),
+    ("arch: aarch64\n", "asks for arch 'aarch64'; the harness builds and boots arm64, x86_64 guests"),
+    ("arch: arm64\n", "is an arm64 machine, not an x86_64 one"),
     ("devices: [no-such-gpu]\n", "needs the QEMU device 'no-such-gpu', which QEMU emulator version"),
 ])
 def test_run_refuses_a_machine_it_cannot_boot_before_building(tmp_path: Path, profile: str, needle: str):

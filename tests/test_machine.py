@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import paths
 from harness.vm import machine
 from harness.vm.machine import MachineError, Profile, load_profile, qemu_argv
 
@@ -66,8 +67,14 @@ def test_qemu_opens_no_door_of_its_own():
 def test_profile_for_another_architecture_is_refused(tmp_path: Path):
     profile = tmp_path / "arm.yaml"
     profile.write_text("arch: aarch64\nmachine: virt\n")
-    with pytest.raises(MachineError, match=r"asks for arch 'aarch64'; the harness builds and boots x86_64"):
+    with pytest.raises(MachineError, match=r"asks for arch 'aarch64'; the harness builds and boots arm64, x86_64"):
         load_profile(str(profile))
+    profile.write_text("arch: arm64\nmachine: virt\n")
+    with pytest.raises(MachineError, match=r"is an arm64 machine, not an x86_64 one"):
+        load_profile(str(profile))
+    assert load_profile(str(profile), "arm64").machine == "virt"
+    with pytest.raises(MachineError, match=r"default.yaml' is an x86_64 machine, not an arm64 one"):
+        load_profile(str(paths.CONFIGS / "machines" / "default.yaml"), "arm64")
 
 
 def test_profile_by_path(tmp_path: Path):

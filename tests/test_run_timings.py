@@ -117,7 +117,7 @@ from pathlib import Path
 import harness.pytest_plugin as plugin
 
 
-def _cached(kernel_src, notifier, settings=(), fragments=()):
+def _cached(kernel_src, notifier, settings=(), fragments=(), arch="x86_64"):
     here = Path(__file__).parent
     (here / ".config").write_text("CONFIG_MMU_NOTIFIER=y\\n")
     build = types.SimpleNamespace(config=here / ".config", dir=here, release="6.12.117")

@@ -27,7 +27,9 @@
 #include "probe.h"
 
 #include <sys/wait.h>
+#if defined(__x86_64__) || defined(__i386__)
 #include <x86intrin.h>
+#endif
 
 #define EV_MIRROR_PAGES 4096	/* MIRROR_MAX_PAGES of the probe: every device mirrors the same range */
 #define EV_MAX_POS 3
@@ -174,7 +176,15 @@ static inline void ev_operation(struct ev *ev)
 /* The guest's clock ticks in jiffies here (4 ms): the TSC resolves one access. */
 static inline long long ev_cycles(void)
 {
+#if defined(__aarch64__)
+	unsigned long long v;
+
+	/* the generic timer's virtual count: CNTFRQ_EL0 = 62.5 MHz on QEMU virt (TCG) */
+	__asm__ volatile("isb; mrs %0, cntvct_el0" : "=r"(v) :: "memory");
+	return (long long)v;
+#else
 	return (long long)__rdtsc();
+#endif
 }
 
 static inline int ev_cmp_ll(const void *a, const void *b)

@@ -2,8 +2,9 @@
  * kvm_memslot: a KVM guest whose memory is this process's own anonymous mapping, then mm operations
  * on that mapping while the VM lives, so that KVM's mmu_notifier must zap what the vCPU had mapped.
  *
- * 16 pages back guest-physical [0, 64 KiB) (memslot 0). A vCPU in real mode runs code at 0x1000
- * that writes 0x42 to the first byte of pages 2..15 and halts. Then, in order:
+ * 16 pages back guest-physical [0, 64 KiB) (memslot 0). A vCPU (x86: in real mode; arm64: at EL1 with its MMU
+ * off) runs code at 0x1000 that writes 0x42 to the first byte of pages 2..15 and stops (x86: hlt; arm64, which
+ * has no HLT exit: a store outside every memslot, an MMIO exit). Then, in order:
  *   madvise(DONTNEED) pages 4..5, run the vCPU again (it refaults them), mprotect(PROT_READ)
  *   pages 8..11, munmap all 16 pages.
  * After each step the VM's own debugfs statistics (/sys/kernel/debug/kvm/<pid>-<vmfd>/) are read.
@@ -17,6 +18,7 @@
 #include "probe.h"
 
 #include <dirent.h>
+#include <stddef.h>
 #include <linux/kvm.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -24,9 +26,19 @@
 #define NPAGES 16
 #define CODE_GPA 0x1000
 
+#if defined(__aarch64__)
+/* EL1, MMU off: x1 = 0x2000; l: strb 0x42,[x1]; x1 += 0x1000; until 0x10000; then str to GPA 0x100000,
+ * outside every memslot, which exits to user space as KVM_EXIT_MMIO (arm64 KVM has no HLT exit) */
+static const unsigned char code[] = { 0x01, 0x00, 0x84, 0xd2, 0x42, 0x08, 0x80, 0x52, 0x23, 0x00, 0xa0, 0xd2,
+				      0x22, 0x00, 0x00, 0x39, 0x21, 0x04, 0x40, 0x91, 0x3f, 0x00, 0x03, 0xeb,
+				      0xa1, 0xff, 0xff, 0x54, 0x04, 0x02, 0xa0, 0xd2, 0x84, 0x00, 0x00, 0xf9,
+				      0x00, 0x00, 0x00, 0x14 };
+#else
 /* mov bx,0x2000; l: mov byte [bx],0x42; add bx,0x1000; jnz l; hlt */
 static const unsigned char code[] = { 0xbb, 0x00, 0x20, 0xc6, 0x07, 0x42, 0x81, 0xc3,
 				      0x00, 0x10, 0x75, 0xf7, 0xf4 };
+
+#endif
 
 static int vcpu_fd;
 static struct kvm_run *run;
@@ -44,6 +56,43 @@ static void on_alarm(int sig)
 	(void)sig; /* only there to interrupt KVM_RUN with EINTR */
 }
 
+#if defined(__aarch64__)
+static void run_vcpu(void)
+{
+	__u64 pc = CODE_GPA;
+	struct kvm_one_reg reg = {
+		.id = KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | KVM_REG_ARM_CORE_REG(regs.pc),
+		.addr = (unsigned long)&pc,
+	};
+
+	/* A previous MMIO exit is completed (PC stepped past the store) by the next KVM_RUN: do that one with
+	 * immediate_exit, so that it returns EINTR before running, and only then move the PC */
+	run->immediate_exit = 1;
+	if (ioctl(vcpu_fd, KVM_RUN, 0) == 0 || errno != EINTR)
+		die("KVM_RUN immediate_exit");
+	run->immediate_exit = 0;
+	if (ioctl(vcpu_fd, KVM_SET_ONE_REG, &reg))
+		die("KVM_SET_ONE_REG pc");
+	alarm(30);
+	for (;;) {
+		if (ioctl(vcpu_fd, KVM_RUN, 0)) {
+			if (errno == EINTR) {
+				fprintf(stderr, "KVM_RUN: the vCPU did not exit within 30 s\n");
+				exit(3);
+			}
+			die("KVM_RUN");
+		}
+		if (run->exit_reason == KVM_EXIT_MMIO && run->mmio.is_write && run->mmio.phys_addr == 0x100000) {
+			alarm(0);
+			return;
+		}
+		if (run->exit_reason != KVM_EXIT_INTR) {
+			fprintf(stderr, "KVM_RUN: unexpected exit reason %u\n", run->exit_reason);
+			exit(1);
+		}
+	}
+}
+#else
 static void run_vcpu(void)
 {
 	struct kvm_sregs sregs;
@@ -79,6 +128,8 @@ static void run_vcpu(void)
 		}
 	}
 }
+
+#endif
 
 /* This VM's top-level debugfs statistics as a JSON object (vcpu directories and histograms left out). */
 static void print_stats(void)
@@ -153,6 +204,14 @@ int main(int argc, char **argv)
 	vcpu_fd = ioctl(vm, KVM_CREATE_VCPU, 0);
 	if (vcpu_fd < 0)
 		no_kvm("KVM_CREATE_VCPU");
+#if defined(__aarch64__)
+	struct kvm_vcpu_init init;
+
+	if (ioctl(vm, KVM_ARM_PREFERRED_TARGET, &init))
+		no_kvm("KVM_ARM_PREFERRED_TARGET");
+	if (ioctl(vcpu_fd, KVM_ARM_VCPU_INIT, &init))
+		no_kvm("KVM_ARM_VCPU_INIT");
+#endif
 	int run_size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
 	run = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu_fd, 0);
 	if (run == MAP_FAILED)

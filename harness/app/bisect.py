@@ -31,6 +31,7 @@ from harness.bisect.judge import SKIP, Check, Verdict, boot_s, combined, judge
 from harness.bisect.search import EndNotAsGiven, search
 from harness.checks import expectations
 from harness.errors import InfraError, UserError
+from harness.kernel.arch import HOST
 from harness.kernel.build import BuildError, content_key
 from harness.kernel.prepare import Prepared, prepare
 from harness.results import compare, rundir
@@ -57,6 +58,7 @@ class BisectRequest:
     retries: int = 1
     results_dir: Path | None = None
     boot_timeout: float | None = None
+    arch: str = HOST
 
     def argv(self, good: str, bad: str, repo: Path) -> list[str]:
         """The command that runs this bisection (on another range: good..bad)."""
@@ -64,6 +66,7 @@ class BisectRequest:
                 *(["-k", self.k] if self.k else []), *(["--notifier", self.notifier] if self.notifier != "on" else []),
                 *(a for f in self.fragments for a in ("--fragment", f)),
                 *(["--machine", self.machine] if self.machine != "default" else []),
+                *(["--arch", self.arch] if self.arch != HOST else []),
                 *(["--retries", str(self.retries)] if self.retries != 1 else []), *self.suites]
 
 
@@ -158,7 +161,7 @@ def run_bisect(req: BisectRequest) -> BisectResult:
     good, bad = git.commit(repo, req.good, "--good"), git.commit(repo, req.bad, "--bad")
     git.check_range(repo, good, bad)
     check_output_dir(Path(req.results_dir or paths.results_root()))
-    check_devices(load_profile(req.machine))
+    check_devices(load_profile(req.machine, req.arch))
     commits = git.count(repo, good, bad)
     out_dir = rundir.new_run_dir(req.results_dir)
     started = time.monotonic()
@@ -202,7 +205,7 @@ class _Bisector:
         _say(f"bisect: {step.n:2d} {role} {sha[:12]} {commit.subject[:60]!r}: building ...")
         began = time.monotonic()
         try:
-            prepared = prepare(str(self.clone.path), req.notifier, fragments=req.fragments)
+            prepared = prepare(str(self.clone.path), req.notifier, fragments=req.fragments, arch=req.arch)
         except InfraError:
             raise
         except UserError as e:
@@ -227,8 +230,8 @@ class _Bisector:
     def _run(self, step: Step, prepared: Prepared, run_dir: Path) -> Verdict:
         req = self.req
         began = time.monotonic()
-        result = run_on(RunRequest(KernelChoice(str(self.clone.path), req.notifier, req.fragments), req.machine,
-                                   req.suites, run_dir, req.k, req.boot_timeout, quiet=True,
+        kernel = KernelChoice(str(self.clone.path), req.notifier, req.fragments, req.arch)
+        result = run_on(RunRequest(kernel, req.machine, req.suites, run_dir, req.k, req.boot_timeout, quiet=True,
                                    reruns=0),  # bisect sees a verdict 1 + --retries times itself
                         prepared)
         wall, booted = time.monotonic() - began, boot_s(result.run_dir)
@@ -245,7 +248,7 @@ class _Bisector:
 
 def after_compare(given: Path, patch: tuple[str, ...], groups: list[tuple[str, str, tuple[str, ...]]],
                   patched_runs: list[Path], diff: compare.Comparison, notifier: str = "on",
-                  fragments: tuple[str, ...] = ()) -> str:
+                  fragments: tuple[str, ...] = (), arch: str = HOST) -> str:
     """The `harness bisect` that finds the commit of a series behind what `harness compare` found, or "".
 
     Only for a series given as a commit range A..B of a git base whose HEAD is A: the commits of the range are
@@ -279,7 +282,7 @@ def after_compare(given: Path, patch: tuple[str, ...], groups: list[tuple[str, s
             if has(run):
                 only = (diff.regressions[0].test,) if check.kind == "test" else suites
                 return shlex.join(BisectRequest(good, bad, check, str(given), only, None, notifier, fragments,
-                                                group_machine).argv(good, bad, given))
+                                                group_machine, arch=arch).argv(good, bad, given))
     return ""
 
 
@@ -296,7 +299,7 @@ def kcidb(result: BisectResult, req: BisectRequest) -> dict[str, object]:
                            "comment": f"first bad commit: {c.subject}", "valid": True,
                            "misc": {"repository": str(result.repo), "author": c.author, "date": c.date,
                                     "mm_and_drivers": c.touched()}}],
-            "builds": [{"id": build_id, "checkout_id": checkout_id, "origin": ORIGIN, "architecture": "x86_64",
+            "builds": [{"id": build_id, "checkout_id": checkout_id, "origin": ORIGIN, "architecture": req.arch,
                         "compiler": "gcc", "status": "PASS", "duration": culprit.build_s,
                         "command": shlex.join(req.argv(f"{c.sha}^", c.sha, result.repo)),
                         "misc": {"notifier": req.notifier, "fragments": list(req.fragments)}}],

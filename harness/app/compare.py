@@ -20,6 +20,7 @@ from harness.atomic import check_output_dir, write_text
 from harness.checks import drivers, expectations
 from harness.errors import UserError
 from harness.kernel import kconfig, patches, trees
+from harness.kernel.arch import HOST
 from harness.kernel.build import STAMP
 from harness.kernel.prepare import Prepared, prepare
 from harness.results import compare, junit, rundir
@@ -43,6 +44,7 @@ class CompareRequest:
     k: str | None = None
     boot_timeout: float | None = None
     guest_modules: str = ""
+    arch: str = HOST
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def run_compare(req: CompareRequest) -> CompareResult:
                                                        sides_.what, sides_.notes)
     out_dir = rundir.new_run_dir(req.results_dir)  # claimed once both trees exist: a refused series leaves none
     sides = {"base": base_ksrc, "patched": patched_ksrc}
-    built = {side: _prepare(side, ksrc, req.notifier, req.fragments) for side, ksrc in sides.items()}
+    built = {side: _prepare(side, ksrc, req.notifier, req.fragments, req.arch) for side, ksrc in sides.items()}
     groups = _groups(req, built["base"])
     runs: dict[str, list[Path]] = {"base": [], "patched": []}
     for n, (name, machine, suites) in enumerate(groups):
@@ -79,7 +81,7 @@ def run_compare(req: CompareRequest) -> CompareResult:
             print(f"compare: {side}: {name} on machine {machine} ...", file=sys.stderr, flush=True)
             # timings.json's prepare figures are what a run spent on its kernel: the first group's run paid them
             kernel = built[side] if n == 0 else replace(built[side], timings=dict.fromkeys(built[side].timings, 0.0))
-            result = run_on(RunRequest(KernelChoice(ksrc, req.notifier, req.fragments), machine, suites,
+            result = run_on(RunRequest(KernelChoice(ksrc, req.notifier, req.fragments, req.arch), machine, suites,
                                        out_dir / side / name, req.k, req.boot_timeout, req.guest_modules,
                                        quiet=True), kernel)
             print(junit.run_summary(result.run_dir), file=sys.stderr, flush=True)
@@ -87,12 +89,13 @@ def run_compare(req: CompareRequest) -> CompareResult:
     base_label = f"{base_ksrc} ({built['base'].tree.identity}, {built['base'].build.release})"
     comparison = compare.compare(base_label, f"{what}: {patched_ksrc}", runs["base"], runs["patched"],
                                  expectations.load(base_tree.series), expected)
-    comparison.notes = [*notes, f"machine {req.machine}, notifier {req.notifier}; groups: "
+    comparison.notes = [*notes, f"{req.arch}, machine {req.machine}, notifier {req.notifier}; groups: "
                         + ", ".join(g[0] for g in groups)]
     comparison.builds = {side: _build_figures(p) for side, p in built.items()}
     if comparison.exit_code() != compare.EXIT_SAME:
         comparison.bisect = after_compare(trees.resolve(req.base).path, req.patch, groups,
-                                          runs["patched"], comparison, req.notifier, req.fragments)
+                                          runs["patched"], comparison, req.notifier, req.fragments,
+                                          req.arch)
     write_text(out_dir / "compare.txt", compare.render_text(comparison))
     write_text(out_dir / "compare.md", compare.render_markdown(comparison))
     write_text(out_dir / "compare.json", json.dumps(compare.to_json(comparison), indent=1))
@@ -135,9 +138,9 @@ def resolve_sides(base: str | None, base_patch: tuple[str, ...], patch: tuple[st
     return Sides(base_ksrc, base_tree, patched_ksrc, what, notes)
 
 
-def _prepare(side: str, ksrc: str, notifier: str, fragments: tuple[str, ...]) -> Prepared:
+def _prepare(side: str, ksrc: str, notifier: str, fragments: tuple[str, ...], arch: str) -> Prepared:
     try:
-        return prepare(ksrc, notifier, fragments=fragments)
+        return prepare(ksrc, notifier, fragments=fragments, arch=arch)
     except UserError as e:
         raise UserError(f"the {side} kernel ({ksrc}) did not build: {e}") from None
 
@@ -149,6 +152,10 @@ def _groups(req: CompareRequest, base: Prepared) -> list[tuple[str, str, tuple[s
     config = kconfig.read_config_values(base.build.config)
     for name in names:
         profile = drivers.load_driver(name)
+        if req.arch not in profile.arches:
+            if req.drivers:
+                raise UserError(f"driver {name} is proven on {', '.join(profile.arches)}, not on {req.arch}")
+            continue
         if not req.drivers and fragment_notes(profile, req.notifier, base.tree.series, config):
             continue  # this config cannot run it: the driver's own command says why
         groups.append((f"driver-{name}", profile.machine, tuple(str(paths.REPO / s) for s in profile.suites)))

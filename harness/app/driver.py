@@ -10,6 +10,7 @@ from harness import paths
 from harness.app.kernel import KernelChoice
 from harness.app.run import RunRequest, RunResult, run_on
 from harness.checks import drivers
+from harness.errors import UserError
 from harness.kernel import kconfig
 from harness.kernel.config import fragments_for
 from harness.kernel.prepare import prepare
@@ -67,7 +68,10 @@ def fragment_notes(profile: drivers.DriverProfile, notifier: str, series: str, c
 def driver(req: DriverRequest) -> DriverResult:
     profile = drivers.load_driver(req.name)
     k = req.kernel
-    prepared = prepare(k.kernel_src, k.notifier, fragments=k.fragments)
+    if k.arch not in profile.arches:
+        raise UserError(f"driver {profile.name} is proven on {', '.join(profile.arches)}, not on {k.arch} "
+                        f"(its profile's arches)")
+    prepared = prepare(k.kernel_src, k.notifier, fragments=k.fragments, arch=k.arch)
     notes = fragment_notes(profile, k.notifier, prepared.tree.series, kconfig.read_config_values(prepared.build.config),
                            k.fragments)
     for note in notes:  # before the run, which takes minutes

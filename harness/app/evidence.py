@@ -55,7 +55,7 @@ def evidence(req: EvidenceRequest) -> EvidenceResult:
     out = rundir.new_run_dir(req.results_dir) / "evidence"
     prepared = prepare(req.kernel_src, "on")
     accel = accel_for(prepared)
-    vm = guest_vm(prepared, load_profile(req.machine), out / "vm", accel, ("mmu_probe",))
+    vm = guest_vm(prepared, load_profile(req.machine, prepared.build.arch.name), out / "vm", accel, ("mmu_probe",))
     workloads = [BY_NAME[n] for n in req.only] if req.only else WORKLOADS
     hmm_binary, hmm_skipped = None, "" if req.hmm else "--no-hmm"
     try:

@@ -17,7 +17,7 @@ from harness.kernel.artifact_manifest import load_limits
 from harness.kernel.build import KernelBuild
 from harness.kernel.guest_modules import image_modules
 from harness.kernel.image import Image, build_guest_programs
-from harness.kernel.prepare import Prepared, prepare, prepare_build
+from harness.kernel.prepare import Prepared, prepare
 from harness.kernel.source import DEFAULT_SERIES, KernelTree
 from harness.kernel.userprogs import uapi_headers
 
@@ -29,6 +29,7 @@ class KernelChoice:
     kernel_src: str | None = None
     notifier: str = "on"
     fragments: tuple[str, ...] = ()
+    arch: str = HOST  # configs/arches/: another architecture is cross-built and booted under TCG
 
 
 @dataclass(frozen=True)
@@ -40,14 +41,13 @@ class KernelRequest:
     sha256: str | None = None  # with import_: the artifact's sha256 (as --pack printed it), checked first
     max_files: int | None = None  # with import_: limits over configs/artifact-limits.yaml's
     max_unpacked_mib: int | None = None
-    arch: str = HOST  # configs/arches/: another architecture is cross-built (its kernel alone, for now)
 
 
 @dataclass(frozen=True)
 class KernelResult:
     tree: KernelTree
     build: KernelBuild
-    image: Image | None  # None: an architecture whose guests the harness does not boot yet
+    image: Image
     timings: dict[str, float]
     packed: artifact.Packed | None = None
     imported: dict[str, Any] = field(default_factory=dict)  # the artifact's manifest, when --import
@@ -62,7 +62,7 @@ class KernelResult:
         # "bzImage": the key readers of 2026-11 know, whatever the architecture's image is called
         doc: dict[str, Any] = {"arch": self.build.arch.name, "bzImage": str(self.build.kernel_image),
                                "config": str(self.build.config), "release": self.build.release,
-                               "initramfs": str(self.image.initramfs) if self.image else None,
+                               "initramfs": str(self.image.initramfs),
                                "tree": self.tree.identity, "timings": self.timings}
         if self.packed:
             doc["artifact"] = {"path": str(self.packed.path), "bytes": self.packed.bytes,
@@ -80,14 +80,7 @@ def kernel(req: KernelRequest) -> KernelResult:
     if req.sha256 or req.max_files or req.max_unpacked_mib:
         raise UserError("--sha256, --max-files and --max-unpacked-mib go with --import")
     k = req.kernel
-    if req.arch != HOST:
-        if req.pack:
-            raise UserError(f"--pack: artifacts hold {HOST} builds only (an {req.arch} guest image is not made yet)")
-        timings: dict[str, float] = {}
-        tree, build = prepare_build(k.kernel_src, k.notifier, req.settings, k.fragments, req.arch, timings)
-        print(f"harness: {req.arch}: the kernel alone; its guests are not booted yet (no image)", file=sys.stderr)
-        return KernelResult(tree, build, None, timings)
-    prepared = prepare(k.kernel_src, k.notifier, req.settings, k.fragments)
+    prepared = prepare(k.kernel_src, k.notifier, req.settings, k.fragments, k.arch)
     if not req.pack:
         return KernelResult.of(prepared)
     return KernelResult.of(prepared, pack(prepared, k.kernel_src or f"debian:{DEFAULT_SERIES}", req.settings,
@@ -102,8 +95,8 @@ def pack(prepared: Prepared, ksrc: str, settings: tuple[str, ...], out: Path) ->
         from harness.observe.kprobe import range_layout  # compiled once against the build, kept in it
 
         range_layout(build)
-    packed = artifact.pack(build, ksrc, prepared.notifier, prepared.fragments, settings, build_guest_programs(),
-                           image_modules(build), out)
+    packed = artifact.pack(build, ksrc, prepared.notifier, prepared.fragments, settings,
+                           build_guest_programs(build.arch), image_modules(build), out)
     print(f"packed {packed.files} files ({packed.unpacked_bytes / 2**20:.1f} MiB) into {out}: "
           f"{packed.bytes / 2**20:.1f} MiB, sha256 {packed.sha256}", file=sys.stderr)
     return packed
@@ -111,11 +104,12 @@ def pack(prepared: Prepared, ksrc: str, settings: tuple[str, ...], out: Path) ->
 
 def import_artifact(req: KernelRequest) -> KernelResult:
     assert req.import_
-    if req.settings or req.kernel.fragments or req.kernel.notifier != "on":
-        raise UserError("--import takes the kernel from the artifact: no --notifier, --fragment or --set with it")
+    if req.settings or req.kernel.fragments or req.kernel.notifier != "on" or req.kernel.arch != HOST:
+        raise UserError("--import takes the kernel from the artifact: no --notifier, --fragment, --arch or --set "
+                        "with it")
     limits = load_limits(files=req.max_files, unpacked_mib=req.max_unpacked_mib)
     m = {**artifact.import_artifact(req.import_, req.sha256, limits), "sha256": req.sha256}  # None: not checked
-    prepared = prepare(m["ksrc"], m["notifier"], tuple(m["settings"]), tuple(m["fragments"]))
+    prepared = prepare(m["ksrc"], m["notifier"], tuple(m["settings"]), tuple(m["fragments"]), m.get("arch", HOST))
     if prepared.build.key != m["key"]:  # prepare found another configuration: the import did not take
         raise artifact.ArtifactError(f"prepared build {prepared.build.key}, imported {m['key']}")
     return KernelResult.of(prepared, imported=m)

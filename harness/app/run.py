@@ -59,7 +59,7 @@ def run(request: RunRequest) -> RunResult:
     run_dir = _checked_run_dir(request)
     kernel = request.kernel
     with _quiet(request.quiet):
-        prepared = prepare(kernel.kernel_src, kernel.notifier, fragments=kernel.fragments)
+        prepared = prepare(kernel.kernel_src, kernel.notifier, fragments=kernel.fragments, arch=kernel.arch)
     return run_prepared(request, prepared, run_dir)
 
 
@@ -74,7 +74,7 @@ def _checked_run_dir(request: RunRequest) -> Path:
         raise UserError("--gdb-on-crash holds a crashed guest for gdb on the terminal: one worker only (no -j)")
     run_dir = rundir.new_run_dir(request.results_dir)
     check_output_dir(run_dir)
-    check_devices(load_profile(request.machine))
+    check_devices(load_profile(request.machine, request.kernel.arch))
     return run_dir
 
 
@@ -99,7 +99,7 @@ def pytest_args(request: RunRequest, run_dir: Path) -> list[str]:
             "-o", "junit_logging=system-out", f"--rootdir={paths.REPO}"]
     if kernel.kernel_src:
         args.append(f"--kernel-src={kernel.kernel_src}")
-    args += [f"--fragment={name}" for name in kernel.fragments]
+    args += [f"--fragment={name}" for name in kernel.fragments] + [f"--arch={kernel.arch}"]
     if request.k:
         args += ["-k", request.k]
     if request.boot_timeout:

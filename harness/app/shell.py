@@ -36,9 +36,9 @@ class ShellResult:
 
 def shell(req: ShellRequest) -> ShellResult:
     k = req.kernel
-    profile = load_profile(req.machine)
+    profile = load_profile(req.machine, k.arch)
     check_devices(profile)
-    prepared = prepare(k.kernel_src, k.notifier, fragments=k.fragments)
+    prepared = prepare(k.kernel_src, k.notifier, fragments=k.fragments, arch=k.arch)
     accel = accel_for(prepared)
     workdir = rundir.new_run_dir()  # results/<time>: the console log outlives the shell, nothing in /tmp
     vm = guest_vm(prepared, profile, workdir, accel, probe_modules(prepared))

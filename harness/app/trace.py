@@ -58,7 +58,7 @@ def trace(req: TraceRequest) -> TraceResult:
         raise UserError(f"trace: the kernel {prepared.build.config} has no CONFIG_MMU_NOTIFIER")
     accel = accel_for(prepared)
     workdir = rundir.new_run_dir()  # results/<time>: the console log is kept, nothing left in /tmp
-    vm = guest_vm(prepared, load_profile(req.machine), workdir, accel, ("mmu_probe",))
+    vm = guest_vm(prepared, load_profile(req.machine, prepared.build.arch.name), workdir, accel, ("mmu_probe",))
     try:
         # A dead QEMU, a kernel crash, a hang or a lost channel leaves as one fault, said the way every
         # command says it (harness/vm/faults.py; printed by cli/main.py).

@@ -5,9 +5,9 @@ A profile says what a driver needs and who tests it:
     description: ...
     fragments: [base.config, drivers.config]   # configs/fragments/ the kernel needs for it
     config: [TEST_HMM]                          # symbols that must be y or m in the build, else its tests skip
-    machine: default                            # configs/machines/ profile (devices, CPU model)
-    module: test_hmm                            # module to load in the guest (none: built in), or a list
-                                                #   loaded in order, the driver's own last
+    machine: default                            # configs/machines/ profile (devices, CPU model) of each arch
+    arches: [x86_64, arm64]                     # where its suites are proven (default: x86_64 alone)
+    module: test_hmm                            # module to load (none: built in), or a list, the driver's last
     device: /dev/hmm_dmirror0                   # what exists once the driver is up
     suites: [suites/test_hmm.py]
     programs:                                   # selftest programs the suite runs (mm-selftests), each a
@@ -18,9 +18,8 @@ A profile says what a driver needs and who tests it:
       - tests: ["hmm.*.exclusive"]              # fnmatch patterns over kernel test or pytest test names
         series: ["6.12"]                        # kernel series it applies to (none: all)
         thp: always                             # only when the guest's THP mode is this
-        code:                                   # only when the tree under test has the faulty code
-          file: mm/rmap.c                       #   a file of the tree
-          contains: "if (PageTail(pages[i]) ||" #   text in it (runs of whitespace match any whitespace)
+        code: {file: mm/rmap.c, contains: "if (PageTail(pages[i]) ||"}  # only when the tree under test has
+                                                #   the faulty code: text (any whitespace) in a file of the tree
         without: [USERFAULTFD]                  # only on a kernel that lacks these symbols (a test that needs them)
         reason: ...
 
@@ -45,6 +44,7 @@ import pytest
 from harness import paths, schema
 from harness.checks import workloads as setups
 from harness.errors import UserError
+from harness.kernel.arch import HOST, known_arches
 from harness.kernel.build import KernelBuild
 from harness.kernel.prepare import Prepared
 from harness.kernel.userprogs import CompileError, SelftestMissing
@@ -109,9 +109,9 @@ class DriverProfile:
     suites: tuple[str, ...]
     known_failures: tuple[KnownFailure, ...] = ()
     programs: tuple[SelftestRun, ...] = ()
-    # kernel test patterns (FIXTURE.VARIANT.TEST) and where they are written: checked against the tree's tests
-    kernel_test_patterns: tuple[tuple[str, str], ...] = ()
+    kernel_test_patterns: tuple[tuple[str, str], ...] = ()  # (FIXTURE.VARIANT.TEST, where): checked vs the tree
     modules: tuple[str, ...] = ()  # every module to load, in order: the guest's own (/guest/modules) or the kernel's
+    arches: tuple[str, ...] = (HOST,)  # the architectures its suites are proven on
 
     def known_failure(self, test: str, series: str, thp: str | None = None, tree: Path | None = None,
                       has: Callable[[str], bool] | None = None) -> str | None:
@@ -152,7 +152,10 @@ PROFILE = schema.Record({
     "fragments": schema.optional(schema.ListOf(schema.Str(_NAME, "a file name in configs/fragments/")), [],
                                  "config fragments the kernel needs for it"),
     "config": schema.optional(schema.ListOf(_SYMBOL), [], "symbols that must be y or m, else its tests skip"),
-    "machine": schema.required(schema.Str(_NAME, "a machine profile name"), "configs/machines/ profile"),
+    "machine": schema.required(schema.Str(_NAME, "a machine profile name"),
+                               "configs/machines/ profile (of each architecture: configs/machines/ARCH/)"),
+    "arches": schema.optional(schema.ListOf(schema.Enum(known_arches, "an architecture:"), one_or_more=True), [HOST],
+                              "the architectures (configs/arches/) its suites are proven on; another is refused"),
     "module": schema.optional(schema.Either((schema.Str(_NAME, "a module name"), schema.Null(),
                                              schema.ListOf(schema.Str(_NAME, "a module name"), one_or_more=True))),
                               None,
@@ -183,19 +186,21 @@ def load_driver(name: str) -> DriverProfile:
     for n, frag in enumerate(data["fragments"]):
         if not (paths.CONFIGS / "fragments" / frag).exists():
             raise DriverError(f"{doc.where(('fragments', n))}: fragment {frag} is not in configs/fragments/")
-    if not (paths.CONFIGS / "machines" / f"{data['machine']}.yaml").exists():
-        raise DriverError(f"{doc.where(('machine',))}: machine profile {data['machine']} is not in configs/machines/")
+    for arch in data["arches"]:
+        folder = paths.CONFIGS / "machines" / ("" if arch == HOST else arch)
+        if not (folder / f"{data['machine']}.yaml").exists():
+            raise DriverError(f"{doc.where(('machine',))}: machine profile {data['machine']} is not in "
+                              f"{folder.relative_to(paths.REPO)}/ (for {arch}, one of its arches)")
     for n, suite in enumerate(data["suites"]):
         if not (paths.REPO / suite).is_file():
             raise DriverError(f"{doc.where(('suites', n))}: suite {suite} does not exist")
-    known = tuple(_known_failure(k) for k in data["known_failures"])
     modules = tuple(data["module"]) if isinstance(data["module"], list) else (data["module"],) * bool(data["module"])
     return DriverProfile(
         name=doc.path.stem if name.endswith((".yaml", ".yml")) else name, description=data["description"],
         fragments=tuple(data["fragments"]), config=tuple(data["config"]), machine=data["machine"],
         module=modules[-1] if modules else None, device=data["device"], suites=tuple(data["suites"]),
-        known_failures=known, programs=programs, kernel_test_patterns=_unresolved_patterns(doc, programs),
-        modules=modules)
+        known_failures=tuple(_known_failure(k) for k in data["known_failures"]), programs=programs,
+        kernel_test_patterns=_unresolved_patterns(doc, programs), modules=modules, arches=tuple(data["arches"]))
 
 
 def _known_failure(entry: dict) -> KnownFailure:

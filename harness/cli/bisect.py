@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="see each verdict N more times; one that flips is FLAKY (default 1)")
     p.add_argument("--notifier", default="on", choices=("on", "off"), help="the CONFIG_MMU_NOTIFIER axis")
     p.add_argument("--fragment", action="append", default=[], metavar="NAME", help="an extra config fragment")
+    options.add_arch(p)
     options.add_machine(p)
     options.add_results_dir(p)
     p.add_argument("-k", default=None, metavar="EXPR", help="pytest -k expression")
@@ -71,7 +72,8 @@ def check(args: argparse.Namespace) -> Check:
 
 def main(args: argparse.Namespace) -> int:
     req = BisectRequest(args.good, args.bad, check(args), args.kernel_src, tuple(args.suites), args.k, args.notifier,
-                        tuple(args.fragment), args.machine, args.retries, args.results_dir, args.boot_timeout)
+                        tuple(args.fragment), args.machine, args.retries, args.results_dir, args.boot_timeout,
+                        args.arch)
     with progress_to_stderr():  # builds and runs: stdout is the verdict's
         result = run_bisect(req)
     print(result.text(), end="")

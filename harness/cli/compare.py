@@ -52,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--patched", metavar="KSRC", help="a second tree to compare against the base")
     p.add_argument("--notifier", default="on", choices=("on", "off"), help="the CONFIG_MMU_NOTIFIER axis")
     p.add_argument("--fragment", action="append", default=[], metavar="NAME", help="an extra config fragment")
+    options.add_arch(p)
     options.add_machine(p)
     p.add_argument("--driver", action="append", default=[], metavar="NAME",
                    help="a configs/drivers profile to run on both (repeatable; default with no SUITES: all "
@@ -66,7 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def request(args: argparse.Namespace) -> CompareRequest:
     return CompareRequest(args.base, tuple(args.base_patch), tuple(args.patch), args.patched, args.notifier,
                           tuple(args.fragment), args.machine, tuple(args.driver), tuple(args.suites),
-                          args.expect_events, args.results_dir, args.k, args.boot_timeout, args.guest_modules)
+                          args.expect_events, args.results_dir, args.k, args.boot_timeout, args.guest_modules,
+                          args.arch)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,7 +1,6 @@
 """`harness kernel`: build (or find cached) the kernel and image; print their paths as JSON.
 
-    harness kernel [--kernel-src KSRC] [--notifier on|off] [--fragment NAME]... [--pack OUT.tar.zst]
-    harness kernel --arch arm64 [--kernel-src KSRC] [--notifier on|off]   (cross-built: the kernel alone, for now)
+    harness kernel [--kernel-src KSRC] [--arch arm64] [--notifier on|off] [--fragment NAME]... [--pack OUT.tar.zst]
     harness kernel --import ARTIFACT.tar.zst [--sha256 HEX] [--max-files N] [--max-unpacked-mib N]
 
 --pack also writes the build as an artifact (harness/kernel/artifact.py: what a cell needs, not the object
@@ -20,7 +19,6 @@ from pathlib import Path
 from harness.app.kernel import KernelRequest, kernel
 from harness.cli import options
 from harness.cli.output import progress_to_stderr
-from harness.kernel.arch import HOST, known_arches
 
 EXITS = ((0, "the kernel and image are ready (their paths are on stdout, as JSON)"),)
 
@@ -36,9 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="also write the build as an artifact (.tar.zst, .tar.gz or .tar) for `--import` elsewhere")
     what.add_argument("--import", dest="import_", type=Path, default=None, metavar="ARTIFACT",
                       help="unpack a build artifact into the cache (HARNESS_CACHE) and prepare its kernel from it")
-    p.add_argument("--arch", default=HOST, choices=known_arches(),
-                   help=f"the architecture to build for (configs/arches/; default {HOST}); another one is cross-built, "
-                        "and for now only its kernel: no guest image")
     p.add_argument("--sha256", default=None, metavar="HEX",
                    help="with --import: the artifact's sha256 (as --pack printed it); a different file is refused")
     p.add_argument("--max-files", type=int, default=None, metavar="N",
@@ -51,6 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     with progress_to_stderr():  # a build's progress, unpacking, apt: stdout is the JSON document's alone
         result = kernel(KernelRequest(options.kernel_choice(args), tuple(args.set), args.pack, args.import_,
-                                      args.sha256, args.max_files, args.max_unpacked_mib, args.arch))
+                                      args.sha256, args.max_files, args.max_unpacked_mib))
     print(json.dumps(result.describe(), indent=2))
     return 0

@@ -9,22 +9,32 @@ from pathlib import Path
 
 from harness.app.kernel import KernelChoice
 from harness.errors import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_USER
+from harness.kernel.arch import HOST, known_arches
 from harness.kernel.config import NOTIFIER_AXIS
 
 
 def kernel_choice(args: argparse.Namespace) -> KernelChoice:
     """The kernel that --kernel-src, --notifier and --fragment chose."""
-    return KernelChoice(args.kernel_src, getattr(args, "notifier", "on"), tuple(getattr(args, "fragment", ())))
+    return KernelChoice(args.kernel_src, getattr(args, "notifier", "on"), tuple(getattr(args, "fragment", ())),
+                        args.arch)
 
 
 def add_kernel(p: argparse.ArgumentParser, *, axis: bool = True) -> None:
-    """--kernel-src, and with `axis` the two things that pick a configuration of it: --notifier, --fragment."""
+    """--kernel-src and --arch, and with `axis` the two things that pick a configuration of it: --notifier,
+    --fragment."""
     p.add_argument("--kernel-src", default=os.environ.get("KSRC") or None, metavar="KSRC",
                    help="kernel tree: a path, debian:6.1, or empty for Debian's linux-source-6.12 (env KSRC)")
+    add_arch(p)
     if axis:
         p.add_argument("--notifier", default="on", choices=NOTIFIER_AXIS, help="the CONFIG_MMU_NOTIFIER axis")
         p.add_argument("--fragment", action="append", default=[], metavar="NAME",
                        help="an extra config fragment: configs/fragments/NAME.config (e.g. debug/kasan) or a path")
+
+
+def add_arch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", default=HOST, choices=known_arches(),
+                   help=f"the guest's architecture (configs/arches/; default {HOST}): another one is cross-built "
+                        "and booted under TCG, on its own machine profiles (configs/machines/ARCH/)")
 
 
 def add_machine(p: argparse.ArgumentParser) -> None:

@@ -64,8 +64,8 @@ class FuzzGuest:
 
     def _boot(self) -> VM:
         self.boots += 1
-        vm = guest_vm(self.prepared, load_profile(self.machine), self.workdir / f"guest-{self.boots}", self.accel,
-                      ("mmu_probe",))
+        profile = load_profile(self.machine, self.prepared.build.arch.name)
+        vm = guest_vm(self.prepared, profile, self.workdir / f"guest-{self.boots}", self.accel, ("mmu_probe",))
         try:
             self._set_up(vm)
         except BaseException:

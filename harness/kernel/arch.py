@@ -36,6 +36,14 @@ class Arch:
     image_path: str  # where that target lands in the build directory
     defconfig: str
     tiny: str | None  # the architecture's tiny.config, which `make tinyconfig` merges
+    userland: tuple[str, ...]  # its Debian packages a guest image unpacks; () for the host's own files
+    qemu: str  # the qemu-system binary that boots it
+    qemu_package: str
+
+    @property
+    def foreign(self) -> bool:
+        """Cross-built, booted under TCG only, its guest userland from Debian's packages of the architecture."""
+        return self.name != HOST
 
     @property
     def gcc(self) -> str:
@@ -64,6 +72,10 @@ SCHEMA = schema.Record({
     "defconfig": schema.required(schema.Str(r"arch/\S+", "a path in the tree"), "the defconfig base"),
     "tiny": schema.optional(schema.Either((schema.Str(r"arch/\S+", "a path in the tree"), schema.Null())), None,
                             "the architecture's tiny.config, merged by `make tinyconfig` (null: none)"),
+    "userland": schema.optional(schema.ListOf(schema.Str(r"[a-z0-9][a-z0-9.+-]*", "a Debian package")), [],
+                                "its Debian packages unpacked into its guest images (empty: the host's files)"),
+    "qemu": schema.required(schema.Str(r"qemu-system-\w+", "a qemu-system binary"), "the QEMU that boots it"),
+    "qemu_package": schema.required(schema.Str(r"[\w.+-]+", "a Debian package"), "the Debian package of that QEMU"),
 }, "an architecture")
 
 
@@ -81,4 +93,4 @@ def load_arch(name: str = HOST) -> Arch:
     if name not in known_arches():
         raise ArchError(f"unknown architecture {name!r}; known: {', '.join(known_arches())} (configs/arches/)")
     data = schema.load(paths.CONFIGS / "arches" / f"{name}.yaml", SCHEMA, ArchError).data
-    return Arch(name=name, **data)
+    return Arch(name=name, **(data | {"userland": tuple(data["userland"])}))

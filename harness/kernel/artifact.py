@@ -38,6 +38,7 @@ from typing import IO, Any
 
 from harness import atomic, locks, paths
 from harness.kernel import config, source
+from harness.kernel.arch import HOST
 from harness.kernel.artifact_manifest import FORMAT, FRAGMENTS, ArtifactError, Limits, load_limits, validate
 from harness.kernel.artifact_unpack import MANIFEST, compressor, sha256_of, unpack
 from harness.kernel.build import IN_TREE_PREFIX, STAMP, KernelBuild, build_dir, content_key
@@ -143,9 +144,10 @@ def tree_files(tree: Path, arch: str = "x86") -> list[str]:
     return list(dict.fromkeys(f for f in files if (tree / f).exists() or (tree / f).is_symlink()))
 
 
-def build_files(build: Path, values: dict[str, str], arch: str = "x86") -> list[str]:
+def build_files(build: Path, values: dict[str, str], arch: str = "x86",
+                image: str = "arch/x86/boot/bzImage") -> list[str]:
     """The build directory's part: install-extmod-build's second list, the boot files, the harness's products."""
-    files = [".config", "Module.symvers", "System.map", f"arch/{arch}/boot/bzImage", "include/config/auto.conf",
+    files = [".config", "Module.symvers", "System.map", image, "include/config/auto.conf",
              "include/config/kernel.release"]
     if values.get("OBJTOOL") == "y":
         files.append("tools/objtool/objtool")
@@ -160,7 +162,7 @@ def build_files(build: Path, values: dict[str, str], arch: str = "x86") -> list[
     staged_links = {"build", "source"}
     files = [f for f in files if not (f.startswith("harness-modules/") and Path(f).name in staged_links)]
     files = [f for f in files if not f.endswith((".o", ".cmd"))]
-    missing = [f for f in (".config", "Module.symvers", f"arch/{arch}/boot/bzImage", STAMP) if f not in files
+    missing = [f for f in (".config", "Module.symvers", image, STAMP) if f not in files
                or not (build / f).exists()]
     if missing:
         raise ArtifactError(f"{build} is not a finished build: no {', '.join(missing)}")
@@ -176,14 +178,15 @@ def pack(build: KernelBuild, ksrc: str, notifier: str, fragments: tuple[str, ...
     fragments = tuple(fragment_name(f) for f in fragments)
     values = build.config_values()
     stamp = json.loads((build.dir / STAMP).read_text())
-    spec = config_spec(notifier, tree.series, settings, fragments)
+    spec = config_spec(notifier, tree.series, settings, fragments, build.arch.name)
     kept = paths.cache_root() / "configure" / "by-key" / f"{tree.version}-{build.key}.config"
     if not kept.exists():
         raise ArtifactError(f"{kept} is missing: pack a build right after `harness kernel` made or found it")
     src = f"src/{package}"
     bdir = f"{src}/{IN_TREE_PREFIX}{build.key}"
-    members: list[tuple[str, Path]] = [(f"{src}/{f}", tree.path / f) for f in tree_files(tree.path)]
-    members += [(f"{bdir}/{f}", build.dir / f) for f in build_files(build.dir, values)]
+    members: list[tuple[str, Path]] = [(f"{src}/{f}", tree.path / f) for f in tree_files(tree.path, build.arch.srcarch)]
+    members += [(f"{bdir}/{f}", build.dir / f)
+                for f in build_files(build.dir, values, build.arch.srcarch, build.arch.image_path)]
     for module_dir in sorted({ko.parent.resolve() for ko in guest_modules}):
         rel = module_dir.relative_to(build.dir.resolve())  # spelled through builds/ or the tree: the same
         members += [(f"{bdir}/{f}", build.dir / f) for f in _walk(build.dir, str(rel))]
@@ -195,7 +198,7 @@ def pack(build: KernelBuild, ksrc: str, notifier: str, fragments: tuple[str, ...
         "series": tree.series, "key": build.key, "release": build.release, "notifier": notifier,
         "fragments": list(fragments), "settings": list(settings), "spec_digest": spec_digest(tree.identity, spec),
         "guest_programs": guest_programs.name, "build": stamp, "config_values": len(values),
-        "made": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": len(members),
+        "made": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": len(members), "arch": build.arch.name,
         "unpacked_bytes": sum((p.lstat().st_size for _, p in members), 0),
     }
     validate(manifest, f"the manifest of {out}")  # never write what an import would refuse
@@ -359,7 +362,7 @@ def _check_staged(t: Placement, m: dict[str, Any]) -> None:
 def _place(t: Placement, m: dict[str, Any]) -> None:
     root = paths.cache_root()
     key, version = m["key"], m["version"]
-    spec = config_spec(m["notifier"], m["series"], tuple(m["settings"]), tuple(m["fragments"]))
+    spec = config_spec(m["notifier"], m["series"], tuple(m["settings"]), tuple(m["fragments"]), m.get("arch", HOST))
     if (digest := spec_digest(m["identity"], spec)) != m["spec_digest"]:
         raise ArtifactError(f"the artifact's kernel ({m['ksrc']}, notifier {m['notifier']}, fragments "
                             f"{m['fragments'] or 'none'}) was configured by other fragments or another config engine "

@@ -17,6 +17,7 @@ from typing import Any
 
 from harness import paths, schema
 from harness.errors import UserError
+from harness.kernel.arch import known_arches
 from harness.kernel.config import NOTIFIER_AXIS
 
 FORMAT = 1
@@ -122,13 +123,15 @@ _STAMP = obj({
     "estimate": obj({"source": optional(pattern(TEXT)), "first_s": optional(number), "last_s": optional(number)}),
 }, required=frozenset())
 
-_MANIFEST = obj({
+_MANIFEST_FIELDS: dict[str, Check] = {
     "format": one_of(FORMAT), "ksrc": pattern(KSRC), "package": pattern(PACKAGE), "version": pattern(VERSION),
     "identity": pattern(IDENTITY), "series": pattern(SERIES), "key": pattern(HEX16), "release": pattern(RELEASE),
     "notifier": one_of(*NOTIFIER_AXIS), "fragments": list_of(pattern(FRAGMENT)), "settings": list_of(pattern(SETTING)),
     "spec_digest": pattern(HEX16), "guest_programs": pattern(SAFE_NAME), "build": _STAMP, "config_values": count,
     "made": pattern(MADE), "files": count, "unpacked_bytes": count,
-})
+    "arch": one_of(*known_arches()),  # absent from the artifacts of before 2026-12-06: the host's
+}
+_MANIFEST = obj(_MANIFEST_FIELDS, required=frozenset(_MANIFEST_FIELDS) - {"arch"})
 
 
 def validate(manifest: Any, where: str) -> dict[str, Any]:

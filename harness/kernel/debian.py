@@ -10,6 +10,7 @@ harness reaches no host the machine does not already use.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ from harness import atomic, paths, schema
 from harness.errors import InfraError, UserError
 
 SUITES_FILE = paths.CONFIGS / "debian-suites.yaml"
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 SYSTEM_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
 
 
@@ -121,14 +123,9 @@ def fetch(package: str) -> tuple[Path, str]:
     """Download PACKAGE's .deb from the extra suites with a private apt state; returns (deb, version)."""
     suites = load_suites()
     state = paths.cache_root() / "apt"
-    for d in ("lists/partial", "cache/archives/partial"):
-        (state / d).mkdir(parents=True, exist_ok=True)
-    atomic.write_text(state / "private.sources", "\n".join(
+    private = _private_apt(state, "\n".join(
         f"Types: deb\nURIs: {system_archive()}\nSuites: {s.name}\nComponents: {' '.join(s.components)}\n"
         f"Signed-By: {s.keyring}\n" for s in suites))
-    private = ("-o", f"Dir::Etc::sourcelist={state / 'private.sources'}", "-o", "Dir::Etc::sourceparts=-",
-               "-o", f"Dir::State::Lists={state / 'lists'}", "-o", f"Dir::Cache={state / 'cache'}",
-               "-o", "APT::Sandbox::User=root")
     names = ", ".join(s.name for s in suites)
     print(f"fetching {package} from {names} with a private apt state ({state}) ...", flush=True)
     _apt(["apt-get", *private, "update"], f"apt-get update of {names}")
@@ -143,6 +140,53 @@ def fetch(package: str) -> tuple[Path, str]:
             _apt(["apt-get", *private, "download", f"{package}={version}"], f"apt-get download {package}", cwd=tmp)
     (deb,) = folder.glob("*.deb")
     return deb, version
+
+
+def foreign_userland(arch: str, packages: tuple[str, ...], keyring: str = DEBIAN_KEYRING) -> Path:
+    """Debian's own PACKAGES for another architecture (arm64 guests' busybox, dropbear, libc), unpacked into one
+    cached folder: fetched from this release's archive with a private apt state whose only architecture is
+    `arch`, so that the system's dpkg never learns of it, and unpacked with `dpkg-deb -x`, which installs nothing.
+    The folder is keyed by the package list: it is fetched once, and kept (the versions are in its versions.txt)."""
+    release = _os_release().get("VERSION_CODENAME", "")
+    key = hashlib.sha256(" ".join((release, *packages)).encode()).hexdigest()[:16]
+    out = paths.cache_root() / "userland" / arch / key
+    if (out / "versions.txt").exists():
+        return out
+    state = paths.cache_root() / "apt" / arch
+    private = _private_apt(state, f"Types: deb\nURIs: {system_archive()}\nSuites: {release}\nComponents: main\n"
+                           f"Architectures: {arch}\nSigned-By: {keyring}\n", arch)
+    print(f"fetching the {arch} guest userland ({', '.join(packages)}) from Debian {release} with a private apt "
+          f"state ({state}) ...", flush=True)
+    _apt(["apt-get", *private, "update"], f"apt-get update of {release} ({arch})")
+    versions = {p: candidate(f"{p}:{arch}", private) for p in packages}
+    if missing := [p for p, v in versions.items() if v is None]:
+        raise PackageError(f"Debian {release} has no {arch} package {', '.join(missing)} (configs/arches/{arch}.yaml)")
+    with atomic.staged_dir(out) as tmp:
+        debs = tmp / "debs"
+        debs.mkdir()
+        _apt(["apt-get", *private, "download", *(f"{p}:{arch}={v}" for p, v in versions.items())],
+             f"apt-get download of the {arch} userland", cwd=debs)
+        for deb in sorted(debs.glob("*.deb")):
+            _apt(["dpkg-deb", "-x", str(deb), str(tmp / "root")], f"unpacking {deb.name}")
+        shutil.rmtree(debs)
+        (tmp / "versions.txt").write_text("".join(f"{p}:{arch} {v}\n" for p, v in versions.items()))
+    return out
+
+
+def _private_apt(state: Path, sources: str, arch: str | None = None) -> tuple[str, ...]:
+    """apt options for a state of its own under `state`: its sources, lists and cache (and, for a foreign `arch`,
+    its own architecture and an empty dpkg status: nothing the system has installed counts)."""
+    for d in ("lists/partial", "cache/archives/partial"):
+        (state / d).mkdir(parents=True, exist_ok=True)
+    atomic.write_text(state / "private.sources", sources)
+    options = ("-o", f"Dir::Etc::sourcelist={state / 'private.sources'}", "-o", "Dir::Etc::sourceparts=-",
+               "-o", f"Dir::State::Lists={state / 'lists'}", "-o", f"Dir::Cache={state / 'cache'}",
+               "-o", "APT::Sandbox::User=root")
+    if arch is None:
+        return options
+    (state / "status").touch()
+    return (*options, "-o", f"APT::Architecture={arch}", "-o", f"APT::Architectures={arch}",
+            "-o", f"Dir::State::status={state / 'status'}")
 
 
 def _apt(cmd: list[str], what: str, cwd: Path | None = None) -> None:

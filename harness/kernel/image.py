@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import atomic, paths, schema
-from harness.kernel.arch import HOST, ArchError
+from harness.kernel import debian
+from harness.kernel.arch import Arch
 from harness.kernel.build import (
     BuildError,
     KernelBuild,
@@ -62,17 +63,19 @@ def client_key() -> Path:
     return key
 
 
-def build_guest_programs() -> Path:
-    """guest/programs/*.c, static; cached by their sources."""
+def build_guest_programs(arch: Arch) -> Path:
+    """guest/programs/*.c, static, for `arch` (its cross compiler); cached by their sources."""
     sources = sorted((paths.GUEST / "programs").iterdir())
-    key = content_key(*(p.name.encode() + p.read_bytes() for p in sources), (paths.GUEST / "Makefile").read_bytes())
+    key = content_key(*(p.name.encode() + p.read_bytes() for p in sources), (paths.GUEST / "Makefile").read_bytes(),
+                      *([arch.gcc] if arch.foreign else []))
     out = paths.cache_root() / "guest" / key
     if out.exists():
         return out
+    arch.require_compiler()
     (paths.cache_root() / "guest").mkdir(parents=True, exist_ok=True)
     log = paths.cache_root() / "guest" / "build.log"
     with atomic.staged_dir(out) as tmp:
-        run_logged(["make", "-C", str(paths.GUEST), f"O={tmp}"], log, "guest programs")
+        run_logged(["make", "-C", str(paths.GUEST), f"O={tmp}", f"CC={arch.gcc}"], log, f"{arch.name} guest programs")
     return out
 
 
@@ -121,34 +124,82 @@ def _is_elf(path: Path) -> bool:
         return f.read(4) == b"\x7fELF"
 
 
+@dataclass(frozen=True)
+class Userland:
+    """What every image of one architecture runs on: busybox (and its applets), dropbear, the files they need."""
+    busybox: Path
+    dropbear: Path
+    applets: tuple[str, ...]
+    files: tuple[tuple[Path, str], ...]  # (file, its path in the guest), libraries and the loader among them
+    identity: bytes  # what a change of it changes: part of the image's key
+
+    @classmethod
+    def of(cls, arch: Arch) -> Userland:
+        if arch.foreign:
+            return cls.unpacked(arch)
+        for tool in (BUSYBOX, DROPBEAR):
+            if not tool.exists():
+                raise ToolMissing(f"{tool} is missing: apt-get install busybox-static dropbear-bin")
+        applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
+        rdma = build_rdma_programs()
+        files = sorted(set(_shared_libs(DROPBEAR)) | set(userspace_files())
+                       | {lib for prog in rdma.iterdir() for lib in _shared_libs(prog)})
+        return cls(BUSYBOX, DROPBEAR, tuple(applets), tuple((f, str(f)) for f in files),
+                   b"".join((BUSYBOX.read_bytes(), DROPBEAR.read_bytes(), USERSPACE.read_bytes(),
+                             *(str(f).encode() + f.read_bytes() for f in files))))
+
+    @classmethod
+    def unpacked(cls, arch: Arch) -> Userland:
+        """Debian's packages of `arch` (configs/arches/), every library and the loader at its own path: the host's
+        ldd cannot read a foreign ELF, so the whole of their lib/ directories goes, charset modules aside."""
+        folder = debian.foreign_userland(arch.name, arch.userland)
+        root = folder / "root"
+        busybox, dropbear = root / "bin/busybox", root / "usr/sbin/dropbear"
+        for tool in (busybox, dropbear):
+            if not tool.exists():
+                raise BuildError(f"{tool} is missing from the {arch.name} userland: configs/arches/{arch.name}.yaml "
+                                 f"must list busybox-static and dropbear-bin")
+        libs = [f for d in ("lib", "usr/lib") if (root / d).is_dir() for f in sorted((root / d).rglob("*"))
+                if (f.is_file() or f.is_symlink()) and "gconv" not in f.parts]
+        return cls(busybox, dropbear, busybox_applets(busybox.read_bytes()),
+                   tuple((f, "/" + str(f.relative_to(root))) for f in libs),
+                   f"{arch.name} {folder.name}".encode() + (folder / "versions.txt").read_bytes())
+
+
+def busybox_applets(binary: bytes) -> tuple[str, ...]:
+    """The applet names a busybox binary carries: its applet_names table, NUL-separated and sorted, which starts
+    with "[" and "[[" (what `busybox --list` prints, read without running a binary the host may not execute)."""
+    at = binary.find(b"[\0[[\0")
+    if at < 0:
+        raise BuildError("no applet table in the busybox binary: not a busybox")
+    names = []
+    for name in binary[at:].split(b"\0"):
+        if not re.fullmatch(rb"[a-z0-9_.\[\]-]+", name):
+            break
+        names.append(name.decode())
+    return tuple(names)
+
+
 def build_image(build: KernelBuild) -> Image:
     """Everything the guest needs for this kernel build; cached by all of its inputs."""
-    if build.arch.name != HOST:
-        raise ArchError(f"guest images are made for {HOST} builds only, for now: {build.dir} is an {build.arch.name} "
-                        f"build (`harness kernel --arch {build.arch.name}` builds its kernel alone)")
-    for tool in (BUSYBOX, DROPBEAR):
-        if not tool.exists():
-            raise ToolMissing(f"{tool} is missing: apt-get install busybox-static dropbear-bin")
-    programs = build_guest_programs()
-    rdma = build_rdma_programs()
-    extra = sorted(set(userspace_files()) | {lib for prog in rdma.iterdir() for lib in _shared_libs(prog)})
+    userland = Userland.of(build.arch)
+    programs = [build_guest_programs(build.arch)] + ([] if build.arch.foreign else [build_rdma_programs()])
     modules = image_modules(build)
     mod_tree = install_modules(build) if build.has("MODULES") else None
     pub = client_key().with_name("id_ed25519.pub")
     # The build's modules, not only its key: a build rebuilt under the same key (a user's tree edited, a cache
     # entry remade) may have new modules, and the image must carry them (an edit of built-in code keeps them).
     inputs = [b"newc, uncompressed, busybox links", FSTAB.encode(), build.key.encode(),
-              modules_fingerprint(build).encode(), programs.name.encode(), pub.read_bytes(),
-              (paths.IMAGES / "init").read_bytes(),
-              BUSYBOX.read_bytes(), DROPBEAR.read_bytes(), rdma.name.encode(), USERSPACE.read_bytes()]
-    inputs += [m.read_bytes() for m in modules] + [str(f).encode() + f.read_bytes() for f in extra]
+              modules_fingerprint(build).encode(), pub.read_bytes(), (paths.IMAGES / "init").read_bytes(),
+              userland.identity, *(p.name.encode() for p in programs)]
+    inputs += [m.read_bytes() for m in modules]
     out = paths.cache_root() / "images" / content_key(*inputs)
     image = Image(out / "initramfs.cpio", out / "host_key.pub", out)
     if image.initramfs.exists():
         return image
     with atomic.staged_dir(out) as tmp:
         root = tmp / "root"
-        _populate(root, [programs, rdma], modules, mod_tree, pub, extra)
+        _populate(root, userland, programs, modules, mod_tree, pub)
         host_key = root / "etc/dropbear/host_key"
         subprocess.run(["dropbearkey", "-t", "ed25519", "-f", str(host_key)], check=True, capture_output=True)
         shown = subprocess.run(["dropbearkey", "-y", "-f", str(host_key)], check=True, capture_output=True,
@@ -158,30 +209,36 @@ def build_image(build: KernelBuild) -> Image:
         _cpio(root, tmp / "initramfs.cpio")
         shutil.rmtree(root)
         (tmp / "manifest.json").write_text(json.dumps({
-            "kernel_build": str(build.dir), "release": build.release, "guest_programs": str(programs),
-            "guest_rdma_programs": str(rdma), "host_files": [str(f) for f in extra],
+            "kernel_build": str(build.dir), "release": build.release, "arch": build.arch.name,
+            "guest_programs": [str(p) for p in programs], "userland": [guest for _, guest in userland.files],
             "modules": [m.name for m in modules],
         }, indent=2))
     return image
 
 
-def _populate(root: Path, programs: list[Path], modules: list[Path], mod_tree: Path | None, client_pub: Path,
-              extra: list[Path]) -> None:
+def _populate(root: Path, userland: Userland, programs: list[Path], modules: list[Path], mod_tree: Path | None,
+              client_pub: Path) -> None:
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc/dropbear", "proc", "sys", "dev", "tmp", "run",
               "root/.ssh", "guest/bin", "guest/modules", "lib", "lib64", "var/log"):
         (root / d).mkdir(parents=True, exist_ok=True)
-    shutil.copy(BUSYBOX, root / "bin/busybox")
+    shutil.copy(userland.busybox, root / "bin/busybox")
     # Its applets as links in /bin, made here rather than by /init (`busybox --install` at every boot)
-    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
-    for applet in applets:
+    for applet in userland.applets:
         if applet != "busybox":
             (root / "bin" / applet).symlink_to("busybox")
     shutil.copy(paths.IMAGES / "init", root / "init")
-    shutil.copy(DROPBEAR, root / "usr/sbin/dropbear")
-    for lib in [*_shared_libs(DROPBEAR), *extra]:
-        dest = root / lib.relative_to("/")
+    shutil.copy(userland.dropbear, root / "usr/sbin/dropbear")
+    guest_paths = {guest_path for _, guest_path in userland.files}
+    for file, guest_path in userland.files:
+        dest = root / guest_path.lstrip("/")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(lib, dest)
+        # A link whose target the image has too stays a link (a package's libfoo.so.1 -> libfoo.so.1.2.3); any
+        # other is copied as the file it names (the host's libraries, which ldd names by their links)
+        link = file.readlink() if file.is_symlink() else None
+        if link and not link.is_absolute() and os.path.normpath(Path(guest_path).parent / link) in guest_paths:
+            dest.symlink_to(link)
+        else:
+            shutil.copy(file, dest)
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (root / "etc/group").write_text("root:x:0:\n")
     (root / "etc/shadow").write_text("root:*:19000:0:99999:7:::\n")

@@ -57,10 +57,10 @@ def compile_static(build: KernelBuild, name: str, source: Path, inputs: Sequence
     the files, their inputs and flags."""
     include = uapi_headers(build)
     key = content_key(name, source.read_bytes(), *(p.read_bytes() for p in (*more_sources, *inputs)),
-                      *cflags, *libs)
+                      *cflags, *libs, *([build.arch.gcc] if build.arch.foreign else []))
     out = build.dir / "harness-userprogs" / f"{name}-{key}"
     if not (out / name).exists():
-        cmd = ["gcc", *cflags, "-static", "-isystem", str(include), "-I", str(build.tree.path),
+        cmd = [build.arch.gcc, *cflags, "-static", "-isystem", str(include), "-I", str(build.tree.path),
                "-o", "OUT", str(source), *map(str, more_sources), *libs]
         with atomic.staged_dir(out) as tmp:
             cmd[cmd.index("OUT")] = str(tmp / name)

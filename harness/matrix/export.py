@@ -31,8 +31,10 @@ from typing import Any
 import yaml
 
 from harness import paths
+from harness.kernel.arch import HOST
 from harness.kernel.build import content_key
 from harness.matrix.spec import Cell, Matrix, kernel_id
+from harness.results.cell import kernel_args
 
 CONTAINER = "debian:12"
 BUILD_SETUP_MINUTES = 20  # make deps: Debian packages (the kernel sources among them) and the virtualenv
@@ -68,12 +70,14 @@ class Kernel:
     kernel: str
     notifier: str
     fragment: str
+    arch: str = HOST
 
     @property
     def id(self) -> str:
-        """As the cell ids begin: 6.12-on, 6.12-on-kasan."""
+        """As the cell ids begin: 6.12-on, 6.12-on-kasan, 7.3-arm64-on."""
+        arch = (self.arch,) if self.arch != HOST else ()
         frag = (Path(self.fragment).stem,) if self.fragment else ()
-        return "-".join((kernel_id(self.kernel), self.notifier, *frag))
+        return "-".join((kernel_id(self.kernel), *arch, self.notifier, *frag))
 
     @property
     def job(self) -> str:
@@ -94,12 +98,11 @@ class Kernel:
         return f"{ARTIFACTS}/{self.artifact}.env"
 
     def args(self) -> list[str]:
-        return ["--kernel-src", self.kernel, "--notifier", self.notifier,
-                *(["--fragment", self.fragment] if self.fragment else [])]
+        return kernel_args(self.kernel, self.notifier, self.fragment, self.arch)
 
 
 def kernel_of(cell: Cell) -> Kernel:
-    return Kernel(cell.kernel, cell.notifier, cell.fragment)
+    return Kernel(cell.kernel, cell.notifier, cell.fragment, cell.arch)
 
 
 def kernels(matrix: Matrix) -> list[Kernel]:

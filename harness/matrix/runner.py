@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO
 
 from harness import paths
+from harness.kernel.arch import HOST
 from harness.matrix.spec import Cell, Matrix, kernel_id
 from harness.results import load, regressions, report
 from harness.results.model import EXIT_JSON, Attempt, Build, CellRecord, ExitRecord, FailedBuild, RunRecord
@@ -72,9 +73,9 @@ def _spawn(argv: list[str], stdout: IO[str] | int) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def _kernel_key(cell: Cell) -> tuple[str, str, str]:
+def _kernel_key(cell: Cell) -> tuple[str, str, str, str]:
     """What tells one cell's kernel from another's: cells that share it share one build."""
-    return cell.kernel, cell.notifier, cell.fragment
+    return cell.kernel, cell.arch, cell.notifier, cell.fragment
 
 
 def _killpg(proc: subprocess.Popen, sig: signal.Signals) -> None:
@@ -108,27 +109,31 @@ class Runner:
 
     # -- kernels -------------------------------------------------------------------------------------
 
-    def build_kernels(self) -> dict[tuple[str, str, str], Build]:
-        kernels = list(dict.fromkeys(_kernel_key(c) for c in self.cells))
+    def build_kernels(self) -> dict[tuple[str, str, str, str], Build]:
+        kernels: dict[tuple[str, str, str, str], Cell] = {}
+        for c in self.cells:
+            kernels.setdefault(_kernel_key(c), c)  # each kernel's first cell stands for it
         builds = {}
-        for n, (kernel, notifier, fragment) in enumerate(kernels, 1):
-            what = f"{kernel} notifier {notifier}" + (f" + {fragment}" if fragment else "")
+        for n, (key, cell) in enumerate(kernels.items(), 1):
+            what = (f"{cell.kernel}{'' if cell.arch == HOST else f' ({cell.arch})'} notifier {cell.notifier}"
+                    + (f" + {cell.fragment}" if cell.fragment else ""))
             self.say(f"kernel {n}/{len(kernels)}: {what}")
-            b = builds[kernel, notifier, fragment] = self.build_one(kernel, notifier, fragment)
+            b = builds[key] = self.build_one(cell)
             self.say(f"kernel {what}: {'ready' if b.ok else 'FAILED'} in {b.seconds:.0f} s"
                      + ("" if b.ok else f"\n{b.error}"))
         return builds
 
-    def build_one(self, kernel: str, notifier: str, fragment: str = "") -> Build:
-        rel = f"builds/{kernel_id(kernel)}-{notifier}{'-' + Path(fragment).stem if fragment else ''}.log"
+    def build_one(self, cell: Cell) -> Build:
+        kernel, notifier, fragment, arch = cell.kernel, cell.notifier, cell.fragment, cell.arch
+        rel = (f"builds/{kernel_id(kernel)}{'' if arch == HOST else '-' + arch}-{notifier}"
+               f"{'-' + Path(fragment).stem if fragment else ''}.log")
         log_path = self.run_dir / rel
         log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        frag = ["--fragment", fragment] if fragment else []
         record_path = log_path.with_suffix(".exit.json")
         record_path.unlink(missing_ok=True)
-        proc = _spawn([*self.harness, "--record", str(record_path), "kernel", "--kernel-src", kernel,
-                       "--notifier", notifier, *frag], subprocess.PIPE)
+        proc = _spawn([*self.harness, "--record", str(record_path), "kernel", *cell.kernel_args()],
+                      subprocess.PIPE)
         timer = threading.Timer(self.matrix.build_timeout_s, _killpg, (proc, signal.SIGKILL))
         timer.start()
         lines = []
@@ -147,13 +152,13 @@ class Runner:
                 _killpg(proc, signal.SIGTERM)
         seconds = round(time.monotonic() - started, 1)
         if rc == 0:
-            return Build(kernel, notifier, True, seconds, rel, fragment=fragment)
+            return Build(kernel, notifier, True, seconds, rel, fragment=fragment, arch=arch)
         record = ExitRecord.read(record_path)
         # the failure as the build said it; with no record (it was killed, or crashed), its last lines
         error = record.message if record and record.kind else "".join(lines[-30:])
         if rc < 0 and seconds >= self.matrix.build_timeout_s:
             error = f"the build exceeded its {self.matrix.build_timeout_s:g} s build_timeout and was killed"
-        return Build(kernel, notifier, False, seconds, rel, error.strip() or f"exit status {rc}", fragment)
+        return Build(kernel, notifier, False, seconds, rel, error.strip() or f"exit status {rc}", fragment, arch)
 
     # -- cells ---------------------------------------------------------------------------------------
 
@@ -164,7 +169,7 @@ class Runner:
                  f"{self.run_dir}")
         self._run_record(started_at, {}, None).write(self.run_dir / RUN_JSON)
         interrupted = False
-        builds: dict[tuple[str, str, str], Build] = {}
+        builds: dict[tuple[str, str, str, str], Build] = {}
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             builds = self.build_kernels()
@@ -190,7 +195,7 @@ class Runner:
             return 130
         return self.finish()
 
-    def _run_record(self, started_at: str, builds: dict[tuple[str, str, str], Build], duration: float | None,
+    def _run_record(self, started_at: str, builds: dict[tuple[str, str, str, str], Build], duration: float | None,
                     interrupted: bool = False) -> RunRecord:
         return RunRecord(self.matrix.name, str(self.matrix.path), started_at,
                          time.strftime("%Y-%m-%dT%H:%M:%S%z") if duration is not None else None,

@@ -1,17 +1,18 @@
 """Test matrices: configs/matrix/NAME.yaml expanded into cells, each one `harness run` with stable id.
 
-A matrix names five axes (kernel, notifier, fragment, machine, suite); its cells are their product,
+A matrix names six axes (kernel, arch, notifier, fragment, machine, suite); its cells are their product,
 minus the `exclude` rules, plus the `include` entries. A cell's id comes from its values alone, in a
 fixed axis order (e.g. `6.12-on-default-notifier_events`, `6.12-on-kasan-default-events` with the
-debug/kasan fragment), so it stays the same across runs and when the YAML is reordered: results of
-two runs are compared cell by cell through it.
+debug/kasan fragment, `7.3-arm64-on-default-events` on arm64), so it stays the same across runs and when the
+YAML is reordered: results of two runs are compared cell by cell through it.
 
     description: what the matrix is for
     axes:
       kernel: [debian:6.12, debian:6.1]     # debian:X.Y or a path to a tree
+      arch: [x86_64, arm64]                 # configs/arches/NAME.yaml; default x86_64
       notifier: [on, off]
       fragment: [none, debug/kasan]         # an extra config fragment (harness run --fragment); default none
-      machine: [default, virtio-gpu]        # configs/machines/NAME.yaml
+      machine: [default, virtio-gpu]        # configs/machines/NAME.yaml (arm64: configs/machines/arm64/NAME.yaml)
       suite: [all]                          # NAME (suites/test_NAME.py), a path, or all (suites/test_*.py)
     exclude:                                # a rule drops the cells that match all of its keys
       - {notifier: off, suite: notifier_events}
@@ -34,13 +35,14 @@ from typing import Any
 
 from harness import paths, schema
 from harness.errors import UserError
+from harness.kernel.arch import HOST, known_arches
 from harness.kernel.config import fragment_path
 from harness.kernel.kconfig import ConfigError
 from harness.results.cell import DEFAULT_TIMEOUT_S, Cell, suite_id
 from harness.results.cell import kernel_id as kernel_id  # the matrix's callers name cells through spec too
 
-AXES = ("kernel", "notifier", "fragment", "machine", "suite")  # also the order of the parts of a cell id
-DEFAULTS = {"kernel": ["debian:6.12"], "notifier": ["on"], "fragment": [""], "machine": ["default"]}
+AXES = ("kernel", "arch", "notifier", "fragment", "machine", "suite")  # also the order of the parts of a cell id
+DEFAULTS = {"kernel": ["debian:6.12"], "arch": [HOST], "notifier": ["on"], "fragment": [""], "machine": ["default"]}
 NOTIFIER_VALUES = ("on", "off")
 DEFAULT_BUILD_TIMEOUT_S = 7200.0
 
@@ -95,15 +97,17 @@ SAFE = r"(?!-)(~/)?[A-Za-z0-9_.,+:/@%=-]+"
 SAFE_ID = r"[A-Za-z0-9_][A-Za-z0-9_.+-]*"  # a cell id: a directory name and a CI job name
 _SAFE = schema.Str(SAFE, "a safe name or path (letters, digits, _ . , + : / @ % = -; no leading -)")
 _AXIS_TYPES: dict[str, schema.Type] = {
-    "kernel": _SAFE, "notifier": schema.Either((_SAFE, schema.Bool())), "fragment": _SAFE,
+    "kernel": _SAFE, "arch": _SAFE, "notifier": schema.Either((_SAFE, schema.Bool())), "fragment": _SAFE,
     "machine": schema.Str(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", "a profile name of configs/machines/"), "suite": _SAFE}
-_AXIS_DOCS = {"kernel": "debian:X.Y or the path of a kernel tree", "notifier": "on, off",
+_AXIS_DOCS = {"kernel": "debian:X.Y or the path of a kernel tree", "arch": "configs/arches/NAME.yaml",
+              "notifier": "on, off",
               "fragment": "none, or an extra config fragment (debug/kasan: configs/fragments/debug/kasan.config)",
-              "machine": "configs/machines/NAME.yaml", "suite": "NAME (suites/test_NAME.py), a path, or all"}
+              "machine": "configs/machines/NAME.yaml (another arch's: configs/machines/ARCH/)",
+              "suite": "NAME (suites/test_NAME.py), a path, or all"}
 
 
 def _axes(required: tuple[str, ...], doc: str = "") -> dict[str, schema.Field]:
-    """The five axes as keys of a mapping, `required` ones must be given; a value or a list of values each."""
+    """The six axes as keys of a mapping, `required` ones must be given; a value or a list of values each."""
     fields = {}
     for a in AXES:
         t = schema.OneOrList(_AXIS_TYPES[a], one_or_more=True)
@@ -174,7 +178,11 @@ def expand(data: Any, path: Path, lines: dict[schema.KeyPath, int] | None = None
         timeout = top["timeout"]
         for match, seconds in timeout_rules:
             timeout = seconds if _matches(c, match) else timeout
-        cell = Cell(c["kernel"], c["notifier"], c["machine"], c["suite"], timeout, c["fragment"])
+        cell = Cell(c["kernel"], c["notifier"], c["machine"], c["suite"], timeout, c["fragment"], c["arch"])
+        if not _profile_path(cell.machine, cell.arch).exists():
+            raise MatrixError(f"{path}: the cell {cell.id} asks for machine {cell.machine!r}, which has no {cell.arch} "
+                              f"profile ({_profile_path(cell.machine, cell.arch).relative_to(paths.REPO)}): exclude "
+                              f"the cell or add the profile")
         if not re.fullmatch(SAFE_ID, cell.id):
             raise MatrixError(f"{path}: the cell {cell.values()} would have the id {cell.id!r}, which is no safe name "
                               f"({SAFE_ID}): rename the file or tree it comes from")
@@ -239,13 +247,22 @@ def _normalise(axis: str, v: Any, where: str) -> list[str]:
         except ConfigError as e:
             raise MatrixError(f"{where}: axis fragment: {e}") from None
         return [text]
-    if axis == "machine":
-        known = sorted(p.stem for p in (paths.CONFIGS / "machines").glob("*.yaml"))
+    if axis == "arch":
+        if text not in known_arches():
+            raise MatrixError(f"{where}: unknown value {text!r} for axis arch; configs/arches/ has: "
+                              f"{', '.join(known_arches())}")
+        return [text]
+    if axis == "machine":  # a profile of some architecture; each cell's own is checked once its arch is known
+        known = sorted({p.stem for a in known_arches() for p in _profile_path("*", a).parent.glob("*.yaml")})
         if text not in known:
             raise MatrixError(f"{where}: unknown value {text!r} for axis machine; the profiles in "
                               f"configs/machines/ are: {', '.join(known)}")
         return [text]
     return resolve_suites(text, where)
+
+
+def _profile_path(machine: str, arch: str) -> Path:
+    return paths.CONFIGS / "machines" / ("" if arch == HOST else arch) / f"{machine}.yaml"
 
 
 def all_suites() -> list[str]:

@@ -46,7 +46,7 @@ void mmu_harness_offsets(void)
 }
 """
 
-_ASM_RE = re.compile(r'->(RANGE|SIZE)_(\w+) \$?(\d+)')
+_ASM_RE = re.compile(r'->(RANGE|SIZE)_(\w+) [$#]?(\d+)')  # x86 prints an immediate as $8, arm64 as #8
 
 
 class KprobeError(Exception):
@@ -83,7 +83,7 @@ def range_layout(build: KernelBuild) -> Layout:
     with tempfile.TemporaryDirectory(prefix="harness-offsets-") as tmp:
         (Path(tmp) / "offsets.c").write_text(OFFSETS_C)
         (Path(tmp) / "Kbuild").write_text("obj-m := offsets.o\n")
-        run_logged(["make", "-C", str(build.dir), f"M={tmp}", "CC=ccache gcc", "offsets.s"],
+        run_logged(["make", "-C", str(build.dir), f"M={tmp}", *build.arch.make_vars(), "offsets.s"],
                    build.dir / "guest-modules.log", "struct mmu_notifier_range offsets",
                    jail=sandbox.for_tree(build.tree, readable=(build.dir,), writable=(Path(tmp),)))
         layout = parse_offsets((Path(tmp) / "offsets.s").read_text())

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.kernel.arch import HOST
+
 DEFAULT_TIMEOUT_S = 1200.0
 
 
@@ -21,20 +23,22 @@ class Cell:
     suite: str  # repo-relative path when inside the repo, else absolute
     timeout_s: float = DEFAULT_TIMEOUT_S
     fragment: str = ""  # an extra config fragment (debug/kasan), "" for none
+    arch: str = HOST  # configs/arches/
 
     @property
     def id(self) -> str:
-        frag = (Path(self.fragment).stem,) if self.fragment else ()  # no part at all for none: ids stay as they were
-        return "-".join((kernel_id(self.kernel), self.notifier, *frag, self.machine, suite_id(self.suite)))
+        # no part at all for no fragment and the host's architecture: ids stay as they were
+        arch = (self.arch,) if self.arch != HOST else ()
+        frag = (Path(self.fragment).stem,) if self.fragment else ()
+        return "-".join((kernel_id(self.kernel), *arch, self.notifier, *frag, self.machine, suite_id(self.suite)))
 
     def values(self) -> dict[str, str]:
-        return {"kernel": self.kernel, "notifier": self.notifier, "fragment": self.fragment, "machine": self.machine,
-                "suite": self.suite}
+        return {"kernel": self.kernel, "arch": self.arch, "notifier": self.notifier, "fragment": self.fragment,
+                "machine": self.machine, "suite": self.suite}
 
     def kernel_args(self) -> list[str]:
         """What picks this cell's kernel, for `harness run` and `harness kernel`."""
-        frag = ["--fragment", self.fragment] if self.fragment else []
-        return ["--kernel-src", self.kernel, "--notifier", self.notifier, *frag]
+        return kernel_args(self.kernel, self.notifier, self.fragment, self.arch)
 
     def run_args(self, test: str | None = None) -> list[str]:
         """`harness run` arguments for this cell, or for one of its tests (by pytest node id)."""
@@ -58,8 +62,14 @@ class Cell:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Cell:
         return cls(d["kernel"], d["notifier"], d["machine"], d["suite"], float(d.get("timeout_s", DEFAULT_TIMEOUT_S)),
-                   d.get("fragment", ""))
+                   d.get("fragment", ""), d.get("arch", HOST))
 
+
+
+def kernel_args(kernel: str, notifier: str, fragment: str, arch: str) -> list[str]:
+    """The options that pick a kernel, for `harness run` and `harness kernel`: a cell's, a CI build job's."""
+    return ["--kernel-src", kernel, *(["--arch", arch] if arch != HOST else []), "--notifier", notifier,
+            *(["--fragment", fragment] if fragment else [])]
 
 
 def kernel_id(kernel: str) -> str:

@@ -3,7 +3,8 @@
     checkouts  one per kernel tree identity: a Debian source package version, a git commit, or either with a
                series applied (`harness compare`: the patched side's identity ends in +KEY, the series' key; its
                patches by origin and subject, and KCIDB's patchset hash where the tree recorded each patch's sha256)
-    builds     one per (tree, final .config): x86_64, the config named by its notifier axis and fragment, status,
+    builds     one per (tree, architecture, final .config): x86_64 or arm64, the config named by its notifier axis
+               and fragment, status,
                duration (from the build's stamp, where the build is still in this cache), the .config used
     tests      one per test of each cell: path mmu_notifier.<suite>.<test>, status mapped from our outcome,
                duration, the console log, the dmesg, and the notifier events it saw (total as `number`); an
@@ -22,6 +23,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from harness.kernel.arch import HOST
 from harness.kernel.build import STAMP, content_key
 from harness.kernel.patches import TREE_STAMP
 from harness.results.load import CellReport, Entry, RunReport, load_run
@@ -31,7 +33,6 @@ from harness.results.rundir import RunDir
 
 ORIGIN = "mmu_notifier_harness"
 VERSION = {"major": 5, "minor": 3}
-ARCH = "x86_64"
 EXCERPT_MAX = 16384
 # KCIDB's statuses say what a test says of the tested code. XFAIL is a known kernel bug that the suite
 # expects (kselftest counts its xfail as a pass); CRASH is the kernel failing; TIMEOUT leaves the code's
@@ -88,7 +89,8 @@ def document(run_dir: Path, url_base: str | None = None) -> dict[str, Any]:
             checkouts.setdefault(checkout_id, _checkout(checkout_id, identity, kernel))
             build_dir = Path(str(kernel.get("build_dir") or ""))
             config_key = build_dir.name.rsplit("-", 1)[-1] if kernel.get("build_dir") else content_key(
-                cell.cell.kernel, cell.cell.notifier, cell.cell.fragment)
+                cell.cell.kernel, cell.cell.notifier, cell.cell.fragment,
+                *([cell.cell.arch] if cell.cell.arch != HOST else []))
             build_id = f"{checkout_id}:{config_key}"
             if build_id not in builds:
                 builds[build_id] = _build(build_id, checkout_id, cell, cell_dir, build_dir, url_base, top)
@@ -125,12 +127,10 @@ def _checkout(checkout_id: str, identity: str, kernel: dict[str, Any]) -> dict[s
 
 def _build(build_id: str, checkout_id: str, cell: CellReport, cell_dir: Path, build_dir: Path,
            url_base: str | None, top: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": build_id, "checkout_id": checkout_id, "origin": ORIGIN, "architecture": ARCH,
+    out: dict[str, Any] = {"id": build_id, "checkout_id": checkout_id, "origin": ORIGIN, "architecture": cell.cell.arch,
                            "compiler": "gcc", "config_name": config_name(cell),
                            "status": "FAIL" if cell.build else "PASS",
-                           "command": " ".join(["harness", "kernel", "--kernel-src", cell.cell.kernel, "--notifier",
-                                                cell.cell.notifier, *(["--fragment", cell.cell.fragment]
-                                                                      if cell.cell.fragment else [])]),
+                           "command": cell.cell.build_reproducer(),
                            "misc": {"notifier": cell.cell.notifier, "fragment": cell.cell.fragment,
                                     "release": cell.release}}
     if (config := cell_dir / "kernel.config").exists():

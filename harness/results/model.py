@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.atomic import write_text
+from harness.kernel.arch import HOST
 from harness.results.cell import Cell
 from harness.results.outcome import Outcome
 
@@ -228,6 +229,7 @@ class Build:
     log: str  # relative to the run directory
     error: str = ""
     fragment: str = ""
+    arch: str = HOST
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -235,7 +237,8 @@ class Build:
     @classmethod
     def from_json(cls, d: JSONObject) -> Build:
         return cls(str(d["kernel"]), str(d["notifier"]), bool(d["ok"]), float(d.get("seconds") or 0.0),
-                   str(d.get("log") or ""), str(d.get("error") or ""), str(d.get("fragment") or ""))
+                   str(d.get("log") or ""), str(d.get("error") or ""), str(d.get("fragment") or ""),
+                   str(d.get("arch") or HOST))
 
 
 @dataclass

@@ -48,13 +48,25 @@ import signal
 import statistics
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.kernel.image import build_bare_image
 from harness.kernel.prepare import Prepared, prepare
 from harness.results.outcome import HarnessFault
 from harness.vm import faults, snapshot
-from harness.vm.machine import VM, BareBoot, Profile, accel_for, boot_bare, guest_vm, load_profile, probe_modules
+from harness.vm.console import Console
+from harness.vm.machine import (
+    VM,
+    BootError,
+    Profile,
+    accel_for,
+    free_port,
+    guest_vm,
+    load_profile,
+    probe_modules,
+    qemu_argv,
+)
 from harness.vm.ssh import SSH
 from harness.vm.timeline import STAGES, Timeline
 
@@ -86,6 +98,42 @@ def stage_spreads(timelines: list[Timeline], cpu: bool = False) -> dict[str, dic
     """Per stage, its time from QEMU start (or QEMU's CPU seconds then) over the boots that reached it."""
     return {stage: spread(values) for stage in STAGES[1:]
             if (values := [(t.cpu if cpu else t.at)[stage] for t in timelines if stage in (t.cpu if cpu else t.at)])}
+
+
+BARE_MARKER = "HARNESS-BARE init"  # what images/bare-init.c prints before it powers off
+
+
+@dataclass(frozen=True)
+class BareBoot:
+    """A bare boot: QEMU start to the kernel's first line, to /init's line, and to QEMU's exit (seconds),
+    and the CPU seconds QEMU used in all (harness/vm/timeline.py says why both)."""
+
+    kernel_s: float
+    init_s: float
+    exit_s: float
+    cpu_s: float | None
+
+
+def boot_bare(profile: Profile, kernel: Path, initrd: Path, workdir: Path, accel: str,
+              timeout: float = 120) -> BareBoot:
+    """Boot `kernel` on the profile's machine (the same QEMU command line as a VM's) with the bare
+    initramfs (harness/kernel/image.py build_bare_image), whose /init prints one line and powers off;
+    BootError when it does not end that way."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "console.log"
+    argv = qemu_argv(profile, kernel, initrd, free_port(), accel)
+    console = Console(argv, log)
+    try:
+        if not console.wait_exit(timeout):
+            raise BootError("TIMEOUT", f"bare boot did not power off within {timeout:g} s", log)
+    finally:
+        console.kill()
+    init = next((a for a in console.markers if a.line.startswith(BARE_MARKER)), None)
+    if console.fatal_splat() or console.kernel_line is None or init is None or console.exit is None:
+        raise BootError("CRASH" if console.fatal_splat() else "INFRA",
+                        f"bare boot ended (status {console.exit_status}) without reaching its /init", log)
+    return BareBoot(round(console.kernel_line.at - console.started, 4), round(init.at - console.started, 4),
+                    round(console.exit.at - console.started, 4), console.exit.cpu_s)
 
 
 def cpu_figures(timelines: list[Timeline], bares: list[BareBoot]) -> dict[str, object]:

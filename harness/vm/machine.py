@@ -21,6 +21,7 @@ from pathlib import Path
 
 from harness import atomic, locks, paths, schema
 from harness.errors import InfraError, UserError
+from harness.kernel.arch import HOST, known_arches, load_arch
 from harness.kernel.image import Image, client_key
 from harness.kernel.prepare import Prepared
 from harness.results.outcome import HarnessFault, Outcome
@@ -66,14 +67,17 @@ class Profile:
     devices: tuple[str, ...] = ()
     append: tuple[str, ...] = ()
     snapshots: bool = True  # a fresh guest is a restore of the first boot's snapshot (false: a boot)
+    numa_nodes: int = 0  # QEMU's own NUMA nodes (memory and CPUs shared out evenly); 0: none
 
 
-ARCHES = ("x86_64",)  # what the pipeline builds (arch/x86, bzImage) and boots (qemu-system-x86_64)
+
+
 _WORD = schema.Str(r"[^\s]+", "a word without spaces")
 PROFILE = schema.Record({
     "description": schema.optional(schema.Str(), "", "what the guest is for"),
-    "arch": schema.optional(schema.Str(r"\w+", "an architecture name"), "x86_64",
-                            f"guest architecture: {', '.join(ARCHES)}"),
+    "arch": schema.optional(schema.Str(r"\w+", "an architecture name"), HOST,
+                            f"guest architecture (configs/arches/): {', '.join(known_arches())}; a profile of "
+                            f"another than {HOST} lives in machines/ARCH/"),
     "machine": schema.optional(_WORD, "pc", "QEMU's -machine"),
     "cpu": schema.optional(_WORD, "max", "QEMU's -cpu (host: the host's, under KVM only)"),
     "cpus": schema.optional(schema.Int(min=1), 2, "QEMU's -smp"),
@@ -84,23 +88,36 @@ PROFILE = schema.Record({
                          "kernel command line parameters, one per item"),
     "snapshots": schema.optional(schema.Bool(), True,
                                  "a fresh guest is a restore of the first boot's snapshot (false: a boot of its own)"),
+    "numa_nodes": schema.optional(schema.Int(min=0), 0, "NUMA nodes QEMU gives the guest (-numa), memory and "
+                                  "CPUs shared out evenly; 0: none (x86 guests emulate theirs: numa=fake=2)"),
 }, "a machine profile")
 
 
-def load_profile(name: str) -> Profile:
-    data = schema.load_named(paths.CONFIGS / "machines", name, "machine profile", PROFILE, MachineError).data
-    if data["arch"] not in ARCHES:
+def load_profile(name: str, arch: str = HOST) -> Profile:
+    """configs/machines/NAME.yaml, or for another architecture its own machines/ARCH/NAME.yaml (the same name, the
+    same purpose: numa2 is two nodes on either), or NAME as a path, which must be of that architecture."""
+    folder = paths.CONFIGS / "machines" / ("" if arch == HOST else arch)
+    kind = "machine profile" if arch == HOST else f"{arch} machine profile"
+    data = schema.load_named(folder, name, kind, PROFILE, MachineError).data
+    if data["arch"] not in known_arches():
         raise MachineError(f"machine profile {name!r} asks for arch {data['arch']!r}; the harness builds and boots "
-                           f"{', '.join(ARCHES)} guests only")
+                           f"{', '.join(known_arches())} guests (configs/arches/)")
+    if data["arch"] != arch:
+        raise MachineError(f"machine profile {name!r} is an {data['arch']} machine, not an {arch} one")
+    if data["numa_nodes"] and (data["numa_nodes"] > data["cpus"] or data["memory_mib"] % data["numa_nodes"]):
+        raise MachineError(f"machine profile {name!r}: {data['numa_nodes']} NUMA nodes need at least as many CPUs "
+                           f"(it has {data['cpus']}) and memory_mib divisible by them (it has {data['memory_mib']})")
     return Profile(name=name, description=data["description"], arch=data["arch"], machine=data["machine"],
                    cpu=data["cpu"], cpus=data["cpus"], memory_mib=data["memory_mib"],
-                   devices=tuple(data["devices"]), append=tuple(data["append"]), snapshots=data["snapshots"])
+                   devices=tuple(data["devices"]), append=tuple(data["append"]), snapshots=data["snapshots"],
+                   numa_nodes=data["numa_nodes"])
 
 
-def qemu_binary() -> str:
-    qemu = shutil.which("qemu-system-x86_64")
+def qemu_binary(arch: str = HOST) -> str:
+    a = load_arch(arch)
+    qemu = shutil.which(a.qemu)
     if not qemu:
-        raise QemuMissing("qemu-system-x86_64 not found: apt-get install qemu-system-x86")
+        raise QemuMissing(f"{a.qemu} not found: apt-get install {a.qemu_package}")
     return qemu
 
 
@@ -114,7 +131,7 @@ def qemu_devices(qemu: str) -> tuple[str, frozenset[str]]:
 
 def check_devices(profile: Profile) -> None:
     """A device this QEMU does not have is the user's to fix (a newer QEMU), not a boot failure."""
-    version, known = qemu_devices(qemu_binary())
+    version, known = qemu_devices(qemu_binary(profile.arch))
     for device in profile.devices:
         model = device.split(",", 1)[0]
         if model not in known:
@@ -133,7 +150,7 @@ def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel
     user network is restricted (restrict=on), so that it can neither connect to the host's services
     (its loopback is 10.0.2.2 to the guest) nor to the network, while the forward to its SSH still works."""
     argv = [
-        qemu_binary(),
+        qemu_binary(profile.arch),
         "-machine", profile.machine,
         # One host thread per vCPU (MTTCG), so that two guest CPUs really run at once and a race between
         # them can happen. QEMU 7.2 already defaults to it for x86 on x86 ("CPU 0/TCG", "CPU 1/TCG"
@@ -156,6 +173,7 @@ def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel
     ]
     for dev in profile.devices:
         argv += ["-device", dev]
+    argv += numa_args(profile)
     if vmcoreinfo:  # the guest hands its VMCOREINFO to QEMU, which writes it into a dump (harness/vm/vmcore.py)
         argv += ["-device", "vmcoreinfo"]
     if gdb_socket:  # gdb's remote stub on a unix socket in a directory only the harness's user can enter
@@ -165,6 +183,18 @@ def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel
     if incoming_fd is not None:  # a snapshot's state to start from, not a boot (harness/vm/snapshot.py)
         argv += ["-incoming", f"fd:{incoming_fd}"]
     return argv + (qmp.qemu_args(qmp_fd) if qmp_fd is not None else [])
+
+
+def numa_args(profile: Profile) -> list[str]:
+    """-numa nodes of equal memory, CPU i on node i mod N: what an arm64 guest reads from the device tree (numa-node-id,
+    OF_NUMA), where an x86 one without ACPI SRAT could only fake them (numa=fake)."""
+    nodes = profile.numa_nodes
+    args: list[str] = []
+    for n in range(nodes):
+        cpus = [c for c in range(profile.cpus) if c % nodes == n]
+        args += ["-object", f"memory-backend-ram,id=numa-mem{n},size={profile.memory_mib // nodes}M",
+                 "-numa", f"node,nodeid={n},memdev=numa-mem{n}," + ",".join(f"cpus={c}" for c in cpus)]
+    return args
 
 
 def _seconds(uptime: str) -> float | None:
@@ -212,42 +242,6 @@ def _probe_kvm(kernel: Path, image: Image, timeout: float, cache: Path, key: str
         vm.stop()
     atomic.write_text(cache, json.dumps({"key": key, "accel": accel}))
     return accel
-
-
-BARE_MARKER = "HARNESS-BARE init"  # what images/bare-init.c prints before it powers off
-
-
-@dataclass(frozen=True)
-class BareBoot:
-    """A bare boot: QEMU start to the kernel's first line, to /init's line, and to QEMU's exit (seconds),
-    and the CPU seconds QEMU used in all (harness/vm/timeline.py says why both)."""
-
-    kernel_s: float
-    init_s: float
-    exit_s: float
-    cpu_s: float | None
-
-
-def boot_bare(profile: Profile, kernel: Path, initrd: Path, workdir: Path, accel: str,
-              timeout: float = 120) -> BareBoot:
-    """Boot `kernel` on the profile's machine (the same QEMU command line as a VM's) with the bare
-    initramfs (harness/kernel/image.py build_bare_image), whose /init prints one line and powers off;
-    BootError when it does not end that way."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / "console.log"
-    argv = qemu_argv(profile, kernel, initrd, free_port(), accel)
-    console = Console(argv, log)
-    try:
-        if not console.wait_exit(timeout):
-            raise BootError("TIMEOUT", f"bare boot did not power off within {timeout:g} s", log)
-    finally:
-        console.kill()
-    init = next((a for a in console.markers if a.line.startswith(BARE_MARKER)), None)
-    if console.fatal_splat() or console.kernel_line is None or init is None or console.exit is None:
-        raise BootError("CRASH" if console.fatal_splat() else "INFRA",
-                        f"bare boot ended (status {console.exit_status}) without reaching its /init", log)
-    return BareBoot(round(console.kernel_line.at - console.started, 4), round(init.at - console.started, 4),
-                    round(console.exit.at - console.started, 4), console.exit.cpu_s)
 
 
 @dataclass
@@ -461,7 +455,10 @@ class VM:
 
 
 def accel_for(prepared: Prepared) -> str:
-    """HARNESS_ACCEL if it is set, else what probe_accel() found (KVM only when a real boot under it works)."""
+    """HARNESS_ACCEL if it is set, else what probe_accel() found (KVM only when a real boot under it works); TCG for
+    another architecture than the host's, which KVM cannot run."""
+    if prepared.build.arch.foreign:
+        return "tcg"
     return os.environ.get("HARNESS_ACCEL") or probe_accel(prepared.build.kernel_image, prepared.image)
 
 
@@ -474,6 +471,9 @@ def guest_vm(prepared: Prepared, profile: Profile, workdir: Path, accel: str, mo
     """The one recipe for a guest of a prepared kernel (every command and the test sessions use it): its
     bzImage and image under the profile's QEMU, and on the kernel's command line, after the profile's
     `append`, the guest modules /init loads (`harness.modules=`, images/init)."""
+    if profile.arch != prepared.build.arch.name:
+        raise MachineError(f"machine profile {profile.name!r} is an {profile.arch} machine; the kernel "
+                           f"{prepared.build.dir.name} is an {prepared.build.arch.name} one")
     append: tuple[str, ...] = (f"harness.modules={','.join(modules)}",) if modules else ()
     dumpable = vmcore.dumpable(prepared.build.config_values())
     # A dumpable kernel stays in its panic (panic=0 after the profile's panic=-1: the last one counts) until it is

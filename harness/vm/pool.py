@@ -48,7 +48,7 @@ class VMs:
         self.prepared = prepared
         self.gdb_on_crash = gdb_on_crash  # each VM with gdb's stub, and held in a panic (panic=0) for gdb
         self.worker = worker  # xdist's worker id: its VMs are vm-gw0-1, ..., apart from another worker's
-        self.profile = load_profile(machine)
+        self.profile = load_profile(machine, prepared.build.arch.name)
         self.run_dir = run_dir
         self.modules = (*probe_modules(prepared), *filter(None, extra_modules.split(",")))
         self.accel = accel_for(prepared)
