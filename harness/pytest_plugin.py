@@ -109,6 +109,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "machine(profile): boot this test's guest from configs/machines/PROFILE.yaml")
     config.addinivalue_line("markers", "needs_notifier: the test needs CONFIG_MMU_NOTIFIER=y in the kernel under test")
     config.addinivalue_line("markers", "needs_two_pass: the test needs the two-pass interval notifier (7.x)")
+    config.addinivalue_line("markers", "arches(*names, why=...): the architectures the test is proven on")
     config.addinivalue_line("markers", "fresh_guest(scope='test'): a guest no test outside this one (scope='module': "
                                        "this module) used, left to no test outside it: it changes global state")
     config.stash[RESULTS] = []
@@ -440,8 +441,11 @@ def _results_not_written(session: pytest.Session, path: Path, e: OSError) -> Non
 
 @pytest.fixture(autouse=True)
 def _kernel_requirements(request: pytest.FixtureRequest) -> None:
-    """`needs_notifier` tests are skipped, with the reason, on a kernel without CONFIG_MMU_NOTIFIER, and
-    `needs_two_pass` ones on a tree whose interval notifier has one pass (what the probe was built with)."""
+    """`needs_notifier` tests are skipped, with the reason, on a kernel without CONFIG_MMU_NOTIFIER, `needs_two_pass`
+    ones on a tree whose interval notifier has one pass (what the probe was built with), `arches` ones elsewhere."""
+    if (arches := request.node.get_closest_marker("arches")) and \
+            (arch := request.getfixturevalue("kernel").build.arch.name) not in arches.args:
+        pytest.skip(f"proven on {', '.join(arches.args)}, not {arch}: {arches.kwargs['why']}")
     if request.node.get_closest_marker("needs_notifier"):
         prepared: Prepared = request.getfixturevalue("kernel")
         if not prepared.build.has("MMU_NOTIFIER"):

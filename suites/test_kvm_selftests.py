@@ -23,7 +23,8 @@ from harness.observe import kprobe
 PROFILE = drivers.load_driver("kvm-selftests")
 # fresh_guest: KVM's selftests leave hugepages reserved and VMs' global state behind
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_notifier, pytest.mark.machine(PROFILE.machine),
-              pytest.mark.fresh_guest]
+              pytest.mark.fresh_guest,
+              pytest.mark.arches(*PROFILE.arches, why="the tree's x86 KVM selftests, built with ARCH=x86_64")]
 
 # Why a skip happens here, from reading the tests (drivers.SkipCause)
 SKIP_CAUSES: list[drivers.SkipCause] = [

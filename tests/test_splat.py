@@ -104,6 +104,35 @@ GOLDEN: dict[str, list[tuple[str, str, bool, str, str]]] = {
         ("WARNING", "WARNING in warn_write", True, "[ cut here ]", "Kernel Offset: disabled"),
     ],
     "7.3/clean_boot": [],
+    # arm64 (7.3.4, QEMU virt): arch/arm64/mm/fault.c's "Unable to handle kernel ... at virtual address", then die()'s
+    # "Internal error: Oops: <ESR> [#1]"; the culprit is the pc line's function ("pc : oops_write+0xc/0x14")
+    "arm64-7.3/clean_boot": [],
+    "arm64-7.3/warning": [
+        ("WARNING", "WARNING in warn_write", False, "[ cut here ]", "---[ end trace 0000000000000000 ]---"),
+    ],
+    "arm64-7.3/oops_null_deref": [
+        ("oops", "Unable to handle kernel NULL pointer dereference in oops_write", False,
+         "Unable to handle kernel NULL pointer dereference at virtual address 0000000000000000",
+         "---[ end trace 0000000000000000 ]---"),
+    ],
+    "arm64-7.3/oops_null_deref_panic": [
+        ("oops", "Unable to handle kernel NULL pointer dereference in oops_write", True,
+         "Unable to handle kernel NULL pointer dereference at virtual address", "Memory Limit: none"),
+    ],
+    # arm64's panic ends with the CPU features and memory limit lines, after Kernel Offset
+    "arm64-7.3/panic": [
+        ("panic", "kernel panic: fault_inject: panic on request", True,
+         "Kernel panic - not syncing: fault_inject: panic on request", "Memory Limit: none"),
+    ],
+    "arm64-7.3/sysrq_crash": [
+        ("panic", "kernel panic: sysrq triggered crash", True, "sysrq: Trigger a crash", "Memory Limit: none"),
+    ],
+    # harness fuzz's finding in lib/test_hmm.c on arm64 (configs/fuzz.yaml): the pc is in memcpy, a leaf function
+    # (its caller, dmirror_fops_unlocked_ioctl, is in lr and not in the call trace), with panic_on_oops set
+    "arm64-7.3/oops_paging_request_memcpy_panic": [
+        ("oops", "Unable to handle kernel paging request in dmirror_fops_unlocked_ioctl", True,
+         "Unable to handle kernel paging request at virtual address ffff7ffffffff000", "Memory Limit: none"),
+    ],
     "7.3/oops_null_deref": [
         ("oops", "BUG: kernel NULL pointer dereference in oops_write", False,
          "BUG: kernel NULL pointer dereference, address:", "note: sh["),

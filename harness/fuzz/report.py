@@ -62,7 +62,8 @@ def reproducer(found: Found, prepared: Prepared) -> str:
     return (f"/*\n * Reproducer from `harness fuzz` (seed {found.seed}, program {found.index}) on "
             f"{prepared.build.release}:\n *   {found.finding.describe()[:600]}\n *\n"
             " * Build against the kernel's headers (lib/test_hmm_uapi.h and its uapi):\n"
-            " *   gcc -O2 -static -I LINUX_TREE -isystem BUILD/usr/include reproducer.c -o reproducer\n"
+            f" *   {prepared.build.arch.gcc} -O2 -static -I LINUX_TREE -isystem BUILD/usr/include reproducer.c -o "
+            "reproducer\n"
             " * Run as root in the guest, with the harness's mmu_probe module and test_hmm loaded:\n"
             " *   ./reproducer    (exit 3 and a {\"finding\": ...} line: the bug; 0: clean)\n */\n"
             f"#define FUZZ_EMBEDDED_PROGRAM \\\n{literal}\n\n" + source)
@@ -71,13 +72,14 @@ def reproducer(found: Found, prepared: Prepared) -> str:
 def regression_test(found: Found, prepared: Prepared) -> str:
     name = slug(found)
     program = render(found.minimal)
+    arch = f" --arch {prepared.build.arch.name}" if prepared.build.arch.foreign else ""
     return f'''"""Regression test from `harness fuzz` (seed {found.seed}, program {found.index}), first seen on
-{prepared.build.release}:
+{prepared.build.release} ({prepared.build.arch.name}):
 
     {found.finding.describe()[:400]}
 
 The program must now run clean under the fuzzer's oracle. Copy this file into suites/, then:
-    harness run suites/test_fuzz_{name}.py --kernel-src KSRC
+    harness run suites/test_fuzz_{name}.py --kernel-src KSRC{arch}
 """
 
 import pytest

@@ -120,6 +120,11 @@ _HEADERS = (
     _h("BUG", "kernel_bug", r"^kernel BUG at (\S+?):\d+!"),
     _h("BUG", "kernel_bug", r"^Kernel BUG at (\S+)"),
     _h("oops", "bug", r"^BUG: (kernel NULL pointer dereference|unable to handle page fault)"),
+    # arm64's fault report (arch/arm64/mm/fault.c:die_kernel_fault), then die()'s "Internal error: Oops: ESR [#1]"
+    _h("oops", "arm64_fault", r"^Unable to handle kernel (NULL pointer dereference|paging request|execute from "
+       r"non-executable memory|read from unreadable memory|write to read-only memory|access to user memory \w+)"
+       r"(?: at virtual address)?"),
+    _h("oops", "oops", r"^Internal error: (Oops(?: - [\w ]+?)?): [0-9a-f]+ \[#\d+\]"),
     # die(): "Oops: general protection fault, probably for ...: 0000 [#1] PREEMPT SMP NOPTI".
     _h("oops", "oops", r"^(?:Oops: )?([^:,]+?)(?:,[^:]*)?: [0-9a-f]{4} \[#\d+\]"),
     _h("panic", "panic", r"^Kernel panic - not syncing: ?(.*)"),
@@ -132,7 +137,8 @@ _HEADERS = (
 
 # Every header holds one of these: a cheap test that spares most lines the regexes (and, with no splat open,
 # spares a console's lines without any of them the scanner: SplatScanner.skip).
-KEYWORDS = ("WARNING", "BUG", "INFO", "UBSAN", "LOCKUP", "[#", "panic", "PANIC", "kmemleak", "unreferenced object")
+KEYWORDS = ("WARNING", "BUG", "INFO", "UBSAN", "LOCKUP", "[#", "panic", "PANIC", "kmemleak", "unreferenced object",
+            "Unable to handle kernel")
 
 
 def _match_header(msg: str) -> tuple[_Header, re.Match[str]] | None:
@@ -152,7 +158,7 @@ _TAIL = re.compile(
     r"^(?:\s*$|Modules linked in:|---\[ end trace|RIP: |Code: |RSP: |RAX: |RDX: |RBP: |R10: |R13: |FS: |CS: "
     r"|CR2: |DR[0-7]: |PKRU: |Kernel Offset: |note: \S+\[\d+\] exited with|Fixing recursive fault"
     r"|Disabling lock debugging due to kernel taint|irq event stamp: |(?:hard|soft)irqs last +(?:en|dis)abled at"
-    r"|Shutting down cpus with NMI)"
+    r"|Shutting down cpus with NMI|CPU features: |Memory Limit: )"
 )
 # Lines that start another stack dump of the same splat (other CPUs of an RCU stall or lockup; the CPU
 # that starves RCU's grace-period kthread).

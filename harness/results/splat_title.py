@@ -10,6 +10,11 @@ import re
 
 _FRAME = re.compile(r"^\s*(\? )?([A-Za-z_.$][\w.$]*)\+0x[0-9a-f]+/0x[0-9a-f]+")
 _RIP = re.compile(r"^RIP: 0010:([A-Za-z_.$][\w.$]*)\+0x[0-9a-f]+/0x[0-9a-f]+")
+# arm64's registers of the faulting context (arch/arm64/kernel/process.c:__show_regs): the pc, and the link register
+_PC_LR = re.compile(r"^(pc|lr) : ([A-Za-z_.$][\w.$]*)\+0x[0-9a-f]+/0x[0-9a-f]+")
+# Library routines the pc of a bad access sits in, for its caller: arm64's memcpy is a leaf function, so its caller
+# is in lr only, not in the call trace ("__pi_memcpy_generic+0x128 (P)", then the caller's caller)
+_LEAF = re.compile(r"^(?:__pi_)?(?:__)?(?:mem(?:cpy|set|move|cmp)|str\w+|copy_(?:to|from)_user|__arch_copy_\w+)\w*$")
 _SYMBOL = re.compile(r"^([A-Za-z_.$][\w.$]*)\+0x[0-9a-f]+/0x[0-9a-f]+")
 # Compiler clones: the same function under another name from one build to the next.
 _CLONE = re.compile(r"\.(?:cold|constprop|isra|part|llvm|lto_priv|localalias)(?:\.\w+)?")
@@ -61,12 +66,18 @@ def _symbol(text: str | None) -> str | None:
 
 
 def _rip(msgs: list[str]) -> str | None:
-    """The function of the first kernel-mode RIP line (CS 0010; 0033 is user space)."""
+    """The function of the first kernel-mode RIP line (CS 0010; 0033 is user space), or of arm64's pc line (its lr's
+    when the pc is in a leaf library routine such as memcpy)."""
+    arm64: dict[str, str] = {}
     for msg in msgs:
         m = _RIP.match(msg)
         if m:
             return _clean(m.group(1))
-    return None
+        if (m := _PC_LR.match(msg)) and m.group(1) not in arm64:
+            arm64[m.group(1)] = _clean(m.group(2))
+    if "pc" in arm64 and _LEAF.match(arm64["pc"]) and "lr" in arm64:
+        return arm64["lr"]
+    return arm64.get("pc")
 
 
 def _trace(msgs: list[str], skip: re.Pattern[str], task_only: bool = False, start: str = "call trace:") -> str | None:
@@ -162,6 +173,8 @@ def title(kind: str, rule: str, m: re.Match[str], msgs: list[str]) -> str:
         return f"kernel BUG in {func}" if func else f"kernel BUG at {_scrub(m.group(1))}"
     if rule == "oops":
         return _in(_phrase(m.group(1)), _culprit(msgs, "base", rip_first=True))
+    if rule == "arm64_fault":
+        return _in(f"Unable to handle kernel {m.group(1)}", _culprit(msgs, "base", rip_first=True))
     if rule == "bug":
         if kind == "oops":
             return _in(f"BUG: {m.group(1)}", _culprit(msgs, "base", rip_first=True))

@@ -154,7 +154,7 @@ def run_capture(capture: Capture, prepared: kprepare.Prepared, accel: str, workd
     modules = (*(["mmu_probe"] if prepared.build.has("MMU_NOTIFIER") else []), *capture.modules)
     append = (f"harness.modules={','.join(modules)}",) if modules else ()
     vm = VM(
-        load_profile("default"),
+        load_profile("default", prepared.build.arch.name),
         prepared.build.kernel_image,
         prepared.image,
         workdir / capture.name,
@@ -180,6 +180,7 @@ def run_capture(capture: Capture, prepared: kprepare.Prepared, accel: str, workd
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kernel-src", default=None, help="as for `harness run` (default: Debian's 6.12)")
+    parser.add_argument("--arch", default="x86_64", help="as for `harness run`: arm64's logs go to arm64-<series>/")
     parser.add_argument("--only", default="", help="comma-separated capture names (default: all)")
     parser.add_argument("--workdir", type=Path, default=None, help="where the VMs' own logs go (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -193,10 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         if wanted and capture.name not in wanted:
             continue
         if capture.fragments not in kernels:
-            kernels[capture.fragments] = kprepare.prepare(args.kernel_src, fragments=capture.fragments)
+            kernels[capture.fragments] = kprepare.prepare(args.kernel_src, fragments=capture.fragments,
+                                                          arch=args.arch)
         prepared = kernels[capture.fragments]
-        accel = probe_accel(prepared.build.kernel_image, prepared.image)
-        out = HERE / prepared.tree.series / f"{capture.name}.log"
+        accel = "tcg" if prepared.build.arch.foreign else probe_accel(prepared.build.kernel_image, prepared.image)
+        series = prepared.tree.series if not prepared.build.arch.foreign else f"{args.arch}-{prepared.tree.series}"
+        out = HERE / series / f"{capture.name}.log"
         out.parent.mkdir(exist_ok=True)
         out.write_text(run_capture(capture, prepared, accel, workdir / prepared.tree.series))
         print(f"{out.relative_to(HERE)}: {out.stat().st_size} bytes ({capture.why})", flush=True)
