@@ -56,7 +56,8 @@ def test_a_boot_that_hangs_in_a_module_says_it_got_to_init(prepared: Prepared, t
 
 
 def test_a_bare_boot_reaches_its_init_and_powers_off(prepared: Prepared, tmp_path: Path):
-    bare = boot_bare(load_profile("default"), prepared.build.kernel_image, build_bare_image(), tmp_path, "tcg")
+    initramfs = build_bare_image(prepared.build.arch)
+    bare = boot_bare(load_profile("default"), prepared.build.kernel_image, initramfs, tmp_path, "tcg")
     assert 0 < bare.kernel_s < bare.init_s <= bare.exit_s, bare
     log = (tmp_path / "console.log").read_text()
     assert "HARNESS-BARE init" in log

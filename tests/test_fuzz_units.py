@@ -231,11 +231,13 @@ def test_a_reproducer_is_one_c_file_that_runs_its_program(tmp_path):
 
     from harness.fuzz import report
     from harness.fuzz.campaign import Found
+    from harness.kernel.arch import load_arch
 
     prog = parse("map 0 anon 3\nwrite 0 0 3\nprotect 0 1 1 r\nunmap 0 0 1\n")
     finding = oracle.Finding("completeness", 3, "1 page(s) present before it were not invalidated", "unmap 0 0 1")
     found = Found(finding, "7", 12, prog, prog, oracle.Outcome(), 3, 1.5)
-    source = report.reproducer(found, SimpleNamespace(build=SimpleNamespace(release="6.12.118")))
+    source = report.reproducer(found, SimpleNamespace(build=SimpleNamespace(release="6.12.118", arch=load_arch())))
+    assert " *   gcc -O2 -static " in source  # the build line names the architecture's compiler
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib/test_hmm_uapi.h").write_text((paths.REPO / "tests/data/fuzz/test_hmm_uapi.h").read_text())
     (tmp_path / "reproducer.c").write_text(source)

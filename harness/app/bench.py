@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.app.loop_bench import run_loop
+from harness.errors import UserError
+from harness.kernel.arch import HOST
 from harness.results import rundir
 from harness.vm.bench import run_bench, run_soak
 
@@ -19,6 +21,7 @@ class BenchRequest:
     results_dir: Path | None = None
     boots: int = 3
     loop: bool = False  # also a maintainer's edit-to-verdict loop (harness/app/loop_bench.py)
+    arch: str = HOST
 
 
 @dataclass(frozen=True)
@@ -28,8 +31,10 @@ class BenchResult:
 
 
 def bench(req: BenchRequest) -> BenchResult:
+    if req.loop and req.arch != HOST:
+        raise UserError(f"bench --loop measures the loop on {HOST}, not on {req.arch}")
     out = rundir.new_run_dir(req.results_dir)
-    figures = run_bench(out, req.kernel_src, req.machine, boots=req.boots)
+    figures = run_bench(out, req.kernel_src, req.machine, boots=req.boots, arch=req.arch)
     if req.loop:
         figures["loop"] = run_loop(out / "loop", req.machine)
         (out / "bench.json").write_text(json.dumps(figures, indent=2) + "\n")
@@ -44,6 +49,7 @@ class SoakRequest:
     runs: int = 50
     fault_rate: float = 0.0  # the share of runs with an injected fault, each of which must be classified
     seed: int | None = None
+    arch: str = HOST
 
 
 @dataclass(frozen=True)
@@ -58,5 +64,6 @@ class SoakResult:
 
 def soak(req: SoakRequest) -> SoakResult:
     out = rundir.new_run_dir(req.results_dir)
-    figures = run_soak(out, req.kernel_src, req.runs, req.machine, fault_rate=req.fault_rate, seed=req.seed)
+    figures = run_soak(out, req.kernel_src, req.runs, req.machine, fault_rate=req.fault_rate, seed=req.seed,
+                       arch=req.arch)
     return SoakResult(figures, out / "soak.json")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.kernel import composition, kconfig, kconfig_explain, sandbox, trees
+from harness.kernel.arch import HOST, load_arch
 from harness.kernel.kconfig import ConfigError
 
 
@@ -19,6 +20,7 @@ class ConfigMakeRequest:
     settings: tuple[str, ...] = ()  # SYM=V
     on: tuple[str, ...] = ()
     off: tuple[str, ...] = ()
+    arch: str = HOST
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ def config_make(req: ConfigMakeRequest) -> ConfigMakeResult:
     tree = trees.resolve(req.kernel_src)
     version = kconfig.tree_version(tree.path)
     # an untrusted tree's (patched:KEY) `$(shell,...)` run in its jail (harness/kernel/sandbox.py)
-    kconf = kconfig.load_tree(tree.path, version, sandbox.for_tree(tree))
+    kconf = kconfig.load_tree(tree.path, version, sandbox.for_tree(tree), load_arch(req.arch))
     result = composition.compose(kconf, req.base, requests, off=list(req.off), on=list(req.on))
     lines = [f"kernel {kconf.srctree} ({version}), base {req.base}, "
              f"{len(req.fragments)} fragment(s), {len(req.settings)} --set"]
@@ -65,12 +67,13 @@ class ConfigExplainRequest:
     symbol: str
     kernel_src: str | None = None
     config: Path | None = None  # the .config to explain (default: the tree's defaults)
+    arch: str = HOST
 
 
 def config_explain(req: ConfigExplainRequest) -> str:
     """Why SYM has its value in the .config (or in the tree's defaults)."""
     tree = trees.resolve(req.kernel_src)
-    kconf = kconfig.load_tree(tree.path, None, sandbox.for_tree(tree))
+    kconf = kconfig.load_tree(tree.path, None, sandbox.for_tree(tree), load_arch(req.arch))
     if req.config is not None:
         kconfig.apply_base(kconf, str(req.config))
     return str(kconfig_explain.explain(kconf, req.symbol))

@@ -16,6 +16,7 @@ from harness import paths
 from harness.app.compare import CompareRequest, run_compare
 from harness.checks.evidence import BY_NAME, WORKLOADS, HmmUnavailable, collect, devices_of, prepare_hmm, write_report
 from harness.errors import UserError
+from harness.kernel.arch import HOST
 from harness.kernel.prepare import prepare
 from harness.results import rundir
 from harness.vm import faults
@@ -34,6 +35,7 @@ class EvidenceRequest:
     only: tuple[str, ...] = ()  # workload names; none: all
     hmm: bool = True  # also against lib/test_hmm.c's device, where the kernel has it
     rxe: bool = False
+    arch: str = HOST
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,9 @@ class EvidenceResult:
 
 def evidence(req: EvidenceRequest) -> EvidenceResult:
     out = rundir.new_run_dir(req.results_dir) / "evidence"
-    prepared = prepare(req.kernel_src, "on")
+    if req.rxe and req.arch != HOST:
+        raise UserError(f"evidence --rxe: soft-RoCE runs on {HOST} guests only (no rdma-core in {req.arch} images)")
+    prepared = prepare(req.kernel_src, "on", arch=req.arch)
     accel = accel_for(prepared)
     vm = guest_vm(prepared, load_profile(req.machine, prepared.build.arch.name), out / "vm", accel, ("mmu_probe",))
     workloads = [BY_NAME[n] for n in req.only] if req.only else WORKLOADS

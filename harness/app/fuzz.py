@@ -20,6 +20,7 @@ from harness.fuzz.campaign import Campaign, Corpus, Found, Stats
 from harness.fuzz.difference import Difference, differ
 from harness.fuzz.program import FuzzConfig, Generator, Program, load_config, parse
 from harness.fuzz.runner import MIRRORS, FuzzGuest
+from harness.kernel.arch import HOST
 from harness.kernel.prepare import Prepared, prepare
 from harness.results import rundir
 from harness.vm.machine import accel_for
@@ -49,6 +50,7 @@ class FuzzRequest:
     base_patch: tuple[str, ...] = ()
     patch: tuple[str, ...] = ()
     patched: str | None = None
+    arch: str = HOST
 
 
 @dataclass
@@ -101,7 +103,7 @@ def run_fuzz(req: FuzzRequest) -> FuzzResult:
     print(f"fuzz: seed {seed}", file=sys.stderr, flush=True)
     if req.patch or req.patched:
         return _compare(req, config, seed)
-    prepared = _prepare(req.kernel_src, req.settings)
+    prepared = _prepare(req.kernel_src, req.settings, req.arch)
     out_dir = rundir.new_run_dir(req.results_dir)
     guests = [FuzzGuest(prepared, req.machine, out_dir / f"job-{j}", accel_for(prepared), req.mirrors, config,
                         kcov=req.kcov) for j in range(1 if program else req.jobs)]
@@ -148,8 +150,8 @@ def _finish(result: FuzzResult, prepared: Prepared, req: FuzzRequest) -> FuzzRes
     return result
 
 
-def _prepare(ksrc: str | None, settings: tuple[str, ...] = ()) -> Prepared:
-    prepared = prepare(ksrc, "on", settings)
+def _prepare(ksrc: str | None, settings: tuple[str, ...] = (), arch: str = HOST) -> Prepared:
+    prepared = prepare(ksrc, "on", settings, arch=arch)
     if not prepared.build.has("MMU_NOTIFIER"):
         raise UserError(f"fuzz: the kernel {prepared.build.config} has no CONFIG_MMU_NOTIFIER: nothing mirrors")
     return prepared
@@ -157,7 +159,8 @@ def _prepare(ksrc: str | None, settings: tuple[str, ...] = ()) -> Prepared:
 
 def _compare(req: FuzzRequest, config: FuzzConfig, seed: str) -> FuzzResult:
     sides = resolve_sides(req.base, req.base_patch, req.patch, req.patched)
-    built = {"base": _prepare(sides.base_ksrc, req.settings), "patched": _prepare(sides.patched_ksrc, req.settings)}
+    built = {side: _prepare(ksrc, req.settings, req.arch)
+             for side, ksrc in (("base", sides.base_ksrc), ("patched", sides.patched_ksrc))}
     out_dir = rundir.new_run_dir(req.results_dir)
     guests = {side: FuzzGuest(p, req.machine, out_dir / side, accel_for(p), req.mirrors, config)
               for side, p in built.items()}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.kernel.arch import HOST, load_arch
 from harness.kernel.prepare import prepare
 from harness.observe.probe import Probe
 from harness.observe.trace import events_of
@@ -35,6 +36,7 @@ class TraceRequest:
     kernel_src: str | None = None
     machine: str = "default"
     timeout: float = 120
+    arch: str = HOST
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,11 @@ def trace(req: TraceRequest) -> TraceResult:
     program = req.program
     if not program.is_file() or not os.access(program, os.X_OK):
         raise UserError(f"trace: {program} is not an executable file")
+    if (machine := elf_machine(program)) is not None and machine != (arch := load_arch(req.arch)).elf_machine:
+        raise UserError(f"trace: {program} is not an {arch.name} program (its ELF machine is {machine}, an "
+                        f"{arch.name} one's {arch.elf_machine}): build it with {arch.gcc} -static")
     libraries = shared_libraries(program, interpreter) if (interpreter := elf_interpreter(program)) else []
-    prepared = prepare(req.kernel_src, "on")
+    prepared = prepare(req.kernel_src, "on", arch=req.arch)
     if not prepared.build.has("MMU_NOTIFIER"):
         raise UserError(f"trace: the kernel {prepared.build.config} has no CONFIG_MMU_NOTIFIER")
     accel = accel_for(prepared)
@@ -112,6 +117,14 @@ def shared_libraries(program: Path, interpreter: str) -> list[tuple[str, Path]]:
         if m := re.search(r"=> (/\S+) \(", line):
             found.append((m[1], Path(m[1]).resolve()))  # at the path the loader asks for, the file it names
     return found
+
+
+def elf_machine(path: Path) -> int | None:
+    """e_machine of an ELF file; None for anything else (a script: the guest's shell says what it thinks)."""
+    with open(path, "rb") as f:
+        head = f.read(20)
+    return int.from_bytes(head[18:20], "little" if head[5:6] == b"\x01" else "big") \
+        if len(head) == 20 and head[:4] == b"\x7fELF" else None
 
 
 def elf_interpreter(path: Path) -> str:

@@ -42,14 +42,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def bench_main(args: argparse.Namespace) -> int:
     with progress_to_stderr():  # builds, the loop's runs: stdout is the figures' alone
-        result = bench(BenchRequest(args.kernel_src, args.machine, args.results_dir, args.boots, args.loop))
+        result = bench(BenchRequest(args.kernel_src, args.machine, args.results_dir, args.boots, args.loop,
+                                    args.arch))
     print(json.dumps(result.figures, indent=2))
     print(f"bench.json: {result.path}", file=sys.stderr)
     return 0
 
 
 def soak_main(args: argparse.Namespace) -> int:
-    result = soak(SoakRequest(args.kernel_src, args.machine, args.results_dir, args.runs, args.fault_rate, args.seed))
+    result = soak(SoakRequest(args.kernel_src, args.machine, args.results_dir, args.runs, args.fault_rate, args.seed,
+                              args.arch))
     f = result.figures
     print(f"soak: {f['runs']} runs, {f['flakes']} flakes among {f['healthy_runs']} healthy runs; "
           f"{f['injected']} faults injected, {f['misclassified']} misclassified; {result.path}")

@@ -67,13 +67,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_make(args: argparse.Namespace) -> int:
     result = config_make(ConfigMakeRequest(args.output, args.kernel_src, args.base, tuple(args.fragment),
-                                           tuple(args.settings), tuple(args.on), tuple(args.off)))
+                                           tuple(args.settings), tuple(args.on), tuple(args.off), args.arch))
     print(f"wrote {result.output}: all {result.requests} requested value(s) hold")
     return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    print(config_explain(ConfigExplainRequest(args.symbol, args.kernel_src, args.config)))
+    print(config_explain(ConfigExplainRequest(args.symbol, args.kernel_src, args.config, args.arch)))
     return 0
 
 

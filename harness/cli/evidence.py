@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     result = evidence(EvidenceRequest(args.kernel_src, args.machine, args.results_dir, args.repeats,
-                                      tuple(args.only or ()), not args.no_hmm, args.rxe))
+                                      tuple(args.only or ()), not args.no_hmm, args.rxe, args.arch))
     print(result.markdown)
     for s in result.skipped:
         print(f"skipped {s}")

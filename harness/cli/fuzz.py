@@ -88,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
                       stop_checks=frozenset(args.stop_check),
                       settings=tuple(args.set), kcov=args.kcov,
                       base=args.base, base_patch=tuple(args.base_patch), patch=tuple(args.patch),
-                      patched=args.patched)
+                      patched=args.patched, arch=args.arch)
     with progress_to_stderr():
         result = run_fuzz(req)
     for d in result.differences:

@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     argv = tuple(args.args[1:] if args.args[:1] == ["--"] else args.args)
     with progress_to_stderr():  # a build's progress, the KVM probe: stdout is the trace's (the --json document)
-        result = trace(TraceRequest(args.program, argv, args.kernel_src, args.machine, args.timeout))
+        result = trace(TraceRequest(args.program, argv, args.kernel_src, args.machine, args.timeout,
+                                    args.arch))
     if result.stderr:
         sys.stderr.write(result.stderr)
     if args.json:

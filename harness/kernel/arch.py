@@ -39,6 +39,7 @@ class Arch:
     userland: tuple[str, ...]  # its Debian packages a guest image unpacks; () for the host's own files
     qemu: str  # the qemu-system binary that boots it
     qemu_package: str
+    elf_machine: int  # e_machine of its ELF files (EM_X86_64, EM_AARCH64)
 
     @property
     def foreign(self) -> bool:
@@ -76,6 +77,7 @@ SCHEMA = schema.Record({
                                 "its Debian packages unpacked into its guest images (empty: the host's files)"),
     "qemu": schema.required(schema.Str(r"qemu-system-\w+", "a qemu-system binary"), "the QEMU that boots it"),
     "qemu_package": schema.required(schema.Str(r"[\w.+-]+", "a Debian package"), "the Debian package of that QEMU"),
+    "elf_machine": schema.required(schema.Int(min=1), "e_machine of its ELF files (62: x86-64, 183: AArch64)"),
 }, "an architecture")
 
 

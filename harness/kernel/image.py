@@ -277,15 +277,17 @@ def _cpio(root: Path, dest: Path) -> None:
         raise BuildError(f"creating {dest} failed")
 
 
-def build_bare_image() -> Path:
+def build_bare_image(arch: Arch) -> Path:
     """The bare-boot reference's initramfs: /dev/console and a static /init that prints one line and
-    powers off (images/bare-init.c); nothing else. Cached by its source and flags."""
-    out = paths.cache_root() / "bare" / content_key(BARE_INIT.read_bytes(), " ".join(BARE_CFLAGS))
+    powers off (images/bare-init.c); nothing else. Cached by its source, compiler and flags."""
+    out = paths.cache_root() / "bare" / content_key(BARE_INIT.read_bytes(), " ".join(BARE_CFLAGS),
+                                                    *([arch.gcc] if arch.foreign else []))
     initramfs = out / "initramfs.cpio"
     if initramfs.exists():
         return initramfs
+    arch.require_compiler()
     with atomic.staged_dir(out) as tmp:
-        run_logged(["gcc", *BARE_CFLAGS, "-o", str(tmp / "init"), str(BARE_INIT)], tmp / "build.log",
+        run_logged([arch.gcc, *BARE_CFLAGS, "-o", str(tmp / "init"), str(BARE_INIT)], tmp / "build.log",
                    "the bare-boot /init")
         (tmp / "initramfs.cpio").write_bytes(newc([
             ("dev", 0o040755, b""),

@@ -51,6 +51,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.kernel.arch import HOST
 from harness.kernel.image import build_bare_image
 from harness.kernel.prepare import Prepared, prepare
 from harness.results.outcome import HarnessFault
@@ -171,16 +172,16 @@ def measure_restores(prepared: Prepared, profile: Profile, accel: str, state: Pa
 
 
 def run_bench(out_dir: Path, ksrc: str | None, machine: str = "default", boots: int = 3,
-              roundtrips: int = 50, restores: int = 10) -> dict:
+              roundtrips: int = 50, restores: int = 10, arch: str = HOST) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
-    prepared = prepare(ksrc)  # builds if needed, so that the timing below is the cached path
+    prepared = prepare(ksrc, arch=arch)  # builds if needed, so that the timing below is the cached path
     started = time.monotonic()
-    prepared = prepare(ksrc)
+    prepared = prepare(ksrc, arch=arch)
     prepare_cached = time.monotonic() - started
     stamp = json.loads((prepared.build.dir / ".harness-built.json").read_text())
     accel = accel_for(prepared)
-    profile = load_profile(machine)
-    bare_initrd = build_bare_image()
+    profile = load_profile(machine, arch)
+    bare_initrd = build_bare_image(prepared.build.arch)
     boot_times: list[float] = []
     rtts: dict[str, list[float]] = {}
     timelines: list[Timeline] = []
@@ -264,7 +265,8 @@ def _inject(vm: VM, fault: str, delay: float) -> threading.Thread:
 
 
 def run_soak(out_dir: Path, ksrc: str | None, runs: int = 50, machine: str = "default",
-             fault_rate: float = 0.0, seed: int | None = None, command_timeout: float = SOAK_COMMAND_TIMEOUT) -> dict:
+             fault_rate: float = 0.0, seed: int | None = None, command_timeout: float = SOAK_COMMAND_TIMEOUT,
+             arch: str = HOST) -> dict:
     """Boot and run the smoke workloads `runs` times; every run that is not clean is a flake, with its cause.
 
     A run is clean when the guest boots, mm_smoke and munmap exit 0 over SSH, and dmesg has no splat.
@@ -275,9 +277,9 @@ def run_soak(out_dir: Path, ksrc: str | None, runs: int = 50, machine: str = "de
     from harness.results.splat import find_splats
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    prepared = prepare(ksrc)
+    prepared = prepare(ksrc, arch=arch)
     accel = accel_for(prepared)
-    profile = load_profile(machine)
+    profile = load_profile(machine, arch)
     rng = random.Random(seed)
     flakes, boots, injected = [], [], []
     for i in range(runs):
