@@ -3,13 +3,14 @@ the fragment each adds to a configuration. A real cross-built configuration: tes
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from harness.kernel import config
+from harness.kernel import config, debian, image
 from harness.kernel.arch import HOST, ArchError, arch_of, known_arches, load_arch
-from harness.kernel.build import make_cmd
+from harness.kernel.build import BuildError, make_cmd
 from harness.kernel.source import KernelTree
 
 
@@ -50,3 +51,35 @@ def test_each_architecture_adds_its_own_fragment_and_nothing_else_differs():
     # what only x86-64 has is asked for there alone: base.config and drivers.config are every architecture's
     shared = {r.symbol for f in common for r in config.kconfig.parse_fragment(f)}
     assert not shared & {"ACPI", "KERNEL_GZIP", "MEM_SOFT_DIRTY", "KVM_AMD", "KVM_INTEL"}
+
+
+def test_busybox_applets_are_read_from_the_binary_as_busybox_lists_them():
+    """The applet table of a busybox the host cannot run (an arm64 one) is read, not executed: the host's busybox,
+    read the same way, must give what its own --list prints."""
+    host = Path("/bin/busybox")
+    if not host.exists():
+        pytest.skip("busybox-static is not installed")
+    listed = subprocess.run([str(host), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    assert list(image.busybox_applets(host.read_bytes())) == listed
+    with pytest.raises(BuildError, match="no applet table"):
+        image.busybox_applets(b"\x7fELF not a busybox")
+
+
+def test_a_link_of_an_unpacked_package_stays_a_link_only_to_a_file_of_the_image(tmp_path: Path):
+    (tmp_path / "libfoo.so.1.2").write_text("lib")
+    (tmp_path / "libfoo.so.1").symlink_to("libfoo.so.1.2")
+    (tmp_path / "ld.so").symlink_to("/lib/aarch64-linux-gnu/ld.so")
+    assert image._link_target(tmp_path / "libfoo.so.1", "/lib/x/libfoo.so.1") == "/lib/x/libfoo.so.1.2"
+    assert image._link_target(tmp_path / "ld.so", "/lib/ld.so") == "/lib/aarch64-linux-gnu/ld.so"
+    assert image._link_target(tmp_path / "libfoo.so.1.2", "/lib/x/libfoo.so.1.2") is None
+
+
+def test_a_foreign_userland_is_fetched_with_a_private_apt_state_of_its_own_architecture(tmp_path: Path):
+    options = debian._private_apt(tmp_path / "apt", "Types: deb\n", "arm64")
+    pairs = dict(o.split("=", 1) for o in options if o != "-o")
+    assert pairs["APT::Architectures"] == pairs["APT::Architecture"] == "arm64"
+    # its own dpkg status (empty), lists and cache: nothing of the system's apt or dpkg state is read or written
+    assert pairs["Dir::State::status"] == str(tmp_path / "apt" / "status")
+    assert (tmp_path / "apt" / "status").read_text() == ""
+    assert all(str(tmp_path) in pairs[k] for k in ("Dir::Etc::sourcelist", "Dir::State::Lists", "Dir::Cache"))
+    assert pairs["Dir::Etc::sourceparts"] == "-"

@@ -186,14 +186,15 @@ def test_pipeline_semantics(m: spec.Matrix, ci: str):
             assert len(job.needs) <= export.GITLAB_NEEDS_LIMIT
         simulate(job)
 
-    kernels = {(c.kernel, c.notifier, c.fragment) for c in m.cells}
+    kernels = {(c.kernel, c.notifier, c.fragment, c.arch) for c in m.cells}
     builds = {j.id: j for j in jobs.values() if any("--pack" in c for c in j.commands)}
     packed = {}
     for job in builds.values():
         (cmd,) = [c for c in job.commands if "--pack" in c]
         words = shlex.split(cmd)
         key = (words[words.index("--kernel-src") + 1], words[words.index("--notifier") + 1],
-               words[words.index("--fragment") + 1] if "--fragment" in words else "")
+               words[words.index("--fragment") + 1] if "--fragment" in words else "",
+               words[words.index("--arch") + 1] if "--arch" in words else "x86_64")
         assert key not in packed.values(), f"{key} is built twice"
         packed[job.id] = key
         assert job.timeout_min in (export.build_minutes(m), f"{export.build_minutes(m)}m")

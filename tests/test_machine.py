@@ -93,3 +93,15 @@ def test_a_device_this_qemu_lacks_is_named_with_the_qemu_version():
     machine.check_devices(Profile("ok", "", devices=("virtio-gpu-pci,xres=800",)))
     with pytest.raises(MachineError, match=rf"needs the QEMU device 'no-such-gpu', which {re.escape(version)}"):
         machine.check_devices(Profile("new", "", devices=("no-such-gpu",)))
+
+
+def test_numa_nodes_share_memory_and_cpus_out_evenly():
+    profile = load_profile("numa2", "arm64")
+    argv = qemu_argv(profile, Path("/k"), Path("/i"), 2222, "tcg")
+    assert argv[0].endswith("qemu-system-aarch64")
+    at = argv.index("-numa")
+    assert argv[at - 2:at + 6] == [
+        "-object", "memory-backend-ram,id=numa-mem0,size=512M", "-numa", "node,nodeid=0,memdev=numa-mem0,cpus=0",
+        "-object", "memory-backend-ram,id=numa-mem1,size=512M", "-numa", "node,nodeid=1,memdev=numa-mem1,cpus=1"]
+    assert "console=ttyAMA0" in argv[argv.index("-append") + 1]
+    assert "-numa" not in qemu_argv(load_profile("default"), Path("/k"), Path("/i"), 2222, "tcg")

@@ -109,6 +109,23 @@ def test_timeouts_last_matching_rule_wins():
     assert by_id["6.1-off-default-notifier_events"] == 300
 
 
+def test_the_arch_axis_names_its_cells_and_their_kernels():
+    m = expand({"axes": {"kernel": ["debian:7.3"], "arch": ["x86_64", "arm64"], "machine": ["numa2"],
+                         "suite": ["notifier_events"]}})
+    assert [c.id for c in m.cells] == ["7.3-on-numa2-notifier_events", "7.3-arm64-on-numa2-notifier_events"]
+    arm = m.cells[1]
+    assert arm.arch == "arm64" and Cell.from_json(arm.to_json()) == arm
+    assert arm.build_reproducer() == "harness kernel --kernel-src debian:7.3 --arch arm64 --notifier on"
+    assert m.cells[0].build_reproducer() == "harness kernel --kernel-src debian:7.3 --notifier on"  # as before
+    # a machine an architecture has no profile of is refused for that architecture's cells
+    with pytest.raises(MatrixError, match=r"7.3-arm64-on-kvm-selftests-notifier_events asks for machine "
+                                          r"'kvm-selftests', which has no arm64 profile"):
+        expand({"axes": {"kernel": ["debian:7.3"], "arch": ["arm64"], "machine": ["kvm-selftests"],
+                         "suite": ["notifier_events"]}})
+    with pytest.raises(MatrixError, match="unknown value 'riscv64' for axis arch"):
+        expand({"axes": {"arch": ["riscv64"], "suite": ["notifier_events"]}})
+
+
 def test_reproducers():
     cell = Cell("debian:6.12", "off", "default", EVENTS)
     assert cell.reproducer() == "harness run --kernel-src debian:6.12 --notifier off --machine default " + EVENTS

@@ -159,10 +159,11 @@ class Userland:
             if not tool.exists():
                 raise BuildError(f"{tool} is missing from the {arch.name} userland: configs/arches/{arch.name}.yaml "
                                  f"must list busybox-static and dropbear-bin")
-        libs = [f for d in ("lib", "usr/lib") if (root / d).is_dir() for f in sorted((root / d).rglob("*"))
-                if (f.is_file() or f.is_symlink()) and "gconv" not in f.parts]
-        return cls(busybox, dropbear, busybox_applets(busybox.read_bytes()),
-                   tuple((f, "/" + str(f.relative_to(root))) for f in libs),
+        libs = {"/" + str(f.relative_to(root)): f for d in ("lib", "usr/lib") if (root / d).is_dir()
+                for f in sorted((root / d).rglob("*")) if (f.is_file() or f.is_symlink()) and "gconv" not in f.parts}
+        # a link stays a link to a file of the image; one to anything else would be followed on the host: dropped
+        files = [(f, guest) for guest, f in libs.items() if _link_target(f, guest) in (None, *libs)]
+        return cls(busybox, dropbear, busybox_applets(busybox.read_bytes()), tuple(files),
                    f"{arch.name} {folder.name}".encode() + (folder / "versions.txt").read_bytes())
 
 
@@ -234,9 +235,8 @@ def _populate(root: Path, userland: Userland, programs: list[Path], modules: lis
         dest.parent.mkdir(parents=True, exist_ok=True)
         # A link whose target the image has too stays a link (a package's libfoo.so.1 -> libfoo.so.1.2.3); any
         # other is copied as the file it names (the host's libraries, which ldd names by their links)
-        link = file.readlink() if file.is_symlink() else None
-        if link and not link.is_absolute() and os.path.normpath(Path(guest_path).parent / link) in guest_paths:
-            dest.symlink_to(link)
+        if _link_target(file, guest_path) in guest_paths:
+            dest.symlink_to(file.readlink())
         else:
             shutil.copy(file, dest)
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
@@ -255,6 +255,11 @@ def _populate(root: Path, userland: Userland, programs: list[Path], modules: lis
         # `build` and `source` link back to the build and source trees: gigabytes the guest never reads.
         shutil.copytree(mod_tree / "lib/modules", root / "lib/modules", symlinks=True,
                         ignore=shutil.ignore_patterns("build", "source"))
+
+
+def _link_target(file: Path, guest_path: str) -> str | None:
+    """Where a symbolic link at `guest_path` points in the guest; None for a file that is no link."""
+    return os.path.normpath(Path(guest_path).parent / file.readlink()) if file.is_symlink() else None
 
 
 def _shared_libs(binary: Path) -> list[Path]:
