@@ -212,8 +212,7 @@ def kernel(pytestconfig: pytest.Config, run_dir: RunDir) -> Prepared:
     write_text(run_dir.kernel_json, json.dumps({
         "tree": str(prepared.tree.path), "version": prepared.tree.version, "identity": prepared.tree.identity,
         "build_dir": str(prepared.build.dir), "release": prepared.build.release, "notifier": prepared.notifier,
-        "fragments": list(prepared.fragments),
-        "image": str(prepared.image.dir),
+        "fragments": list(prepared.fragments), "arch": prepared.build.arch.name, "image": str(prepared.image.dir),
     }, indent=2) + "\n")
     run_dir.timings.prepare = {stage: round(s, 2) for stage, s in prepared.timings.items()}
     return prepared

@@ -10,6 +10,7 @@ import pytest
 
 from harness.checks import rdma
 from harness.kernel import image
+from harness.kernel.arch import load_arch
 from harness.kernel.build import BuildError, ToolMissing
 from harness.observe import kprobe
 
@@ -92,20 +93,34 @@ def test_odp_skip_reasons(tmp_path: Path):
 def test_userspace_files_bring_their_libraries(tmp_path: Path):
     config = tmp_path / "u.yaml"
     config.write_text("files:\n  - {path: '/bin/tru[e]', package: coreutils}\n")
-    files = image.userspace_files(config)
+    files = [f for f, guest in image.userspace_files(load_arch(), config=config) if str(f) == guest]
     assert Path("/bin/true") in files
     assert any(f.name.startswith("libc.so") for f in files), files  # from ldd
     assert any(f.name.startswith("ld-linux") for f in files), files  # the loader
+
+
+def test_userspace_files_of_another_architecture_come_from_its_packages(tmp_path: Path):
+    config = tmp_path / "u.yaml"
+    config.write_text("files:\n  - {path: '/usr/lib/{triplet}/libibverbs/librxe-*.so', package: ibverbs-providers}\n")
+    root = tmp_path / "root"
+    (root / "usr/lib/aarch64-linux-gnu/libibverbs").mkdir(parents=True)
+    (root / "usr/lib/aarch64-linux-gnu/libibverbs/librxe-rdmav34.so").write_text("")
+    assert image.userspace_files(load_arch("arm64"), root, config) == [
+        (root / "usr/lib/aarch64-linux-gnu/libibverbs/librxe-rdmav34.so",
+         "/usr/lib/aarch64-linux-gnu/libibverbs/librxe-rdmav34.so")]
+    (root / "usr/lib/aarch64-linux-gnu/libibverbs/librxe-rdmav34.so").unlink()
+    with pytest.raises(BuildError, match=r"add ibverbs-providers to configs/arches/arm64\.yaml's userland"):
+        image.userspace_files(load_arch("arm64"), root, config)
 
 
 def test_userspace_files_name_the_missing_package(tmp_path: Path):
     config = tmp_path / "u.yaml"
     config.write_text("files:\n  - {path: /nonexistent/librxe-rdmav*.so, package: ibverbs-providers}\n")
     with pytest.raises(ToolMissing, match="apt-get install ibverbs-providers"):
-        image.userspace_files(config)
+        image.userspace_files(load_arch(), config=config)
     config.write_text("files: [/bin/true]\n")
     with pytest.raises(BuildError, match=r"u\.yaml:1: files\[0\]: expected a file \{path, package\?\}"):
-        image.userspace_files(config)
+        image.userspace_files(load_arch(), config=config)
 
 
 @pytest.mark.parametrize("series,buggy", [("7.2", True), ("7.3", True), ("6.12", False)])

@@ -37,9 +37,11 @@ class Arch:
     defconfig: str
     tiny: str | None  # the architecture's tiny.config, which `make tinyconfig` merges
     userland: tuple[str, ...]  # its Debian packages a guest image unpacks; () for the host's own files
+    link_packages: tuple[str, ...]  # its Debian -dev packages static guest programs link against; () for the host's
     qemu: str  # the qemu-system binary that boots it
     qemu_package: str
     elf_machine: int  # e_machine of its ELF files (EM_X86_64, EM_AARCH64)
+    triplet: str  # Debian's multiarch name: its library directories, /usr/lib/<triplet>
 
     @property
     def foreign(self) -> bool:
@@ -75,8 +77,11 @@ SCHEMA = schema.Record({
                             "the architecture's tiny.config, merged by `make tinyconfig` (null: none)"),
     "userland": schema.optional(schema.ListOf(schema.Str(r"[a-z0-9][a-z0-9.+-]*", "a Debian package")), [],
                                 "its Debian packages unpacked into its guest images (empty: the host's files)"),
+    "link_packages": schema.optional(schema.ListOf(schema.Str(r"[a-z0-9][a-z0-9.+-]*", "a Debian package")), [],
+                                     "its Debian -dev packages guest programs link against (empty: the host's)"),
     "qemu": schema.required(schema.Str(r"qemu-system-\w+", "a qemu-system binary"), "the QEMU that boots it"),
     "qemu_package": schema.required(schema.Str(r"[\w.+-]+", "a Debian package"), "the Debian package of that QEMU"),
+    "triplet": schema.required(schema.Str(r"[\w-]+", "a GNU triplet"), "Debian's multiarch name (x86_64-linux-gnu)"),
     "elf_machine": schema.required(schema.Int(min=1), "e_machine of its ELF files (62: x86-64, 183: AArch64)"),
 }, "an architecture")
 
@@ -95,4 +100,4 @@ def load_arch(name: str = HOST) -> Arch:
     if name not in known_arches():
         raise ArchError(f"unknown architecture {name!r}; known: {', '.join(known_arches())} (configs/arches/)")
     data = schema.load(paths.CONFIGS / "arches" / f"{name}.yaml", SCHEMA, ArchError).data
-    return Arch(name=name, **(data | {"userland": tuple(data["userland"])}))
+    return Arch(name=name, **(data | {key: tuple(data[key]) for key in ("userland", "link_packages")}))

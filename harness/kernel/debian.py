@@ -19,8 +19,9 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import atomic, paths, schema
+from harness import atomic, locks, paths, schema
 from harness.errors import InfraError, UserError
+from harness.kernel.arch import Arch
 
 SUITES_FILE = paths.CONFIGS / "debian-suites.yaml"
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -142,19 +143,28 @@ def fetch(package: str) -> tuple[Path, str]:
     return deb, version
 
 
-def foreign_userland(arch: str, packages: tuple[str, ...], keyring: str = DEBIAN_KEYRING) -> Path:
-    """Debian's own PACKAGES for another architecture (arm64 guests' busybox, dropbear, libc), unpacked into one
-    cached folder: fetched from this release's archive with a private apt state whose only architecture is
-    `arch`, so that the system's dpkg never learns of it, and unpacked with `dpkg-deb -x`, which installs nothing.
-    The folder is keyed by the package list: it is fetched once, and kept (the versions are in its versions.txt)."""
+def foreign_packages(arch: str, packages: tuple[str, ...]) -> Path:
+    """Debian's own PACKAGES for another architecture (arm64 guests' busybox, dropbear, libc; what their programs
+    link against), unpacked into one cached folder: fetched from this release's archive with a private apt state
+    whose only architecture is `arch`, so that the system's dpkg never learns of it, and unpacked with `dpkg-deb
+    -x`, which installs nothing. The folder is keyed by the package list: it is fetched once, and kept (the versions
+    are in its versions.txt)."""
     release = _os_release().get("VERSION_CODENAME", "")
     key = hashlib.sha256(" ".join((release, *packages)).encode()).hexdigest()[:16]
     out = paths.cache_root() / "userland" / arch / key
     if (out / "versions.txt").exists():
         return out
+    # one fetch at a time per architecture: parallel runs (xdist workers, matrix cells) share its apt state
+    with locks.locked(paths.cache_root() / "locks" / f"userland-{arch}.lock", f"fetching the {arch} userland"):
+        if not (out / "versions.txt").exists():
+            _fetch_userland(arch, packages, release, out)
+    return out
+
+
+def _fetch_userland(arch: str, packages: tuple[str, ...], release: str, out: Path) -> None:
     state = paths.cache_root() / "apt" / arch
     private = _private_apt(state, f"Types: deb\nURIs: {system_archive()}\nSuites: {release}\nComponents: main\n"
-                           f"Architectures: {arch}\nSigned-By: {keyring}\n", arch)
+                           f"Architectures: {arch}\nSigned-By: {DEBIAN_KEYRING}\n", arch)
     print(f"fetching the {arch} guest userland ({', '.join(packages)}) from Debian {release} with a private apt "
           f"state ({state}) ...", flush=True)
     _apt(["apt-get", *private, "update"], f"apt-get update of {release} ({arch})")
@@ -170,7 +180,14 @@ def foreign_userland(arch: str, packages: tuple[str, ...], keyring: str = DEBIAN
             _apt(["dpkg-deb", "-x", str(deb), str(tmp / "root")], f"unpacking {deb.name}")
         shutil.rmtree(debs)
         (tmp / "versions.txt").write_text("".join(f"{p}:{arch} {v}\n" for p, v in versions.items()))
-    return out
+
+
+def cross_libraries(arch: Arch) -> Path | None:
+    """The unpacked -dev packages of another architecture its guest programs link against (configs/arches/:
+    `link_packages`), or None for the host's, whose own /usr/include and /usr/lib serve."""
+    if not arch.foreign or not arch.link_packages:
+        return None
+    return foreign_packages(arch.name, arch.link_packages) / "root"
 
 
 def _private_apt(state: Path, sources: str, arch: str | None = None) -> tuple[str, ...]:

@@ -79,19 +79,29 @@ def build_guest_programs(arch: Arch) -> Path:
     return out
 
 
-def build_rdma_programs() -> Path:
-    """guest/rdma/*.c, linked against the host's libibverbs (the image carries it); cached by their sources."""
-    if not Path("/usr/include/infiniband/verbs.h").exists():
-        raise ToolMissing("infiniband/verbs.h is missing: apt-get install libibverbs-dev")
+def build_rdma_programs(arch: Arch) -> Path:
+    """guest/rdma/*.c, linked against libibverbs (the host's, or `arch`'s unpacked packages: configs/arches/,
+    `link_packages`); the image carries the libraries. Cached by their sources."""
+    sysroot = debian.cross_libraries(arch)
+    if not ((sysroot or Path("/")) / "usr/include/infiniband/verbs.h").exists():
+        raise ToolMissing("infiniband/verbs.h is missing: apt-get install libibverbs-dev" if sysroot is None else
+                          f"infiniband/verbs.h is missing from {sysroot}: configs/arches/{arch.name}.yaml's "
+                          "link_packages must list libibverbs-dev")
+    cc = [arch.gcc]
+    if sysroot is not None:  # libibverbs.so, and the libraries it needs found at link time (rpath-link)
+        cc += [f"-I{sysroot}/usr/include", f"-L{sysroot}/usr/lib/{arch.triplet}",
+               *(f"-Wl,-rpath-link,{sysroot}/{d}/{arch.triplet}" for d in ("usr/lib", "lib"))]
     sources = sorted((paths.GUEST / "rdma").iterdir()) + sorted((paths.GUEST / "programs").glob("*.h"))
-    key = content_key(*(p.name.encode() + p.read_bytes() for p in sources), (paths.GUEST / "Makefile").read_bytes())
+    key = content_key(*(p.name.encode() + p.read_bytes() for p in sources), (paths.GUEST / "Makefile").read_bytes(),
+                      *(cc if arch.foreign else []))
     out = paths.cache_root() / "guest-rdma" / key
     if out.exists():
         return out
+    arch.require_compiler()
     (paths.cache_root() / "guest-rdma").mkdir(parents=True, exist_ok=True)
     with atomic.staged_dir(out) as tmp:
-        run_logged(["make", "-C", str(paths.GUEST), f"O={tmp}", "rdma"],
-                   paths.cache_root() / "guest-rdma" / "build.log", "guest RDMA programs")
+        run_logged(["make", "-C", str(paths.GUEST), f"O={tmp}", f"CC={' '.join(cc)}", "rdma"],
+                   paths.cache_root() / "guest-rdma" / "build.log", f"{arch.name} guest RDMA programs")
     return out
 
 
@@ -105,18 +115,26 @@ USERSPACE_SCHEMA = schema.Record({
 }, "a mapping")
 
 
-def userspace_files(config: Path = USERSPACE) -> list[Path]:
-    """The host files `config` lists, and every shared library (and the loader) that an ELF among them needs."""
+def userspace_files(arch: Arch, root: Path = Path("/"), config: Path = USERSPACE) -> list[tuple[Path, str]]:
+    """The files `config` lists ({triplet}: the architecture's library directory), found under `root` (the host's
+    /, or another architecture's unpacked packages), as (file, its path in the guest); from the host's, also every
+    shared library (and the loader) an ELF among them needs."""
     entries = schema.load(config, USERSPACE_SCHEMA, BuildError, empty={}).data["files"]
-    found: list[Path] = []
+    found: list[tuple[Path, str]] = []
     for entry in entries:
-        matches = sorted(glob.glob(entry["path"]))
-        if not matches:
-            raise ToolMissing(f"{entry['path']} is missing ({config.name}): "
+        pattern = entry["path"].replace("{triplet}", arch.triplet)
+        matches = sorted(glob.glob(str(root).rstrip("/") + pattern))
+        if not matches and root == Path("/"):
+            raise ToolMissing(f"{pattern} is missing ({config.name}): "
                               f"apt-get install {entry['package'] or '<its package>'}")
-        found += [Path(m) for m in matches]
-    libs = [lib for f in found if _is_elf(f) for lib in _shared_libs(f)]
-    return sorted(set(found + libs))
+        if not matches:
+            raise BuildError(f"{pattern} ({config.name}) is in none of the {arch.name} packages unpacked: add "
+                             f"{entry['package'] or 'its package'} to configs/arches/{arch.name}.yaml's userland")
+        found += [(Path(m), "/" + str(Path(m).relative_to(root))) for m in matches]
+    if root != Path("/"):
+        return found
+    libs = [lib for f, _ in found if _is_elf(f) for lib in _shared_libs(f)]
+    return sorted(set(found) | {(lib, str(lib)) for lib in libs})
 
 
 def _is_elf(path: Path) -> bool:
@@ -141,18 +159,18 @@ class Userland:
             if not tool.exists():
                 raise ToolMissing(f"{tool} is missing: apt-get install busybox-static dropbear-bin")
         applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
-        rdma = build_rdma_programs()
-        files = sorted(set(_shared_libs(DROPBEAR)) | set(userspace_files())
-                       | {lib for prog in rdma.iterdir() for lib in _shared_libs(prog)})
-        return cls(BUSYBOX, DROPBEAR, tuple(applets), tuple((f, str(f)) for f in files),
+        rdma = build_rdma_programs(arch)
+        libs = {lib for binary in (DROPBEAR, *rdma.iterdir()) for lib in _shared_libs(binary)}
+        files = sorted(set(userspace_files(arch)) | {(lib, str(lib)) for lib in libs})
+        return cls(BUSYBOX, DROPBEAR, tuple(applets), tuple(files),
                    b"".join((BUSYBOX.read_bytes(), DROPBEAR.read_bytes(), USERSPACE.read_bytes(),
-                             *(str(f).encode() + f.read_bytes() for f in files))))
+                             *(guest.encode() + f.read_bytes() for f, guest in files))))
 
     @classmethod
     def unpacked(cls, arch: Arch) -> Userland:
         """Debian's packages of `arch` (configs/arches/), every library and the loader at its own path: the host's
         ldd cannot read a foreign ELF, so the whole of their lib/ directories goes, charset modules aside."""
-        folder = debian.foreign_userland(arch.name, arch.userland)
+        folder = debian.foreign_packages(arch.name, arch.userland)
         root = folder / "root"
         busybox, dropbear = root / "bin/busybox", root / "usr/sbin/dropbear"
         for tool in (busybox, dropbear):
@@ -163,8 +181,10 @@ class Userland:
                 for f in sorted((root / d).rglob("*")) if (f.is_file() or f.is_symlink()) and "gconv" not in f.parts}
         # a link stays a link to a file of the image; one to anything else would be followed on the host: dropped
         files = [(f, guest) for guest, f in libs.items() if _link_target(f, guest) in (None, *libs)]
+        files += userspace_files(arch, root)
         return cls(busybox, dropbear, busybox_applets(busybox.read_bytes()), tuple(files),
-                   f"{arch.name} {folder.name}".encode() + (folder / "versions.txt").read_bytes())
+                   b"".join((f"{arch.name} {folder.name}".encode(), (folder / "versions.txt").read_bytes(),
+                             USERSPACE.read_bytes())))
 
 
 def busybox_applets(binary: bytes) -> tuple[str, ...]:
@@ -184,7 +204,7 @@ def busybox_applets(binary: bytes) -> tuple[str, ...]:
 def build_image(build: KernelBuild) -> Image:
     """Everything the guest needs for this kernel build; cached by all of its inputs."""
     userland = Userland.of(build.arch)
-    programs = [build_guest_programs(build.arch)] + ([] if build.arch.foreign else [build_rdma_programs()])
+    programs = [build_guest_programs(build.arch), build_rdma_programs(build.arch)]
     modules = image_modules(build)
     mod_tree = install_modules(build) if build.has("MODULES") else None
     pub = client_key().with_name("id_ed25519.pub")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import atomic, locks, paths
-from harness.kernel import sandbox
+from harness.kernel import debian, sandbox
 from harness.kernel.build import BuildError, KernelBuild, content_key, make_cmd, run_logged
 
 KPROGRAMS = paths.GUEST / "kprograms"
@@ -56,17 +56,21 @@ def compile_static(build: KernelBuild, name: str, source: Path, inputs: Sequence
     """`gcc -static` of one C file (and `more_sources` linked with it) against this build's headers; cached by
     the files, their inputs and flags."""
     include = uapi_headers(build)
+    sysroot = debian.cross_libraries(build.arch)
     key = content_key(name, source.read_bytes(), *(p.read_bytes() for p in (*more_sources, *inputs)),
-                      *cflags, *libs, *([build.arch.gcc] if build.arch.foreign else []))
+                      *cflags, *libs, *([build.arch.gcc, str(sysroot)] if build.arch.foreign else []))
     out = build.dir / "harness-userprogs" / f"{name}-{key}"
     if not (out / name).exists():
-        cmd = [build.arch.gcc, *cflags, "-static", "-isystem", str(include), "-I", str(build.tree.path),
+        cross = ["-isystem", f"{sysroot}/usr/include", "-L", f"{sysroot}/usr/lib/{build.arch.triplet}"] \
+            if sysroot else []
+        cmd = [build.arch.gcc, *cflags, "-static", "-isystem", str(include), "-I", str(build.tree.path), *cross,
                "-o", "OUT", str(source), *map(str, more_sources), *libs]
         with atomic.staged_dir(out) as tmp:
             cmd[cmd.index("OUT")] = str(tmp / name)
             log = build.dir / "harness-userprogs.log"
             # gcc reads an untrusted tree's headers in its jail (its #include could name any file)
-            jail = sandbox.for_tree(build.tree, readable=(build.dir, paths.GUEST, source.parent), writable=(tmp,))
+            readable = (build.dir, paths.GUEST, source.parent, *([sysroot] if sysroot else []))
+            jail = sandbox.for_tree(build.tree, readable=readable, writable=(tmp,))
             proc = sandbox.run(jail, cmd)
             with open(log, "a") as f:
                 f.write(f"\n$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")

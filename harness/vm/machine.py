@@ -70,8 +70,6 @@ class Profile:
     numa_nodes: int = 0  # QEMU's own NUMA nodes (memory and CPUs shared out evenly); 0: none
 
 
-
-
 _WORD = schema.Str(r"[^\s]+", "a word without spaces")
 PROFILE = schema.Record({
     "description": schema.optional(schema.Str(), "", "what the guest is for"),
@@ -186,8 +184,8 @@ def qemu_argv(profile: Profile, kernel: Path, initrd: Path, ssh_port: int, accel
 
 
 def numa_args(profile: Profile) -> list[str]:
-    """-numa nodes of equal memory, CPU i on node i mod N: what an arm64 guest reads from the device tree (numa-node-id,
-    OF_NUMA), where an x86 one without ACPI SRAT could only fake them (numa=fake)."""
+    """-numa nodes of equal memory, CPU i on node i mod N, which QEMU describes to the guest (to an arm64 one in the
+    device tree's numa-node-id, read by OF_NUMA): real nodes, where numa=fake splits one node's memory only."""
     nodes = profile.numa_nodes
     args: list[str] = []
     for n in range(nodes):
