@@ -24,9 +24,7 @@ from harness.kernel import userprogs
 # had merged on the same guest
 PROFILE = drivers.load_driver("mm-selftests")
 pytestmark = [pytest.mark.e2e, pytest.mark.fresh_guest,
-              # the others build and 3 of 4 pass on arm64 7.3 (soft-dirty skips: arm64 has no soft-dirty)
-              pytest.mark.arches(*PROFILE.arches, why="migration and ksm_tests link a static -lnuma, and Debian's "
-                                 "arm64 libnuma.a is not fetched for the cross-linker yet")]
+              pytest.mark.arches(*PROFILE.arches, why="configs/drivers/mm-selftests.yaml: not run there yet")]
 
 # Why a skip happens here, from reading the test and mm/ (drivers.SkipCause)
 SKIP_CAUSES: list[drivers.SkipCause] = [

@@ -120,7 +120,8 @@ import harness.pytest_plugin as plugin
 def _cached(kernel_src, notifier, settings=(), fragments=(), arch="x86_64"):
     here = Path(__file__).parent
     (here / ".config").write_text("CONFIG_MMU_NOTIFIER=y\\n")
-    build = types.SimpleNamespace(config=here / ".config", dir=here, release="6.12.117")
+    build = types.SimpleNamespace(config=here / ".config", dir=here, release="6.12.117",
+                                  arch=types.SimpleNamespace(name=arch))
     tree = types.SimpleNamespace(path=here, version="6.12.117", identity="test")
     return types.SimpleNamespace(tree=tree, build=build, image=types.SimpleNamespace(dir=here), notifier=notifier,
                                  fragments=fragments,

@@ -13,6 +13,7 @@ from harness import configs, paths, schema
 from harness.checks import drivers, expectations, workloads
 from harness.errors import UserError
 from harness.kernel import build, debian, image
+from harness.kernel.arch import load_arch
 from harness.matrix import spec
 from harness.results import compare
 from harness.vm import machine
@@ -338,7 +339,7 @@ def test_versions_replace_expect_and_why(tmp_path: Path):
      "suites[0].suite: expected a suite name"),
     (lambda p: debian.load_suites(p), "suites:\n  - {suite: trixie, keyring: k.gpg}\n",
      "suites[0].keyring: expected the absolute path of a keyring"),
-    (lambda p: image.userspace_files(p), "files:\n  - {path: /bin/true, pakage: coreutils}\n",
+    (lambda p: image.userspace_files(load_arch(), config=p), "files:\n  - {path: /bin/true, pakage: coreutils}\n",
      "files[0].pakage: unknown key(s) ['pakage']"),
     (lambda p: compare.load_expected(p), "changes:\n  - {case: 'x/*', to: [CLEAR]}\n",
      "changes[0].to: expected an event name (CLEAR or MMU_NOTIFY_CLEAR) or null, found a list of 1"),

@@ -57,7 +57,8 @@ static void on_alarm(int sig)
 }
 
 #if defined(__aarch64__)
-static void run_vcpu(void)
+/* The vCPU starts (again) at CODE_GPA; its end is the store to GPA 0x100000, outside every memslot */
+static void start_at_code(void)
 {
 	__u64 pc = CODE_GPA;
 	struct kvm_one_reg reg = {
@@ -73,27 +74,15 @@ static void run_vcpu(void)
 	run->immediate_exit = 0;
 	if (ioctl(vcpu_fd, KVM_SET_ONE_REG, &reg))
 		die("KVM_SET_ONE_REG pc");
-	alarm(30);
-	for (;;) {
-		if (ioctl(vcpu_fd, KVM_RUN, 0)) {
-			if (errno == EINTR) {
-				fprintf(stderr, "KVM_RUN: the vCPU did not exit within 30 s\n");
-				exit(3);
-			}
-			die("KVM_RUN");
-		}
-		if (run->exit_reason == KVM_EXIT_MMIO && run->mmio.is_write && run->mmio.phys_addr == 0x100000) {
-			alarm(0);
-			return;
-		}
-		if (run->exit_reason != KVM_EXIT_INTR) {
-			fprintf(stderr, "KVM_RUN: unexpected exit reason %u\n", run->exit_reason);
-			exit(1);
-		}
-	}
+}
+
+static int code_ended(void)
+{
+	return run->exit_reason == KVM_EXIT_MMIO && run->mmio.is_write && run->mmio.phys_addr == 0x100000;
 }
 #else
-static void run_vcpu(void)
+/* The vCPU starts (again) at CODE_GPA in real mode; its end is the hlt */
+static void start_at_code(void)
 {
 	struct kvm_sregs sregs;
 	struct kvm_regs regs;
@@ -109,6 +98,17 @@ static void run_vcpu(void)
 	regs.rflags = 0x2;
 	if (ioctl(vcpu_fd, KVM_SET_REGS, &regs))
 		die("KVM_SET_REGS");
+}
+
+static int code_ended(void)
+{
+	return run->exit_reason == KVM_EXIT_HLT;
+}
+#endif
+
+static void run_vcpu(void)
+{
+	start_at_code();
 	alarm(30);
 	for (;;) {
 		if (ioctl(vcpu_fd, KVM_RUN, 0)) {
@@ -118,7 +118,7 @@ static void run_vcpu(void)
 			}
 			die("KVM_RUN");
 		}
-		if (run->exit_reason == KVM_EXIT_HLT) {
+		if (code_ended()) {
 			alarm(0);
 			return;
 		}
@@ -128,8 +128,6 @@ static void run_vcpu(void)
 		}
 	}
 }
-
-#endif
 
 /* This VM's top-level debugfs statistics as a JSON object (vcpu directories and histograms left out). */
 static void print_stats(void)
