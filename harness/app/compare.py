@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness import paths
 from harness.app.bisect import after_compare
-from harness.app.driver import fragment_notes
+from harness.app.driver import fragment_notes, require_arch
 from harness.app.kernel import KernelChoice
 from harness.app.run import RunRequest, run_on
 from harness.atomic import check_output_dir, write_text
@@ -152,10 +152,9 @@ def _groups(req: CompareRequest, base: Prepared) -> list[tuple[str, str, tuple[s
     config = kconfig.read_config_values(base.build.config)
     for name in names:
         profile = drivers.load_driver(name)
-        if req.arch not in profile.arches:
-            if req.drivers:
-                raise UserError(f"driver {name} is proven on {', '.join(profile.arches)}, not on {req.arch}")
-            continue
+        if req.arch not in profile.arches and not req.drivers:
+            continue  # a profile not proven on this architecture is left out, unless asked for by name
+        require_arch(profile, req.arch)
         if not req.drivers and fragment_notes(profile, req.notifier, base.tree.series, config):
             continue  # this config cannot run it: the driver's own command says why
         groups.append((f"driver-{name}", profile.machine, tuple(str(paths.REPO / s) for s in profile.suites)))

@@ -65,12 +65,16 @@ def fragment_notes(profile: drivers.DriverProfile, notifier: str, series: str, c
     return notes
 
 
+def require_arch(profile: drivers.DriverProfile, arch: str) -> None:
+    if arch not in profile.arches:
+        raise UserError(f"driver {profile.name} is proven on {', '.join(profile.arches)}, not on {arch} (the "
+                        f"`arches` of configs/drivers/{profile.name}.yaml)")
+
+
 def driver(req: DriverRequest) -> DriverResult:
     profile = drivers.load_driver(req.name)
     k = req.kernel
-    if k.arch not in profile.arches:
-        raise UserError(f"driver {profile.name} is proven on {', '.join(profile.arches)}, not on {k.arch} "
-                        f"(its profile's arches)")
+    require_arch(profile, k.arch)
     prepared = prepare(k.kernel_src, k.notifier, fragments=k.fragments, arch=k.arch)
     notes = fragment_notes(profile, k.notifier, prepared.tree.series, kconfig.read_config_values(prepared.build.config),
                            k.fragments)

@@ -155,18 +155,18 @@ def foreign_packages(arch: str, packages: tuple[str, ...]) -> Path:
     if (out / "versions.txt").exists():
         return out
     # one fetch at a time per architecture: parallel runs (xdist workers, matrix cells) share its apt state
-    with locks.locked(paths.cache_root() / "locks" / f"userland-{arch}.lock", f"fetching the {arch} userland"):
+    with locks.locked(paths.cache_root() / "locks" / f"userland-{arch}.lock", f"fetching {arch} packages"):
         if not (out / "versions.txt").exists():
-            _fetch_userland(arch, packages, release, out)
+            _fetch_foreign(arch, packages, release, out)
     return out
 
 
-def _fetch_userland(arch: str, packages: tuple[str, ...], release: str, out: Path) -> None:
+def _fetch_foreign(arch: str, packages: tuple[str, ...], release: str, out: Path) -> None:
     state = paths.cache_root() / "apt" / arch
     private = _private_apt(state, f"Types: deb\nURIs: {system_archive()}\nSuites: {release}\nComponents: main\n"
                            f"Architectures: {arch}\nSigned-By: {DEBIAN_KEYRING}\n", arch)
-    print(f"fetching the {arch} guest userland ({', '.join(packages)}) from Debian {release} with a private apt "
-          f"state ({state}) ...", flush=True)
+    print(f"fetching Debian {release}'s {arch} packages {', '.join(packages)} with a private apt state ({state}) ...",
+          flush=True)
     _apt(["apt-get", *private, "update"], f"apt-get update of {release} ({arch})")
     versions = {p: candidate(f"{p}:{arch}", private) for p in packages}
     if missing := [p for p, v in versions.items() if v is None]:
@@ -175,7 +175,7 @@ def _fetch_userland(arch: str, packages: tuple[str, ...], release: str, out: Pat
         debs = tmp / "debs"
         debs.mkdir()
         _apt(["apt-get", *private, "download", *(f"{p}:{arch}={v}" for p, v in versions.items())],
-             f"apt-get download of the {arch} userland", cwd=debs)
+             f"apt-get download of {arch} packages", cwd=debs)
         for deb in sorted(debs.glob("*.deb")):
             _apt(["dpkg-deb", "-x", str(deb), str(tmp / "root")], f"unpacking {deb.name}")
         shutil.rmtree(debs)

@@ -25,7 +25,6 @@ import math
 import re
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -33,8 +32,8 @@ import yaml
 from harness import paths
 from harness.kernel.arch import HOST
 from harness.kernel.build import content_key
-from harness.matrix.spec import Cell, Matrix, kernel_id
-from harness.results.cell import kernel_args
+from harness.matrix.spec import Cell, Matrix
+from harness.results.cell import kernel_args, kernel_label
 
 CONTAINER = "debian:12"
 BUILD_SETUP_MINUTES = 20  # make deps: Debian packages (the kernel sources among them) and the virtualenv
@@ -75,9 +74,7 @@ class Kernel:
     @property
     def id(self) -> str:
         """As the cell ids begin: 6.12-on, 6.12-on-kasan, 7.3-arm64-on."""
-        arch = (self.arch,) if self.arch != HOST else ()
-        frag = (Path(self.fragment).stem,) if self.fragment else ()
-        return "-".join((kernel_id(self.kernel), *arch, self.notifier, *frag))
+        return kernel_label(self.kernel, self.notifier, self.fragment, self.arch)
 
     @property
     def job(self) -> str:

@@ -27,10 +27,8 @@ class Cell:
 
     @property
     def id(self) -> str:
-        # no part at all for no fragment and the host's architecture: ids stay as they were
-        arch = (self.arch,) if self.arch != HOST else ()
-        frag = (Path(self.fragment).stem,) if self.fragment else ()
-        return "-".join((kernel_id(self.kernel), *arch, self.notifier, *frag, self.machine, suite_id(self.suite)))
+        return "-".join((kernel_label(self.kernel, self.notifier, self.fragment, self.arch), self.machine,
+                         suite_id(self.suite)))
 
     def values(self) -> dict[str, str]:
         return {"kernel": self.kernel, "arch": self.arch, "notifier": self.notifier, "fragment": self.fragment,
@@ -64,6 +62,14 @@ class Cell:
         return cls(d["kernel"], d["notifier"], d["machine"], d["suite"], float(d.get("timeout_s", DEFAULT_TIMEOUT_S)),
                    d.get("fragment", ""), d.get("arch", HOST))
 
+
+
+def kernel_label(kernel: str, notifier: str, fragment: str, arch: str) -> str:
+    """How a cell id begins, and a CI build job's kernel is named: 6.12-on, 6.12-on-kasan, 7.3-arm64-on. No part at all
+    for no fragment and the host's architecture: ids stay as they were before either axis."""
+    arch_part = (arch,) if arch != HOST else ()
+    frag = (Path(fragment).stem,) if fragment else ()
+    return "-".join((kernel_id(kernel), *arch_part, notifier, *frag))
 
 
 def kernel_args(kernel: str, notifier: str, fragment: str, arch: str) -> list[str]:
